@@ -1,0 +1,1 @@
+import PlunkdCore; print(PlunkdVersion.string)

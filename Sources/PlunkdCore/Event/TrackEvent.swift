@@ -1,0 +1,33 @@
+import Foundation
+
+/// One event accepted at the door, ready to be stored.
+///
+/// The body is kept exactly as the client sent it: it is what Plunk will receive, so
+/// nothing the client meant (key order, number formatting, unknown fields) is lost
+/// by a decode/encode round trip.
+public struct TrackEvent: Sendable {
+    /// Assigned at ingest; also the `Idempotency-Key` on every delivery attempt.
+    public let id: UUID
+    /// Lower-cased email: events for one contact are delivered in acknowledgement order.
+    public let contact: String
+    /// The JSON object as received.
+    public let body: Data
+
+    public init(id: UUID = UUID(), contact: String, body: Data) {
+        self.id = id
+        self.contact = contact
+        self.body = body
+    }
+}
+
+/// Why an event was refused at the door. The message is written for the person who
+/// sent the event, because it is shown to them verbatim (NDJSON `error`, HTTP `message`).
+public struct EventRejection: Error, Sendable, Equatable, CustomStringConvertible {
+    public let message: String
+
+    public init(_ message: String) {
+        self.message = message
+    }
+
+    public var description: String { message }
+}

@@ -1,0 +1,165 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// Plunk's own track API on the local socket, so an existing Plunk client pointed at the
+/// socket works unchanged. Requests on one connection are answered in order by NIO's
+/// pipelining handler, which also stops reading while a response is outstanding.
+final class HTTPIngestHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private enum RequestState {
+        case idle
+        case receiving(HTTPRequestHead, ByteBuffer)
+        /// Already answered (too large); the rest of the request is ignored.
+        case answered
+    }
+
+    private let committer: GroupCommitter
+    private let validator: EventValidator
+    private var state = RequestState.idle
+    private var responsesOutstanding = 0
+    private var draining = false
+
+    init(committer: GroupCommitter, validator: EventValidator) {
+        self.committer = committer
+        self.validator = validator
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch (unwrapInboundIn(data), state) {
+        case (.head(let head), _):
+            begin(head, context: context)
+        case (.body(var chunk), .receiving(let head, var body)):
+            if body.readableBytes + chunk.readableBytes > validator.maxEventBytes {
+                state = .answered
+                respondTooLarge(head, context: context)
+            } else {
+                body.writeBuffer(&chunk)
+                state = .receiving(head, body)
+            }
+        case (.end, .receiving(let head, let body)):
+            state = .idle
+            handle(head, body: body, context: context)
+        case (.end, .answered):
+            state = .idle
+        case (.body, _), (.end, .idle):
+            break
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case IngestConnectionEvent.drain:
+            draining = true
+            if responsesOutstanding == 0, case .idle = state { context.close(promise: nil) }
+        case let idle as IdleStateHandler.IdleStateEvent where idle == .all:
+            if responsesOutstanding == 0 { context.close(promise: nil) }
+        default:
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > validator.maxEventBytes {
+            state = .answered
+            respondTooLarge(head, context: context)
+            return
+        }
+        state = .receiving(head, context.channel.allocator.buffer(capacity: 0))
+        // curl sends `Expect: 100-continue` for bodies over 1 KiB and waits a second without it.
+        if head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+            let interim = HTTPResponseHead(version: head.version, status: .continue)
+            context.writeAndFlush(wrapOutboundOut(.head(interim)), promise: nil)
+        }
+    }
+
+    private func handle(_ head: HTTPRequestHead, body: ByteBuffer, context: ChannelHandlerContext) {
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        guard Self.trackPaths.contains(path) else {
+            respond(head, .notFound, PlunkErrorBody.json(.notFound, "Unknown route"), context: context)
+            return
+        }
+        guard head.method == .POST else {
+            var headers = HTTPHeaders()
+            headers.add(name: "Allow", value: "POST")
+            respond(head, .methodNotAllowed, PlunkErrorBody.json(.methodNotAllowed, "Use POST to send an event"),
+                    extraHeaders: headers, context: context)
+            return
+        }
+        let event: TrackEvent
+        do {
+            event = try validator.validate(Data(body.readableBytesView))
+        } catch {
+            respond(head, .badRequest, PlunkErrorBody.json(.badRequest, error.message), context: context)
+            return
+        }
+        responsesOutstanding += 1
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        committer.submit([event]) { result in
+            loopBound.eventLoop.execute {
+                let (handler, context) = loopBound.value
+                handler.responsesOutstanding -= 1
+                switch result {
+                case .success:
+                    let body = "{\"success\":true,\"queued\":true,\"id\":\"\(event.id.uuidString.lowercased())\"}"
+                    handler.respond(head, .ok, body, context: context)
+                case .failure(let refusal):
+                    var headers = HTTPHeaders()
+                    headers.add(name: "Retry-After", value: "1")
+                    handler.respond(head, .serviceUnavailable,
+                                    PlunkErrorBody.json(.serviceUnavailable, refusal.description),
+                                    extraHeaders: headers, context: context)
+                }
+            }
+        }
+    }
+
+    private func respondTooLarge(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        // The body is not read, so the connection cannot carry another request after this.
+        var headers = HTTPHeaders()
+        headers.add(name: "Connection", value: "close")
+        respond(head, .payloadTooLarge,
+                PlunkErrorBody.json(.payloadTooLarge, "event is larger than \(validator.maxEventBytes) bytes"),
+                extraHeaders: headers, forceClose: true, context: context)
+    }
+
+    private func respond(
+        _ request: HTTPRequestHead, _ status: HTTPResponseStatus, _ body: String,
+        extraHeaders: HTTPHeaders = [:], forceClose: Bool = false, context: ChannelHandlerContext
+    ) {
+        let close = forceClose || draining || !request.isKeepAlive
+        var headers = extraHeaders
+        headers.add(name: "Content-Type", value: "application/json")
+        headers.add(name: "Content-Length", value: String(body.utf8.count))
+        if !forceClose {
+            headers.add(name: "Connection", value: close ? "close" : "keep-alive")
+        }
+        var response = HTTPResponseHead(version: request.version, status: status, headers: headers)
+        response.headers = headers
+        context.write(wrapOutboundOut(.head(response)), promise: nil)
+        var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
+        buffer.writeString(body)
+        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        let sent = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if close {
+            let channel = context.channel
+            sent.whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+
+    private static let trackPaths: Set<String> = ["/v1/track", "/v1/track/", "/v1", "/v1/"]
+}
+
+/// Plunk's legacy error shape, `{"code":…,"error":…,"message":…}`, which Plunk's SDKs
+/// know how to show.
+enum PlunkErrorBody {
+    static func json(_ status: HTTPResponseStatus, _ message: String) -> String {
+        "{\"code\":\(status.code),\"error\":\(JSONText.quoted(status.reasonPhrase)),\"message\":\(JSONText.quoted(message))}"
+    }
+}

@@ -1,0 +1,78 @@
+import Foundation
+import NIOCore
+import NIOPosix
+
+/// Hands one event to a running daemon over its socket and waits for the reply line:
+/// what `plunkd send` uses, and the simplest way for a script to enqueue an event.
+public enum IngestClient {
+    /// The daemon's answer to one NDJSON line.
+    public enum Reply: Sendable, Equatable {
+        case acknowledged(id: String)
+        case refused(message: String, retryable: Bool)
+    }
+
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public static func send(body: Data, socketPath: String, timeout: TimeAmount = .seconds(30)) async throws -> Reply {
+        let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+        do {
+            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.seconds(5))
+                .connect(unixDomainSocketPath: socketPath) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    }
+                }
+        } catch {
+            throw Failure(description: "cannot reach plunkd at \(socketPath): \(Self.describe(error)); is the daemon running (plunkd run)?")
+        }
+        let line = try await withThrowingTaskGroup(of: String?.self) { group in
+            group.addTask {
+                try await channel.executeThenClose { inbound, outbound in
+                    var framed = ByteBuffer(bytes: body)
+                    framed.writeInteger(UInt8(ascii: "\n"))
+                    try await outbound.write(framed)
+                    var received = ByteBuffer()
+                    for try await var chunk in inbound {
+                        received.writeBuffer(&chunk)
+                        if let newline = received.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
+                            return received.getString(at: received.readerIndex, length: newline - received.readerIndex)
+                        }
+                    }
+                    return nil
+                }
+            }
+            group.addTask {
+                try await Task.sleep(nanoseconds: UInt64(timeout.nanoseconds))
+                throw Failure(description: "no reply from plunkd at \(socketPath) within \(timeout.nanoseconds / 1_000_000_000) s")
+            }
+            defer { group.cancelAll() }
+            return try await group.next() ?? nil
+        }
+        guard let line else {
+            throw Failure(description: "plunkd at \(socketPath) closed the connection without replying")
+        }
+        return try parse(line)
+    }
+
+    static func parse(_ line: String) throws -> Reply {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+              let ok = object["ok"] as? Bool
+        else {
+            throw Failure(description: "unexpected reply from plunkd: \(line.prefix(200))")
+        }
+        if ok, let id = object["id"] as? String {
+            return .acknowledged(id: id)
+        }
+        return .refused(message: object["error"] as? String ?? "refused", retryable: object["retryable"] as? Bool ?? false)
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        if let io = error as? IOError {
+            return String(cString: strerror(io.errnoCode))
+        }
+        return "\(error)"
+    }
+}

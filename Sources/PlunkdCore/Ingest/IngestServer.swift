@@ -1,0 +1,122 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// The socket side of ingest: what the server needs to know about its socket.
+public struct IngestSocketSettings: Sendable {
+    public var path: String
+    /// File mode of the socket, e.g. 0o660: who may connect is decided by the file system.
+    public var mode: UInt16
+    public var maxConnections: Int
+    /// A connection with nothing sent or received for this long is closed.
+    public var idleTimeout: TimeAmount
+
+    public init(path: String, mode: UInt16 = 0o660, maxConnections: Int = 1024, idleTimeout: TimeAmount = .seconds(300)) {
+        self.path = path
+        self.mode = mode
+        self.maxConnections = maxConnections
+        self.idleTimeout = idleTimeout
+    }
+}
+
+/// Listens on the Unix socket and hands every connection to the framing sniffer.
+public final class IngestServer: Sendable {
+    private let settings: IngestSocketSettings
+    private let committer: GroupCommitter
+    private let validator: EventValidator
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let connections = ConnectionRegistry()
+    private let listener = NIOLockedValueBox<(any Channel)?>(nil)
+
+    public init(
+        settings: IngestSocketSettings, committer: GroupCommitter, validator: EventValidator,
+        group: any EventLoopGroup, logger: Logger
+    ) {
+        self.settings = settings
+        self.committer = committer
+        self.validator = validator
+        self.group = group
+        self.logger = logger
+    }
+
+    /// Binds the socket; connections are served from the moment this returns.
+    public func start() async throws {
+        try SocketPathGuard.prepare(settings.path)
+        let connections = self.connections
+        let settings = self.settings
+        let committer = self.committer
+        let validator = self.validator
+        let logger = self.logger
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { channel in
+                guard connections.admit(channel, limit: settings.maxConnections) else {
+                    logger.warning("connection refused: \(settings.maxConnections) connections are open (socket.max_connections)")
+                    return channel.close()
+                }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers([
+                        IdleStateHandler(allTimeout: settings.idleTimeout),
+                        FramingSniffer(committer: committer, validator: validator),
+                    ])
+                }
+            }
+            .bind(unixDomainSocketPath: settings.path)
+            .get()
+        guard chmod(settings.path, mode_t(settings.mode)) == 0 else {
+            let reason = String(cString: strerror(errno))
+            try? await channel.close()
+            throw SocketPathGuard.Refusal(description: "cannot set mode of \(settings.path): \(reason)")
+        }
+        listener.withLockedValue { $0 = channel }
+    }
+
+    /// Number of client connections open now.
+    public var openConnections: Int { connections.count }
+
+    /// Stops accepting, lets every connection answer what it already received, then
+    /// closes. Connections still busy after `grace` are closed anyway.
+    public func shutdown(grace: TimeAmount) async {
+        if let channel = listener.withLockedValue({ $0 }) {
+            try? await channel.close()
+            unlink(settings.path)
+        }
+        let open = connections.all
+        for channel in open {
+            channel.pipeline.fireUserInboundEventTriggered(IngestConnectionEvent.drain)
+        }
+        let everyClosed = EventLoopFuture.andAllComplete(open.map(\.closeFuture), on: group.next())
+        let deadline = group.next().scheduleTask(in: grace) {
+            for channel in open { channel.close(promise: nil) }
+        }
+        try? await everyClosed.get()
+        deadline.cancel()
+    }
+}
+
+/// Open client connections, for the connection limit and for draining at shutdown.
+final class ConnectionRegistry: Sendable {
+    private let channels = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+
+    func admit(_ channel: any Channel, limit: Int) -> Bool {
+        let admitted = channels.withLockedValue { open -> Bool in
+            guard open.count < limit else { return false }
+            open[ObjectIdentifier(channel)] = channel
+            return true
+        }
+        if admitted {
+            let key = ObjectIdentifier(channel)
+            channel.closeFuture.whenComplete { [channels] _ in
+                channels.withLockedValue { _ = $0.removeValue(forKey: key) }
+            }
+        }
+        return admitted
+    }
+
+    var count: Int { channels.withLockedValue { $0.count } }
+    var all: [any Channel] { channels.withLockedValue { Array($0.values) } }
+}

@@ -1,0 +1,123 @@
+import Foundation
+import GRDB
+import Synchronization
+
+/// The durable queue between ingest and delivery: one SQLite file in WAL mode.
+///
+/// Every write here is durable when it returns: the writer connection runs with
+/// `synchronous = FULL`, so a commit has reached the disk before anyone is told it happened.
+public final class Outbox: Sendable {
+    public let path: String
+    private let pool: DatabasePool
+    /// Events stored and not yet delivered or dropped, kept in memory so that the
+    /// `max_pending` check at the door costs nothing.
+    private let storedEvents: Atomic<Int>
+
+    /// Opens (creating if needed) the store at `path`, migrates it, and checks its integrity.
+    ///
+    /// - Parameter maxBytes: an upper bound on the file size (SQLite `max_page_count`);
+    ///   reaching it behaves exactly like a full disk. Nil for no bound.
+    public init(path: String, maxBytes: Int64? = nil) throws(OutboxError) {
+        self.path = path
+        do {
+            try FileManager.default.createDirectory(
+                atPath: (path as NSString).deletingLastPathComponent,
+                withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o750])
+        } catch {
+            throw OutboxError(.failed, path: path, detail: "cannot create its directory: \(error.localizedDescription)")
+        }
+        do {
+            var configuration = GRDB.Configuration()
+            configuration.busyMode = .timeout(5)
+            configuration.label = "plunkd.outbox"
+            pool = try DatabasePool(path: path, configuration: configuration)
+        } catch {
+            throw Self.classify(error, path: path, opening: true)
+        }
+        do {
+            try pool.writeWithoutTransaction { db in
+                // DatabasePool resets `synchronous` to NORMAL in WAL mode after preparing the
+                // connection, so FULL is set here, on the one writer, after the pool is open.
+                try db.execute(sql: "PRAGMA synchronous = FULL")
+                if let maxBytes {
+                    let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
+                    try db.execute(sql: "PRAGMA max_page_count = \(max(1, maxBytes / pageSize))")
+                }
+                let check = try String.fetchAll(db, sql: "PRAGMA quick_check")
+                guard check == ["ok"] else {
+                    throw OutboxError(.unusable, path: path, detail: "integrity check: \(check.prefix(3).joined(separator: "; "))")
+                }
+            }
+            try OutboxSchema.migrator.migrate(pool)
+            let count = try pool.read { db in
+                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM event") ?? 0
+            }
+            storedEvents = Atomic(count)
+        } catch let error as OutboxError {
+            throw error
+        } catch {
+            throw Self.classify(error, path: path, opening: true)
+        }
+    }
+
+    /// Events stored and not yet delivered or dropped.
+    public var storedCount: Int { storedEvents.load(ordering: .relaxed) }
+
+    /// The writer's `synchronous` setting, read back (2 is FULL); the durability promise rests on it.
+    public func synchronousMode() throws -> Int {
+        try pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
+    }
+
+    /// Stores `events` in one transaction; when this returns they are on disk.
+    public func enqueue(_ events: [TrackEvent], at now: Date = Date()) throws(OutboxError) {
+        guard !events.isEmpty else { return }
+        let stamp = now.timeIntervalSince1970
+        do {
+            try pool.write { db in
+                let insert = try db.cachedStatement(sql: """
+                    INSERT INTO event (id, contact, body, received_at, due_at) VALUES (?, ?, ?, ?, ?)
+                    """)
+                for event in events {
+                    try insert.execute(arguments: [event.id.uuidString.lowercased(), event.contact, event.body, stamp, stamp])
+                }
+                try db.cachedStatement(sql: """
+                    INSERT INTO counter (name, value) VALUES (?, ?)
+                    ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
+                    """).execute(arguments: [OutboxCounter.received.rawValue, events.count])
+            }
+        } catch {
+            throw Self.classify(error, path: path, opening: false)
+        }
+        storedEvents.add(events.count, ordering: .relaxed)
+    }
+
+    /// Reads a lifetime counter.
+    public func counter(_ counter: OutboxCounter) throws -> Int {
+        try pool.read { db in
+            try Int.fetchOne(db, sql: "SELECT value FROM counter WHERE name = ?", arguments: [counter.rawValue]) ?? 0
+        }
+    }
+
+    /// The stored event with this id, if any: its body as received.
+    public func storedBody(id: UUID) throws -> Data? {
+        try pool.read { db in
+            try Data.fetchOne(db, sql: "SELECT body FROM event WHERE id = ?", arguments: [id.uuidString.lowercased()])
+        }
+    }
+
+    private static func classify(_ error: any Error, path: String, opening: Bool) -> OutboxError {
+        guard let databaseError = error as? DatabaseError else {
+            return OutboxError(opening ? .unusable : .failed, path: path, detail: "\(error)")
+        }
+        let detail = databaseError.message ?? "\(databaseError.resultCode)"
+        switch databaseError.resultCode {
+        case .SQLITE_FULL:
+            return OutboxError(.full, path: path, detail: detail)
+        case .SQLITE_CORRUPT, .SQLITE_NOTADB:
+            return OutboxError(.unusable, path: path, detail: detail)
+        default:
+            return OutboxError(.failed, path: path, detail: detail)
+        }
+    }
+}

@@ -1,0 +1,43 @@
+/// The configuration keys plunkd knows, and the environment variable that overrides each.
+///
+/// Keys under `plunk.` map to `PLUNK_…` (so the usual `PLUNK_API_KEY` works); all others
+/// to `PLUNKD_…`, e.g. `socket.path` → `PLUNKD_SOCKET_PATH`.
+public enum ConfigKeys {
+    public static let all: [String] = [
+        "plunk.base_url", "plunk.api_key", "plunk.api_key_file", "plunk.concurrency", "plunk.request_timeout",
+        "socket.path", "socket.mode", "socket.max_connections", "socket.idle_timeout",
+        "storage.path", "storage.max_pending", "storage.max_bytes",
+        "ingest.max_event_bytes",
+        "retry.initial_backoff", "retry.max_backoff", "retry.max_age",
+        "shutdown_grace",
+        "log.level",
+    ]
+
+    /// Environment variable naming the config file; not a key itself.
+    public static let configFileVariable = "PLUNKD_CONFIG"
+
+    public static func environmentVariable(for key: String) -> String {
+        let components = key.split(separator: ".").map(String.init)
+        let prefixed = components.first == "plunk" ? components : ["plunkd"] + components
+        return prefixed.joined(separator: "_").uppercased()
+    }
+
+    /// The closest known key to a mistyped one, when it is close enough to be a likely typo.
+    static func suggestion(for unknown: String) -> String? {
+        let scored = all.map { ($0, editDistance(Array(unknown), Array($0))) }
+        guard let best = scored.min(by: { $0.1 < $1.1 }), best.1 <= max(2, unknown.count / 4) else { return nil }
+        return best.0
+    }
+
+    private static func editDistance(_ a: [Character], _ b: [Character]) -> Int {
+        var previous = Array(0...b.count)
+        for (i, ca) in a.enumerated() {
+            var current = [i + 1]
+            for (j, cb) in b.enumerated() {
+                current.append(min(previous[j + 1] + 1, current[j] + 1, previous[j] + (ca == cb ? 0 : 1)))
+            }
+            previous = current
+        }
+        return previous[b.count]
+    }
+}

@@ -1,0 +1,128 @@
+import Configuration
+import Foundation
+import SystemPackage
+
+/// A configuration as loaded, with what was noticed on the way.
+public struct LoadedConfiguration: Sendable {
+    public let configuration: DaemonConfiguration
+    /// Unknown keys and similar: worth a warning, not worth refusing to start.
+    public let warnings: [String]
+    /// The file read, if any.
+    public let file: String?
+}
+
+/// Reads the configuration: defaults, overlaid by the YAML file, overlaid by the environment.
+public enum ConfigLoader {
+    public static let defaultFile = "/etc/plunkd/plunkd.yaml"
+    /// systemd credential name (`LoadCredential=plunk-api-key:…`).
+    public static let credentialName = "plunk-api-key"
+
+    /// - Parameter file: an explicit file (`--config`), which must exist; without one,
+    ///   `$PLUNKD_CONFIG`, else `/etc/plunkd/plunkd.yaml` when it exists, else none.
+    public static func load(
+        file explicitFile: String?, environment: [String: String], uid: UInt32
+    ) async throws(ConfigurationError) -> LoadedConfiguration {
+        let file = explicitFile ?? environment[ConfigKeys.configFileVariable].flatMap { $0.isEmpty ? nil : $0 }
+            ?? (FileManager.default.fileExists(atPath: defaultFile) ? defaultFile : nil)
+        var warnings: [String] = []
+        var providers: [any ConfigProvider] = [
+            KeyMappingProvider(upstream: EnvironmentVariablesProvider(environmentVariables: environment)) { key in
+                key.components.first == "plunk" ? key : key.prepending(["plunkd"])
+            }
+        ]
+        if let file {
+            guard let data = FileManager.default.contents(atPath: file) else {
+                throw ConfigurationError("cannot read config file \(file): \(FileManager.default.fileExists(atPath: file) ? "permission denied" : "no such file")")
+            }
+            warnings += try ConfigFileShape.check(yaml: String(decoding: data, as: UTF8.self), file: file)
+            do {
+                providers.append(try await FileProvider<YAMLSnapshot>(filePath: FilePath(file)))
+            } catch {
+                throw ConfigurationError("cannot load config file \(file): \(error)")
+            }
+        }
+        for name in environment.keys where name.hasPrefix("PLUNKD_") && name != ConfigKeys.configFileVariable {
+            if !ConfigKeys.all.contains(where: { ConfigKeys.environmentVariable(for: $0) == name }) {
+                warnings.append("unknown environment variable \(name) is ignored")
+            }
+        }
+        let values = ConfigValues(reader: ConfigReader(providers: providers), environment: environment, file: file)
+        var config = DaemonConfiguration.defaults(uid: uid, environment: environment)
+        try values.apply(to: &config)
+        return LoadedConfiguration(configuration: config, warnings: warnings, file: file)
+    }
+}
+
+/// Reads each known key as text and parses it into the configuration.
+private struct ConfigValues {
+    let reader: ConfigReader
+    let environment: [String: String]
+    let file: String?
+
+    func apply(to config: inout DaemonConfiguration) throws(ConfigurationError) {
+        if let v = value("plunk.base_url") { config.plunkBaseURL = try v.httpURL() }
+        if let v = value("plunk.concurrency") { config.concurrency = try v.integer(in: 1...1024) }
+        if let v = value("plunk.request_timeout") { config.requestTimeout = try v.duration(min: 0.001, max: 3600) }
+        if let v = value("socket.path") { config.socketPath = try v.path() }
+        if let v = value("socket.mode") { config.socketMode = try v.fileMode() }
+        if let v = value("socket.max_connections") { config.maxConnections = try v.integer(in: 1...1_000_000) }
+        if let v = value("socket.idle_timeout") { config.idleTimeout = try v.duration(min: 0.001) }
+        if let v = value("storage.path") { config.storagePath = try v.path() }
+        if let v = value("storage.max_pending") { config.maxPending = try v.integer(in: 1...Int(Int32.max)) }
+        if let v = value("storage.max_bytes") {
+            let bytes = try v.byteSize(min: 0)
+            config.maxStorageBytes = bytes == 0 ? nil : max(bytes, 64 * 1024)
+        }
+        if let v = value("ingest.max_event_bytes") { config.maxEventBytes = try v.integer(in: 256...(16 << 20)) }
+        if let v = value("retry.initial_backoff") { config.initialBackoff = try v.duration(min: 0.001) }
+        if let v = value("retry.max_backoff") { config.maxBackoff = try v.duration(min: 0.001) }
+        if let v = value("retry.max_age") { config.maxAge = try v.duration(min: 1) }
+        if let v = value("shutdown_grace") { config.shutdownGrace = try v.duration(min: 0, max: 3600) }
+        if let v = value("log.level") {
+            config.logLevel = try v.oneOf(["trace", "debug", "info", "notice", "warning", "error", "critical"])
+        }
+        guard config.initialBackoff <= config.maxBackoff else {
+            throw ConfigurationError("retry.initial_backoff (\(config.initialBackoff) s) must not exceed retry.max_backoff (\(config.maxBackoff) s)")
+        }
+        config.apiKey = try apiKey()
+    }
+
+    /// The key from `plunk.api_key`, else the file `plunk.api_key_file` names, else the
+    /// systemd credential. Errors name the key and the file, never the key's value.
+    private func apiKey() throws(ConfigurationError) -> APIKey? {
+        if let v = value("plunk.api_key", secret: true) {
+            return APIKey(v.text.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        if let v = value("plunk.api_key_file") {
+            let path = try v.path()
+            return try Self.readKey(at: path, key: "plunk.api_key_file")
+        }
+        if let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty {
+            let path = "\(directory)/\(ConfigLoader.credentialName)"
+            if FileManager.default.fileExists(atPath: path) {
+                return try Self.readKey(at: path, key: "credential \(ConfigLoader.credentialName)")
+            }
+        }
+        return nil
+    }
+
+    private static func readKey(at path: String, key: String) throws(ConfigurationError) -> APIKey {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError("\(key): cannot read \(path)")
+        }
+        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !text.isEmpty else { throw ConfigurationError("\(key): \(path) is empty") }
+        return APIKey(text)
+    }
+
+    /// The text for `key`, or nil when unset or empty (`key:` with no value, or `~`).
+    private func value(_ key: String, secret: Bool = false) -> ConfigValueParser? {
+        guard let text = reader.string(forKey: ConfigKey(key), isSecret: secret),
+              !["", "~", "null"].contains(text.trimmingCharacters(in: .whitespaces))
+        else { return nil }
+        let variable = ConfigKeys.environmentVariable(for: key)
+        let source = environment[variable].map { !$0.isEmpty } == true
+            ? "environment variable \(variable)" : (file ?? "defaults")
+        return ConfigValueParser(key: key, text: text.trimmingCharacters(in: .whitespaces), source: source)
+    }
+}

@@ -1,0 +1,74 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+
+/// Wires the parts together in start-up order and takes them down in reverse.
+public enum Daemon {
+    /// Opens the store (failing loudly when it is damaged), serves the socket until
+    /// SIGTERM or SIGINT, then shuts down in order: stop accepting, answer every client
+    /// whose event was received, commit the last batch, close the store.
+    public static func run(_ config: DaemonConfiguration, logger: Logger) async throws {
+        let outbox = try Outbox(path: config.storagePath, maxBytes: config.maxStorageBytes)
+        logger.info("storage ready", metadata: [
+            "path": "\(outbox.path)", "stored_events": "\(outbox.storedCount)",
+        ])
+        let committer = GroupCommitter(outbox: outbox, maxPending: config.maxPending, logger: logger)
+        committer.start()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let server = IngestServer(
+            settings: IngestSocketSettings(
+                path: config.socketPath,
+                mode: config.socketMode,
+                maxConnections: config.maxConnections,
+                idleTimeout: .nanoseconds(Int64(config.idleTimeout * 1e9))),
+            committer: committer,
+            validator: EventValidator(maxEventBytes: config.maxEventBytes),
+            group: group,
+            logger: logger)
+        let service = IngestService(
+            server: server, committer: committer, grace: .nanoseconds(Int64(config.shutdownGrace * 1e9)),
+            socketPath: config.socketPath, logger: logger)
+        let services = ServiceGroup(
+            services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        let outcome = await Result(catching: { try await services.run() })
+        try? await group.shutdownGracefully()
+        try outcome.get()
+        logger.info("stopped")
+    }
+}
+
+/// The socket and its committer as one lifecycle service.
+private struct IngestService: Service {
+    let server: IngestServer
+    let committer: GroupCommitter
+    let grace: TimeAmount
+    let socketPath: String
+    let logger: Logger
+
+    func run() async throws {
+        do {
+            try await server.start()
+        } catch {
+            committer.shutdown()
+            throw error
+        }
+        logger.info("listening", metadata: ["socket": "\(socketPath)"])
+        try? await gracefulShutdown()
+        logger.info("shutting down: no new connections; answering clients")
+        await server.shutdown(grace: grace)
+        committer.shutdown()
+    }
+}
+
+extension Result where Failure == any Error {
+    /// Captures the outcome of async work, so clean-up can run before the error is rethrown.
+    init(catching body: () async throws -> Success) async {
+        do {
+            self = .success(try await body())
+        } catch {
+            self = .failure(error)
+        }
+    }
+}

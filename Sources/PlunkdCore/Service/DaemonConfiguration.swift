@@ -1,0 +1,95 @@
+import Foundation
+
+/// The Plunk API key. Its description never shows the key: configurations get logged,
+/// printed by `check-config` and carried in errors, and the key must appear in none of them.
+public struct APIKey: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
+    public let value: String
+
+    public init(_ value: String) {
+        self.value = value
+    }
+
+    /// `sk_` or `pk_`, which decides what a v2 Plunk host accepts; the rest stays hidden.
+    public var kindPrefix: String {
+        value.hasPrefix("sk_") ? "sk_" : value.hasPrefix("pk_") ? "pk_" : ""
+    }
+
+    public var description: String { "\(kindPrefix)<redacted>" }
+    public var debugDescription: String { description }
+}
+
+/// Everything the daemon reads from its configuration, validated and with defaults filled in.
+public struct DaemonConfiguration: Sendable {
+    public var plunkBaseURL: URL
+    public var apiKey: APIKey?
+    public var concurrency: Int
+    public var requestTimeout: Double
+
+    public var socketPath: String
+    public var socketMode: UInt16
+    public var maxConnections: Int
+    public var idleTimeout: Double
+
+    public var storagePath: String
+    public var maxPending: Int
+    /// Upper bound on the store's size in bytes; nil means only the disk limits it.
+    public var maxStorageBytes: Int64?
+
+    public var maxEventBytes: Int
+
+    public var initialBackoff: Double
+    public var maxBackoff: Double
+    public var maxAge: Double
+
+    public var shutdownGrace: Double
+    public var logLevel: String
+
+    /// Defaults for a daemon run by `uid` with `environment`: see `DefaultPaths`.
+    public static func defaults(uid: UInt32, environment: [String: String]) -> DaemonConfiguration {
+        let paths = DefaultPaths(uid: uid, environment: environment)
+        return DaemonConfiguration(
+            plunkBaseURL: URL(string: "https://api.useplunk.com/v1")!,
+            apiKey: nil,
+            concurrency: 8,
+            requestTimeout: 10,
+            socketPath: paths.socketPath,
+            socketMode: 0o660,
+            maxConnections: 1024,
+            idleTimeout: 300,
+            storagePath: paths.storagePath,
+            maxPending: 5_000_000,
+            maxStorageBytes: nil,
+            maxEventBytes: EventValidator.defaultMaxEventBytes,
+            initialBackoff: 1,
+            maxBackoff: 300,
+            maxAge: 7 * 24 * 3600,
+            shutdownGrace: 10,
+            logLevel: "info")
+    }
+}
+
+/// Where the daemon lives when the configuration does not say: system paths for root
+/// (as systemd's RuntimeDirectory/StateDirectory would give), XDG paths for anyone else.
+public struct DefaultPaths: Sendable {
+    public let socketPath: String
+    public let storagePath: String
+
+    public init(uid: UInt32, environment: [String: String]) {
+        if uid == 0 {
+            socketPath = "/run/plunkd/plunkd.sock"
+            storagePath = "/var/lib/plunkd/outbox.sqlite"
+            return
+        }
+        if let runtime = environment["XDG_RUNTIME_DIR"], !runtime.isEmpty {
+            socketPath = "\(runtime)/plunkd/plunkd.sock"
+        } else {
+            socketPath = "/tmp/plunkd-\(uid)/plunkd.sock"
+        }
+        if let state = environment["XDG_STATE_HOME"], !state.isEmpty {
+            storagePath = "\(state)/plunkd/outbox.sqlite"
+        } else {
+            let home = environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? NSHomeDirectory()
+            storagePath = "\(home)/.local/state/plunkd/outbox.sqlite"
+        }
+    }
+}

@@ -1,0 +1,35 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PlunkdCore
+
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the daemon in the foreground, logging to stderr (as systemd runs it).")
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() async throws {
+        try await reportingFailures {
+            let loaded = try await options.load()
+            let config = loaded.configuration
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = Logger.Level(rawValue: config.logLevel) ?? .info
+                return handler
+            }
+            let logger = Logger(label: "plunkd")
+            for warning in loaded.warnings {
+                logger.warning("\(warning)")
+            }
+            logger.info("plunkd \(PlunkdVersion.string) starting", metadata: [
+                "config": "\(loaded.file ?? "none (defaults and environment)")",
+                "socket": "\(config.socketPath)",
+                "storage": "\(config.storagePath)",
+                "api_key": "\(config.apiKey.map { "configured (\($0))" } ?? "not configured")",
+            ])
+            try await Daemon.run(config, logger: logger)
+        }
+    }
+}

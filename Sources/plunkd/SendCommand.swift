@@ -1,0 +1,60 @@
+import ArgumentParser
+import Foundation
+import PlunkdCore
+
+struct SendCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "send",
+        abstract: "Queue one event through the running daemon; exits 0 once it is stored.",
+        discussion: """
+            Exit status: 0 stored (the id is printed); 1 refused (the event is invalid); \
+            75 try again later (daemon unreachable, queue or storage full).
+            """)
+
+    @Option(help: "Event name, e.g. user-signup.") var event: String
+    @Option(help: "Contact email address.") var email: String
+    @Option(help: "Subscribe (true) or unsubscribe (false) the contact.") var subscribed: Bool?
+    @Option(name: .customLong("data"), help: "A data field as key=value (string value); repeatable.")
+    var dataFields: [String] = []
+    @Option(help: "Socket path (default: socket.path from the configuration).") var socket: String?
+    @OptionGroup var options: ConfigOptions
+
+    func run() async throws {
+        try await reportingFailures {
+            let socketPath: String
+            if let socket {
+                socketPath = socket
+            } else {
+                socketPath = try await options.load().configuration.socketPath
+            }
+            let reply: IngestClient.Reply
+            do {
+                reply = try await IngestClient.send(body: try body(), socketPath: socketPath)
+            } catch let failure as IngestClient.Failure {
+                throw CommandFailure(failure.description, exitCode: 75)
+            }
+            switch reply {
+            case .acknowledged(let id):
+                print(id)
+            case .refused(let message, let retryable):
+                throw CommandFailure("refused: \(message)", exitCode: retryable ? 75 : 1)
+            }
+        }
+    }
+
+    private func body() throws -> Data {
+        var object: [String: Any] = ["event": event, "email": email]
+        if let subscribed { object["subscribed"] = subscribed }
+        if !dataFields.isEmpty {
+            var data: [String: String] = [:]
+            for field in dataFields {
+                guard let equals = field.firstIndex(of: "="), equals != field.startIndex else {
+                    throw CommandFailure("--data takes key=value, got \"\(field)\"")
+                }
+                data[String(field[..<equals])] = String(field[field.index(after: equals)...])
+            }
+            object["data"] = data
+        }
+        return try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+    }
+}

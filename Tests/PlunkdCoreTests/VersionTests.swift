@@ -1,0 +1,3 @@
+import Testing
+@testable import PlunkdCore
+@Test func version() { #expect(!PlunkdVersion.string.isEmpty) }
