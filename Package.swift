@@ -40,10 +40,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(
+            name: "PlunkdTestSupport",
+            path: "Sources/PlunkdTestSupport"
+        ),
         .executableTarget(
             name: "plunkd-ingest-bench",
             dependencies: [
                 "PlunkdCore",
+                "PlunkdTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -54,6 +59,7 @@ let package = Package(
             name: "PlunkdCoreTests",
             dependencies: [
                 "PlunkdCore",
+                "PlunkdTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "GRDB", package: "GRDB.swift"),

@@ -1,1 +1,232 @@
-import PlunkdCore; print(PlunkdVersion.string)
+// Ingest benchmark: run with `swift run -c release plunkd-ingest-bench`.
+//
+// Starts the release `plunkd` built next to this binary in a scratch directory and
+// measures, in one run so the ratios are comparable on a noisy machine:
+//   - single-row fsync'd SQLite commits (the floor for one client, one event at a time)
+//   - one client sending one event at a time and waiting for each ack
+//   - 16 clients pipelining NDJSON
+//   - 16 HTTP keep-alive clients, one request at a time each
+//   - ack latency p50/p99 at a steady offered 5,000 events/s
+//   - the daemon's peak RSS
+// Each rate is the median of `--rounds` rounds (default 3).
+import Foundation
+import GRDB
+import PlunkdTestSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let arguments = CommandLine.arguments
+func option(_ name: String, _ fallback: Int) -> Int {
+    guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count else { return fallback }
+    return Int(arguments[index + 1]) ?? fallback
+}
+let rounds = option("--rounds", 3)
+
+func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return sorted.isEmpty ? 0 : sorted[sorted.count / 2]
+}
+
+func percentile(_ sorted: [Double], _ p: Double) -> Double {
+    sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+}
+
+func eventLine(_ n: Int, client: Int) -> String {
+    "{\"event\":\"bench\",\"email\":\"user\(client)-\(n % 500)@example.com\",\"data\":{\"n\":\"\(n)\"}}\n"
+}
+
+/// Runs `body` on `count` threads at once and waits for all.
+func concurrently(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
+    let group = DispatchGroup()
+    for index in 0..<count {
+        group.enter()
+        Thread {
+            body(index)
+            group.leave()
+        }.start()
+    }
+    group.wait()
+}
+
+// MARK: Scenarios
+
+func sqliteSingleRowCommits(directory: String, count: Int) throws -> Double {
+    let path = "\(directory)/baseline.sqlite"
+    let pool = try DatabasePool(path: path)
+    try pool.writeWithoutTransaction { db in
+        try db.execute(sql: "PRAGMA synchronous = FULL")
+        try db.execute(sql: "CREATE TABLE t (seq INTEGER PRIMARY KEY, id TEXT, contact TEXT, body BLOB, received_at REAL, due_at REAL)")
+    }
+    let body = Data(eventLine(1, client: 1).utf8)
+    let start = now()
+    for n in 0..<count {
+        try pool.write { db in
+            try db.execute(sql: "INSERT INTO t (id, contact, body, received_at, due_at) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [UUID().uuidString, "user\(n)@example.com", body, 1.0, 1.0])
+        }
+    }
+    return Double(count) / (now() - start)
+}
+
+func oneAtATime(socket: String, count: Int) throws -> Double {
+    let client = try BlockingUnixSocket(path: socket)
+    let start = now()
+    for n in 0..<count {
+        try client.write(eventLine(n, client: 0))
+        guard let reply = try client.readLine(), reply.hasPrefix("{\"ok\":true") else {
+            throw BlockingUnixSocket.Failure(description: "unexpected reply")
+        }
+    }
+    return Double(count) / (now() - start)
+}
+
+/// Doubles shared between a writer and a reader thread.
+final class SharedDoubles: @unchecked Sendable {
+    private let lock = NSLock()
+    private var values: [Double]
+    init(count: Int) { values = [Double](repeating: 0, count: count) }
+    subscript(index: Int) -> Double {
+        get { lock.lock(); defer { lock.unlock() }; return values[index] }
+        set { lock.lock(); values[index] = newValue; lock.unlock() }
+    }
+    func append(_ more: [Double]) { lock.lock(); values += more; lock.unlock() }
+    var all: [Double] { lock.lock(); defer { lock.unlock() }; return values }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+    func add(_ n: Int) { lock.lock(); value += n; lock.unlock() }
+    var total: Int { lock.lock(); defer { lock.unlock() }; return value }
+}
+
+func pipelinedNDJSON(socket: String, clients: Int, perClient: Int) throws -> Double {
+    let acked = Counter()
+    let start = now()
+    concurrently(clients) { index in
+        guard let client = try? BlockingUnixSocket(path: socket) else { return }
+        let writer = Thread {
+            var chunk = ""
+            for n in 0..<perClient {
+                chunk += eventLine(n, client: index)
+                if chunk.utf8.count > 16_384 || n == perClient - 1 {
+                    try? client.write(chunk)
+                    chunk = ""
+                }
+            }
+        }
+        writer.start()
+        var ok = 0
+        for _ in 0..<perClient {
+            guard let line = try? client.readLine() else { break }
+            if line.hasPrefix("{\"ok\":true") { ok += 1 }
+        }
+        acked.add(ok)
+    }
+    let elapsed = now() - start
+    guard acked.total == clients * perClient else {
+        fatalError("only \(acked.total) of \(clients * perClient) pipelined events were acknowledged")
+    }
+    return Double(acked.total) / elapsed
+}
+
+func httpKeepAlive(socket: String, clients: Int, perClient: Int) throws -> Double {
+    let acked = Counter()
+    let start = now()
+    concurrently(clients) { index in
+        guard let client = try? BlockingUnixSocket(path: socket) else { return }
+        var ok = 0
+        for n in 0..<perClient {
+            let body = eventLine(n, client: index).dropLast()
+            let request = "POST /v1/track HTTP/1.1\r\nHost: plunkd\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            guard (try? client.write(request)) != nil, let response = try? client.readHTTPResponse() else { break }
+            if response.status == 200 { ok += 1 }
+        }
+        acked.add(ok)
+    }
+    let elapsed = now() - start
+    guard acked.total == clients * perClient else {
+        fatalError("only \(acked.total) of \(clients * perClient) HTTP events were acknowledged")
+    }
+    return Double(acked.total) / elapsed
+}
+
+/// Offers `rate` events/s for `seconds` over `connections` connections on a fixed
+/// schedule (open loop: a slow ack does not slow the offering), and returns sorted
+/// latencies from the scheduled send time to the ack, in seconds.
+func steadyLatencies(socket: String, rate: Int, seconds: Double, connections: Int) throws -> [Double] {
+    let perConnection = Int(Double(rate) * seconds) / connections
+    let interval = Double(connections) / Double(rate)
+    let all = SharedDoubles(count: 0)
+    let begin = now() + 0.05
+    concurrently(connections) { index in
+        guard let client = try? BlockingUnixSocket(path: socket) else { return }
+        let offset = interval * Double(index) / Double(connections)
+        let scheduled = SharedDoubles(count: perConnection)
+        let writer = Thread {
+            for n in 0..<perConnection {
+                let due = begin + offset + Double(n) * interval
+                let wait = due - now()
+                if wait > 0 { usleep(useconds_t(wait * 1e6)) }
+                scheduled[n] = due
+                try? client.write(eventLine(n, client: index))
+            }
+        }
+        writer.start()
+        var latencies: [Double] = []
+        latencies.reserveCapacity(perConnection)
+        for n in 0..<perConnection {
+            guard let line = try? client.readLine(), line.hasPrefix("{\"ok\":true") else { break }
+            let acked = now()
+            while scheduled[n] == 0 { usleep(10) }
+            latencies.append(acked - scheduled[n])
+        }
+        all.append(latencies)
+    }
+    return all.all.sorted()
+}
+
+// MARK: Run
+
+let directory = try DaemonProcess.makeScratchDirectory()
+defer { try? FileManager.default.removeItem(atPath: directory) }
+let daemon = try DaemonProcess(directory: directory, environment: ["PLUNKD_LOG_LEVEL": "warning"])
+defer { daemon.cleanUp(removeDirectory: false) }
+try daemon.waitUntilServing()
+
+var machine = "\(ProcessInfo.processInfo.activeProcessorCount) cores"
+if let cpu = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
+    .split(separator: "\n").first(where: { $0.hasPrefix("model name") }) {
+    machine += ", " + cpu.split(separator: ":").last!.trimmingCharacters(in: .whitespaces)
+}
+print("plunkd ingest benchmark: \(rounds) rounds, medians; machine: \(machine)")
+
+var baseline: [Double] = [], single: [Double] = [], pipelined: [Double] = [], http: [Double] = []
+for _ in 0..<rounds {
+    baseline.append(try sqliteSingleRowCommits(directory: directory, count: 2000))
+    try? FileManager.default.removeItem(atPath: "\(directory)/baseline.sqlite")
+    single.append(try oneAtATime(socket: daemon.socketPath, count: 2000))
+    pipelined.append(try pipelinedNDJSON(socket: daemon.socketPath, clients: 16, perClient: 10_000))
+    http.append(try httpKeepAlive(socket: daemon.socketPath, clients: 16, perClient: 1_000))
+}
+let latencies = try steadyLatencies(socket: daemon.socketPath, rate: 5000, seconds: 5, connections: 8)
+let rss = daemon.peakResidentBytes() ?? 0
+
+func show(_ label: String, _ value: String) {
+    print(label.padding(toLength: 58, withPad: " ", startingAt: 0) + value)
+}
+show("single-row fsync'd SQLite commits (floor)", String(format: "%8.0f commits/s", median(baseline)))
+show("1 client, one event at a time", String(format: "%8.0f events/s  (%.0f%% of the floor)", median(single), 100 * median(single) / median(baseline)))
+show("16 clients pipelining NDJSON", String(format: "%8.0f events/s", median(pipelined)))
+show("16 HTTP keep-alive clients", String(format: "%8.0f events/s", median(http)))
+show("ack latency at 5,000 events/s offered (\(latencies.count) events)",
+     String(format: "p50 %.2f ms, p99 %.2f ms", percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000))
+show("daemon peak RSS", String(format: "%8.1f MB", Double(rss) / 1_000_000))

@@ -1,0 +1,111 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+
+/// A `plunkd` process started from the binary built next to the running test or
+/// benchmark, in its own scratch directory, so tests can kill it for real.
+public final class DaemonProcess {
+    public let directory: String
+    public let socketPath: String
+    public let storagePath: String
+    public let logPath: String
+    public let process: Process
+
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// The `plunkd` executable in the build folder this process runs from.
+    public static var binaryPath: String {
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var directory = URL(fileURLWithPath: executable).deletingLastPathComponent()
+        // An XCTest bundle on Linux is a plain executable, but be tolerant of `.xctest` folders.
+        if directory.pathExtension == "xctest" { directory.deleteLastPathComponent() }
+        return directory.appendingPathComponent("plunkd").path
+    }
+
+    /// A fresh scratch directory with a short path (Unix socket paths are limited to 107 bytes).
+    public static func makeScratchDirectory() throws -> String {
+        var template = Array("/tmp/plunkd-test-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw Failure(description: "mkdtemp failed") }
+        return String(cString: made)
+    }
+
+    /// Starts `plunkd run` (or `arguments`) with its socket and store in `directory`.
+    public init(
+        directory: String? = nil, arguments: [String] = ["run"], environment extra: [String: String] = [:]
+    ) throws {
+        let directory = try directory ?? Self.makeScratchDirectory()
+        self.directory = directory
+        socketPath = "\(directory)/plunkd.sock"
+        storagePath = "\(directory)/outbox.sqlite"
+        logPath = "\(directory)/plunkd.\(UUID().uuidString.prefix(8)).log"
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        var environment: [String: String] = [
+            "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
+            "HOME": directory,
+            "PLUNKD_SOCKET_PATH": socketPath,
+            "PLUNKD_STORAGE_PATH": storagePath,
+        ]
+        environment.merge(extra) { _, new in new }
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binaryPath)
+        process.arguments = arguments
+        process.environment = environment
+        process.standardError = FileHandle(forWritingAtPath: logPath)
+        process.standardOutput = FileHandle(forWritingAtPath: logPath)
+        try process.run()
+    }
+
+    public var pid: Int32 { process.processIdentifier }
+
+    /// Everything the daemon wrote to stdout and stderr so far.
+    public var log: String {
+        (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+    }
+
+    /// Waits until the socket accepts connections; throws if the process exits first.
+    public func waitUntilServing(timeout: Double = 60) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if !process.isRunning {
+                throw Failure(description: "plunkd exited with status \(process.terminationStatus) before serving: \(log)")
+            }
+            if (try? BlockingUnixSocket(path: socketPath)) != nil { return }
+            usleep(20_000)
+        }
+        throw Failure(description: "plunkd did not serve \(socketPath) within \(timeout) s: \(log)")
+    }
+
+    public func signal(_ signal: Int32) {
+        kill(pid, signal)
+    }
+
+    /// Waits for the process to end; returns its exit status, or nil on timeout.
+    @discardableResult
+    public func waitForExit(timeout: Double = 60) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+
+    /// Peak resident memory of the process so far, in bytes (VmHWM).
+    public func peakResidentBytes() -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            let kilobytes = line.split(separator: " ").dropFirst().first.flatMap { Int($0) }
+            return kilobytes.map { $0 * 1024 }
+        }
+        return nil
+    }
+
+    /// Kills the process if still running and removes its scratch directory.
+    public func cleanUp(removeDirectory: Bool = true) {
+        if process.isRunning {
+            kill(pid, SIGKILL)
+            waitForExit(timeout: 10)
+        }
+        if removeDirectory { try? FileManager.default.removeItem(atPath: directory) }
+    }
+}
