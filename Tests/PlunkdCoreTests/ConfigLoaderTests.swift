@@ -1,0 +1,195 @@
+import Foundation
+import PlunkdTestSupport
+import Testing
+@testable import PlunkdCore
+
+@Suite("Configuration")
+struct ConfigLoaderTests {
+    func writeConfig(_ yaml: String) throws -> (directory: String, file: String) {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        let file = "\(directory)/plunkd.yaml"
+        try yaml.write(toFile: file, atomically: true, encoding: .utf8)
+        return (directory, file)
+    }
+
+    func load(_ file: String?, _ environment: [String: String] = [:], uid: UInt32 = 1000) async throws(ConfigurationError) -> LoadedConfiguration {
+        try await ConfigLoader.load(file: file, environment: environment, uid: uid)
+    }
+
+    @Test("defaults for root are the system paths")
+    func rootDefaults() async throws {
+        let config = try await load(nil, ["PLUNKD_CONFIG": ""], uid: 0).configuration
+        #expect(config.socketPath == "/run/plunkd/plunkd.sock")
+        #expect(config.storagePath == "/var/lib/plunkd/outbox.sqlite")
+        #expect(config.plunkBaseURL.absoluteString == "https://api.useplunk.com/v1")
+        #expect(config.concurrency == 8)
+        #expect(config.socketMode == 0o660)
+        #expect(config.apiKey == nil)
+    }
+
+    @Test("defaults for other users follow XDG, with fallbacks")
+    func userDefaults() {
+        let xdg = DefaultPaths(uid: 1000, environment: ["XDG_RUNTIME_DIR": "/run/user/1000", "XDG_STATE_HOME": "/home/u/.state"])
+        #expect(xdg.socketPath == "/run/user/1000/plunkd/plunkd.sock")
+        #expect(xdg.storagePath == "/home/u/.state/plunkd/outbox.sqlite")
+        let bare = DefaultPaths(uid: 1000, environment: ["HOME": "/home/u"])
+        #expect(bare.socketPath == "/tmp/plunkd-1000/plunkd.sock")
+        #expect(bare.storagePath == "/home/u/.local/state/plunkd/outbox.sqlite")
+    }
+
+    @Test("the YAML file sets every key; the environment overrides it")
+    func fileAndEnvironment() async throws {
+        let (directory, file) = try writeConfig("""
+            plunk:
+              base_url: https://next-api.useplunk.com/v1/
+              api_key: pk_from_file
+              concurrency: 4
+              request_timeout: 2.5
+            socket:
+              path: /tmp/x/plunkd.sock
+              mode: 0600
+              max_connections: 10
+              idle_timeout: 5m
+            storage:
+              path: /tmp/x/outbox.sqlite
+              max_pending: 1_000
+              max_bytes: 64m
+            ingest:
+              max_event_bytes: 1024
+            retry:
+              initial_backoff: 0.5
+              max_backoff: 60
+              max_age: 2d
+            shutdown_grace: 3
+            log:
+              level: debug
+            """)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let loaded = try await load(file, ["PLUNK_API_KEY": "pk_from_env", "PLUNKD_SOCKET_MODE": "0640"])
+        let config = loaded.configuration
+        #expect(loaded.warnings.isEmpty)
+        #expect(config.plunkBaseURL.absoluteString == "https://next-api.useplunk.com/v1")
+        #expect(config.apiKey?.value == "pk_from_env")
+        #expect(config.concurrency == 4)
+        #expect(config.requestTimeout == 2.5)
+        #expect(config.socketPath == "/tmp/x/plunkd.sock")
+        #expect(config.socketMode == 0o640)
+        #expect(config.maxConnections == 10)
+        #expect(config.idleTimeout == 300)
+        #expect(config.storagePath == "/tmp/x/outbox.sqlite")
+        #expect(config.maxPending == 1000)
+        #expect(config.maxStorageBytes == 64 << 20)
+        #expect(config.maxEventBytes == 1024)
+        #expect(config.initialBackoff == 0.5)
+        #expect(config.maxBackoff == 60)
+        #expect(config.maxAge == 2 * 86_400)
+        #expect(config.shutdownGrace == 3)
+        #expect(config.logLevel == "debug")
+    }
+
+    @Test("a wrong value is an error naming the key and its source", arguments: [
+        ("plunk:\n  concurrency: eight\n", "plunk.concurrency", "whole number"),
+        ("plunk:\n  concurrency: 0\n", "plunk.concurrency", "from 1 to"),
+        ("plunk:\n  request_timeout: soon\n", "plunk.request_timeout", "duration"),
+        ("plunk:\n  base_url: ftp://x\n", "plunk.base_url", "http(s) URL"),
+        ("socket:\n  mode: 0999\n", "socket.mode", "octal"),
+        ("socket:\n  path: relative.sock\n", "socket.path", "absolute path"),
+        ("storage:\n  max_pending: -5\n", "storage.max_pending", "whole number"),
+        ("retry:\n  max_backoff: [1, 2]\n", "retry.max_backoff", "single value"),
+        ("log:\n  level: loud\n", "log.level", "one of"),
+    ])
+    func wrongValues(yaml: String, key: String, expected: String) async throws {
+        let (directory, file) = try writeConfig(yaml)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        do {
+            _ = try await load(file)
+            Issue.record("accepted \(yaml)")
+        } catch {
+            #expect(error.description.contains(key))
+            #expect(error.description.contains(expected))
+            #expect(error.description.contains(file))
+        }
+    }
+
+    @Test("a wrong value from the environment names the variable")
+    func wrongEnvironmentValue() async {
+        do {
+            _ = try await load(nil, ["PLUNK_CONCURRENCY": "lots", "PLUNKD_CONFIG": ""])
+            Issue.record("accepted")
+        } catch {
+            #expect(error.description.contains("plunk.concurrency"))
+            #expect(error.description.contains("environment variable PLUNK_CONCURRENCY"))
+        }
+    }
+
+    @Test("initial backoff above the maximum is refused")
+    func backoffOrder() async {
+        await #expect(throws: ConfigurationError.self) {
+            try await load(nil, ["PLUNKD_RETRY_INITIAL_BACKOFF": "10", "PLUNKD_RETRY_MAX_BACKOFF": "5", "PLUNKD_CONFIG": ""])
+        }
+    }
+
+    @Test("unknown keys are reported with a suggestion, not silently ignored")
+    func unknownKeys() async throws {
+        let (directory, file) = try writeConfig("plunk:\n  apikey: pk_x\nsockett:\n  path: /tmp/a\n")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let loaded = try await load(file, ["PLUNKD_SOKET_PATH": "/x"])
+        #expect(loaded.warnings.contains { $0.contains("'plunk.apikey'") && $0.contains("did you mean 'plunk.api_key'") })
+        #expect(loaded.warnings.contains { $0.contains("'sockett'") })
+        #expect(loaded.warnings.contains { $0.contains("PLUNKD_SOKET_PATH") })
+        #expect(loaded.configuration.apiKey == nil)
+    }
+
+    @Test("a missing explicit file and invalid YAML are errors naming the file")
+    func badFiles() async throws {
+        await #expect(throws: ConfigurationError.self) { try await load("/nonexistent/plunkd.yaml") }
+        let (directory, file) = try writeConfig("plunk: [unclosed\n")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        do {
+            _ = try await load(file)
+            Issue.record("accepted invalid YAML")
+        } catch {
+            #expect(error.description.contains(file))
+        }
+    }
+
+    @Test("the key comes from api_key_file, or else from the systemd credential")
+    func keySources() async throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try "pk_in_file\n".write(toFile: "\(directory)/key", atomically: true, encoding: .utf8)
+        try "sk_credential\n".write(toFile: "\(directory)/plunk-api-key", atomically: true, encoding: .utf8)
+        let fromFile = try await load(nil, ["PLUNK_API_KEY_FILE": "\(directory)/key", "CREDENTIALS_DIRECTORY": directory, "PLUNKD_CONFIG": ""])
+        #expect(fromFile.configuration.apiKey?.value == "pk_in_file")
+        let fromCredential = try await load(nil, ["CREDENTIALS_DIRECTORY": directory, "PLUNKD_CONFIG": ""])
+        #expect(fromCredential.configuration.apiKey?.value == "sk_credential")
+        await #expect(throws: ConfigurationError.self) {
+            try await load(nil, ["PLUNK_API_KEY_FILE": "\(directory)/missing", "PLUNKD_CONFIG": ""])
+        }
+    }
+
+    @Test("the key never shows in a description")
+    func keyRedacted() async throws {
+        let secret = "pk_0123456789abcdef_secret"
+        let config = try await load(nil, ["PLUNK_API_KEY": secret, "PLUNKD_CONFIG": ""]).configuration
+        #expect(!"\(config)".contains(secret))
+        #expect(!String(reflecting: config).contains(secret))
+        #expect("\(config.apiKey!)" == "pk_<redacted>")
+    }
+
+    @Test("the example config in config/ loads without warnings")
+    func exampleConfig() async throws {
+        let example = URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("config/plunkd.yaml").path
+        let loaded = try await load(example)
+        #expect(loaded.warnings.isEmpty)
+    }
+
+    @Test("every key has its environment variable")
+    func environmentNames() {
+        #expect(ConfigKeys.environmentVariable(for: "plunk.api_key") == "PLUNK_API_KEY")
+        #expect(ConfigKeys.environmentVariable(for: "socket.path") == "PLUNKD_SOCKET_PATH")
+        #expect(ConfigKeys.environmentVariable(for: "shutdown_grace") == "PLUNKD_SHUTDOWN_GRACE")
+    }
+}

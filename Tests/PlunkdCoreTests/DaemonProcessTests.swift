@@ -1,0 +1,159 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import GRDB
+import PlunkdTestSupport
+import Testing
+
+/// Tests of the real `plunkd` binary: killed, corrupted, started twice.
+@Suite("The plunkd process", .serialized)
+struct DaemonProcessTests {
+    @Test("kill -9 while 16 clients write: every acknowledged id is in the database")
+    func killNineLosesNothingAcked() throws {
+        let daemon = try DaemonProcess()
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        let acked = AckedIDs()
+        let perClient = 4000
+        let socketPath = daemon.socketPath
+        let group = DispatchGroup()
+        for clientIndex in 0..<16 {
+            group.enter()
+            Thread {
+                defer { group.leave() }
+                guard let client = try? BlockingUnixSocket(path: socketPath, receiveTimeout: 20) else { return }
+                let writer = Thread {
+                    for batch in stride(from: 0, to: perClient, by: 50) {
+                        let lines = (batch..<batch + 50).map {
+                            "{\"event\":\"k\($0)\",\"email\":\"c\(clientIndex)@example.com\"}\n"
+                        }
+                        guard (try? client.write(lines.joined())) != nil else { return }
+                    }
+                }
+                writer.start()
+                while let reply = try? client.readLine() {
+                    if let id = Self.ackedID(reply) { acked.insert(id) }
+                }
+            }.start()
+        }
+        // Kill mid-stream: once a good share of events is acknowledged, not at a quiet moment.
+        let deadline = Date().addingTimeInterval(60)
+        while acked.count < 8000 && Date() < deadline { usleep(1000) }
+        daemon.signal(SIGKILL)
+        #expect(daemon.waitForExit(timeout: 20) != nil)
+        #expect(group.wait(timeout: .now() + 60) == .success)
+        let ackedIDs = acked.all
+        #expect(ackedIDs.count >= 8000)
+        #expect(ackedIDs.count < 16 * perClient, "the kill came after every event was acked; it proves nothing")
+        let queue = try DatabaseQueue(path: daemon.storagePath)
+        let stored = Set(try queue.read { try String.fetchAll($0, sql: "SELECT id FROM event") })
+        let lost = ackedIDs.subtracting(stored)
+        #expect(lost.isEmpty, "\(lost.count) acknowledged events are missing after kill -9")
+    }
+
+    @Test("a corrupt database stops start-up with exit != 0 and a message naming the file")
+    func corruptDatabase() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let storage = "\(directory)/outbox.sqlite"
+        try Data("this is not a database, not at all".utf8 + [UInt8](repeating: 7, count: 5000)).write(to: URL(fileURLWithPath: storage))
+        let daemon = try DaemonProcess(directory: directory)
+        defer { daemon.cleanUp(removeDirectory: false) }
+        let status = daemon.waitForExit(timeout: 60)
+        #expect(status != nil && status != 0)
+        #expect(daemon.log.contains(storage))
+        #expect(!socketIsServed(daemon.socketPath))
+    }
+
+    @Test("a second daemon on the same socket refuses to start and the first keeps serving")
+    func secondDaemon() throws {
+        let first = try DaemonProcess()
+        defer { first.cleanUp() }
+        try first.waitUntilServing()
+        let second = try DaemonProcess(directory: first.directory)
+        defer { second.cleanUp(removeDirectory: false) }
+        let status = second.waitForExit(timeout: 60)
+        #expect(status != nil && status != 0)
+        #expect(second.log.contains("already serving"))
+        let client = try BlockingUnixSocket(path: first.socketPath)
+        try client.write("{\"event\":\"e\",\"email\":\"a@b.io\"}\n")
+        #expect(Self.ackedID(try client.readLine()) != nil)
+    }
+
+    @Test("SIGTERM ends the daemon with exit 0 and removes its socket")
+    func sigterm() throws {
+        let daemon = try DaemonProcess()
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        let client = try BlockingUnixSocket(path: daemon.socketPath)
+        try client.write("{\"event\":\"e\",\"email\":\"a@b.io\"}\n")
+        let id = try #require(Self.ackedID(try client.readLine()))
+        daemon.signal(SIGTERM)
+        #expect(daemon.waitForExit(timeout: 30) == 0)
+        #expect(!FileManager.default.fileExists(atPath: daemon.socketPath))
+        let queue = try DatabaseQueue(path: daemon.storagePath)
+        #expect(try queue.read { try String.fetchAll($0, sql: "SELECT id FROM event") } == [id])
+    }
+
+    @Test("plunkd send: exit 0 with the id once stored, 1 when refused, 75 when the daemon is unreachable")
+    func sendCommand() throws {
+        let daemon = try DaemonProcess()
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        let ok = try run(["send", "--socket", daemon.socketPath, "--event", "signup", "--email", "ann@example.com",
+                          "--subscribed", "true", "--data", "plan=pro", "--data", "note=a=b"])
+        #expect(ok.status == 0)
+        let id = ok.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let queue = try DatabaseQueue(path: daemon.storagePath)
+        let body = try queue.read { try String.fetchOne($0, sql: "SELECT CAST(body AS TEXT) FROM event WHERE id = ?", arguments: [id]) }
+        let object = try JSONSerialization.jsonObject(with: Data((body ?? "").utf8)) as? [String: Any]
+        #expect(object?["event"] as? String == "signup")
+        #expect(object?["subscribed"] as? Bool == true)
+        #expect((object?["data"] as? [String: String]) == ["plan": "pro", "note": "a=b"])
+
+        let refused = try run(["send", "--socket", daemon.socketPath, "--event", "x", "--email", "not-an-address"])
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("not a valid email address"))
+
+        let unreachable = try run(["send", "--socket", "\(daemon.directory)/nobody.sock", "--event", "x", "--email", "a@b.io"])
+        #expect(unreachable.status == 75)
+        #expect(unreachable.stderr.contains("cannot reach plunkd"))
+    }
+
+    // MARK: Helpers
+
+    static func ackedID(_ reply: String?) -> String? {
+        guard let reply, let object = try? JSONSerialization.jsonObject(with: Data(reply.utf8)) as? [String: Any],
+              object["ok"] as? Bool == true else { return nil }
+        return object["id"] as? String
+    }
+
+    func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: DaemonProcess.binaryPath)
+        process.arguments = arguments
+        process.environment = ["PATH": "/usr/bin:/bin", "HOME": "/tmp"]
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+    }
+}
+
+/// Ids acknowledged to any client, collected from many threads.
+final class AckedIDs: @unchecked Sendable {
+    private let lock = NSLock()
+    private var ids: Set<String> = []
+    func insert(_ id: String) { lock.lock(); ids.insert(id); lock.unlock() }
+    var count: Int { lock.lock(); defer { lock.unlock() }; return ids.count }
+    var all: Set<String> { lock.lock(); defer { lock.unlock() }; return ids }
+}
+
+private func socketIsServed(_ path: String) -> Bool {
+    (try? BlockingUnixSocket(path: path)) != nil
+}

@@ -1,0 +1,161 @@
+import Foundation
+import PlunkdTestSupport
+import Testing
+@testable import PlunkdCore
+
+@Suite("NDJSON over the socket")
+struct NDJSONIngestTests {
+    @Test("each line gets one reply in order, and an acked event is already in the database")
+    func endToEnd() async throws {
+        let fixture = try await IngestFixture()
+        let client = try fixture.connect()
+        let lines = [line("a"), "not json\n", line("b", email: "Bob@Example.com")]
+        try client.write(lines.joined())
+        let replies = try (0..<3).map { _ in try NDJSONReply(client.readLine()) }
+        #expect(replies.map(\.ok) == [true, false, true])
+        #expect(replies[1].error == "body is not valid JSON")
+        #expect(replies[1].retryable == false)
+        // The ack is held now: a fresh connection must already see both events.
+        let stored = try fixture.storedIDs()
+        #expect(stored == Set([replies[0].id!, replies[2].id!]))
+        let body = try fixture.outbox.storedBody(id: UUID(uuidString: replies[2].id!)!)
+        #expect(body.map { String(decoding: $0, as: UTF8.self) + "\n" } == lines[2])
+        await fixture.stop()
+    }
+
+    @Test("thousands of pipelined lines are answered in order, refusals in their places")
+    func pipelined() async throws {
+        let fixture = try await IngestFixture()
+        let client = try fixture.connect()
+        let count = 5000
+        var payload = ""
+        for n in 0..<count {
+            payload += n % 97 == 0 ? "{\"event\":\"bad-\(n)\"}\n" : line("e\(n)", email: "u\(n % 13)@example.com")
+        }
+        try client.write(payload)
+        var ids: [String] = []
+        for n in 0..<count {
+            let reply = try NDJSONReply(client.readLine())
+            if n % 97 == 0 {
+                #expect(!reply.ok && reply.error == "\"email\" is required", "line \(n)")
+            } else {
+                #expect(reply.ok, "line \(n)")
+                ids.append(reply.id ?? "")
+            }
+        }
+        #expect(Set(ids).count == ids.count)
+        #expect(try fixture.storedIDs() == Set(ids))
+        await fixture.stop()
+    }
+
+    @Test("an oversize line is refused without being buffered, and the connection goes on")
+    func oversizeLine() async throws {
+        let fixture = try await IngestFixture(maxEventBytes: 1024)
+        let client = try fixture.connect()
+        try client.write("{\"event\":\"big\",\"email\":\"a@b.io\",\"data\":{\"x\":\"")
+        for _ in 0..<100 {
+            try client.write(String(repeating: "x", count: 1000))
+        }
+        try client.write("\"}}\n" + line("after"))
+        let refused = try NDJSONReply(client.readLine())
+        #expect(!refused.ok)
+        #expect(refused.retryable == false)
+        #expect(refused.error?.contains("longer than 1024 bytes") == true)
+        let after = try NDJSONReply(client.readLine())
+        #expect(after.ok)
+        #expect(try fixture.storedIDs() == [after.id!])
+        await fixture.stop()
+    }
+
+    @Test("garbage bytes get error replies and do not end the connection or the daemon")
+    func garbage() async throws {
+        let fixture = try await IngestFixture()
+        let client = try fixture.connect()
+        var junk: [UInt8] = [0xFF, 0x00, 0xC3, 0x28, 0x7B, 0x7B, 0x0A]
+        junk += Array("{\"event\":\"\u{1}\",\"email\":\"a@b.io\"\n".utf8)
+        junk += Array(line("fine").utf8)
+        try client.write(junk)
+        let first = try NDJSONReply(client.readLine())
+        let second = try NDJSONReply(client.readLine())
+        let third = try NDJSONReply(client.readLine())
+        #expect(!first.ok && !second.ok)
+        #expect(third.ok)
+        // Another client is unaffected.
+        let other = try fixture.connect()
+        try other.write(line())
+        #expect(try NDJSONReply(other.readLine()).ok)
+        await fixture.stop()
+    }
+
+    @Test("a half-closed client still gets every reply, including for a last line without newline")
+    func halfClosed() async throws {
+        let fixture = try await IngestFixture()
+        let client = try fixture.connect()
+        try client.write(line("one") + line("two") + "{\"event\":\"three\",\"email\":\"c@d.io\"}")
+        client.shutdownWrite()
+        let text = try client.readToEnd()
+        let replies = try text.split(separator: "\n").map { try NDJSONReply(String($0)) }
+        #expect(replies.count == 3)
+        #expect(replies.allSatisfy { $0.ok })
+        #expect(try fixture.storedIDs().count == 3)
+        await fixture.stop()
+    }
+
+    @Test("at max_pending, new events get a retryable refusal and stored ones stay")
+    func fullQueue() async throws {
+        let fixture = try await IngestFixture(maxPending: 5)
+        let client = try fixture.connect()
+        for n in 0..<5 {
+            try client.write(line("e\(n)"))
+            #expect(try NDJSONReply(client.readLine()).ok)
+        }
+        try client.write(line("over"))
+        let refused = try NDJSONReply(client.readLine())
+        #expect(!refused.ok)
+        #expect(refused.retryable == true)
+        #expect(refused.error?.contains("queue full") == true)
+        #expect(try fixture.storedIDs().count == 5)
+        await fixture.stop()
+    }
+
+    @Test("a full store gives a retryable refusal; what was acked stays")
+    func fullStorage() async throws {
+        let fixture = try await IngestFixture(maxStorageBytes: 64 * 1024)
+        let client = try fixture.connect()
+        var acked: Set<String> = []
+        var refusal: NDJSONReply?
+        let padding = String(repeating: "p", count: 900)
+        for n in 0..<1000 {
+            try client.write("{\"event\":\"e\(n)\",\"email\":\"a@b.io\",\"data\":{\"p\":\"\(padding)\"}}\n")
+            let reply = try NDJSONReply(client.readLine())
+            if reply.ok { acked.insert(reply.id!) } else { refusal = reply; break }
+        }
+        #expect(refusal?.retryable == true)
+        #expect(refusal?.error?.contains("storage full") == true)
+        #expect(!acked.isEmpty)
+        #expect(try fixture.storedIDs() == acked)
+        await fixture.stop()
+    }
+
+    @Test("a client that does not read its replies does not stall another client")
+    func slowReader() async throws {
+        let fixture = try await IngestFixture()
+        let slow = try fixture.connect()
+        let count = 40_000
+        let writer = Thread {
+            try? slow.write((0..<count).map { line("s\($0)") }.joined())
+        }
+        writer.start()
+        let other = try fixture.connect()
+        for n in 0..<20 {
+            try other.write(line("quick\(n)"))
+            #expect(try NDJSONReply(other.readLine()).ok)
+        }
+        var acked = 0
+        for _ in 0..<count {
+            if try NDJSONReply(slow.readLine()).ok { acked += 1 }
+        }
+        #expect(acked == count)
+        await fixture.stop()
+    }
+}

@@ -1,0 +1,111 @@
+import Foundation
+import GRDB
+import PlunkdTestSupport
+import Testing
+@testable import PlunkdCore
+
+@Suite("Outbox")
+struct OutboxTests {
+    func event(_ n: Int) -> TrackEvent {
+        TrackEvent(contact: "u\(n)@example.com", body: Data("{\"event\":\"e\",\"email\":\"u\(n)@example.com\"}".utf8))
+    }
+
+    @Test("the writer runs with synchronous = FULL, read back from SQLite")
+    func synchronousFull() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let outbox = try Outbox(path: "\(directory)/o.sqlite")
+        #expect(try outbox.synchronousMode() == 2)
+    }
+
+    @Test("stored events are visible to a separate connection opened afterwards, with the received counter")
+    func durableAcrossConnections() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = "\(directory)/o.sqlite"
+        let outbox = try Outbox(path: path)
+        let events = (0..<10).map(event)
+        try outbox.enqueue(events)
+        #expect(outbox.storedCount == 10)
+        let other = try DatabaseQueue(path: path)
+        let ids = try other.read { try String.fetchAll($0, sql: "SELECT id FROM event ORDER BY seq") }
+        #expect(ids == events.map { $0.id.uuidString.lowercased() })
+        let states = try other.read { try String.fetchAll($0, sql: "SELECT DISTINCT state FROM event") }
+        #expect(states == ["pending"])
+        #expect(try outbox.counter(.received) == 10)
+    }
+
+    @Test("reopening migrates nothing twice and counts what is stored")
+    func reopen() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = "\(directory)/o.sqlite"
+        try Outbox(path: path).enqueue((0..<3).map(event))
+        let reopened = try Outbox(path: path)
+        #expect(reopened.storedCount == 3)
+        #expect(try reopened.counter(.received) == 3)
+    }
+
+    @Test("a file that is not a database stops start-up with a message naming it")
+    func garbageFile() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = "\(directory)/o.sqlite"
+        try Data(repeating: 0x41, count: 8192).write(to: URL(fileURLWithPath: path))
+        do {
+            _ = try Outbox(path: path)
+            Issue.record("opened a garbage file")
+        } catch {
+            #expect(error.kind == .unusable)
+            #expect(error.description.contains(path))
+        }
+    }
+
+    @Test("a store with damaged pages fails its integrity check at start-up")
+    func damagedPages() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = "\(directory)/o.sqlite"
+        do {
+            let outbox = try Outbox(path: path)
+            try outbox.enqueue((0..<2000).map(event))
+        }
+        // Fold the WAL into the main file, then scribble over pages past the header.
+        let queue = try DatabaseQueue(path: path)
+        try queue.writeWithoutTransaction { try $0.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
+        try queue.close()
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+        try handle.seek(toOffset: 4096 * 3)
+        handle.write(Data(repeating: 0xA5, count: 4096 * 4))
+        try handle.close()
+        #expect(throws: OutboxError.self) { try Outbox(path: path) }
+    }
+
+    @Test("a full store refuses with `full`, keeps what it had, and accepts again when room returns")
+    func fullStore() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = "\(directory)/o.sqlite"
+        let outbox = try Outbox(path: path, maxBytes: 64 * 1024)
+        var stored = 0
+        var refusal: OutboxError?
+        for n in 0..<100 {
+            do {
+                try outbox.enqueue((0..<50).map { event(n * 50 + $0) })
+                stored += 50
+            } catch {
+                refusal = error
+                break
+            }
+        }
+        #expect(refusal?.kind == .full)
+        #expect(stored > 0)
+        #expect(outbox.storedCount == stored)
+        // Room returns (as delivery would make it): the same open store accepts again.
+        let other = try DatabaseQueue(path: path)
+        try other.write { try $0.execute(sql: "DELETE FROM event WHERE seq <= 100") }
+        try outbox.enqueue((0..<20).map(event))
+        let remaining = try other.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM event") }
+        #expect(remaining == stored - 100 + 20)
+    }
+}

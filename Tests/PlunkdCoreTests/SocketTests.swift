@@ -1,0 +1,102 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import PlunkdTestSupport
+import Testing
+@testable import PlunkdCore
+
+@Suite("The socket file and connections")
+struct SocketTests {
+    @Test("the socket is created with the configured mode")
+    func mode() async throws {
+        let fixture = try await IngestFixture()
+        var info = stat()
+        #expect(lstat(fixture.socketPath, &info) == 0)
+        #expect(info.st_mode & 0o777 == 0o660)
+        await fixture.stop()
+    }
+
+    @Test("a stale socket file left by a crash is replaced")
+    func staleSocket() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = "\(directory)/s.sock"
+        // Bind and close without unlinking: what a killed daemon leaves behind.
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+        _ = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        close(fd)
+        #expect(FileManager.default.fileExists(atPath: path))
+        #expect(!SocketPathGuard.isServed(path))
+        try SocketPathGuard.prepare(path)
+        #expect(!FileManager.default.fileExists(atPath: path))
+    }
+
+    @Test("a socket a live daemon serves is not stolen")
+    func liveSocket() async throws {
+        let fixture = try await IngestFixture()
+        #expect(throws: SocketPathGuard.Refusal.self) { try SocketPathGuard.prepare(fixture.socketPath) }
+        let client = try fixture.connect()
+        try client.write(line())
+        #expect(try NDJSONReply(client.readLine()).ok)
+        await fixture.stop()
+    }
+
+    @Test("a path that is not a socket is never removed")
+    func notASocket() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = "\(directory)/important.txt"
+        try "keep me".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(throws: SocketPathGuard.Refusal.self) { try SocketPathGuard.prepare(path) }
+        #expect(FileManager.default.fileExists(atPath: path))
+    }
+
+    @Test("past the connection limit new connections are closed; open ones keep working")
+    func connectionLimit() async throws {
+        let fixture = try await IngestFixture(maxConnections: 2)
+        let first = try fixture.connect()
+        let second = try fixture.connect()
+        try first.write(line())
+        #expect(try NDJSONReply(first.readLine()).ok)
+        try second.write(line())
+        #expect(try NDJSONReply(second.readLine()).ok)
+        let third = try fixture.connect()
+        #expect(third.peerClosed())
+        try first.write(line())
+        #expect(try NDJSONReply(first.readLine()).ok)
+        await fixture.stop()
+    }
+
+    @Test("an idle connection is closed after the idle timeout")
+    func idleTimeout() async throws {
+        let fixture = try await IngestFixture(idleTimeout: .milliseconds(200))
+        let silent = try fixture.connect()
+        #expect(silent.peerClosed())
+        let partial = try fixture.connect()
+        try partial.write(line())
+        #expect(try NDJSONReply(partial.readLine()).ok)
+        #expect(partial.peerClosed())
+        await fixture.stop()
+    }
+
+    @Test("shutdown answers what was received, then closes connections")
+    func drainOnShutdown() async throws {
+        let fixture = try await IngestFixture()
+        let client = try fixture.connect()
+        try client.write(line("a") + line("b"))
+        let first = try NDJSONReply(client.readLine())
+        let second = try NDJSONReply(client.readLine())
+        await fixture.stop()
+        #expect(first.ok && second.ok)
+        #expect(client.peerClosed())
+    }
+}

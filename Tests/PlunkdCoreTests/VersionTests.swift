@@ -1,3 +1,0 @@
-import Testing
-@testable import PlunkdCore
-@Test func version() { #expect(!PlunkdVersion.string.isEmpty) }
