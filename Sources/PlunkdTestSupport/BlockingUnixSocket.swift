@@ -15,6 +15,7 @@ public final class BlockingUnixSocket: @unchecked Sendable {
     public let fd: Int32
     private var buffer: [UInt8] = []
     private var start = 0
+    private var chunk = [UInt8](repeating: 0, count: 65536)
 
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
@@ -121,7 +122,6 @@ public final class BlockingUnixSocket: @unchecked Sendable {
     }
 
     private func fill() throws -> Bool {
-        var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n > 0 {

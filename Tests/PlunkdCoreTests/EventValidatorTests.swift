@@ -96,3 +96,17 @@ struct EventValidatorTests {
         #expect(decoded == text)
     }
 }
+
+@Suite("Event ids")
+struct EventIDTests {
+    @Test("ids are version-4 UUIDs and do not repeat")
+    func version4() {
+        let ids = (0..<10_000).map { _ in UUID.randomEventID() }
+        #expect(Set(ids).count == ids.count)
+        for id in ids.prefix(100) {
+            let text = id.uuidString.lowercased()
+            #expect(Array(text)[14] == "4")
+            #expect("89ab".contains(Array(text)[19]))
+        }
+    }
+}

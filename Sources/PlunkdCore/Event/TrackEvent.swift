@@ -13,7 +13,7 @@ public struct TrackEvent: Sendable {
     /// The JSON object as received.
     public let body: Data
 
-    public init(id: UUID = UUID(), contact: String, body: Data) {
+    public init(id: UUID = .randomEventID(), contact: String, body: Data) {
         self.id = id
         self.contact = contact
         self.body = body

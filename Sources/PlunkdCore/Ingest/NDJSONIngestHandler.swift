@@ -37,7 +37,7 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
     private var inputClosed = false
     private var draining = false
 
-    init(committer: GroupCommitter, validator: EventValidator, maxUnresolvedEvents: Int = 8192) {
+    init(committer: GroupCommitter, validator: EventValidator, maxUnresolvedEvents: Int = 1024) {
         self.committer = committer
         self.validator = validator
         self.maxUnresolvedEvents = maxUnresolvedEvents
@@ -162,7 +162,7 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
         let count = events.count
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         committer.submit(events) { result in
-            loopBound.eventLoop.execute {
+            loopBound.eventLoop.runNowOrSoon {
                 let (handler, context) = loopBound.value
                 handler.resolve(group: group, result: result, count: count, context: context)
             }

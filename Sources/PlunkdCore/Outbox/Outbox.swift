@@ -70,6 +70,9 @@ public final class Outbox: Sendable {
     }
 
     /// Stores `events` in one transaction; when this returns they are on disk.
+    ///
+    /// Only the event rows are written: a counter update here would add a second page to
+    /// every commit's WAL write, and the one-event-at-a-time client pays for every page.
     public func enqueue(_ events: [TrackEvent], at now: Date = Date()) throws(OutboxError) {
         guard !events.isEmpty else { return }
         let stamp = now.timeIntervalSince1970
@@ -81,22 +84,11 @@ public final class Outbox: Sendable {
                 for event in events {
                     try insert.execute(arguments: [event.id.uuidString.lowercased(), event.contact, event.body, stamp, stamp])
                 }
-                try db.cachedStatement(sql: """
-                    INSERT INTO counter (name, value) VALUES (?, ?)
-                    ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
-                    """).execute(arguments: [OutboxCounter.received.rawValue, events.count])
             }
         } catch {
             throw Self.classify(error, path: path, opening: false)
         }
         storedEvents.add(events.count, ordering: .relaxed)
-    }
-
-    /// Reads a lifetime counter.
-    public func counter(_ counter: OutboxCounter) throws -> Int {
-        try pool.read { db in
-            try Int.fetchOne(db, sql: "SELECT value FROM counter WHERE name = ?", arguments: [counter.rawValue]) ?? 0
-        }
     }
 
     /// The stored event with this id, if any: its body as received.

@@ -23,6 +23,8 @@ enum OutboxSchema {
                     last_status INTEGER,
                     last_error TEXT
                 );
+                -- Lifetime counters (delivered, parked by reason, …), kept here so they
+                -- survive restarts; written by the state changes they count.
                 CREATE TABLE counter (
                     name TEXT PRIMARY KEY,
                     value INTEGER NOT NULL
@@ -31,9 +33,4 @@ enum OutboxSchema {
         }
         return migrator
     }
-}
-
-/// Names of the lifetime counters kept in the `counter` table, so they survive restarts.
-public enum OutboxCounter: String, Sendable, CaseIterable {
-    case received = "received_total"
 }
