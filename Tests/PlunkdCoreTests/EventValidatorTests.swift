@@ -110,3 +110,16 @@ struct EventIDTests {
         }
     }
 }
+
+@Suite("JSON booleans")
+struct JSONBooleanTests {
+    @Test("true and false are booleans; 0, 1 and strings are not")
+    func booleans() throws {
+        let parsed = try JSONSerialization.jsonObject(with: Data(#"{"t":true,"f":false,"one":1,"zero":0,"s":"true"}"#.utf8)) as! [String: Any]
+        #expect(JSONBoolean.isBoolean(parsed["t"]!))
+        #expect(JSONBoolean.isBoolean(parsed["f"]!))
+        #expect(!JSONBoolean.isBoolean(parsed["one"]!))
+        #expect(!JSONBoolean.isBoolean(parsed["zero"]!))
+        #expect(!JSONBoolean.isBoolean(parsed["s"]!))
+    }
+}

@@ -102,7 +102,7 @@ final class HTTPIngestHandler: ChannelInboundHandler {
         responsesOutstanding += 1
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         committer.submit([event]) { result in
-            loopBound.eventLoop.runNowOrSoon {
+            loopBound.eventLoop.execute {
                 let (handler, context) = loopBound.value
                 handler.responsesOutstanding -= 1
                 switch result {

@@ -20,16 +20,3 @@ public enum IngestRefusal: Error, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-import NIOCore
-
-extension EventLoop {
-    /// Runs `body` at once when already on this loop (a commit done inline by the
-    /// submitting connection), else schedules it on the loop.
-    func runNowOrSoon(_ body: @escaping @Sendable () -> Void) {
-        if inEventLoop {
-            body()
-        } else {
-            execute(body)
-        }
-    }
-}

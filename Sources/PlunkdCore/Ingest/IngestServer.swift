@@ -53,6 +53,12 @@ public final class IngestServer: Sendable {
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
+            // Backpressure acts between reads: everything in one read is parsed and queued
+            // before reading pauses. Small reads, one per wake-up, keep what a fast pipelining
+            // client can have in memory near the per-connection limit (16 KiB ≈ 200 events)
+            // instead of NIO's default 4 × 64 KiB.
+            .childChannelOption(.maxMessagesPerRead, value: 1)
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 4096, maximum: 16384))
             .childChannelInitializer { channel in
                 guard connections.admit(channel, limit: settings.maxConnections) else {
                     logger.warning("connection refused: \(settings.maxConnections) connections are open (socket.max_connections)")

@@ -37,7 +37,7 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
     private var inputClosed = false
     private var draining = false
 
-    init(committer: GroupCommitter, validator: EventValidator, maxUnresolvedEvents: Int = 1024) {
+    init(committer: GroupCommitter, validator: EventValidator, maxUnresolvedEvents: Int = 128) {
         self.committer = committer
         self.validator = validator
         self.maxUnresolvedEvents = maxUnresolvedEvents
@@ -162,7 +162,7 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
         let count = events.count
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         committer.submit(events) { result in
-            loopBound.eventLoop.runNowOrSoon {
+            loopBound.eventLoop.execute {
                 let (handler, context) = loopBound.value
                 handler.resolve(group: group, result: result, count: count, context: context)
             }

@@ -40,6 +40,9 @@ public final class Outbox: Sendable {
                 // DatabasePool resets `synchronous` to NORMAL in WAL mode after preparing the
                 // connection, so FULL is set here, on the one writer, after the pool is open.
                 try db.execute(sql: "PRAGMA synchronous = FULL")
+                // Appends touch only the right edge of the table: a small cache is enough,
+                // and the default 2 MB would be most of the daemon's private memory.
+                try db.execute(sql: "PRAGMA cache_size = -512")
                 if let maxBytes {
                     let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
                     try db.execute(sql: "PRAGMA max_page_count = \(max(1, maxBytes / pageSize))")
