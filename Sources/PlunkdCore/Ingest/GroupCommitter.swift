@@ -24,6 +24,9 @@ public final class GroupCommitter: @unchecked Sendable {
     private let maxPending: Int
     private let maxBatchEvents: Int
     private let logger: Logger
+    /// Called after every successful commit: how delivery learns of new events without
+    /// ingest knowing delivery exists.
+    private let didCommit: @Sendable () -> Void
 
     // Guarded by `condition`.
     private let condition = NSCondition()
@@ -34,7 +37,11 @@ public final class GroupCommitter: @unchecked Sendable {
     private var lastFailure: OutboxError.Kind?
     private var thread: Thread?
 
-    public init(outbox: Outbox, maxPending: Int, maxBatchEvents: Int = 1024, logger: Logger) {
+    public init(
+        outbox: Outbox, maxPending: Int, maxBatchEvents: Int = 1024, logger: Logger,
+        didCommit: @escaping @Sendable () -> Void = {}
+    ) {
+        self.didCommit = didCommit
         self.outbox = outbox
         self.maxPending = maxPending
         self.maxBatchEvents = maxBatchEvents
@@ -104,6 +111,7 @@ public final class GroupCommitter: @unchecked Sendable {
             for submission in batch {
                 submission.completion(result)
             }
+            if case .success = result { didCommit() }
 
             condition.lock()
             committing = false

@@ -8,10 +8,10 @@ import Synchronization
 /// `synchronous = FULL`, so a commit has reached the disk before anyone is told it happened.
 public final class Outbox: Sendable {
     public let path: String
-    private let pool: DatabasePool
-    /// Events stored and not yet delivered or dropped, kept in memory so that the
+    let pool: DatabasePool
+    /// Events in line (pending or in flight; not parked), kept in memory so that the
     /// `max_pending` check at the door costs nothing.
-    private let storedEvents: Atomic<Int>
+    let storedEvents: Atomic<Int>
 
     /// Opens (creating if needed) the store at `path`, migrates it, and checks its integrity.
     ///
@@ -54,7 +54,7 @@ public final class Outbox: Sendable {
             }
             try OutboxSchema.migrator.migrate(pool)
             let count = try pool.read { db in
-                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM event") ?? 0
+                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM event WHERE state != 'parked'") ?? 0
             }
             storedEvents = Atomic(count)
         } catch let error as OutboxError {
@@ -64,7 +64,7 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// Events stored and not yet delivered or dropped.
+    /// Events in line for delivery: pending or in flight, not parked.
     public var storedCount: Int { storedEvents.load(ordering: .relaxed) }
 
     /// The writer's `synchronous` setting, read back (2 is FULL); the durability promise rests on it.
@@ -84,8 +84,20 @@ public final class Outbox: Sendable {
                 let insert = try db.cachedStatement(sql: """
                     INSERT INTO event (id, contact, body, received_at, due_at) VALUES (?, ?, ?, ?, ?)
                     """)
+                // An event for a contact that already has one in line waits behind it
+                // (see `OutboxSchema.waitingBehindHead`): per-contact order.
+                let contactInLine = try db.cachedStatement(sql: """
+                    SELECT EXISTS (SELECT 1 FROM event WHERE contact = ? AND state != 'parked')
+                    """)
+                var contactsInBatch = Set<String>()
                 for event in events {
-                    try insert.execute(arguments: [event.id.uuidString.lowercased(), event.contact, event.body, stamp, stamp])
+                    let waits = try contactsInBatch.contains(event.contact)
+                        || (Bool.fetchOne(contactInLine, arguments: [event.contact]) ?? false)
+                    contactsInBatch.insert(event.contact)
+                    try insert.execute(arguments: [
+                        event.id.uuidString.lowercased(), event.contact, event.body, stamp,
+                        waits ? OutboxSchema.waitingBehindHead : stamp,
+                    ])
                 }
             }
         } catch {

@@ -3,6 +3,10 @@ import GRDB
 /// Versioned migrations of the outbox. A migration is added, never edited: a store
 /// written by an older plunkd is brought forward at start-up, one step at a time.
 enum OutboxSchema {
+    /// The `due_at` of an event waiting behind an earlier event of the same contact:
+    /// far beyond any real due time, so claims and "next due" never see it.
+    static let waitingBehindHead: Double = 9e15
+
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1: events and counters") { db in
@@ -29,6 +33,24 @@ enum OutboxSchema {
                     name TEXT PRIMARY KEY,
                     value INTEGER NOT NULL
                 ) WITHOUT ROWID;
+                """)
+        }
+        migrator.registerMigration("v2: delivery indexes and hold") { db in
+            // Per-contact order is kept by the data itself: only the head of each contact's
+            // line (its lowest `seq` not parked) has a real `due_at`; the events behind it
+            // wait at `OutboxSchema.waitingBehindHead`. A claim is then a plain index range
+            // read of due heads, whatever the backlog looks like.
+            try db.execute(sql: """
+                CREATE INDEX event_due ON event (state, due_at, seq);
+                CREATE INDEX event_contact ON event (contact, seq, state);
+                CREATE TABLE delivery_hold (
+                    name TEXT PRIMARY KEY,
+                    value
+                ) WITHOUT ROWID;
+                UPDATE event SET due_at = \(waitingBehindHead)
+                WHERE state = 'pending' AND EXISTS (
+                    SELECT 1 FROM event AS earlier
+                    WHERE earlier.contact = event.contact AND earlier.seq < event.seq AND earlier.state != 'parked');
                 """)
         }
         return migrator

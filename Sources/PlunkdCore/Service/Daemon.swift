@@ -14,9 +14,22 @@ public enum Daemon {
         logger.info("storage ready", metadata: [
             "path": "\(outbox.path)", "stored_events": "\(outbox.storedCount)",
         ])
-        let committer = GroupCommitter(outbox: outbox, maxPending: config.maxPending, logger: logger)
-        committer.start()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let client = PlunkClient(
+            baseURL: config.plunkBaseURL, concurrency: config.concurrency,
+            requestTimeout: config.requestTimeout, eventLoopGroup: group)
+        var senderSettings = Sender.Settings(
+            apiKey: config.apiKey, concurrency: config.concurrency,
+            retry: RetryPolicy(initialBackoff: config.initialBackoff, maxBackoff: config.maxBackoff, maxAge: config.maxAge))
+        senderSettings.failingAfter = 3
+        let sender = Sender(outbox: outbox, transport: client, settings: senderSettings, logger: logger)
+        try sender.start()
+        if config.apiKey == nil {
+            logger.warning("no API key configured (plunk.api_key, PLUNK_API_KEY, plunk.api_key_file or the plunk-api-key credential): events are kept, nothing is sent")
+        }
+        let committer = GroupCommitter(
+            outbox: outbox, maxPending: config.maxPending, logger: logger, didCommit: { sender.wake() })
+        committer.start()
         let server = IngestServer(
             settings: IngestSocketSettings(
                 path: config.socketPath,
@@ -28,7 +41,8 @@ public enum Daemon {
             group: group,
             logger: logger)
         let service = IngestService(
-            server: server, committer: committer, grace: .nanoseconds(Int64(config.shutdownGrace * 1e9)),
+            server: server, committer: committer, sender: sender,
+            grace: .nanoseconds(Int64(config.shutdownGrace * 1e9)),
             socketPath: config.socketPath, logger: logger)
         let services = ServiceGroup(
             services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
@@ -39,10 +53,12 @@ public enum Daemon {
     }
 }
 
-/// The socket and its committer as one lifecycle service.
+/// The socket, its committer and the sender as one lifecycle service, so they stop in
+/// order: no new events, every received event answered, then requests in flight finished.
 private struct IngestService: Service {
     let server: IngestServer
     let committer: GroupCommitter
+    let sender: Sender
     let grace: TimeAmount
     let socketPath: String
     let logger: Logger
@@ -52,6 +68,7 @@ private struct IngestService: Service {
             try await server.start()
         } catch {
             committer.shutdown()
+            await sender.shutdown(grace: .zero)
             throw error
         }
         logger.info("listening", metadata: ["socket": "\(socketPath)"])
@@ -59,6 +76,8 @@ private struct IngestService: Service {
         logger.info("shutting down: no new connections; answering clients")
         await server.shutdown(grace: grace)
         committer.shutdown()
+        logger.info("shutting down: waiting for requests in flight to Plunk")
+        await sender.shutdown(grace: .nanoseconds(grace.nanoseconds))
     }
 }
 

@@ -1,0 +1,38 @@
+import Foundation
+
+/// What the sender is doing, in the words `plunkd status` uses.
+public enum DeliveryState: String, Sendable, Equatable {
+    case delivering
+    case idle
+    case backingOff = "backing_off"
+    case rateLimited = "rate_limited"
+    case quotaPaused = "quota_paused"
+    case authHeld = "auth_held"
+    case noAPIKey = "no_api_key"
+}
+
+/// A point-in-time view of the sender, for status and metrics.
+public struct SenderSnapshot: Sendable {
+    public var state: DeliveryState
+    public var inFlight: Int
+    public var pausedUntil: Date?
+    public var heldSince: Date?
+    public var blockedUntil: Date?
+    public var consecutiveFailures: Int
+    public var lastSuccess: Date?
+    public var lastError: String?
+    public var lastErrorAt: Date?
+}
+
+extension APIKey {
+    /// A stable, non-reversible tag of the key (FNV-1a, 64 bits), stored with an auth hold
+    /// so a restart can tell whether the refused key is still the one configured.
+    var fingerprint: String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in value.utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x0000_0100_0000_01B3
+        }
+        return String(hash, radix: 16)
+    }
+}

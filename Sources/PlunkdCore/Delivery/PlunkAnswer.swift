@@ -1,0 +1,139 @@
+import Foundation
+
+/// What one attempt to post an event came back with.
+public enum PlunkAnswer: Sendable, Equatable {
+    /// An HTTP response. `body` is at most the first 4 KiB, which is all an operator needs.
+    case response(status: Int, retryAfter: String?, body: Data)
+    /// No HTTP response: timeout, refused, reset, TLS or DNS failure.
+    case transportFailure(String)
+
+    public static let keptBodyBytes = 4096
+}
+
+/// What the sender does with an event after an answer, and with the destination.
+/// This is the table of `shared/plunk-api.md`, for both Plunk generations.
+public enum DeliveryOutcome: Sendable, Equatable {
+    /// Any 2xx: delivered, whatever the body says.
+    case delivered
+    /// 409 `IDEMPOTENCY_KEY_REUSED`: an earlier attempt of this event was stored.
+    case duplicate
+    /// The event itself was refused (400, 404, 413, 422, other 4xx, 403 other than
+    /// `PROJECT_DISABLED`): parked `rejected`.
+    case rejected(status: Int, detail: String)
+    /// The key or project was refused (401, 403 `PROJECT_DISABLED`): parked
+    /// `unauthorized`, delivery held.
+    case unauthorized(status: Int, detail: String)
+    /// 402: the monthly quota is spent; delivery pauses until next month.
+    case quotaExceeded(detail: String)
+    /// 429: the whole destination waits `retryAfter` (seconds from now), or backs off.
+    case rateLimited(retryAfter: Double?, detail: String)
+    /// 408, 5xx, 3xx, a 409 of another kind, or no response: retried with backoff.
+    case transient(status: Int?, detail: String)
+
+    /// The label used for the `attempts_<outcome>_total` counters and logs.
+    public var label: String {
+        switch self {
+        case .delivered: "delivered"
+        case .duplicate: "duplicate"
+        case .rejected: "rejected"
+        case .unauthorized: "unauthorized"
+        case .quotaExceeded: "quota_exceeded"
+        case .rateLimited: "rate_limited"
+        case .transient: "transient"
+        }
+    }
+}
+
+public enum OutcomeClassifier {
+    /// Classifies an answer; `now` anchors an HTTP-date `Retry-After`.
+    public static func classify(_ answer: PlunkAnswer, now: Date) -> DeliveryOutcome {
+        switch answer {
+        case .transportFailure(let reason):
+            return .transient(status: nil, detail: reason)
+        case .response(let status, let retryAfter, let body):
+            let detail = Self.detail(status: status, body: body)
+            let code = PlunkErrorReader.code(in: body)
+            switch status {
+            case 200..<300:
+                return .delivered
+            case 409 where code == "IDEMPOTENCY_KEY_REUSED":
+                return .duplicate
+            case 401:
+                return .unauthorized(status: status, detail: detail)
+            case 403 where code == "PROJECT_DISABLED":
+                return .unauthorized(status: status, detail: detail)
+            case 402:
+                return .quotaExceeded(detail: detail)
+            case 429:
+                return .rateLimited(retryAfter: retryAfter.flatMap { RetryAfter.seconds(from: $0, now: now) }, detail: detail)
+            case 408, 409, 500..<600, 300..<400:
+                return .transient(status: status, detail: detail)
+            case 400..<500:
+                return .rejected(status: status, detail: detail)
+            default:
+                return .transient(status: status, detail: detail)
+            }
+        }
+    }
+
+    /// A one-line account of an answer for status and logs: the status and the message
+    /// Plunk gave, or the start of a non-JSON body (a proxy's HTML page).
+    static func detail(status: Int, body: Data) -> String {
+        if let message = PlunkErrorReader.message(in: body) {
+            return "\(status): \(message)"
+        }
+        let text = String(decoding: body.prefix(200), as: UTF8.self)
+            .replacingOccurrences(of: "\n", with: " ").trimmingCharacters(in: .whitespaces)
+        return text.isEmpty ? "\(status)" : "\(status): \(text)"
+    }
+}
+
+/// Reads the error code and message out of either generation's error body:
+/// legacy `{"code":401,"error":"Unauthorized","message":"…"}` and
+/// v2 `{"success":false,"error":{"code":"INVALID_API_KEY","message":"…"}}`.
+enum PlunkErrorReader {
+    static func code(in body: Data) -> String? {
+        guard let object = object(body) else { return nil }
+        if let error = object["error"] as? [String: Any] { return error["code"] as? String }
+        return object["code"] as? String
+    }
+
+    static func message(in body: Data) -> String? {
+        guard let object = object(body) else { return nil }
+        if let error = object["error"] as? [String: Any] {
+            let code = error["code"] as? String
+            let message = error["message"] as? String
+            return [code, message].compactMap { $0 }.joined(separator: " ").nilIfEmpty
+        }
+        return (object["message"] as? String) ?? (object["error"] as? String)
+    }
+
+    private static func object(_ body: Data) -> [String: Any]? {
+        guard body.first == UInt8(ascii: "{") else { return nil }
+        return try? JSONSerialization.jsonObject(with: body) as? [String: Any]
+    }
+}
+
+/// `Retry-After` as delta-seconds or an HTTP-date (RFC 9110 §10.2.3).
+public enum RetryAfter {
+    public static func seconds(from value: String, now: Date) -> Double? {
+        let trimmed = value.trimmingCharacters(in: .whitespaces)
+        if let seconds = Double(trimmed), seconds.isFinite {
+            return max(0, seconds)
+        }
+        for format in ["EEE, dd MMM yyyy HH:mm:ss zzz", "EEEE, dd-MMM-yy HH:mm:ss zzz", "EEE MMM d HH:mm:ss yyyy"] {
+            let formatter = DateFormatter()
+            formatter.locale = Locale(identifier: "en_US_POSIX")
+            formatter.timeZone = TimeZone(identifier: "GMT")
+            formatter.dateFormat = format
+            if let date = formatter.date(from: trimmed) {
+                return max(0, date.timeIntervalSince(now))
+            }
+        }
+        return nil
+    }
+}
+
+extension String {
+    fileprivate var nilIfEmpty: String? { isEmpty ? nil : self }
+}

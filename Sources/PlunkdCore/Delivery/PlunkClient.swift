@@ -1,0 +1,109 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// Sends one event to Plunk and reports the answer; the sender decides what it means.
+public protocol PlunkTransport: Sendable {
+    func post(body: Data, idempotencyKey: String, apiKey: APIKey, completion: @escaping @Sendable (PlunkAnswer) -> Void)
+    func shutdown() async
+}
+
+/// `POST {base_url}/track` over AsyncHTTPClient, with a pooled keep-alive connection per
+/// request in flight, no redirects followed (a redirect means a wrong `base_url`, which
+/// the operator should see rather than have silently followed), and a per-request deadline.
+public final class PlunkClient: PlunkTransport {
+    private let client: HTTPClient
+    private let trackURL: String
+    private let requestTimeout: TimeAmount
+
+    public init(baseURL: URL, concurrency: Int, requestTimeout: Double, eventLoopGroup: any EventLoopGroup) {
+        let timeout = TimeAmount.nanoseconds(Int64(requestTimeout * 1e9))
+        var configuration = HTTPClient.Configuration(
+            redirectConfiguration: .disallow,
+            timeout: .init(connect: min(timeout, .seconds(10))),
+            connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: concurrency))
+        configuration.httpVersion = .http1Only
+        client = HTTPClient(eventLoopGroupProvider: .shared(eventLoopGroup), configuration: configuration)
+        trackURL = baseURL.absoluteString + "/track"
+        self.requestTimeout = timeout
+    }
+
+    public func post(body: Data, idempotencyKey: String, apiKey: APIKey, completion: @escaping @Sendable (PlunkAnswer) -> Void) {
+        let request: HTTPClient.Request
+        do {
+            var headers = HTTPHeaders()
+            headers.add(name: "Authorization", value: "Bearer \(apiKey.value)")
+            headers.add(name: "Content-Type", value: "application/json")
+            headers.add(name: "Idempotency-Key", value: idempotencyKey)
+            headers.add(name: "User-Agent", value: "plunkd/\(PlunkdVersion.string)")
+            request = try HTTPClient.Request(url: trackURL, method: .POST, headers: headers, body: .data(body))
+        } catch {
+            completion(.transportFailure("cannot build the request to \(trackURL): \(error)"))
+            return
+        }
+        let timeoutSeconds = Double(requestTimeout.nanoseconds) / 1e9
+        client.execute(request: request, delegate: AnswerCollector(), deadline: .now() + requestTimeout)
+            .futureResult.whenComplete { result in
+                switch result {
+                case .success(let answer): completion(answer)
+                case .failure(let error): completion(.transportFailure(Self.describe(error, timeout: timeoutSeconds)))
+                }
+            }
+    }
+
+    public func shutdown() async {
+        try? await client.shutdown()
+    }
+
+    /// A short, key-free account of a transport failure for status and logs.
+    static func describe(_ error: any Error, timeout: Double) -> String {
+        if let error = error as? HTTPClientError {
+            switch error {
+            case .deadlineExceeded, .readTimeout, .writeTimeout:
+                return "no answer within \(timeout) s"
+            case .connectTimeout:
+                return "connect timed out"
+            case .remoteConnectionClosed:
+                return "connection closed by the server before an answer"
+            default:
+                return "\(error)"
+            }
+        }
+        if let error = error as? IOError {
+            return String(cString: strerror(error.errnoCode))
+        }
+        let text = "\(error)"
+        if text.contains("connectionRefused") || text.contains("Connection refused") { return "connection refused" }
+        if text.contains("connectionReset") || text.contains("Connection reset") { return "connection reset" }
+        return text
+    }
+}
+
+/// Keeps the status, `Retry-After` and the first 4 KiB of the body; drops the rest, so a
+/// large error page cannot grow memory or turn a clear status into a body-size error.
+private final class AnswerCollector: HTTPClientResponseDelegate, @unchecked Sendable {
+    typealias Response = PlunkAnswer
+
+    private var status = 0
+    private var retryAfter: String?
+    private var body = Data()
+
+    func didReceiveHead(task: HTTPClient.Task<PlunkAnswer>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+        status = Int(head.status.code)
+        retryAfter = head.headers.first(name: "Retry-After")
+        return task.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func didReceiveBodyPart(task: HTTPClient.Task<PlunkAnswer>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+        let room = PlunkAnswer.keptBodyBytes - body.count
+        if room > 0 {
+            body.append(contentsOf: buffer.readableBytesView.prefix(room))
+        }
+        return task.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func didFinishRequest(task: HTTPClient.Task<PlunkAnswer>) throws -> PlunkAnswer {
+        .response(status: status, retryAfter: retryAfter, body: body)
+    }
+}

@@ -1,0 +1,194 @@
+import Foundation
+import GRDB
+
+/// The delivery side of the outbox: claiming due events a page at a time, and recording
+/// what became of them. Every call is one transaction.
+extension Outbox {
+    /// Puts events left `in_flight` by a crash back in line, unchanged: same id, so the
+    /// same `Idempotency-Key` on the resend. Called once at start-up.
+    @discardableResult
+    public func releaseInFlight() throws -> Int {
+        try pool.write { db in
+            try db.execute(sql: "UPDATE event SET state = 'pending' WHERE state = 'in_flight'")
+            return db.changesCount
+        }
+    }
+
+    /// Records `moves`, bumps `counters`, then claims up to `claimLimit` due events, all in
+    /// one transaction (one fsync for a whole turn of the sender).
+    ///
+    /// A claim takes due heads of contacts' lines in due order: never an event whose contact
+    /// has an earlier event still in line (pending, backing off or in flight). It reads
+    /// `claimLimit` index entries, so a turn costs the same with a backlog of ten events or
+    /// ten million.
+    public func recordAndClaim(
+        moves: [EventMove], counters: [OutboxCounter: Int], claimLimit: Int, now: Date
+    ) throws -> [ClaimedEvent] {
+        var removedFromLine = 0
+        let claimed = try pool.write { db -> [ClaimedEvent] in
+            for move in moves {
+                switch move {
+                case .delivered(let seq):
+                    let contact = try String.fetchOne(db.cachedStatement(sql: "SELECT contact FROM event WHERE seq = ?"), arguments: [seq])
+                    try db.cachedStatement(sql: "DELETE FROM event WHERE seq = ?").execute(arguments: [seq])
+                    removedFromLine += db.changesCount
+                    if let contact { try promoteHead(of: contact, db: db, now: now) }
+                case .retry(let seq, let due, let countsAsAttempt, let status, let error):
+                    try db.cachedStatement(sql: """
+                        UPDATE event SET state = 'pending', due_at = ?, attempts = attempts + ?,
+                            last_status = coalesce(?, last_status), last_error = coalesce(?, last_error)
+                        WHERE seq = ?
+                        """).execute(arguments: [due.timeIntervalSince1970, countsAsAttempt ? 1 : 0, status, error, seq])
+                case .park(let seq, let reason, let status, let error):
+                    try db.cachedStatement(sql: """
+                        UPDATE event SET state = 'parked', park_reason = ?, attempts = attempts + 1,
+                            last_status = ?, last_error = ?
+                        WHERE seq = ? AND state != 'parked'
+                        """).execute(arguments: [reason.rawValue, status, error, seq])
+                    removedFromLine += db.changesCount
+                    if let contact = try String.fetchOne(db.cachedStatement(sql: "SELECT contact FROM event WHERE seq = ?"), arguments: [seq]) {
+                        try promoteHead(of: contact, db: db, now: now)
+                    }
+                }
+            }
+            for (counter, amount) in counters where amount != 0 {
+                try db.cachedStatement(sql: """
+                    INSERT INTO counter (name, value) VALUES (?, ?)
+                    ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
+                    """).execute(arguments: [counter.name, amount])
+            }
+            guard claimLimit > 0 else { return [] }
+            // Only heads of contacts' lines have a real due time, so every row read is claimable.
+            let due = try Row.fetchAll(db.cachedStatement(sql: """
+                SELECT seq, id, contact, body, attempts, received_at FROM event
+                WHERE state = 'pending' AND due_at <= ?
+                ORDER BY due_at, seq LIMIT ?
+                """), arguments: [now.timeIntervalSince1970, claimLimit])
+            let markInFlight = try db.cachedStatement(sql: "UPDATE event SET state = 'in_flight' WHERE seq = ?")
+            return try due.map { row in
+                let seq: Int64 = row["seq"]
+                try markInFlight.execute(arguments: [seq])
+                return ClaimedEvent(
+                    seq: seq, id: UUID(uuidString: row["id"]) ?? UUID(), contact: row["contact"], body: row["body"],
+                    attempts: row["attempts"], receivedAt: Date(timeIntervalSince1970: row["received_at"]))
+            }
+        }
+        if removedFromLine > 0 { storedEvents.subtract(removedFromLine, ordering: .relaxed) }
+        return claimed
+    }
+
+    /// When the earliest head of a contact's line falls due; nil when none is waiting.
+    public func nextDueDate() throws -> Date? {
+        try pool.read { db in
+            try Double.fetchOne(db, sql: "SELECT min(due_at) FROM event WHERE state = 'pending' AND due_at < ?",
+                                arguments: [OutboxSchema.waitingBehindHead])
+                .map(Date.init(timeIntervalSince1970:))
+        }
+    }
+
+    /// Makes the first event still in line for `contact` its head, due now. Called when the
+    /// head left the line (delivered, parked, dropped).
+    func promoteHead(of contact: String, db: Database, now: Date) throws {
+        try db.cachedStatement(sql: """
+            UPDATE event SET due_at = ?
+            WHERE seq = (SELECT seq FROM event WHERE contact = ? AND state != 'parked' ORDER BY seq LIMIT 1)
+              AND state = 'pending' AND due_at >= ?
+            """).execute(arguments: [now.timeIntervalSince1970, contact, OutboxSchema.waitingBehindHead])
+    }
+
+    /// Recomputes the line of `contact` after events came back into it: the first is the
+    /// head, due now unless it is in flight or already due; all others wait behind it.
+    func rebuildLine(of contact: String, db: Database, now: Date) throws {
+        guard let head = try Int64.fetchOne(db, sql: """
+            SELECT seq FROM event WHERE contact = ? AND state != 'parked' ORDER BY seq LIMIT 1
+            """, arguments: [contact]) else { return }
+        try db.execute(sql: """
+            UPDATE event SET due_at = ? WHERE contact = ? AND state = 'pending' AND seq > ?
+            """, arguments: [OutboxSchema.waitingBehindHead, contact, head])
+        try db.execute(sql: """
+            UPDATE event SET due_at = ? WHERE seq = ? AND state = 'pending' AND due_at >= ?
+            """, arguments: [now.timeIntervalSince1970, head, OutboxSchema.waitingBehindHead])
+    }
+
+    /// Puts parked events of `reason` back in line, in their original order.
+    @discardableResult
+    public func requeueParked(reason: ParkReason, now: Date = Date()) throws -> Int {
+        let count = try pool.write { db -> Int in
+            let contacts = try String.fetchAll(db, sql: """
+                SELECT DISTINCT contact FROM event WHERE state = 'parked' AND park_reason = ?
+                """, arguments: [reason.rawValue])
+            try db.execute(sql: """
+                UPDATE event SET state = 'pending', park_reason = NULL, due_at = ?
+                WHERE state = 'parked' AND park_reason = ?
+                """, arguments: [OutboxSchema.waitingBehindHead, reason.rawValue])
+            let changed = db.changesCount
+            for contact in contacts {
+                try rebuildLine(of: contact, db: db, now: now)
+            }
+            return changed
+        }
+        storedEvents.add(count, ordering: .relaxed)
+        return count
+    }
+
+    public func loadHold() throws -> StoredDeliveryHold {
+        try pool.read { db in
+            let rows = try Row.fetchAll(db, sql: "SELECT name, value FROM delivery_hold")
+            var hold = StoredDeliveryHold()
+            for row in rows {
+                let name: String = row["name"]
+                switch name {
+                case "paused_until": hold.pausedUntil = (row["value"] as Double?).map(Date.init(timeIntervalSince1970:))
+                case "pause_reason": hold.pauseReason = row["value"]
+                case "refused_key": hold.refusedKeyFingerprint = row["value"]
+                case "held_since": hold.heldSince = (row["value"] as Double?).map(Date.init(timeIntervalSince1970:))
+                default: break
+                }
+            }
+            return hold
+        }
+    }
+
+    public func saveHold(_ hold: StoredDeliveryHold) throws {
+        try pool.write { db in
+            try db.execute(sql: "DELETE FROM delivery_hold")
+            let values: [(String, (any DatabaseValueConvertible)?)] = [
+                ("paused_until", hold.pausedUntil?.timeIntervalSince1970),
+                ("pause_reason", hold.pauseReason),
+                ("refused_key", hold.refusedKeyFingerprint),
+                ("held_since", hold.heldSince?.timeIntervalSince1970),
+            ]
+            for (name, value) in values {
+                if let value {
+                    try db.execute(sql: "INSERT INTO delivery_hold (name, value) VALUES (?, ?)", arguments: [name, value])
+                }
+            }
+        }
+    }
+
+    /// Every lifetime counter, by its stored name.
+    public func counterValues() throws -> [String: Int] {
+        try pool.read { db in
+            Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT name, value FROM counter").map {
+                ($0["name"] as String, $0["value"] as Int)
+            })
+        }
+    }
+
+    /// Rows by state, and parked rows by reason, counted from the store itself.
+    public func stateCounts() throws -> (pending: Int, inFlight: Int, parked: [ParkReason: Int]) {
+        try pool.read { db in
+            var pending = 0, inFlight = 0
+            var parked: [ParkReason: Int] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT state, park_reason, count(*) AS n FROM event GROUP BY state, park_reason") {
+                let n: Int = row["n"]
+                switch row["state"] as String {
+                case "pending": pending += n
+                case "in_flight": inFlight += n
+                default: parked[ParkReason(rawValue: row["park_reason"] ?? "") ?? .rejected, default: 0] += n
+                }
+            }
+            return (pending, inFlight, parked)
+        }
+    }
+}

@@ -1,0 +1,70 @@
+import Foundation
+
+/// Why an event left the delivery line. Parked events stay in the store, visible and
+/// replayable, until delivered after a retry or dropped by an operator.
+public enum ParkReason: String, Sendable, CaseIterable, Codable {
+    /// The destination refused the event itself (its shape or content).
+    case rejected
+    /// The destination refused the key or the project; these go back in line on their
+    /// own when the key changes or the operator resumes.
+    case unauthorized
+    /// Transient failures went on for longer than `retry.max_age`.
+    case expired
+}
+
+/// An event handed to the sender: it is `in_flight` in the store until its move is recorded.
+public struct ClaimedEvent: Sendable, Equatable {
+    public let seq: Int64
+    public let id: UUID
+    public let contact: String
+    public let body: Data
+    public let attempts: Int
+    public let receivedAt: Date
+}
+
+/// One state change of one claimed event, as the sender decided it. Moves are recorded
+/// in batches, each batch one transaction, so that a busy sender pays one fsync for
+/// many outcomes.
+public enum EventMove: Sendable, Equatable {
+    /// Delivered: the row is removed.
+    case delivered(seq: Int64)
+    /// Back in line, due at `due`. `countsAsAttempt` is false for pauses (402, 429),
+    /// which say nothing about the event itself.
+    case retry(seq: Int64, due: Date, countsAsAttempt: Bool, status: Int?, error: String?)
+    /// Out of line, kept for the operator with the last status and answer.
+    case park(seq: Int64, reason: ParkReason, status: Int?, error: String?)
+}
+
+/// Lifetime counters, kept in the store so they survive restarts.
+public enum OutboxCounter: Sendable, Hashable {
+    case delivered
+    case duplicatesSuppressed
+    case parked(ParkReason)
+    case attempts(outcome: String)
+
+    var name: String {
+        switch self {
+        case .delivered: "delivered_total"
+        case .duplicatesSuppressed: "duplicates_suppressed_total"
+        case .parked(let reason): "parked_\(reason.rawValue)_total"
+        case .attempts(let outcome): "attempts_\(outcome)_total"
+        }
+    }
+}
+
+/// The destination-wide state that must survive a restart: a quota pause and an auth hold.
+public struct StoredDeliveryHold: Sendable, Equatable {
+    /// Nothing is sent before this instant (wall clock).
+    public var pausedUntil: Date?
+    public var pauseReason: String?
+    /// Fingerprint of the key that was refused; delivery stays held while the same key is configured.
+    public var refusedKeyFingerprint: String?
+    public var heldSince: Date?
+
+    public init(pausedUntil: Date? = nil, pauseReason: String? = nil, refusedKeyFingerprint: String? = nil, heldSince: Date? = nil) {
+        self.pausedUntil = pausedUntil
+        self.pauseReason = pauseReason
+        self.refusedKeyFingerprint = refusedKeyFingerprint
+        self.heldSince = heldSince
+    }
+}

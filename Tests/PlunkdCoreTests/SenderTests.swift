@@ -1,0 +1,265 @@
+import Foundation
+import GRDB
+import Testing
+@testable import PlunkdCore
+
+@Suite("Delivery to a fake Plunk")
+struct SenderTests {
+    @Test("events are posted with the key, JSON type, their id as Idempotency-Key and their body as received")
+    func delivers() async throws {
+        let fixture = try await DeliveryFixture()
+        let events = try fixture.enqueue(20)
+        #expect(try await fixture.waitUntilEmpty())
+        let requests = fixture.fake.requests
+        #expect(requests.count == 20)
+        for event in events {
+            let request = try #require(requests.first { $0.idempotencyKey == event.id.uuidString.lowercased() })
+            #expect(request.path == "/v1/track")
+            #expect(request.headers["authorization"] == "Bearer \(DeliveryFixture.key.value)")
+            #expect(request.headers["content-type"] == "application/json")
+            #expect(request.body == event.body)
+        }
+        #expect(try fixture.counter("delivered_total") == 20)
+        #expect(try fixture.counter("attempts_delivered_total") == 20)
+        #expect(fixture.outbox.storedCount == 0)
+        await fixture.stop()
+    }
+
+    @Test("a v2 success body and a 409 IDEMPOTENCY_KEY_REUSED both count as delivered")
+    func v2AndDuplicates() async throws {
+        let fixture = try await DeliveryFixture { request in
+            request.index % 2 == 0 ? FakePlunk.v2Success()
+                : FakePlunk.v2Error(409, "IDEMPOTENCY_KEY_REUSED", "Idempotency key already used")
+        }
+        try fixture.enqueue(10)
+        #expect(try await fixture.waitUntilEmpty())
+        #expect(try fixture.counter("delivered_total") == 10)
+        #expect(try fixture.counter("duplicates_suppressed_total") == 5)
+        await fixture.stop()
+    }
+
+    @Test("an event Plunk refuses is parked `rejected` with status and answer; others go on")
+    func rejected() async throws {
+        let fixture = try await DeliveryFixture { request in
+            request.eventName == "e3" ? FakePlunk.v2Error(422, "VALIDATION_ERROR", "Invalid email") : FakePlunk.legacySuccess()
+        }
+        let events = try fixture.enqueue(6)
+        #expect(try await fixture.waitForStore { pending, inFlight, parked in pending + inFlight == 0 && parked[.rejected] == 1 })
+        let row = try #require(try fixture.parkedRow(id: events[3].id))
+        #expect(row["state"] as String == "parked")
+        #expect(row["park_reason"] as String == "rejected")
+        #expect(row["last_status"] as Int == 422)
+        #expect((row["last_error"] as String).contains("VALIDATION_ERROR"))
+        #expect(try fixture.counter("delivered_total") == 5)
+        #expect(try fixture.counter("parked_rejected_total") == 1)
+        #expect(fixture.fake.requests.count == 6)
+        await fixture.stop()
+    }
+
+    @Test("401 parks `unauthorized` and holds delivery; a new key puts them back in line in order")
+    func unauthorizedHold() async throws {
+        let fixture = try await DeliveryFixture(concurrency: 1) { request in
+            request.headers["authorization"] == "Bearer pk_good_key" ? FakePlunk.legacySuccess()
+                : FakePlunk.legacyError(401, "Invalid API key")
+        }
+        let events = try fixture.enqueue(5, contact: { _ in "same@example.com" })
+        #expect(try await fixture.waitForStore { _, inFlight, parked in parked[.unauthorized] == 1 && inFlight == 0 })
+        #expect(fixture.sender.snapshot().state == .authHeld)
+        let seen = fixture.fake.requests.count
+        try fixture.enqueue(3)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(fixture.fake.requests.count == seen, "requests were sent during an auth hold")
+
+        try fixture.sender.updateAPIKey(APIKey("pk_good_key"))
+        #expect(try await fixture.waitUntilEmpty())
+        let delivered = fixture.fake.requests.filter { $0.headers["authorization"] == "Bearer pk_good_key" }
+        let sameContact = delivered.filter { $0.email == "same@example.com" }.map(\.idempotencyKey)
+        #expect(sameContact == events.map { $0.id.uuidString.lowercased() })
+        await fixture.stop()
+    }
+
+    @Test("an auth hold survives a restart with the same key and ends with another")
+    func holdAcrossRestart() async throws {
+        let fixture = try await DeliveryFixture { request in
+            request.headers["authorization"] == "Bearer pk_other" ? FakePlunk.v2Success()
+                : FakePlunk.v2Error(403, "PROJECT_DISABLED", "Project disabled")
+        }
+        try fixture.enqueue(1)
+        #expect(try await fixture.waitForStore { _, _, parked in parked[.unauthorized] == 1 })
+        try await fixture.restartSender()
+        #expect(fixture.sender.snapshot().state == .authHeld)
+        var other = fixture.settings
+        other.apiKey = APIKey("pk_other")
+        try await fixture.restartSender(settings: other)
+        #expect(try await fixture.waitUntilEmpty())
+        await fixture.stop()
+    }
+
+    @Test("402 pauses until next month, the pause survives a restart, and resume lifts it")
+    func quotaPause() async throws {
+        let fixture = try await DeliveryFixture { request in
+            request.index == 0 ? FakePlunk.legacyError(402, "You have hit your plan's monthly limit") : FakePlunk.legacySuccess()
+        }
+        try fixture.enqueue(3, contact: { _ in "q@example.com" })
+        #expect(await fixture.fake.waitFor { $0.count >= 1 })
+        #expect(try await fixture.waitForStore { pending, inFlight, _ in pending == 3 && inFlight == 0 })
+        let snapshot = fixture.sender.snapshot()
+        #expect(snapshot.state == .quotaPaused)
+        #expect(snapshot.pausedUntil == MonthBoundary.startOfNextMonth(after: Date()))
+        let hold = try fixture.outbox.loadHold()
+        #expect(hold.pausedUntil == snapshot.pausedUntil)
+
+        try await fixture.restartSender()
+        #expect(fixture.sender.snapshot().state == .quotaPaused)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(fixture.fake.requests.count == 1, "requests were sent during a quota pause")
+        let attempts = try Self.maxAttempts(path: fixture.outbox.path)
+        #expect(attempts == 0)
+
+        _ = try fixture.sender.resume()
+        #expect(try await fixture.waitUntilEmpty())
+        #expect(try fixture.outbox.loadHold() == StoredDeliveryHold())
+        await fixture.stop()
+    }
+
+    @Test("429 makes the whole destination wait Retry-After, and the attempt does not count")
+    func rateLimit() async throws {
+        // Retry-After is capped by retry.max_backoff, so the cap here is above the 1 s asked for.
+        let fixture = try await DeliveryFixture(retry: RetryPolicy(initialBackoff: 0.02, maxBackoff: 5, maxAge: 3600)) { request in
+            request.index == 0 ? FakePlunk.v2Error(429, "RATE_LIMIT_EXCEEDED", "Too many", headers: [("Retry-After", "1")])
+                : FakePlunk.v2Success()
+        }
+        try fixture.enqueue(1)
+        #expect(await fixture.fake.waitFor { $0.count >= 1 })
+        #expect(await Self.eventually { fixture.sender.snapshot().state == .rateLimited })
+        try fixture.enqueue(4, contact: { "other\($0)@example.com" })
+        #expect(try await fixture.waitUntilEmpty())
+        let requests = fixture.fake.requests
+        let first = requests[0].at
+        for request in requests.dropFirst() {
+            #expect(request.at.timeIntervalSince(first) >= 0.9, "a request went out during the Retry-After wait")
+        }
+        #expect(try fixture.counter("attempts_rate_limited_total") == 1)
+        await fixture.stop()
+    }
+
+    @Test("transient failures are retried with the same Idempotency-Key until delivered", arguments: ["html", "reset", "slow"])
+    func transientThenDelivered(fault: String) async throws {
+        let fixture = try await DeliveryFixture(requestTimeout: 0.5) { request in
+            guard request.index < 2 else { return FakePlunk.legacySuccess() }
+            switch fault {
+            case "html": return FakePlunk.htmlPage(502)
+            case "reset": return .reset
+            default: return .answer(status: 200, body: "{}", delay: .seconds(2))
+            }
+        }
+        let event = try #require(try fixture.enqueue(1).first)
+        #expect(try await fixture.waitUntilEmpty())
+        let keys = fixture.fake.requests.map(\.idempotencyKey)
+        #expect(keys.count >= 3)
+        #expect(Set(keys) == [event.id.uuidString.lowercased()])
+        #expect(try fixture.counter("attempts_transient_total") >= 2)
+        #expect(try fixture.counter("delivered_total") == 1)
+        await fixture.stop()
+    }
+
+    @Test("a refused connection is transient; delivery resumes when the server is back")
+    func refusedConnection() async throws {
+        let fixture = try await DeliveryFixture(retry: RetryPolicy(initialBackoff: 0.05, maxBackoff: 0.1, maxAge: 3600))
+        let port = fixture.fake.port
+        await fixture.fake.stop()
+        let event = try #require(try fixture.enqueue(1).first)
+        #expect(try await fixture.waitForStore { _, _, _ in ((try? fixture.counter("attempts_transient_total")) ?? 0) >= 2 })
+        #expect(fixture.sender.snapshot().lastError?.isEmpty == false)
+        let revived = try await FakePlunk(port: port)
+        #expect(try await fixture.waitUntilEmpty())
+        #expect(revived.requests.map(\.idempotencyKey) == [event.id.uuidString.lowercased()])
+        await revived.stop()
+        await fixture.stop()
+    }
+
+    @Test("events failing for longer than retry.max_age are parked `expired`, never dropped")
+    func expires() async throws {
+        let fixture = try await DeliveryFixture(retry: RetryPolicy(initialBackoff: 0.02, maxBackoff: 0.05, maxAge: 0.3)) { _ in
+            FakePlunk.htmlPage(503)
+        }
+        let event = try #require(try fixture.enqueue(1).first)
+        #expect(try await fixture.waitForStore { _, _, parked in parked[.expired] == 1 })
+        let row = try #require(try fixture.parkedRow(id: event.id))
+        #expect(row["last_status"] as Int == 503)
+        #expect((row["attempts"] as Int) >= 2)
+        await fixture.stop()
+    }
+
+    @Test("per-contact order holds under concurrency 8 with random faults")
+    func perContactOrder() async throws {
+        let fixture = try await DeliveryFixture(concurrency: 8) { _ in
+            switch Int.random(in: 0..<10) {
+            case 0, 1: return FakePlunk.htmlPage(503)
+            case 2: return .reset
+            default: return .answer(status: 200, body: "{}", delay: .milliseconds(Int64.random(in: 0...15)))
+            }
+        }
+        let events = try fixture.enqueue(120, contact: { "contact\($0 % 6)@example.com" })
+        #expect(try await fixture.waitUntilEmpty(timeout: 60))
+        // The fake answered 200 to each event exactly once; the order of those answers per
+        // contact must be the order the events were acknowledged in.
+        // A request answered with a fault was retried, so the last request per key is the success.
+        var firstSuccess: [String: [String]] = [:]
+        let lastRequestPerKey = Dictionary(fixture.fake.requests.map { ($0.idempotencyKey ?? "", $0) }, uniquingKeysWith: { $1 })
+        for request in lastRequestPerKey.values.sorted(by: { $0.index < $1.index }) {
+            firstSuccess[request.email ?? "", default: []].append(request.idempotencyKey ?? "")
+        }
+        for contact in Set(events.map(\.contact)) {
+            let expected = events.filter { $0.contact == contact }.map { $0.id.uuidString.lowercased() }
+            #expect(firstSuccess[contact] == expected, "order broken for \(contact)")
+        }
+        #expect(fixture.fake.maxInFlight <= 8)
+        await fixture.stop()
+    }
+
+    @Test("while the destination keeps failing, at most one probe is in flight; a success restores full speed")
+    func probeWhileFailing() async throws {
+        let fixture = try await DeliveryFixture(concurrency: 8, retry: RetryPolicy(initialBackoff: 0.01, maxBackoff: 0.05, maxAge: 3600)) { request in
+            request.index < 40 ? .answer(status: 503, body: "down", delay: .milliseconds(5)) : .answer(status: 200, body: "{}", delay: .milliseconds(20))
+        }
+        try fixture.enqueue(30)
+        #expect(try await fixture.waitUntilEmpty())
+        let requests = fixture.fake.requests
+        // The first burst goes out 8 wide; once three failures in a row came back, each
+        // probe goes out alone until one succeeds.
+        #expect(requests.prefix(8).contains { $0.inFlightAtArrival > 1 })
+        for request in requests where request.index >= 16 && request.index <= 40 {
+            #expect(request.inFlightAtArrival == 1, "request \(request.index) overlapped while failing")
+        }
+        #expect(requests.filter { $0.index > 40 }.contains { $0.inFlightAtArrival > 1 }, "full speed did not come back")
+        #expect(fixture.sender.snapshot().consecutiveFailures == 0)
+        await fixture.stop()
+    }
+
+    @Test("without an API key nothing is sent and the state says so")
+    func noKey() async throws {
+        let fixture = try await DeliveryFixture(apiKey: nil)
+        try fixture.enqueue(3)
+        #expect(fixture.sender.snapshot().state == .noAPIKey)
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(fixture.fake.requests.isEmpty)
+        #expect(try fixture.outbox.stateCounts().pending == 3)
+        await fixture.stop()
+    }
+
+    static func maxAttempts(path: String) throws -> Int? {
+        let queue = try DatabaseQueue(path: path)
+        return try queue.read { try Int.fetchOne($0, sql: "SELECT max(attempts) FROM event") }
+    }
+
+    /// Polls `condition` until it holds, for at most `timeout` seconds.
+    static func eventually(timeout: Double = 30, _ condition: () -> Bool) async -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if condition() { return true }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return condition()
+    }
+}
