@@ -8,13 +8,19 @@ struct PlunkdCommand: AsyncParsableCommand {
         commandName: "plunkd",
         abstract: "A durable local forwarder of events to Plunk's track API.",
         version: PlunkdVersion.string,
-        subcommands: [RunCommand.self, SendCommand.self])
+        subcommands: [RunCommand.self, SendCommand.self, ResumeCommand.self])
 }
 
 /// Options shared by every subcommand that needs the configuration.
 struct ConfigOptions: ParsableArguments {
     @Option(name: .long, help: "Configuration file (default: $PLUNKD_CONFIG, else /etc/plunkd/plunkd.yaml when it exists).")
     var config: String?
+
+    /// `explicit` when given, else `socket.path` from the configuration.
+    func socketPath(_ explicit: String?) async throws -> String {
+        if let explicit { return explicit }
+        return try await load().configuration.socketPath
+    }
 
     func load() async throws -> LoadedConfiguration {
         do {

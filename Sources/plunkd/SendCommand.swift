@@ -21,12 +21,7 @@ struct SendCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingFailures {
-            let socketPath: String
-            if let socket {
-                socketPath = socket
-            } else {
-                socketPath = try await options.load().configuration.socketPath
-            }
+            let socketPath = try await options.socketPath(socket)
             let reply: IngestClient.Reply
             do {
                 reply = try await IngestClient.send(body: try body(), socketPath: socketPath)

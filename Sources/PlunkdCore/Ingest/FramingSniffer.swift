@@ -11,10 +11,12 @@ final class FramingSniffer: ChannelInboundHandler, RemovableChannelHandler {
 
     private let committer: GroupCommitter
     private let validator: EventValidator
+    private let control: (any ControlResponder)?
 
-    init(committer: GroupCommitter, validator: EventValidator) {
+    init(committer: GroupCommitter, validator: EventValidator, control: (any ControlResponder)?) {
         self.committer = committer
         self.validator = validator
+        self.control = control
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -24,7 +26,7 @@ final class FramingSniffer: ChannelInboundHandler, RemovableChannelHandler {
             let pipeline = context.pipeline.syncOperations
             if (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(first) {
                 try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
-                try pipeline.addHandler(HTTPIngestHandler(committer: committer, validator: validator))
+                try pipeline.addHandler(HTTPIngestHandler(committer: committer, validator: validator, control: control))
             } else {
                 try pipeline.addHandler(NDJSONIngestHandler(committer: committer, validator: validator))
             }

@@ -18,13 +18,15 @@ final class HTTPIngestHandler: ChannelInboundHandler {
 
     private let committer: GroupCommitter
     private let validator: EventValidator
+    private let control: (any ControlResponder)?
     private var state = RequestState.idle
     private var responsesOutstanding = 0
     private var draining = false
 
-    init(committer: GroupCommitter, validator: EventValidator) {
+    init(committer: GroupCommitter, validator: EventValidator, control: (any ControlResponder)?) {
         self.committer = committer
         self.validator = validator
+        self.control = control
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -81,6 +83,10 @@ final class HTTPIngestHandler: ChannelInboundHandler {
 
     private func handle(_ head: HTTPRequestHead, body: ByteBuffer, context: ChannelHandlerContext) {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        if let control, !Self.trackPaths.contains(path) {
+            answerControl(head, path: path, body: Data(body.readableBytesView), control: control, context: context)
+            return
+        }
         guard Self.trackPaths.contains(path) else {
             respond(head, .notFound, PlunkErrorBody.json(.notFound, "Unknown route"), context: context)
             return
@@ -115,6 +121,31 @@ final class HTTPIngestHandler: ChannelInboundHandler {
                     handler.respond(head, .serviceUnavailable,
                                     PlunkErrorBody.json(.serviceUnavailable, refusal.description),
                                     extraHeaders: headers, context: context)
+                }
+            }
+        }
+    }
+
+    /// Hands a non-event request to the control part, with the peer's credentials, and
+    /// answers on this loop when it is done.
+    private func answerControl(
+        _ head: HTTPRequestHead, path: String, body: Data, control: any ControlResponder, context: ChannelHandlerContext
+    ) {
+        responsesOutstanding += 1
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let method = head.method.rawValue
+        context.channel.peerCredentials().whenComplete { credentials in
+            let peer = (try? credentials.get()) ?? nil
+            Task {
+                let response = await control.respond(method: method, path: path, body: body, peer: peer)
+                loopBound.eventLoop.execute {
+                    let (handler, context) = loopBound.value
+                    handler.responsesOutstanding -= 1
+                    if let response {
+                        handler.respond(head, HTTPResponseStatus(statusCode: response.status), response.body, context: context)
+                    } else {
+                        handler.respond(head, .notFound, PlunkErrorBody.json(.notFound, "Unknown route"), context: context)
+                    }
                 }
             }
         }

@@ -16,6 +16,40 @@ public enum IngestClient {
     }
 
     public static func send(body: Data, socketPath: String, timeout: TimeAmount = .seconds(30)) async throws -> Reply {
+        var framed = ByteBuffer(bytes: body)
+        framed.writeInteger(UInt8(ascii: "\n"))
+        let received = try await exchange(framed, socketPath: socketPath, timeout: timeout) { received in
+            received.readableBytesView.contains(UInt8(ascii: "\n"))
+        }
+        guard let newline = received.readableBytesView.firstIndex(of: UInt8(ascii: "\n")),
+              let line = received.getString(at: received.readerIndex, length: newline - received.readerIndex)
+        else {
+            throw Failure(description: "plunkd at \(socketPath) closed the connection without replying")
+        }
+        return try parse(line)
+    }
+
+    /// One HTTP request to the daemon's control routes; returns the status and body.
+    public static func control(
+        method: String, path: String, socketPath: String, timeout: TimeAmount = .seconds(30)
+    ) async throws -> (status: Int, body: String) {
+        let request = "\(method) \(path) HTTP/1.1\r\nHost: plunkd\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        let received = try await exchange(ByteBuffer(string: request), socketPath: socketPath, timeout: timeout) { _ in false }
+        let text = String(buffer: received)
+        guard let statusLine = text.split(separator: "\r\n", maxSplits: 1).first,
+              let status = statusLine.split(separator: " ").dropFirst().first.flatMap({ Int($0) }),
+              let bodyStart = text.range(of: "\r\n\r\n")
+        else {
+            throw Failure(description: "unexpected answer from plunkd at \(socketPath): \(text.prefix(200))")
+        }
+        return (status, String(text[bodyStart.upperBound...]))
+    }
+
+    /// Writes `request`, then collects what comes back until `complete` says so or the
+    /// daemon closes the connection.
+    private static func exchange(
+        _ request: ByteBuffer, socketPath: String, timeout: TimeAmount, complete: @escaping @Sendable (ByteBuffer) -> Bool
+    ) async throws -> ByteBuffer {
         let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         do {
             channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -28,20 +62,16 @@ public enum IngestClient {
         } catch {
             throw Failure(description: "cannot reach plunkd at \(socketPath): \(Self.describe(error)); is the daemon running (plunkd run)?")
         }
-        let line = try await withThrowingTaskGroup(of: String?.self) { group in
+        return try await withThrowingTaskGroup(of: ByteBuffer.self) { group in
             group.addTask {
                 try await channel.executeThenClose { inbound, outbound in
-                    var framed = ByteBuffer(bytes: body)
-                    framed.writeInteger(UInt8(ascii: "\n"))
-                    try await outbound.write(framed)
+                    try await outbound.write(request)
                     var received = ByteBuffer()
                     for try await var chunk in inbound {
                         received.writeBuffer(&chunk)
-                        if let newline = received.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
-                            return received.getString(at: received.readerIndex, length: newline - received.readerIndex)
-                        }
+                        if complete(received) { break }
                     }
-                    return nil
+                    return received
                 }
             }
             group.addTask {
@@ -49,12 +79,8 @@ public enum IngestClient {
                 throw Failure(description: "no reply from plunkd at \(socketPath) within \(timeout.nanoseconds / 1_000_000_000) s")
             }
             defer { group.cancelAll() }
-            return try await group.next() ?? nil
+            return try await group.next()!
         }
-        guard let line else {
-            throw Failure(description: "plunkd at \(socketPath) closed the connection without replying")
-        }
-        return try parse(line)
     }
 
     static func parse(_ line: String) throws -> Reply {

@@ -28,13 +28,15 @@ public final class IngestServer: Sendable {
     private let validator: EventValidator
     private let group: any EventLoopGroup
     private let logger: Logger
+    private let control: (any ControlResponder)?
     private let connections = ConnectionRegistry()
     private let listener = NIOLockedValueBox<(any Channel)?>(nil)
 
     public init(
         settings: IngestSocketSettings, committer: GroupCommitter, validator: EventValidator,
-        group: any EventLoopGroup, logger: Logger
+        group: any EventLoopGroup, logger: Logger, control: (any ControlResponder)? = nil
     ) {
+        self.control = control
         self.settings = settings
         self.committer = committer
         self.validator = validator
@@ -50,6 +52,7 @@ public final class IngestServer: Sendable {
         let committer = self.committer
         let validator = self.validator
         let logger = self.logger
+        let control = self.control
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
@@ -67,7 +70,7 @@ public final class IngestServer: Sendable {
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers([
                         IdleStateHandler(allTimeout: settings.idleTimeout),
-                        FramingSniffer(committer: committer, validator: validator),
+                        FramingSniffer(committer: committer, validator: validator, control: control),
                     ])
                 }
             }

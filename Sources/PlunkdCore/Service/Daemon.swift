@@ -39,7 +39,8 @@ public enum Daemon {
             committer: committer,
             validator: EventValidator(maxEventBytes: config.maxEventBytes),
             group: group,
-            logger: logger)
+            logger: logger,
+            control: ControlRoutes(sender: sender, daemonUID: getuid()))
         let service = IngestService(
             server: server, committer: committer, sender: sender,
             grace: .nanoseconds(Int64(config.shutdownGrace * 1e9)),

@@ -1,0 +1,30 @@
+import ArgumentParser
+import Foundation
+import PlunkdCore
+
+struct ResumeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "resume",
+        abstract: "Lift a quota pause (after a plan upgrade) or an auth hold now.",
+        discussion: "Unauthorized events go back in line in their original order. Needs root or the daemon's user.")
+
+    @Option(help: "Socket path (default: socket.path from the configuration).") var socket: String?
+    @OptionGroup var options: ConfigOptions
+
+    func run() async throws {
+        try await reportingFailures {
+            let socketPath = try await options.socketPath(socket)
+            let answer: (status: Int, body: String)
+            do {
+                answer = try await IngestClient.control(method: "POST", path: "/control/resume", socketPath: socketPath)
+            } catch let failure as IngestClient.Failure {
+                throw CommandFailure(failure.description, exitCode: 75)
+            }
+            let object = (try? JSONSerialization.jsonObject(with: Data(answer.body.utf8))) as? [String: Any]
+            guard answer.status == 200 else {
+                throw CommandFailure(object?["error"] as? String ?? "plunkd answered \(answer.status): \(answer.body)")
+            }
+            print(object?["message"] as? String ?? "resumed")
+        }
+    }
+}

@@ -1,0 +1,120 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import GRDB
+import PlunkdTestSupport
+import Testing
+@testable import PlunkdCore
+
+/// Delivery through the real `plunkd` binary: killed mid-request, stopped mid-request, resumed.
+@Suite("Delivery by the plunkd process", .serialized)
+struct DaemonDeliveryTests {
+    func environment(_ fake: FakePlunk, timeout: String = "30") -> [String: String] {
+        ["PLUNK_BASE_URL": fake.baseURL.absoluteString, "PLUNK_API_KEY": "pk_process_test", "PLUNK_REQUEST_TIMEOUT": timeout,
+         "PLUNKD_RETRY_INITIAL_BACKOFF": "0.05", "PLUNKD_RETRY_MAX_BACKOFF": "0.5"]
+    }
+
+    func submit(_ socketPath: String, event: String = "e") throws -> String {
+        let client = try BlockingUnixSocket(path: socketPath)
+        try client.write("{\"event\":\"\(event)\",\"email\":\"p@example.com\"}\n")
+        return try #require(DaemonProcessTests.ackedID(try client.readLine()))
+    }
+
+    func storedCount(_ path: String) throws -> Int {
+        try DatabaseQueue(path: path).read { try Int.fetchOne($0, sql: "SELECT count(*) FROM event") ?? -1 }
+    }
+
+    func counterValue(_ path: String, _ name: String) throws -> Int? {
+        try DatabaseQueue(path: path).read { try Int.fetchOne($0, sql: "SELECT value FROM counter WHERE name = ?", arguments: [name]) }
+    }
+
+    func waitForStoredCount(_ path: String, _ expected: Int, timeout: Double = 30) async throws -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try storedCount(path) == expected { return true }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
+
+    @Test("kill -9 with a request in flight: after restart the event is sent again with the same Idempotency-Key")
+    func crashInFlight() async throws {
+        let fake = try await FakePlunk { request in request.index == 0 ? .hang : FakePlunk.legacySuccess() }
+        let daemon = try DaemonProcess(environment: environment(fake))
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        let id = try submit(daemon.socketPath)
+        #expect(await fake.waitFor { $0.count == 1 })
+        daemon.signal(SIGKILL)
+        #expect(daemon.waitForExit(timeout: 20) != nil)
+
+        let restarted = try DaemonProcess(directory: daemon.directory, environment: environment(fake))
+        defer { restarted.cleanUp(removeDirectory: false) }
+        try restarted.waitUntilServing()
+        #expect(await fake.waitFor { $0.count >= 2 })
+        #expect(fake.requests.map(\.idempotencyKey) == [id, id])
+        #expect(try await waitForStoredCount(daemon.storagePath, 0))
+        await fake.stop()
+    }
+
+    @Test("SIGTERM with a request in flight waits for its answer, records it, and exits 0")
+    func gracefulShutdown() async throws {
+        let fake = try await FakePlunk { _ in .answer(status: 200, body: "{}", delay: .milliseconds(800)) }
+        let daemon = try DaemonProcess(environment: environment(fake))
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        _ = try submit(daemon.socketPath)
+        #expect(await fake.waitFor { $0.count == 1 })
+        daemon.signal(SIGTERM)
+        #expect(daemon.waitForExit(timeout: 30) == 0)
+        #expect(try storedCount(daemon.storagePath) == 0)
+        #expect(try counterValue(daemon.storagePath, "delivered_total") == 1)
+        await fake.stop()
+    }
+
+    @Test("after a 402, plunkd resume lifts the pause and delivery goes on")
+    func resumeAfterQuota() async throws {
+        let fake = try await FakePlunk { request in
+            request.index == 0 ? FakePlunk.legacyError(402, "You have hit your plan's monthly limit") : FakePlunk.legacySuccess()
+        }
+        let daemon = try DaemonProcess(environment: environment(fake))
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        _ = try submit(daemon.socketPath)
+        #expect(await fake.waitFor { $0.count == 1 })
+        let paused = await SenderTests.eventually {
+            ((try? DatabaseQueue(path: daemon.storagePath).read {
+                try Double.fetchOne($0, sql: "SELECT value FROM delivery_hold WHERE name = 'paused_until'")
+            }) ?? nil) != nil
+        }
+        #expect(paused)
+        let resume = try DaemonProcessTests().run(["resume", "--socket", daemon.socketPath])
+        #expect(resume.status == 0)
+        #expect(resume.stdout.contains("quota pause"))
+        #expect(try await waitForStoredCount(daemon.storagePath, 0))
+        #expect(fake.requests.count == 2)
+        await fake.stop()
+    }
+}
+
+@Suite("Who may run control commands")
+struct ControlPolicyTests {
+    @Test("root, the daemon's user and admin uids may; others and unknown peers may not")
+    func policy() async throws {
+        let fixture = try await DeliveryFixture(apiKey: nil)
+        let routes = ControlRoutes(sender: fixture.sender, daemonUID: 998, adminUIDs: [1001])
+        #expect(routes.isAdmin(PeerCredentials(pid: 1, uid: 0, gid: 0)))
+        #expect(routes.isAdmin(PeerCredentials(pid: 1, uid: 998, gid: 5)))
+        #expect(routes.isAdmin(PeerCredentials(pid: 1, uid: 1001, gid: 5)))
+        #expect(!routes.isAdmin(PeerCredentials(pid: 1, uid: 1002, gid: 998)))
+        #expect(!routes.isAdmin(nil))
+        let refused = await routes.respond(method: "POST", path: "/control/resume", body: Data(), peer: PeerCredentials(pid: 1, uid: 1002, gid: 0))
+        #expect(refused?.status == 403)
+        #expect(refused?.body.contains("uid 1002") == true)
+        let allowed = await routes.respond(method: "POST", path: "/control/resume", body: Data(), peer: PeerCredentials(pid: 1, uid: 0, gid: 0))
+        #expect(allowed?.status == 200)
+        #expect(await routes.respond(method: "GET", path: "/nothing", body: Data(), peer: nil) == nil)
+        await fixture.stop()
+    }
+}
