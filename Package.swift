@@ -57,6 +57,18 @@ let package = Package(
             ],
             path: "Benchmarks/IngestBenchmark"
         ),
+        .executableTarget(
+            name: "plunkd-delivery-bench",
+            dependencies: [
+                "PlunkdCore",
+                "PlunkdTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            path: "Benchmarks/DeliveryBenchmark"
+        ),
         .testTarget(
             name: "PlunkdCoreTests",
             dependencies: [

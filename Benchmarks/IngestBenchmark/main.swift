@@ -18,18 +18,9 @@ import PlunkdTestSupport
 import Glibc
 #endif
 
-let arguments = CommandLine.arguments
-func option(_ name: String, _ fallback: Int) -> Int {
-    guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count else { return fallback }
-    return Int(arguments[index + 1]) ?? fallback
-}
+let option = BenchmarkSupport.option
 let rounds = option("--rounds", 3)
 
-func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
 
 func median(_ values: [Double]) -> Double {
     let sorted = values.sorted()
@@ -74,26 +65,26 @@ final class SingleRowCommits {
     }
 
     func rate(count: Int) throws -> Double {
-        let start = now()
+        let start = BenchmarkSupport.now()
         for n in 0..<count {
             try pool.write { db in
                 try db.execute(sql: "INSERT INTO t (id, contact, body, received_at, due_at) VALUES (?, ?, ?, ?, ?)",
                                arguments: [UUID().uuidString, "user\(n)@example.com", body, 1.0, 1.0])
             }
         }
-        return Double(count) / (now() - start)
+        return Double(count) / (BenchmarkSupport.now() - start)
     }
 }
 
 func oneAtATime(client: BlockingUnixSocket, count: Int) throws -> Double {
-    let start = now()
+    let start = BenchmarkSupport.now()
     for n in 0..<count {
         try client.write(eventLine(n, client: 0))
         guard let reply = try client.readLine(), reply.hasPrefix("{\"ok\":true") else {
             throw BlockingUnixSocket.Failure(description: "unexpected reply")
         }
     }
-    return Double(count) / (now() - start)
+    return Double(count) / (BenchmarkSupport.now() - start)
 }
 
 /// Doubles shared between a writer and a reader thread.
@@ -118,7 +109,7 @@ final class Counter: @unchecked Sendable {
 
 func pipelinedNDJSON(socket: String, clients: Int, perClient: Int) throws -> Double {
     let acked = Counter()
-    let start = now()
+    let start = BenchmarkSupport.now()
     concurrently(clients) { index in
         guard let client = try? BlockingUnixSocket(path: socket) else { return }
         let writer = Thread {
@@ -139,7 +130,7 @@ func pipelinedNDJSON(socket: String, clients: Int, perClient: Int) throws -> Dou
         }
         acked.add(ok)
     }
-    let elapsed = now() - start
+    let elapsed = BenchmarkSupport.now() - start
     guard acked.total == clients * perClient else {
         fatalError("only \(acked.total) of \(clients * perClient) pipelined events were acknowledged")
     }
@@ -148,7 +139,7 @@ func pipelinedNDJSON(socket: String, clients: Int, perClient: Int) throws -> Dou
 
 func httpKeepAlive(socket: String, clients: Int, perClient: Int) throws -> Double {
     let acked = Counter()
-    let start = now()
+    let start = BenchmarkSupport.now()
     concurrently(clients) { index in
         guard let client = try? BlockingUnixSocket(path: socket) else { return }
         var ok = 0
@@ -160,7 +151,7 @@ func httpKeepAlive(socket: String, clients: Int, perClient: Int) throws -> Doubl
         }
         acked.add(ok)
     }
-    let elapsed = now() - start
+    let elapsed = BenchmarkSupport.now() - start
     guard acked.total == clients * perClient else {
         fatalError("only \(acked.total) of \(clients * perClient) HTTP events were acknowledged")
     }
@@ -174,7 +165,7 @@ func steadyLatencies(socket: String, rate: Int, seconds: Double, connections: In
     let perConnection = Int(Double(rate) * seconds) / connections
     let interval = Double(connections) / Double(rate)
     let all = SharedDoubles(count: 0)
-    let begin = now() + 0.05
+    let begin = BenchmarkSupport.now() + 0.05
     concurrently(connections) { index in
         guard let client = try? BlockingUnixSocket(path: socket) else { return }
         let offset = interval * Double(index) / Double(connections)
@@ -182,7 +173,7 @@ func steadyLatencies(socket: String, rate: Int, seconds: Double, connections: In
         let writer = Thread {
             for n in 0..<perConnection {
                 let due = begin + offset + Double(n) * interval
-                let wait = due - now()
+                let wait = due - BenchmarkSupport.now()
                 if wait > 0 { usleep(useconds_t(wait * 1e6)) }
                 scheduled[n] = due
                 try? client.write(eventLine(n, client: index))
@@ -193,7 +184,7 @@ func steadyLatencies(socket: String, rate: Int, seconds: Double, connections: In
         latencies.reserveCapacity(perConnection)
         for n in 0..<perConnection {
             guard let line = try? client.readLine(), line.hasPrefix("{\"ok\":true") else { break }
-            let acked = now()
+            let acked = BenchmarkSupport.now()
             while scheduled[n] == 0 { usleep(10) }
             latencies.append(acked - scheduled[n])
         }
@@ -233,11 +224,7 @@ final class PrivateMemorySampler: @unchecked Sendable {
 }
 let privateMemory = PrivateMemorySampler(pid: daemon.pid)
 
-var machine = "\(ProcessInfo.processInfo.activeProcessorCount) cores"
-if let cpu = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
-    .split(separator: "\n").first(where: { $0.hasPrefix("model name") }) {
-    machine += ", " + cpu.split(separator: ":").last!.trimmingCharacters(in: .whitespaces)
-}
+let machine = BenchmarkSupport.machine
 print("plunkd ingest benchmark: \(rounds) rounds, medians; machine: \(machine)")
 
 // The floor and the single client alternate in short blocks, so that the machine's
@@ -263,9 +250,7 @@ let latencies = try steadyLatencies(socket: daemon.socketPath, rate: 5000, secon
 let rss = daemon.peakResidentBytes() ?? 0
 let privatePeak = privateMemory.stop()
 
-func show(_ label: String, _ value: String) {
-    print(label.padding(toLength: 58, withPad: " ", startingAt: 0) + value)
-}
+let show = BenchmarkSupport.show
 show("single-row fsync'd SQLite commits (floor)", String(format: "%8.0f commits/s", median(baseline)))
 show("1 client, one event at a time", String(format: "%8.0f events/s  (%.0f%% of the floor, median of %d paired blocks)", median(single), 100 * median(ratios), ratios.count))
 show("16 clients pipelining NDJSON", String(format: "%8.0f events/s", median(pipelined)))

@@ -29,7 +29,8 @@ struct RunCommand: AsyncParsableCommand {
                 "storage": "\(config.storagePath)",
                 "api_key": "\(config.apiKey.map { "configured (\($0))" } ?? "not configured")",
             ])
-            try await Daemon.run(config, logger: logger)
+            let options = self.options
+            try await Daemon.run(config, logger: logger, reload: { try await options.load().configuration })
         }
     }
 }

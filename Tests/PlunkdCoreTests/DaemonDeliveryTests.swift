@@ -98,6 +98,39 @@ struct DaemonDeliveryTests {
     }
 }
 
+extension DaemonDeliveryTests {
+    @Test("SIGHUP with a new key in the key file ends the auth hold and the parked events are delivered")
+    func hangupWithNewKey() async throws {
+        let fake = try await FakePlunk { request in
+            request.headers["authorization"] == "Bearer pk_new_key" ? FakePlunk.v2Success()
+                : FakePlunk.v2Error(401, "INVALID_API_KEY", "Invalid API key")
+        }
+        let directory = try DaemonProcess.makeScratchDirectory()
+        let keyFile = "\(directory)/api-key"
+        try "pk_old_key\n".write(toFile: keyFile, atomically: true, encoding: .utf8)
+        var env = environment(fake)
+        env["PLUNK_API_KEY"] = nil
+        env["PLUNK_API_KEY_FILE"] = keyFile
+        let daemon = try DaemonProcess(directory: directory, environment: env)
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        let id = try submit(daemon.socketPath)
+        let parked = await SenderTests.eventually {
+            ((try? DatabaseQueue(path: daemon.storagePath).read {
+                try String.fetchOne($0, sql: "SELECT park_reason FROM event")
+            }) ?? nil) == "unauthorized"
+        }
+        #expect(parked)
+        try "pk_new_key\n".write(toFile: keyFile, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        #expect(try await waitForStoredCount(daemon.storagePath, 0))
+        #expect(fake.requests.last?.idempotencyKey == id)
+        #expect(fake.requests.last?.headers["authorization"] == "Bearer pk_new_key")
+        #expect(!daemon.log.contains("pk_new_key") && !daemon.log.contains("pk_old_key"))
+        await fake.stop()
+    }
+}
+
 @Suite("Who may run control commands")
 struct ControlPolicyTests {
     @Test("root, the daemon's user and admin uids may; others and unknown peers may not")

@@ -9,7 +9,14 @@ public enum Daemon {
     /// Opens the store (failing loudly when it is damaged), serves the socket until
     /// SIGTERM or SIGINT, then shuts down in order: stop accepting, answer every client
     /// whose event was received, commit the last batch, close the store.
-    public static func run(_ config: DaemonConfiguration, logger: Logger) async throws {
+    ///
+    /// - Parameter reload: reads the configuration again, on SIGHUP. The new API key takes
+    ///   effect at once (an auth hold for the old key ends); a broken configuration is
+    ///   refused with one log line and the running one stays.
+    public static func run(
+        _ config: DaemonConfiguration, logger: Logger,
+        reload: @escaping @Sendable () async throws -> DaemonConfiguration = { throw ConfigurationError("no reload") }
+    ) async throws {
         let outbox = try Outbox(path: config.storagePath, maxBytes: config.maxStorageBytes)
         logger.info("storage ready", metadata: [
             "path": "\(outbox.path)", "stored_events": "\(outbox.storedCount)",
@@ -45,6 +52,9 @@ public enum Daemon {
             server: server, committer: committer, sender: sender,
             grace: .nanoseconds(Int64(config.shutdownGrace * 1e9)),
             socketPath: config.socketPath, logger: logger)
+        let hangup = ReloadOnHangup(sender: sender, reload: reload, logger: logger)
+        hangup.start()
+        defer { hangup.stop() }
         let services = ServiceGroup(
             services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         let outcome = await Result(catching: { try await services.run() })
@@ -90,5 +100,40 @@ extension Result where Failure == any Error {
         } catch {
             self = .failure(error)
         }
+    }
+}
+
+/// SIGHUP: read the configuration again and apply the API key without dropping anything.
+/// Settings other than the key (socket, storage, concurrency…) need a restart.
+private final class ReloadOnHangup: @unchecked Sendable {
+    private let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+    private let sender: Sender
+    private let reload: @Sendable () async throws -> DaemonConfiguration
+    private let logger: Logger
+
+    init(sender: Sender, reload: @escaping @Sendable () async throws -> DaemonConfiguration, logger: Logger) {
+        self.sender = sender
+        self.reload = reload
+        self.logger = logger
+    }
+
+    func start() {
+        signal(SIGHUP, SIG_IGN)
+        source.setEventHandler { [self] in
+            Task {
+                do {
+                    let config = try await reload()
+                    try sender.updateAPIKey(config.apiKey)
+                    logger.info("configuration reloaded (SIGHUP): API key \(config.apiKey.map { "\($0)" } ?? "not configured")")
+                } catch {
+                    logger.error("configuration reload refused, the running configuration stays: \(error)")
+                }
+            }
+        }
+        source.resume()
+    }
+
+    func stop() {
+        source.cancel()
     }
 }

@@ -1,0 +1,173 @@
+// Delivery benchmark: `swift build -c release && .build/release/plunkd-delivery-bench`.
+//
+// Fills an outbox with a backlog, starts the release `plunkd` on it pointed at a loopback
+// HTTP server, and times the drain:
+//   - a stand-in for Plunk answering 200 after 20 ms, concurrency 16
+//   - nginx answering a static 200 (Debian's nginx-light; skipped when nginx is absent)
+//   - an instant stand-in, with a small and a large backlog: per-event cost and peak RSS
+// Options: --large N (default 1,000,000), --small N (default 10,000).
+import Foundation
+import GRDB
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import PlunkdCore
+import PlunkdTestSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let option = BenchmarkSupport.option
+let largeBacklog = option("--large", 1_000_000)
+let smallBacklog = option("--small", 10_000)
+
+
+/// A loopback HTTP server answering every request with 200 after `delay`.
+final class StandIn: Sendable {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let channel: any Channel
+    var port: Int { channel.localAddress!.port! }
+
+    init(delay: TimeAmount) throws {
+        channel = try ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(Answer(delay: delay))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).wait()
+    }
+
+    final class Answer: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+        let delay: TimeAmount
+        init(delay: TimeAmount) { self.delay = delay }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard case .end = unwrapInboundIn(data) else { return }
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            context.eventLoop.scheduleTask(in: delay) {
+                let (handler, context) = bound.value
+                let body = #"{"success":true,"contact":"c","event":"e","timestamp":"2026-11-29T00:00:00Z"}"#
+                var headers = HTTPHeaders()
+                headers.add(name: "Content-Type", value: "application/json")
+                headers.add(name: "Content-Length", value: String(body.utf8.count))
+                context.write(handler.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+                context.write(handler.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+                context.writeAndFlush(handler.wrapOutboundOut(.end(nil)), promise: nil)
+            }
+        }
+    }
+}
+
+/// Starts nginx answering a static 200 on a free loopback port, or returns nil without nginx.
+func startNginx(directory: String) -> (port: Int, process: Process)? {
+    guard let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+        return nil
+    }
+    let port = 20000 + Int(getpid() % 20000)
+    let config = """
+        worker_processes 1; daemon off; pid \(directory)/nginx.pid; error_log \(directory)/nginx.err;
+        events { worker_connections 1024; }
+        http { access_log off; keepalive_requests 1000000;
+          server { listen 127.0.0.1:\(port);
+            location / { default_type application/json; return 200 '{"success":true}'; } } }
+        """
+    try? config.write(toFile: "\(directory)/nginx.conf", atomically: true, encoding: .utf8)
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: binary)
+    process.arguments = ["-c", "\(directory)/nginx.conf", "-p", directory]
+    try? process.run()
+    usleep(300_000)
+    return process.isRunning ? (port, process) : nil
+}
+
+/// Fills a fresh outbox with `count` events over 1,000 contacts, in big transactions.
+func fillBacklog(path: String, count: Int) throws {
+    let outbox = try Outbox(path: path)
+    var done = 0
+    while done < count {
+        let batch = min(20_000, count - done)
+        try outbox.enqueue((done..<done + batch).map { n in
+            let email = "user\(n % 1000)@example.com"
+            return TrackEvent(contact: email, body: Data(#"{"event":"bench","email":"\#(email)","data":{"n":"\#(n)"}}"#.utf8))
+        })
+        done += batch
+    }
+}
+
+func cpuSeconds(pid: Int32) -> Double {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 13
+    else { return 0 }
+    return (Double(fields[11])! + Double(fields[12])!) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+func delivered(path: String) -> Int {
+    (try? DatabaseQueue(path: path, configuration: { var c = Configuration(); c.readonly = true; return c }()).read {
+        try Int.fetchOne($0, sql: "SELECT value FROM counter WHERE name = 'delivered_total'")
+    }) ?? nil ?? 0
+}
+
+struct Drain {
+    let events: Int
+    let seconds: Double
+    let cpu: Double
+    let peakRSS: Int
+    var rate: Double { Double(events) / seconds }
+    var cpuPer10k: Double { cpu / Double(events) * 10_000 }
+}
+
+/// Starts plunkd on a prefilled backlog and waits until all of it is delivered.
+func drain(backlog: Int, port: Int, concurrency: Int) throws -> Drain {
+    let directory = try DaemonProcess.makeScratchDirectory()
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    try fillBacklog(path: "\(directory)/outbox.sqlite", count: backlog)
+    let daemon = try DaemonProcess(directory: directory, environment: [
+        "PLUNK_BASE_URL": "http://127.0.0.1:\(port)/v1", "PLUNK_API_KEY": "pk_bench_key",
+        "PLUNK_CONCURRENCY": String(concurrency), "PLUNKD_LOG_LEVEL": "warning",
+        "PLUNKD_STORAGE_MAX_PENDING": String(max(5_000_000, backlog * 2)),
+    ])
+    defer { daemon.cleanUp(removeDirectory: false) }
+    try daemon.waitUntilServing(timeout: 300)
+    let start = BenchmarkSupport.now()
+    let cpuStart = cpuSeconds(pid: daemon.pid)
+    let deadline = start + 3600
+    while delivered(path: daemon.storagePath) < backlog && BenchmarkSupport.now() < deadline {
+        usleep(50_000)
+    }
+    let seconds = BenchmarkSupport.now() - start
+    let result = Drain(events: delivered(path: daemon.storagePath), seconds: seconds,
+                       cpu: cpuSeconds(pid: daemon.pid) - cpuStart, peakRSS: daemon.peakResidentBytes() ?? 0)
+    return result
+}
+
+let show = BenchmarkSupport.show
+
+let machine = BenchmarkSupport.machine
+print("plunkd delivery benchmark; machine: \(machine)")
+
+let slow = try StandIn(delay: .milliseconds(20))
+let slowDrain = try drain(backlog: 5_000, port: slow.port, concurrency: 16)
+show("stand-in answering after 20 ms, concurrency 16", String(format: "%7.0f events/s (%.0f%% of 16 / 0.020 s)", slowDrain.rate, slowDrain.rate / 800 * 100))
+
+let scratch = try DaemonProcess.makeScratchDirectory()
+defer { try? FileManager.default.removeItem(atPath: scratch) }
+if let nginx = startNginx(directory: scratch) {
+    let fast = try drain(backlog: 50_000, port: nginx.port, concurrency: 16)
+    show("nginx static 200, concurrency 16", String(format: "%7.0f events/s, %.2f CPU s per 10,000", fast.rate, fast.cpuPer10k))
+    nginx.process.terminate()
+} else {
+    show("nginx static 200", "skipped: nginx not installed (apt-get install nginx-light)")
+}
+
+let instant = try StandIn(delay: .zero)
+let small = try drain(backlog: smallBacklog, port: instant.port, concurrency: 16)
+let large = try drain(backlog: largeBacklog, port: instant.port, concurrency: 16)
+show("instant stand-in, \(smallBacklog)-event backlog", String(format: "%7.0f events/s, %.2f CPU s per 10,000, peak RSS %.1f MB", small.rate, small.cpuPer10k, Double(small.peakRSS) / 1e6))
+show("instant stand-in, \(largeBacklog)-event backlog", String(format: "%7.0f events/s, %.2f CPU s per 10,000, peak RSS %.1f MB", large.rate, large.cpuPer10k, Double(large.peakRSS) / 1e6))
+show("per-event cost, large vs small backlog", String(format: "%+.0f%% wall, %+.0f%% CPU", (small.rate / large.rate - 1) * 100, (large.cpuPer10k / small.cpuPer10k - 1) * 100))
