@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Logging
+import Synchronization
 
 /// Delivers stored events to Plunk.
 ///
@@ -26,6 +27,7 @@ public final class Sender: @unchecked Sendable {
     }
 
     private let queue = DispatchQueue(label: "plunkd.sender")
+    private let wakePending = Atomic(false)
     private let outbox: Outbox
     private let transport: any PlunkTransport
     private let logger: Logger
@@ -83,9 +85,14 @@ public final class Sender: @unchecked Sendable {
         }
     }
 
-    /// New events were stored.
+    /// New events were stored. Called after every ingest commit, so it costs one atomic
+    /// exchange when a wake-up is already on its way.
     public func wake() {
-        queue.async { self.scheduleTurn() }
+        guard !wakePending.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        queue.async {
+            self.wakePending.store(false, ordering: .releasing)
+            self.scheduleTurn()
+        }
     }
 
     /// The operator lifts a quota pause or an auth hold now (`plunkd resume`).

@@ -17,10 +17,9 @@ extension Outbox {
     /// Records `moves`, bumps `counters`, then claims up to `claimLimit` due events, all in
     /// one transaction (one fsync for a whole turn of the sender).
     ///
-    /// A claim takes due heads of contacts' lines in due order: never an event whose contact
-    /// has an earlier event still in line (pending, backing off or in flight). It reads
-    /// `claimLimit` index entries, so a turn costs the same with a backlog of ten events or
-    /// ten million.
+    /// A claim takes due events in due order, never one whose contact has an earlier event
+    /// still in line (pending, backing off or in flight). It reads a bounded number of index
+    /// entries, so a turn costs the same with a backlog of ten events or ten million.
     public func recordAndClaim(
         moves: [EventMove], counters: [OutboxCounter: Int], claimLimit: Int, now: Date
     ) throws -> [ClaimedEvent] {
@@ -58,20 +57,42 @@ extension Outbox {
                     """).execute(arguments: [counter.name, amount])
             }
             guard claimLimit > 0 else { return [] }
-            // Only heads of contacts' lines have a real due time, so every row read is claimable.
-            let due = try Row.fetchAll(db.cachedStatement(sql: """
-                SELECT seq, id, contact, body, attempts, received_at FROM event
-                WHERE state = 'pending' AND due_at <= ?
+            // Due events in due order; an event with an earlier one of its contact still in
+            // line is set aside (it comes back when that one leaves the line). At most
+            // `examine` rows per turn: a long run of set-asides continues next turn.
+            let examine = max(256, claimLimit * 8)
+            let candidates = try Row.fetchAll(db.cachedStatement(sql: """
+                SELECT seq, contact FROM event INDEXED BY event_due
+                WHERE state = 'pending' AND due_at < \(OutboxSchema.waitingBehindHead) AND due_at <= ?
                 ORDER BY due_at, seq LIMIT ?
-                """), arguments: [now.timeIntervalSince1970, claimLimit])
-            let markInFlight = try db.cachedStatement(sql: "UPDATE event SET state = 'in_flight' WHERE seq = ?")
-            return try due.map { row in
-                let seq: Int64 = row["seq"]
-                try markInFlight.execute(arguments: [seq])
-                return ClaimedEvent(
-                    seq: seq, id: UUID(uuidString: row["id"]) ?? UUID(), contact: row["contact"], body: row["body"],
-                    attempts: row["attempts"], receivedAt: Date(timeIntervalSince1970: row["received_at"]))
+                """), arguments: [now.timeIntervalSince1970, examine])
+            let earlierInLine = try db.cachedStatement(sql: """
+                SELECT EXISTS (SELECT 1 FROM event WHERE contact = ? AND seq < ? AND state != 'parked')
+                """)
+            let setAside = try db.cachedStatement(sql: "UPDATE event SET due_at = ? WHERE seq = ?")
+            let claim = try db.cachedStatement(sql: """
+                UPDATE event SET state = 'in_flight' WHERE seq = ?
+                RETURNING id, contact, body, attempts, received_at
+                """)
+            var contactsSeen = Set<String>()
+            var claimed: [ClaimedEvent] = []
+            for candidate in candidates {
+                let seq: Int64 = candidate["seq"]
+                let contact: String = candidate["contact"]
+                let (firstOfContact, _) = contactsSeen.insert(contact)
+                let blocked = try !firstOfContact || (Bool.fetchOne(earlierInLine, arguments: [contact, seq]) ?? false)
+                if blocked {
+                    try setAside.execute(arguments: [OutboxSchema.waitingBehindHead, seq])
+                    continue
+                }
+                guard claimed.count < claimLimit else { continue }
+                if let row = try Row.fetchOne(claim, arguments: [seq]) {
+                    claimed.append(ClaimedEvent(
+                        seq: seq, id: UUID(uuidString: row["id"]) ?? UUID(), contact: row["contact"], body: row["body"],
+                        attempts: row["attempts"], receivedAt: Date(timeIntervalSince1970: row["received_at"])))
+                }
             }
+            return claimed
         }
         if removedFromLine > 0 { storedEvents.subtract(removedFromLine, ordering: .relaxed) }
         return claimed
@@ -80,14 +101,16 @@ extension Outbox {
     /// When the earliest head of a contact's line falls due; nil when none is waiting.
     public func nextDueDate() throws -> Date? {
         try pool.read { db in
-            try Double.fetchOne(db, sql: "SELECT min(due_at) FROM event WHERE state = 'pending' AND due_at < ?",
-                                arguments: [OutboxSchema.waitingBehindHead])
+            try Double.fetchOne(db, sql: """
+                SELECT min(due_at) FROM event INDEXED BY event_due
+                WHERE state = 'pending' AND due_at < \(OutboxSchema.waitingBehindHead)
+                """)
                 .map(Date.init(timeIntervalSince1970:))
         }
     }
 
-    /// Makes the first event still in line for `contact` its head, due now. Called when the
-    /// head left the line (delivered, parked, dropped).
+    /// Brings back the first event still in line for `contact` if it was set aside, due now.
+    /// Called when the event ahead of it left the line (delivered, parked, dropped).
     func promoteHead(of contact: String, db: Database, now: Date) throws {
         try db.cachedStatement(sql: """
             UPDATE event SET due_at = ?

@@ -36,13 +36,15 @@ enum OutboxSchema {
                 """)
         }
         migrator.registerMigration("v2: delivery indexes and hold") { db in
-            // Per-contact order is kept by the data itself: only the head of each contact's
-            // line (its lowest `seq` not parked) has a real `due_at`; the events behind it
-            // wait at `OutboxSchema.waitingBehindHead`. A claim is then a plain index range
-            // read of due heads, whatever the backlog looks like.
+            // Per-contact order: an event behind an earlier one of its contact (pending,
+            // backing off or in flight) is set aside at `OutboxSchema.waitingBehindHead` by
+            // the first claim that meets it, and brought back when the event ahead leaves the
+            // line. The partial index holds only events that may be due, so set-aside events
+            // cost claims nothing, whatever the backlog looks like.
             try db.execute(sql: """
-                CREATE INDEX event_due ON event (state, due_at, seq);
-                CREATE INDEX event_contact ON event (contact, seq, state);
+                CREATE INDEX event_due ON event (due_at, seq)
+                    WHERE state = 'pending' AND due_at < \(waitingBehindHead);
+                CREATE INDEX event_contact ON event (contact, seq);
                 CREATE TABLE delivery_hold (
                     name TEXT PRIMARY KEY,
                     value
