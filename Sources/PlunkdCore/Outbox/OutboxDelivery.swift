@@ -58,14 +58,16 @@ extension Outbox {
             }
             guard claimLimit > 0 else { return [] }
             // Due events in due order; an event with an earlier one of its contact still in
-            // line is set aside (it comes back when that one leaves the line). At most
-            // `examine` rows per turn: a long run of set-asides continues next turn.
-            let examine = max(256, claimLimit * 8)
-            let candidates = try Row.fetchAll(db.cachedStatement(sql: """
+            // line is set aside (it comes back when that one leaves the line). Rows are read a
+            // small page at a time and reading stops at `claimLimit` claims, or after
+            // `examineAtMost` rows: a long run of set-asides continues next turn.
+            let examineAtMost = max(256, claimLimit * 8)
+            let page = claimLimit * 2 + 8
+            let candidatesStatement = try db.cachedStatement(sql: """
                 SELECT seq, contact FROM event INDEXED BY event_due
                 WHERE state = 'pending' AND due_at < \(OutboxSchema.waitingBehindHead) AND due_at <= ?
                 ORDER BY due_at, seq LIMIT ?
-                """), arguments: [now.timeIntervalSince1970, examine])
+                """)
             let earlierInLine = try db.cachedStatement(sql: """
                 SELECT EXISTS (SELECT 1 FROM event WHERE contact = ? AND seq < ? AND state != 'parked')
                 """)
@@ -76,21 +78,27 @@ extension Outbox {
                 """)
             var contactsSeen = Set<String>()
             var claimed: [ClaimedEvent] = []
-            for candidate in candidates {
-                let seq: Int64 = candidate["seq"]
-                let contact: String = candidate["contact"]
-                let (firstOfContact, _) = contactsSeen.insert(contact)
-                let blocked = try !firstOfContact || (Bool.fetchOne(earlierInLine, arguments: [contact, seq]) ?? false)
-                if blocked {
-                    try setAside.execute(arguments: [OutboxSchema.waitingBehindHead, seq])
-                    continue
+            var examined = 0
+            paging: while claimed.count < claimLimit && examined < examineAtMost {
+                // Claimed and set-aside rows leave the partial index, so each page starts
+                // where the last one ended.
+                let candidates = try Row.fetchAll(candidatesStatement, arguments: [now.timeIntervalSince1970, page])
+                for candidate in candidates {
+                    examined += 1
+                    let seq: Int64 = candidate["seq"]
+                    let contact: String = candidate["contact"]
+                    let (firstOfContact, _) = contactsSeen.insert(contact)
+                    let blocked = try !firstOfContact || (Bool.fetchOne(earlierInLine, arguments: [contact, seq]) ?? false)
+                    if blocked {
+                        try setAside.execute(arguments: [OutboxSchema.waitingBehindHead, seq])
+                    } else if let row = try Row.fetchOne(claim, arguments: [seq]) {
+                        claimed.append(ClaimedEvent(
+                            seq: seq, id: UUID(uuidString: row["id"]) ?? UUID(), contact: row["contact"], body: row["body"],
+                            attempts: row["attempts"], receivedAt: Date(timeIntervalSince1970: row["received_at"])))
+                    }
+                    if claimed.count == claimLimit { break paging }
                 }
-                guard claimed.count < claimLimit else { continue }
-                if let row = try Row.fetchOne(claim, arguments: [seq]) {
-                    claimed.append(ClaimedEvent(
-                        seq: seq, id: UUID(uuidString: row["id"]) ?? UUID(), contact: row["contact"], body: row["body"],
-                        attempts: row["attempts"], receivedAt: Date(timeIntervalSince1970: row["received_at"])))
-                }
+                if candidates.count < page { break }
             }
             return claimed
         }
