@@ -26,35 +26,35 @@ public final class Sender: @unchecked Sendable {
         }
     }
 
-    private let queue = DispatchQueue(label: "plunkd.sender")
-    private let wakePending = Atomic(false)
-    private let outbox: Outbox
-    private let transport: any PlunkTransport
-    private let logger: Logger
-    private let clock: @Sendable () -> Date
-    private let unitRandom: @Sendable () -> Double
+    let queue = DispatchQueue(label: "plunkd.sender")
+    let wakePending = Atomic(false)
+    let outbox: Outbox
+    let transport: any PlunkTransport
+    let logger: Logger
+    let clock: @Sendable () -> Date
+    let unitRandom: @Sendable () -> Double
 
     // Confined to `queue`.
-    private var settings: Settings
-    private var inFlight: [Int64: ClaimedEvent] = [:]
-    private var moves: [EventMove] = []
-    private var counters: [OutboxCounter: Int] = [:]
-    private var turnScheduled = false
-    private var hold = StoredDeliveryHold()
-    private var holdDirty = false
-    private var blockedUntil: Date?
-    private var blockedByRateLimit = false
-    private var consecutiveFailures = 0
-    private var consecutiveRateLimits = 0
-    private var timer: DispatchSourceTimer?
-    private var timerDeadline: Date?
-    private var stopping = false
-    private var drainWaiters: [CheckedContinuation<Void, Never>] = []
-    private var lastSuccess: Date?
-    private var lastError: String?
-    private var lastErrorAt: Date?
-    private var loggedState: DeliveryState?
-    private var storageFailing = false
+    var settings: Settings
+    var inFlight: [Int64: ClaimedEvent] = [:]
+    var moves: [EventMove] = []
+    var counters: [OutboxCounter: Int] = [:]
+    var turnScheduled = false
+    var hold = StoredDeliveryHold()
+    var holdDirty = false
+    var blockedUntil: Date?
+    var blockedByRateLimit = false
+    var consecutiveFailures = 0
+    var consecutiveRateLimits = 0
+    var timer: DispatchSourceTimer?
+    var timerDeadline: Date?
+    var stopping = false
+    var drainWaiters: [CheckedContinuation<Void, Never>] = []
+    var lastSuccess: Date?
+    var lastError: String?
+    var lastErrorAt: Date?
+    var loggedState: DeliveryState?
+    var storageFailing = false
 
     public init(
         outbox: Outbox, transport: any PlunkTransport, settings: Settings, logger: Logger,
@@ -171,13 +171,13 @@ public final class Sender: @unchecked Sendable {
 
     // MARK: Turns
 
-    private func scheduleTurn() {
+    func scheduleTurn() {
         guard !turnScheduled else { return }
         turnScheduled = true
         queue.async { self.turn() }
     }
 
-    private func turn() {
+    func turn() {
         turnScheduled = false
         let now = clock()
         expirePause(now: now)
@@ -218,192 +218,17 @@ public final class Sender: @unchecked Sendable {
     }
 
     /// Free request slots, or 0 while delivery must not send.
-    private func claimLimit(now: Date) -> Int {
+    func claimLimit(now: Date) -> Int {
         guard !stopping, settings.apiKey != nil, hold.refusedKeyFingerprint == nil, hold.pausedUntil == nil else { return 0 }
         if let blockedUntil, blockedUntil > now { return 0 }
         let slots = consecutiveFailures >= settings.failingAfter ? 1 : settings.concurrency
         return max(0, slots - inFlight.count)
     }
 
-    private func send(_ event: ClaimedEvent) {
+    func send(_ event: ClaimedEvent) {
         guard let key = settings.apiKey else { return }
         transport.post(body: event.body, idempotencyKey: event.id.uuidString.lowercased(), apiKey: key) { answer in
             self.queue.async { self.handle(answer, for: event) }
         }
-    }
-
-    // MARK: Outcomes
-
-    private func handle(_ answer: PlunkAnswer, for event: ClaimedEvent) {
-        inFlight[event.seq] = nil
-        let now = clock()
-        let outcome = OutcomeClassifier.classify(answer, now: now)
-        counters[.attempts(outcome: outcome.label), default: 0] += 1
-        switch outcome {
-        case .delivered, .duplicate:
-            moves.append(.delivered(seq: event.seq))
-            counters[.delivered, default: 0] += 1
-            if outcome == .duplicate { counters[.duplicatesSuppressed, default: 0] += 1 }
-            recordSuccess(now: now)
-        case .rejected(let status, let detail):
-            moves.append(.park(seq: event.seq, reason: .rejected, status: status, error: Self.excerpt(answer)))
-            counters[.parked(.rejected), default: 0] += 1
-            recordError(detail, now: now)
-            logger.warning("event parked", metadata: ["id": "\(event.id.uuidString.lowercased())", "reason": "rejected", "status": "\(status)", "answer": "\(detail)"])
-            recordSuccess(now: now, delivered: false)
-        case .unauthorized(let status, let detail):
-            moves.append(.park(seq: event.seq, reason: .unauthorized, status: status, error: Self.excerpt(answer)))
-            counters[.parked(.unauthorized), default: 0] += 1
-            recordError(detail, now: now)
-            logger.warning("event parked", metadata: ["id": "\(event.id.uuidString.lowercased())", "reason": "unauthorized", "status": "\(status)"])
-            if hold.refusedKeyFingerprint == nil, let key = settings.apiKey {
-                hold.refusedKeyFingerprint = key.fingerprint
-                hold.heldSince = now
-                holdDirty = true
-                logger.error("Plunk refused the API key (\(detail)); delivery is held until the key changes or `plunkd resume`")
-            }
-        case .quotaExceeded(let detail):
-            moves.append(.retry(seq: event.seq, due: now, countsAsAttempt: false, status: 402, error: detail))
-            recordError(detail, now: now)
-            if hold.pausedUntil == nil {
-                hold.pausedUntil = MonthBoundary.startOfNextMonth(after: now)
-                hold.pauseReason = "quota"
-                holdDirty = true
-                logger.error("Plunk's monthly quota is spent (\(detail)); delivery paused until \(Self.iso(hold.pausedUntil!)). After a plan upgrade: plunkd resume")
-            }
-        case .rateLimited(let retryAfter, let detail):
-            consecutiveRateLimits += 1
-            let wait = min(settings.retry.maxBackoff,
-                           retryAfter ?? settings.retry.delay(afterFailures: consecutiveRateLimits, unit: unitRandom))
-            moves.append(.retry(seq: event.seq, due: now.addingTimeInterval(wait), countsAsAttempt: false, status: 429, error: detail))
-            recordError(detail, now: now)
-            block(until: now.addingTimeInterval(wait), rateLimit: true)
-        case .transient(let status, let detail):
-            recordError(detail, now: now)
-            if now.timeIntervalSince(event.receivedAt) >= settings.retry.maxAge {
-                moves.append(.park(seq: event.seq, reason: .expired, status: status, error: Self.excerpt(answer)))
-                counters[.parked(.expired), default: 0] += 1
-                logger.warning("event parked", metadata: ["id": "\(event.id.uuidString.lowercased())", "reason": "expired", "last_error": "\(detail)"])
-            } else {
-                let delay = settings.retry.delay(afterFailures: event.attempts + 1, unit: unitRandom)
-                moves.append(.retry(seq: event.seq, due: now.addingTimeInterval(delay), countsAsAttempt: true, status: status, error: detail))
-            }
-            consecutiveFailures += 1
-            if consecutiveFailures >= settings.failingAfter {
-                let gap = settings.retry.delay(afterFailures: consecutiveFailures - settings.failingAfter + 1, unit: unitRandom)
-                block(until: now.addingTimeInterval(gap), rateLimit: false)
-            }
-        }
-        scheduleTurn()
-        if stopping && inFlight.isEmpty {
-            turn()
-            let waiters = drainWaiters
-            drainWaiters = []
-            waiters.forEach { $0.resume() }
-        }
-    }
-
-    /// A sane answer from the server (any 2xx, or an event-level refusal) ends a failure run.
-    private func recordSuccess(now: Date, delivered: Bool = true) {
-        if delivered { lastSuccess = now }
-        consecutiveFailures = 0
-        consecutiveRateLimits = 0
-        if !blockedByRateLimit { blockedUntil = nil }
-    }
-
-    private func recordError(_ detail: String, now: Date) {
-        lastError = detail
-        lastErrorAt = now
-    }
-
-    private func block(until date: Date, rateLimit: Bool) {
-        if let current = blockedUntil, current >= date { return }
-        blockedUntil = date
-        blockedByRateLimit = rateLimit
-    }
-
-    // MARK: Pause, hold, timer
-
-    private func expirePause(now: Date) {
-        if let until = hold.pausedUntil, until <= now {
-            logger.info("quota pause over: a new month began; delivering again")
-            hold.pausedUntil = nil
-            hold.pauseReason = nil
-            holdDirty = true
-        }
-        if let until = blockedUntil, until <= now {
-            blockedUntil = nil
-            blockedByRateLimit = false
-        }
-    }
-
-    private func reconcileHoldWithKey() throws {
-        guard let refused = hold.refusedKeyFingerprint, let key = settings.apiKey, key.fingerprint != refused else { return }
-        let requeued = try outbox.requeueParked(reason: .unauthorized, now: clock())
-        hold.refusedKeyFingerprint = nil
-        hold.heldSince = nil
-        try outbox.saveHold(hold)
-        logger.info("the API key changed: auth hold lifted, \(requeued) unauthorized events back in line")
-    }
-
-    private func armTimer(now: Date, nothingDue: Bool) {
-        var wake: Date?
-        if let until = hold.pausedUntil { wake = until }
-        if let until = blockedUntil { wake = min(wake ?? until, until) }
-        if nothingDue, wake == nil, let due = try? outbox.nextDueDate() { wake = max(due, now) }
-        if let wake { armTimer(at: wake) }
-    }
-
-    /// One timer: the earliest reason to look again. Capped at a minute, so a clock step
-    /// or a missed wake-up is noticed within a minute whatever happens.
-    private func armTimer(at date: Date) {
-        guard !stopping else { return }
-        let capped = min(date, clock().addingTimeInterval(60))
-        if let current = timerDeadline, current <= capped, current > clock() { return }
-        timer?.cancel()
-        let source = DispatchSource.makeTimerSource(queue: queue)
-        let seconds = max(0, capped.timeIntervalSince(clock()))
-        source.schedule(wallDeadline: .now() + seconds, leeway: .milliseconds(5))
-        source.setEventHandler { [weak self] in
-            guard let self else { return }
-            self.timerDeadline = nil
-            self.scheduleTurn()
-        }
-        source.resume()
-        timer = source
-        timerDeadline = capped
-    }
-
-    // MARK: State
-
-    private func currentState(now: Date) -> DeliveryState {
-        if settings.apiKey == nil { return .noAPIKey }
-        if hold.refusedKeyFingerprint != nil { return .authHeld }
-        if hold.pausedUntil != nil { return .quotaPaused }
-        if let blockedUntil, blockedUntil > now { return blockedByRateLimit ? .rateLimited : .backingOff }
-        if consecutiveFailures > 0 { return .backingOff }
-        return inFlight.isEmpty ? .idle : .delivering
-    }
-
-    private func logStateIfChanged() {
-        let state = currentState(now: clock())
-        guard state != loggedState else { return }
-        // delivering/idle flip with every burst; only the first and the problem states are worth a line.
-        let quiet: Set<DeliveryState> = [.delivering, .idle]
-        if loggedState == nil || !(quiet.contains(state) && quiet.contains(loggedState!)) {
-            logger.info("delivery state: \(state.rawValue)")
-        }
-        loggedState = state
-    }
-
-    private static func excerpt(_ answer: PlunkAnswer) -> String {
-        switch answer {
-        case .response(_, _, let body): String(decoding: body, as: UTF8.self)
-        case .transportFailure(let reason): reason
-        }
-    }
-
-    static func iso(_ date: Date) -> String {
-        ISO8601DateFormatter().string(from: date)
     }
 }

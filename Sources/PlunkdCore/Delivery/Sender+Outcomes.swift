@@ -1,0 +1,95 @@
+import Foundation
+import Logging
+
+/// What the sender does with each answer: the table of `shared/plunk-api.md`, applied.
+extension Sender {
+    // MARK: Outcomes
+
+    func handle(_ answer: PlunkAnswer, for event: ClaimedEvent) {
+        inFlight[event.seq] = nil
+        let now = clock()
+        let outcome = OutcomeClassifier.classify(answer, now: now)
+        counters[.attempts(outcome: outcome.label), default: 0] += 1
+        switch outcome {
+        case .delivered, .duplicate:
+            moves.append(.delivered(seq: event.seq))
+            counters[.delivered, default: 0] += 1
+            if outcome == .duplicate { counters[.duplicatesSuppressed, default: 0] += 1 }
+            recordSuccess(now: now)
+        case .rejected(let status, let detail):
+            moves.append(.park(seq: event.seq, reason: .rejected, status: status, error: Self.excerpt(answer)))
+            counters[.parked(.rejected), default: 0] += 1
+            recordError(detail, now: now)
+            logger.warning("event parked", metadata: ["id": "\(event.id.uuidString.lowercased())", "reason": "rejected", "status": "\(status)", "answer": "\(detail)"])
+            recordSuccess(now: now, delivered: false)
+        case .unauthorized(let status, let detail):
+            moves.append(.park(seq: event.seq, reason: .unauthorized, status: status, error: Self.excerpt(answer)))
+            counters[.parked(.unauthorized), default: 0] += 1
+            recordError(detail, now: now)
+            logger.warning("event parked", metadata: ["id": "\(event.id.uuidString.lowercased())", "reason": "unauthorized", "status": "\(status)"])
+            if hold.refusedKeyFingerprint == nil, let key = settings.apiKey {
+                hold.refusedKeyFingerprint = key.fingerprint
+                hold.heldSince = now
+                holdDirty = true
+                logger.error("Plunk refused the API key (\(detail)); delivery is held until the key changes or `plunkd resume`")
+            }
+        case .quotaExceeded(let detail):
+            moves.append(.retry(seq: event.seq, due: now, countsAsAttempt: false, status: 402, error: detail))
+            recordError(detail, now: now)
+            if hold.pausedUntil == nil {
+                hold.pausedUntil = MonthBoundary.startOfNextMonth(after: now)
+                hold.pauseReason = "quota"
+                holdDirty = true
+                logger.error("Plunk's monthly quota is spent (\(detail)); delivery paused until \(Self.iso(hold.pausedUntil!)). After a plan upgrade: plunkd resume")
+            }
+        case .rateLimited(let retryAfter, let detail):
+            consecutiveRateLimits += 1
+            let wait = min(settings.retry.maxBackoff,
+                           retryAfter ?? settings.retry.delay(afterFailures: consecutiveRateLimits, unit: unitRandom))
+            moves.append(.retry(seq: event.seq, due: now.addingTimeInterval(wait), countsAsAttempt: false, status: 429, error: detail))
+            recordError(detail, now: now)
+            block(until: now.addingTimeInterval(wait), rateLimit: true)
+        case .transient(let status, let detail):
+            recordError(detail, now: now)
+            if now.timeIntervalSince(event.receivedAt) >= settings.retry.maxAge {
+                moves.append(.park(seq: event.seq, reason: .expired, status: status, error: Self.excerpt(answer)))
+                counters[.parked(.expired), default: 0] += 1
+                logger.warning("event parked", metadata: ["id": "\(event.id.uuidString.lowercased())", "reason": "expired", "last_error": "\(detail)"])
+            } else {
+                let delay = settings.retry.delay(afterFailures: event.attempts + 1, unit: unitRandom)
+                moves.append(.retry(seq: event.seq, due: now.addingTimeInterval(delay), countsAsAttempt: true, status: status, error: detail))
+            }
+            consecutiveFailures += 1
+            if consecutiveFailures >= settings.failingAfter {
+                let gap = settings.retry.delay(afterFailures: consecutiveFailures - settings.failingAfter + 1, unit: unitRandom)
+                block(until: now.addingTimeInterval(gap), rateLimit: false)
+            }
+        }
+        scheduleTurn()
+        if stopping && inFlight.isEmpty {
+            turn()
+            let waiters = drainWaiters
+            drainWaiters = []
+            waiters.forEach { $0.resume() }
+        }
+    }
+
+    /// A sane answer from the server (any 2xx, or an event-level refusal) ends a failure run.
+    func recordSuccess(now: Date, delivered: Bool = true) {
+        if delivered { lastSuccess = now }
+        consecutiveFailures = 0
+        consecutiveRateLimits = 0
+        if !blockedByRateLimit { blockedUntil = nil }
+    }
+
+    func recordError(_ detail: String, now: Date) {
+        lastError = detail
+        lastErrorAt = now
+    }
+
+    func block(until date: Date, rateLimit: Bool) {
+        if let current = blockedUntil, current >= date { return }
+        blockedUntil = date
+        blockedByRateLimit = rateLimit
+    }
+}

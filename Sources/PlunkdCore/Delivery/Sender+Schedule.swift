@@ -1,0 +1,91 @@
+import Dispatch
+import Foundation
+import Logging
+
+/// When the sender looks again: pauses, holds, the one timer, and the state it reports.
+extension Sender {
+    // MARK: Pause, hold, timer
+
+    func expirePause(now: Date) {
+        if let until = hold.pausedUntil, until <= now {
+            logger.info("quota pause over: a new month began; delivering again")
+            hold.pausedUntil = nil
+            hold.pauseReason = nil
+            holdDirty = true
+        }
+        if let until = blockedUntil, until <= now {
+            blockedUntil = nil
+            blockedByRateLimit = false
+        }
+    }
+
+    func reconcileHoldWithKey() throws {
+        guard let refused = hold.refusedKeyFingerprint, let key = settings.apiKey, key.fingerprint != refused else { return }
+        let requeued = try outbox.requeueParked(reason: .unauthorized, now: clock())
+        hold.refusedKeyFingerprint = nil
+        hold.heldSince = nil
+        try outbox.saveHold(hold)
+        logger.info("the API key changed: auth hold lifted, \(requeued) unauthorized events back in line")
+    }
+
+    func armTimer(now: Date, nothingDue: Bool) {
+        var wake: Date?
+        if let until = hold.pausedUntil { wake = until }
+        if let until = blockedUntil { wake = min(wake ?? until, until) }
+        if nothingDue, wake == nil, let due = try? outbox.nextDueDate() { wake = max(due, now) }
+        if let wake { armTimer(at: wake) }
+    }
+
+    /// One timer: the earliest reason to look again. Capped at a minute, so a clock step
+    /// or a missed wake-up is noticed within a minute whatever happens.
+    func armTimer(at date: Date) {
+        guard !stopping else { return }
+        let capped = min(date, clock().addingTimeInterval(60))
+        if let current = timerDeadline, current <= capped, current > clock() { return }
+        timer?.cancel()
+        let source = DispatchSource.makeTimerSource(queue: queue)
+        let seconds = max(0, capped.timeIntervalSince(clock()))
+        source.schedule(wallDeadline: .now() + seconds, leeway: .milliseconds(5))
+        source.setEventHandler { [weak self] in
+            guard let self else { return }
+            self.timerDeadline = nil
+            self.scheduleTurn()
+        }
+        source.resume()
+        timer = source
+        timerDeadline = capped
+    }
+
+    // MARK: State
+
+    func currentState(now: Date) -> DeliveryState {
+        if settings.apiKey == nil { return .noAPIKey }
+        if hold.refusedKeyFingerprint != nil { return .authHeld }
+        if hold.pausedUntil != nil { return .quotaPaused }
+        if let blockedUntil, blockedUntil > now { return blockedByRateLimit ? .rateLimited : .backingOff }
+        if consecutiveFailures > 0 { return .backingOff }
+        return inFlight.isEmpty ? .idle : .delivering
+    }
+
+    func logStateIfChanged() {
+        let state = currentState(now: clock())
+        guard state != loggedState else { return }
+        // delivering/idle flip with every burst; only the first and the problem states are worth a line.
+        let quiet: Set<DeliveryState> = [.delivering, .idle]
+        if loggedState == nil || !(quiet.contains(state) && quiet.contains(loggedState!)) {
+            logger.info("delivery state: \(state.rawValue)")
+        }
+        loggedState = state
+    }
+
+    static func excerpt(_ answer: PlunkAnswer) -> String {
+        switch answer {
+        case .response(_, _, let body): String(decoding: body, as: UTF8.self)
+        case .transportFailure(let reason): reason
+        }
+    }
+
+    static func iso(_ date: Date) -> String {
+        ISO8601DateFormatter().string(from: date)
+    }
+}
