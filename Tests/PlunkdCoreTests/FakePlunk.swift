@@ -140,16 +140,15 @@ private final class FakePlunkHandler: ChannelInboundHandler, @unchecked Sendable
             guard let head else { return }
             var headers: [String: String] = [:]
             for (name, value) in head.headers { headers[name.lowercased()] = value }
-            let (request, reply) = state.withLockedValue { state -> (FakePlunk.Request, FakePlunk.Reply) in
+            let reply = state.withLockedValue { state -> FakePlunk.Reply in
                 state.inFlight += 1
                 let request = FakePlunk.Request(
                     index: state.requests.count, path: head.uri, headers: headers, body: body, at: Date(),
                     inFlightAtArrival: state.inFlight)
                 state.requests.append(request)
                 state.maxInFlight = max(state.maxInFlight, state.inFlight)
-                return (request, state.responder(request))
+                return state.responder(request)
             }
-            _ = request
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             switch reply {
             case .hang:

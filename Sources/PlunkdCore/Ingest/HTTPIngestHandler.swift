@@ -171,8 +171,7 @@ final class HTTPIngestHandler: ChannelInboundHandler {
         if !forceClose {
             headers.add(name: "Connection", value: close ? "close" : "keep-alive")
         }
-        var response = HTTPResponseHead(version: request.version, status: status, headers: headers)
-        response.headers = headers
+        let response = HTTPResponseHead(version: request.version, status: status, headers: headers)
         context.write(wrapOutboundOut(.head(response)), promise: nil)
         var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
         buffer.writeString(body)

@@ -25,10 +25,9 @@ public enum Daemon {
         let client = PlunkClient(
             baseURL: config.plunkBaseURL, concurrency: config.concurrency,
             requestTimeout: config.requestTimeout, eventLoopGroup: group)
-        var senderSettings = Sender.Settings(
+        let senderSettings = Sender.Settings(
             apiKey: config.apiKey, concurrency: config.concurrency,
             retry: RetryPolicy(initialBackoff: config.initialBackoff, maxBackoff: config.maxBackoff, maxAge: config.maxAge))
-        senderSettings.failingAfter = 3
         let sender = Sender(outbox: outbox, transport: client, settings: senderSettings, logger: logger)
         try sender.start()
         if config.apiKey == nil {
