@@ -68,9 +68,7 @@ extension Sender {
         scheduleTurn()
         if stopping && inFlight.isEmpty {
             turn()
-            let waiters = drainWaiters
-            drainWaiters = []
-            waiters.forEach { $0.resume() }
+            releaseDrainWaiters()
         }
     }
 

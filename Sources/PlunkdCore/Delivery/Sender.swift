@@ -162,11 +162,16 @@ public final class Sender: @unchecked Sendable {
             if !inFlight.isEmpty {
                 logger.warning("\(inFlight.count) requests still in flight after the shutdown grace; they will be sent again at the next start")
             }
-            let waiters = drainWaiters
-            drainWaiters = []
-            waiters.forEach { $0.resume() }
+            releaseDrainWaiters()
         }
         await transport.shutdown()
+    }
+
+    /// Lets `shutdown` go on: every request in flight has been answered (or the grace ran out).
+    func releaseDrainWaiters() {
+        let waiters = drainWaiters
+        drainWaiters = []
+        waiters.forEach { $0.resume() }
     }
 
     // MARK: Turns

@@ -84,9 +84,6 @@ public final class IngestServer: Sendable {
         listener.withLockedValue { $0 = channel }
     }
 
-    /// Number of client connections open now.
-    public var openConnections: Int { connections.count }
-
     /// Stops accepting, lets every connection answer what it already received, then
     /// closes. Connections still busy after `grace` are closed anyway.
     public func shutdown(grace: TimeAmount) async {
@@ -126,6 +123,5 @@ final class ConnectionRegistry: Sendable {
         return admitted
     }
 
-    var count: Int { channels.withLockedValue { $0.count } }
     var all: [any Channel] { channels.withLockedValue { Array($0.values) } }
 }
