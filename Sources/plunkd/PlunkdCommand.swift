@@ -8,7 +8,10 @@ struct PlunkdCommand: AsyncParsableCommand {
         commandName: "plunkd",
         abstract: "A durable local forwarder of events to Plunk's track API.",
         version: PlunkdVersion.string,
-        subcommands: [RunCommand.self, SendCommand.self, ResumeCommand.self])
+        subcommands: [
+            RunCommand.self, StatusCommand.self, SendCommand.self, ResumeCommand.self, ParkedCommand.self,
+            CheckConfigCommand.self,
+        ])
 }
 
 /// Options shared by every subcommand that needs the configuration.

@@ -14,17 +14,13 @@ struct ResumeCommand: AsyncParsableCommand {
     func run() async throws {
         try await reportingFailures {
             let socketPath = try await options.socketPath(socket)
-            let answer: (status: Int, body: String)
+            let answer: [String: Any]
             do {
-                answer = try await IngestClient.control(method: "POST", path: "/control/resume", socketPath: socketPath)
+                answer = try await ControlCall.run("/control/resume", socket: socketPath)
             } catch let failure as IngestClient.Failure {
                 throw CommandFailure(failure.description, exitCode: 75)
             }
-            let object = (try? JSONSerialization.jsonObject(with: Data(answer.body.utf8))) as? [String: Any]
-            guard answer.status == 200 else {
-                throw CommandFailure(object?["error"] as? String ?? "plunkd answered \(answer.status): \(answer.body)")
-            }
-            print(object?["message"] as? String ?? "resumed")
+            print(answer["message"] as? String ?? "resumed")
         }
     }
 }

@@ -20,7 +20,7 @@ struct RunCommand: AsyncParsableCommand {
                 return handler
             }
             let logger = Logger(label: "plunkd")
-            for warning in loaded.warnings {
+            for warning in loaded.warnings + ConfigAdvice.warnings(for: config) {
                 logger.warning("\(warning)")
             }
             logger.info("plunkd \(PlunkdVersion.string) starting", metadata: [

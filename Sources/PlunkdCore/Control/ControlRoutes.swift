@@ -1,42 +1,154 @@
 import Foundation
 
-/// Operator commands over the socket. Anyone who can open the socket may submit events;
-/// control operations are for root, the daemon's own user, and `adminUIDs`.
+/// Requests on the socket that are not events. Status and metrics are for anyone who may
+/// use the socket (they carry counts, never event contents or the key); everything that
+/// changes or reveals events is for root, the daemon's user, and `socket.admin_uids`.
 public struct ControlRoutes: ControlResponder {
     private let sender: Sender
-    private let daemonUID: UInt32
-    private let adminUIDs: Set<UInt32>
+    private let outbox: Outbox
+    private let context: StatusContext
+    private let policy: PeerPolicyBox
+    private let metrics: MetricsExposition?
+    private let clock: @Sendable () -> Date
 
-    public init(sender: Sender, daemonUID: UInt32, adminUIDs: Set<UInt32> = []) {
+    public init(
+        sender: Sender, outbox: Outbox, context: StatusContext, policy: PeerPolicyBox,
+        metrics: MetricsExposition? = nil, clock: @escaping @Sendable () -> Date = { Date() }
+    ) {
         self.sender = sender
-        self.daemonUID = daemonUID
-        self.adminUIDs = adminUIDs
+        self.outbox = outbox
+        self.context = context
+        self.policy = policy
+        self.metrics = metrics
+        self.clock = clock
     }
 
     public func respond(method: String, path: String, body: Data, peer: PeerCredentials?) async -> ControlResponse? {
         switch (method, path) {
-        case ("POST", "/control/resume"):
-            guard isAdmin(peer) else { return Self.forbidden(peer) }
+        case ("GET", "/status"):
+            return ControlResponse(status: 200, body: status().json())
+        case ("GET", "/metrics"):
+            guard let metrics else { return nil }
+            return ControlResponse(status: 200, body: metrics.render(status()), contentType: "text/plain; version=0.0.4; charset=utf-8")
+        case ("POST", "/control/resume"), ("POST", "/control/parked/list"), ("POST", "/control/parked/retry"),
+             ("POST", "/control/parked/drop"):
+            guard policy.current.isAdmin(peer) else { return Self.forbidden(peer) }
             do {
-                let message = try sender.resume()
-                return ControlResponse(status: 200, body: "{\"ok\":true,\"message\":\(JSONText.quoted(message))}")
+                return try adminRoute(path, body: body)
+            } catch let error as ControlRequestError {
+                return Self.failure(400, error.message)
             } catch {
-                return ControlResponse(status: 500, body: "{\"ok\":false,\"error\":\(JSONText.quoted("resume failed: \(error)"))}")
+                return Self.failure(500, "\(path) failed: \(error)")
             }
         default:
             return nil
         }
     }
 
-    func isAdmin(_ peer: PeerCredentials?) -> Bool {
-        guard let peer else { return false }
-        return peer.uid == 0 || peer.uid == daemonUID || adminUIDs.contains(peer.uid)
+    func status() -> StatusReport {
+        let now = clock()
+        return StatusAssessment.running(
+            snapshot: sender.snapshot(), stored: Result { try outbox.storedStatus() }, context: context, now: now)
+    }
+
+    private func adminRoute(_ path: String, body: Data) throws -> ControlResponse {
+        switch path {
+        case "/control/resume":
+            return Self.success(["message": try sender.resume()])
+        case "/control/parked/list":
+            let request = try ParkedRequest(body, listing: true)
+            let events = try outbox.parkedEvents(request.selection, limit: request.limit)
+            let encoder = StatusReport.encoder()
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            let list = String(decoding: try encoder.encode(events), as: UTF8.self)
+            return ControlResponse(status: 200, body: "{\"ok\":true,\"events\":\(list)}")
+        case "/control/parked/retry":
+            let request = try ParkedRequest(body)
+            let count = try outbox.requeueParked(request.selection, now: clock())
+            sender.wake()
+            return Self.success(["count": count, "message": "\(count) parked events back in line"])
+        default:
+            let request = try ParkedRequest(body)
+            do {
+                let count = try outbox.dropParked(request.selection, confirmed: request.confirmed)
+                return Self.success(["count": count, "message": "\(count) parked events dropped"])
+            } catch let needed as Outbox.DropNeedsConfirmation {
+                return ControlResponse(status: 409, body: Self.object([
+                    "ok": false, "count": needed.count,
+                    "error": "this would drop \(needed.count) parked events for good; confirm with --yes",
+                ]))
+            }
+        }
     }
 
     private static func forbidden(_ peer: PeerCredentials?) -> ControlResponse {
         let who = peer.map { "uid \($0.uid)" } ?? "an unidentified peer"
-        return ControlResponse(
-            status: 403,
-            body: "{\"ok\":false,\"error\":\(JSONText.quoted("\(who) may not run control commands; run as root or as the daemon's user"))}")
+        return failure(403, "\(who) may not run control commands; run as root or as the daemon's user, or add the uid to socket.admin_uids")
+    }
+
+    private static func success(_ fields: [String: Any]) -> ControlResponse {
+        var all = fields
+        all["ok"] = true
+        return ControlResponse(status: 200, body: object(all))
+    }
+
+    private static func failure(_ status: Int, _ message: String) -> ControlResponse {
+        ControlResponse(status: status, body: object(["ok": false, "error": message]))
+    }
+
+    private static func object(_ fields: [String: Any]) -> String {
+        (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys]))
+            .map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+}
+
+struct ControlRequestError: Error {
+    let message: String
+}
+
+/// The body of a parked-events request: `{"reason": "rejected"}`, `{"ids": [...]}` or
+/// `{"all": true}`, plus `limit` for a list and `confirm` for a drop.
+struct ParkedRequest {
+    static let maxIDs = 1000
+
+    let selection: ParkedSelection
+    let limit: Int
+    let confirmed: Bool
+
+    /// - Parameter listing: a list may select nothing (meaning all); a retry or drop must say.
+    init(_ body: Data, listing: Bool = false) throws {
+        let object: [String: Any]
+        if body.isEmpty {
+            object = [:]
+        } else {
+            guard let parsed = (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] else {
+                throw ControlRequestError(message: "the request body must be a JSON object")
+            }
+            object = parsed
+        }
+        let reason = object["reason"] as? String
+        let ids = object["ids"] as? [String] ?? []
+        let all = object["all"] as? Bool ?? false
+        if reason != nil && !ids.isEmpty {
+            throw ControlRequestError(message: "give a reason or ids, not both")
+        }
+        if let reason {
+            guard let parsed = ParkReason(rawValue: reason) else {
+                throw ControlRequestError(message: "unknown reason \"\(reason)\"; one of \(ParkReason.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            selection = .reason(parsed)
+        } else if !ids.isEmpty {
+            guard ids.count <= Self.maxIDs else { throw ControlRequestError(message: "at most \(Self.maxIDs) ids at a time") }
+            guard ids.allSatisfy({ UUID(uuidString: $0) != nil }) else {
+                throw ControlRequestError(message: "ids must be event ids (UUIDs) as plunkd parked list shows them")
+            }
+            selection = .ids(ids)
+        } else if all || listing {
+            selection = .all
+        } else {
+            throw ControlRequestError(message: "say which parked events: a reason, ids, or all")
+        }
+        limit = min(max(object["limit"] as? Int ?? 100, 1), 10_000)
+        confirmed = object["confirm"] as? Bool ?? false
     }
 }

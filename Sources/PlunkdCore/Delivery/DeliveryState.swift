@@ -21,7 +21,11 @@ public struct SenderSnapshot: Sendable {
     public var consecutiveFailures: Int
     public var lastSuccess: Date?
     public var lastError: String?
+    public var lastErrorStatus: Int?
     public var lastErrorAt: Date?
+    public var deliveredLastHour: Int
+    /// The store refused the sender's last write; it retries every second.
+    public var storageFailing: Bool
 }
 
 extension APIKey {

@@ -42,6 +42,20 @@ public enum DeliveryOutcome: Sendable, Equatable {
         case .transient: "transient"
         }
     }
+
+    /// Every `label`, for metrics that must exist before the first attempt.
+    public static let labels = ["delivered", "duplicate", "rejected", "unauthorized", "quota_exceeded", "rate_limited", "transient"]
+
+    /// The HTTP status behind the outcome, when there was an answer.
+    var status: Int? {
+        switch self {
+        case .delivered, .duplicate: 200
+        case .rejected(let status, _), .unauthorized(let status, _): status
+        case .quotaExceeded: 402
+        case .rateLimited: 429
+        case .transient(let status, _): status
+        }
+    }
 }
 
 public enum OutcomeClassifier {

@@ -7,25 +7,34 @@ extension Sender {
 
     func handle(_ answer: PlunkAnswer, for event: ClaimedEvent) {
         inFlight[event.seq] = nil
+        sentAt[event.seq] = nil
         let now = clock()
         let outcome = OutcomeClassifier.classify(answer, now: now)
         counters[.attempts(outcome: outcome.label), default: 0] += 1
+        metrics.attempt(outcome.label)?.increment()
         switch outcome {
         case .delivered, .duplicate:
             moves.append(.delivered(seq: event.seq))
             counters[.delivered, default: 0] += 1
-            if outcome == .duplicate { counters[.duplicatesSuppressed, default: 0] += 1 }
+            metrics.delivered.increment()
+            recentDeliveries.record(1, at: now)
+            if outcome == .duplicate {
+                counters[.duplicatesSuppressed, default: 0] += 1
+                metrics.duplicatesSuppressed.increment()
+            }
             recordSuccess(now: now)
         case .rejected(let status, let detail):
             moves.append(.park(seq: event.seq, reason: .rejected, status: status, error: Self.excerpt(answer)))
             counters[.parked(.rejected), default: 0] += 1
-            recordError(detail, now: now)
+            metrics.parked(.rejected)?.increment()
+            recordError(detail, status: outcome.status, now: now)
             logger.warning("event parked", metadata: ["id": "\(event.id.uuidString.lowercased())", "reason": "rejected", "status": "\(status)", "answer": "\(detail)"])
             recordSuccess(now: now, delivered: false)
         case .unauthorized(let status, let detail):
             moves.append(.park(seq: event.seq, reason: .unauthorized, status: status, error: Self.excerpt(answer)))
             counters[.parked(.unauthorized), default: 0] += 1
-            recordError(detail, now: now)
+            metrics.parked(.unauthorized)?.increment()
+            recordError(detail, status: outcome.status, now: now)
             logger.warning("event parked", metadata: ["id": "\(event.id.uuidString.lowercased())", "reason": "unauthorized", "status": "\(status)"])
             if hold.refusedKeyFingerprint == nil, let key = settings.apiKey {
                 hold.refusedKeyFingerprint = key.fingerprint
@@ -35,7 +44,7 @@ extension Sender {
             }
         case .quotaExceeded(let detail):
             moves.append(.retry(seq: event.seq, due: now, countsAsAttempt: false, status: 402, error: detail))
-            recordError(detail, now: now)
+            recordError(detail, status: outcome.status, now: now)
             if hold.pausedUntil == nil {
                 hold.pausedUntil = MonthBoundary.startOfNextMonth(after: now)
                 hold.pauseReason = "quota"
@@ -47,13 +56,14 @@ extension Sender {
             let wait = min(settings.retry.maxBackoff,
                            retryAfter ?? settings.retry.delay(afterFailures: consecutiveRateLimits, unit: unitRandom))
             moves.append(.retry(seq: event.seq, due: now.addingTimeInterval(wait), countsAsAttempt: false, status: 429, error: detail))
-            recordError(detail, now: now)
+            recordError(detail, status: outcome.status, now: now)
             block(until: now.addingTimeInterval(wait), rateLimit: true)
         case .transient(let status, let detail):
-            recordError(detail, now: now)
+            recordError(detail, status: outcome.status, now: now)
             if now.timeIntervalSince(event.receivedAt) >= settings.retry.maxAge {
                 moves.append(.park(seq: event.seq, reason: .expired, status: status, error: Self.excerpt(answer)))
                 counters[.parked(.expired), default: 0] += 1
+                metrics.parked(.expired)?.increment()
                 logger.warning("event parked", metadata: ["id": "\(event.id.uuidString.lowercased())", "reason": "expired", "last_error": "\(detail)"])
             } else {
                 let delay = settings.retry.delay(afterFailures: event.attempts + 1, unit: unitRandom)
@@ -80,8 +90,9 @@ extension Sender {
         if !blockedByRateLimit { blockedUntil = nil }
     }
 
-    func recordError(_ detail: String, now: Date) {
+    func recordError(_ detail: String, status: Int?, now: Date) {
         lastError = detail
+        lastErrorStatus = status
         lastErrorAt = now
     }
 

@@ -76,6 +76,7 @@ extension Sender {
             logger.info("delivery state: \(state.rawValue)")
         }
         loggedState = state
+        stateObserver?(state)
     }
 
     static func excerpt(_ answer: PlunkAnswer) -> String {

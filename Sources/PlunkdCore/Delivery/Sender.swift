@@ -33,10 +33,12 @@ public final class Sender: @unchecked Sendable {
     let logger: Logger
     let clock: @Sendable () -> Date
     let unitRandom: @Sendable () -> Double
+    let metrics: DeliveryMetrics
 
     // Confined to `queue`.
     var settings: Settings
     var inFlight: [Int64: ClaimedEvent] = [:]
+    var sentAt: [Int64: Date] = [:]
     var moves: [EventMove] = []
     var counters: [OutboxCounter: Int] = [:]
     var turnScheduled = false
@@ -52,15 +54,20 @@ public final class Sender: @unchecked Sendable {
     var drainWaiters: [CheckedContinuation<Void, Never>] = []
     var lastSuccess: Date?
     var lastError: String?
+    var lastErrorStatus: Int?
     var lastErrorAt: Date?
     var loggedState: DeliveryState?
     var storageFailing = false
+    var recentDeliveries = RecentDeliveries()
+    var stateObserver: (@Sendable (DeliveryState) -> Void)?
 
     public init(
         outbox: Outbox, transport: any PlunkTransport, settings: Settings, logger: Logger,
         clock: @escaping @Sendable () -> Date = { Date() },
-        unitRandom: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) }
+        unitRandom: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
+        metrics: DeliveryMetrics = DeliveryMetrics()
     ) {
+        self.metrics = metrics
         self.outbox = outbox
         self.transport = transport
         self.settings = settings
@@ -128,11 +135,30 @@ public final class Sender: @unchecked Sendable {
 
     public func snapshot() -> SenderSnapshot {
         queue.sync {
-            SenderSnapshot(
-                state: currentState(now: clock()), inFlight: inFlight.count, pausedUntil: hold.pausedUntil,
+            let now = clock()
+            return SenderSnapshot(
+                state: currentState(now: now), inFlight: inFlight.count, pausedUntil: hold.pausedUntil,
                 heldSince: hold.refusedKeyFingerprint != nil ? hold.heldSince : nil, blockedUntil: blockedUntil,
                 consecutiveFailures: consecutiveFailures, lastSuccess: lastSuccess, lastError: lastError,
-                lastErrorAt: lastErrorAt)
+                lastErrorStatus: lastErrorStatus, lastErrorAt: lastErrorAt,
+                deliveredLastHour: recentDeliveries.lastHour(now: now), storageFailing: storageFailing)
+        }
+    }
+
+    /// Called on the sender's queue with every change of state (systemd's `STATUS=`).
+    /// Set before `start`.
+    public func observeState(_ observer: @escaping @Sendable (DeliveryState) -> Void) {
+        queue.sync { stateObserver = observer }
+    }
+
+    /// Answers on the sender's own queue whether delivery is making progress: a wedged
+    /// queue never answers, and a request unanswered for longer than `maxRequestAge`
+    /// (its timeout plus slack) means the HTTP side lost it. For the systemd watchdog.
+    public func checkProgress(maxRequestAge: TimeInterval, reply: @escaping @Sendable (Bool) -> Void) {
+        queue.async {
+            let now = self.clock()
+            let oldest = self.sentAt.values.min()
+            reply(oldest.map { now.timeIntervalSince($0) <= maxRequestAge } ?? true)
         }
     }
 
@@ -232,7 +258,11 @@ public final class Sender: @unchecked Sendable {
 
     func send(_ event: ClaimedEvent) {
         guard let key = settings.apiKey else { return }
+        sentAt[event.seq] = clock()
+        let started = DispatchTime.now()
+        let duration = metrics.requestDuration
         transport.post(body: event.body, idempotencyKey: event.id.uuidString.lowercased(), apiKey: key) { answer in
+            duration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds))
             self.queue.async { self.handle(answer, for: event) }
         }
     }

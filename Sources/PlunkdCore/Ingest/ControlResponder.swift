@@ -21,14 +21,16 @@ public struct PeerCredentials: Sendable, Equatable {
 public struct ControlResponse: Sendable {
     public let status: Int
     public let body: String
+    public let contentType: String
 
-    public init(status: Int, body: String) {
+    public init(status: Int, body: String, contentType: String = "application/json") {
         self.status = status
         self.body = body
+        self.contentType = contentType
     }
 }
 
-/// Requests on the socket that are not events (`/control/…`, later `/status`): answered
+/// Requests on the socket that are not events (`/status`, `/metrics`, `/control/…`): answered
 /// by the control part, which ingest knows only through this protocol.
 public protocol ControlResponder: Sendable {
     /// Answers `method path`, or returns nil when the route is not a control route.

@@ -27,6 +27,7 @@ public final class GroupCommitter: @unchecked Sendable {
     /// Called after every successful commit: how delivery learns of new events without
     /// ingest knowing delivery exists.
     private let didCommit: @Sendable () -> Void
+    let metrics: IngestMetrics
 
     // Guarded by `condition`.
     private let condition = NSCondition()
@@ -39,8 +40,9 @@ public final class GroupCommitter: @unchecked Sendable {
 
     public init(
         outbox: Outbox, maxPending: Int, maxBatchEvents: Int = 1024, logger: Logger,
-        didCommit: @escaping @Sendable () -> Void = {}
+        metrics: IngestMetrics = IngestMetrics(), didCommit: @escaping @Sendable () -> Void = {}
     ) {
+        self.metrics = metrics
         self.didCommit = didCommit
         self.outbox = outbox
         self.maxPending = maxPending
@@ -65,11 +67,13 @@ public final class GroupCommitter: @unchecked Sendable {
         condition.lock()
         if stopping {
             condition.unlock()
+            metrics.count(.shuttingDown, events: events.count)
             completion(.failure(.shuttingDown))
             return
         }
         if outbox.storedCount + queuedEvents + events.count > maxPending {
             condition.unlock()
+            metrics.count(.queueFull(limit: maxPending), events: events.count)
             completion(.failure(.queueFull(limit: maxPending)))
             return
         }
@@ -107,11 +111,18 @@ public final class GroupCommitter: @unchecked Sendable {
             committing = true
             condition.unlock()
 
-            let result = commit(batch.flatMap(\.events))
+            let events = batch.flatMap(\.events)
+            let result = commit(events)
             for submission in batch {
                 submission.completion(result)
             }
-            if case .success = result { didCommit() }
+            switch result {
+            case .success:
+                metrics.received.increment(by: events.count)
+                didCommit()
+            case .failure(let refusal):
+                metrics.count(refusal, events: events.count)
+            }
 
             condition.lock()
             committing = false
@@ -151,7 +162,7 @@ public final class GroupCommitter: @unchecked Sendable {
             }
             switch error.kind {
             case .full: return .failure(.storageFull)
-            case .unusable, .failed: return .failure(.storageFailed(error.detail))
+            case .unusable, .failed, .missing: return .failure(.storageFailed(error.detail))
             }
         }
     }

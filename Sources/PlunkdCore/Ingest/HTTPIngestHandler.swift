@@ -102,6 +102,7 @@ final class HTTPIngestHandler: ChannelInboundHandler {
         do {
             event = try validator.validate(Data(body.readableBytesView))
         } catch {
+            committer.metrics.refusedInvalid.increment()
             respond(head, .badRequest, PlunkErrorBody.json(.badRequest, error.message), context: context)
             return
         }
@@ -142,7 +143,8 @@ final class HTTPIngestHandler: ChannelInboundHandler {
                     let (handler, context) = loopBound.value
                     handler.responsesOutstanding -= 1
                     if let response {
-                        handler.respond(head, HTTPResponseStatus(statusCode: response.status), response.body, context: context)
+                        handler.respond(head, HTTPResponseStatus(statusCode: response.status), response.body,
+                                        contentType: response.contentType, context: context)
                     } else {
                         handler.respond(head, .notFound, PlunkErrorBody.json(.notFound, "Unknown route"), context: context)
                     }
@@ -152,6 +154,7 @@ final class HTTPIngestHandler: ChannelInboundHandler {
     }
 
     private func respondTooLarge(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        committer.metrics.refusedTooLarge.increment()
         // The body is not read, so the connection cannot carry another request after this.
         var headers = HTTPHeaders()
         headers.add(name: "Connection", value: "close")
@@ -162,11 +165,12 @@ final class HTTPIngestHandler: ChannelInboundHandler {
 
     private func respond(
         _ request: HTTPRequestHead, _ status: HTTPResponseStatus, _ body: String,
-        extraHeaders: HTTPHeaders = [:], forceClose: Bool = false, context: ChannelHandlerContext
+        contentType: String = "application/json", extraHeaders: HTTPHeaders = [:], forceClose: Bool = false,
+        context: ChannelHandlerContext
     ) {
         let close = forceClose || draining || !request.isKeepAlive
         var headers = extraHeaders
-        headers.add(name: "Content-Type", value: "application/json")
+        headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Content-Length", value: String(body.utf8.count))
         if !forceClose {
             headers.add(name: "Connection", value: close ? "close" : "keep-alive")

@@ -13,6 +13,8 @@ public enum IngestClient {
 
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
+        /// Nothing listens on the socket (as opposed to a daemon that did not answer).
+        public var unreachable = false
     }
 
     public static func send(body: Data, socketPath: String, timeout: TimeAmount = .seconds(30)) async throws -> Reply {
@@ -31,10 +33,11 @@ public enum IngestClient {
 
     /// One HTTP request to the daemon's control routes; returns the status and body.
     public static func control(
-        method: String, path: String, socketPath: String, timeout: TimeAmount = .seconds(30)
+        method: String, path: String, body: Data = Data(), socketPath: String, timeout: TimeAmount = .seconds(30)
     ) async throws -> (status: Int, body: String) {
-        let request = "\(method) \(path) HTTP/1.1\r\nHost: plunkd\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        let received = try await exchange(ByteBuffer(string: request), socketPath: socketPath, timeout: timeout) { _ in false }
+        var request = ByteBuffer(string: "\(method) \(path) HTTP/1.1\r\nHost: plunkd\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n")
+        request.writeBytes(body)
+        let received = try await exchange(request, socketPath: socketPath, timeout: timeout) { _ in false }
         let text = String(buffer: received)
         guard let statusLine = text.split(separator: "\r\n", maxSplits: 1).first,
               let status = statusLine.split(separator: " ").dropFirst().first.flatMap({ Int($0) }),
@@ -60,7 +63,9 @@ public enum IngestClient {
                     }
                 }
         } catch {
-            throw Failure(description: "cannot reach plunkd at \(socketPath): \(Self.describe(error)); is the daemon running (plunkd run)?")
+            throw Failure(
+                description: "cannot reach plunkd at \(socketPath): \(Self.describe(error)); is the daemon running (plunkd run)?",
+                unreachable: true)
         }
         return try await withThrowingTaskGroup(of: ByteBuffer.self) { group in
             group.addTask {

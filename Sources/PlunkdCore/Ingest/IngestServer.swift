@@ -12,9 +12,15 @@ public struct IngestSocketSettings: Sendable {
     public var maxConnections: Int
     /// A connection with nothing sent or received for this long is closed.
     public var idleTimeout: TimeAmount
+    /// Who may submit events; replaced on SIGHUP.
+    public var peerPolicy: PeerPolicyBox
 
-    public init(path: String, mode: UInt16 = 0o660, maxConnections: Int = 1024, idleTimeout: TimeAmount = .seconds(300)) {
+    public init(
+        path: String, mode: UInt16 = 0o660, maxConnections: Int = 1024, idleTimeout: TimeAmount = .seconds(300),
+        peerPolicy: PeerPolicyBox = PeerPolicyBox(PeerPolicy(daemonUID: getuid()))
+    ) {
         self.path = path
+        self.peerPolicy = peerPolicy
         self.mode = mode
         self.maxConnections = maxConnections
         self.idleTimeout = idleTimeout
@@ -67,10 +73,15 @@ public final class IngestServer: Sendable {
                     logger.warning("connection refused: \(settings.maxConnections) connections are open (socket.max_connections)")
                     return channel.close()
                 }
-                return channel.eventLoop.makeCompletedFuture {
+                let policy = settings.peerPolicy.current
+                let checked: EventLoopFuture<String?> = policy.allowedUIDs.isEmpty && policy.allowedGIDs.isEmpty
+                    ? channel.eventLoop.makeSucceededFuture(nil)
+                    : channel.peerCredentials().map { policy.refusal(for: $0) }
+                return checked.flatMapThrowing { refusal in
+                    if let refusal { logger.notice("client refused: \(refusal)") }
                     try channel.pipeline.syncOperations.addHandlers([
                         IdleStateHandler(allTimeout: settings.idleTimeout),
-                        FramingSniffer(committer: committer, validator: validator, control: control),
+                        FramingSniffer(committer: committer, validator: validator, control: control, peerRefusal: refusal),
                     ])
                 }
             }

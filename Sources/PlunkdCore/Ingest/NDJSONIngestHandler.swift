@@ -128,6 +128,7 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
             partialLine = nil
             discardingOversizeLine = true
             buffer.moveReaderIndex(to: buffer.writerIndex)
+            committer.metrics.refusedTooLarge.increment()
             replies.append(.ready(Self.refusal(
                 "line is longer than \(validator.maxEventBytes) bytes; it was skipped without being read",
                 retryable: false)))
@@ -151,6 +152,7 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
             events.append(event)
             replies.append(.awaiting(id: event.id, group: group))
         } catch {
+            committer.metrics.refusedInvalid.increment()
             replies.append(.ready(Self.refusal(error.message, retryable: false)))
         }
     }

@@ -141,43 +141,8 @@ extension Outbox {
             """, arguments: [now.timeIntervalSince1970, head, OutboxSchema.waitingBehindHead])
     }
 
-    /// Puts parked events of `reason` back in line, in their original order.
-    @discardableResult
-    public func requeueParked(reason: ParkReason, now: Date = Date()) throws -> Int {
-        let count = try pool.write { db -> Int in
-            let contacts = try String.fetchAll(db, sql: """
-                SELECT DISTINCT contact FROM event WHERE state = 'parked' AND park_reason = ?
-                """, arguments: [reason.rawValue])
-            try db.execute(sql: """
-                UPDATE event SET state = 'pending', park_reason = NULL, due_at = ?
-                WHERE state = 'parked' AND park_reason = ?
-                """, arguments: [OutboxSchema.waitingBehindHead, reason.rawValue])
-            let changed = db.changesCount
-            for contact in contacts {
-                try rebuildLine(of: contact, db: db, now: now)
-            }
-            return changed
-        }
-        storedEvents.add(count, ordering: .relaxed)
-        return count
-    }
-
     public func loadHold() throws -> StoredDeliveryHold {
-        try pool.read { db in
-            let rows = try Row.fetchAll(db, sql: "SELECT name, value FROM delivery_hold")
-            var hold = StoredDeliveryHold()
-            for row in rows {
-                let name: String = row["name"]
-                switch name {
-                case "paused_until": hold.pausedUntil = (row["value"] as Double?).map(Date.init(timeIntervalSince1970:))
-                case "pause_reason": hold.pauseReason = row["value"]
-                case "refused_key": hold.refusedKeyFingerprint = row["value"]
-                case "held_since": hold.heldSince = (row["value"] as Double?).map(Date.init(timeIntervalSince1970:))
-                default: break
-                }
-            }
-            return hold
-        }
+        try pool.read(OutboxQueries.hold)
     }
 
     public func saveHold(_ hold: StoredDeliveryHold) throws {
@@ -194,32 +159,6 @@ extension Outbox {
                     try db.execute(sql: "INSERT INTO delivery_hold (name, value) VALUES (?, ?)", arguments: [name, value])
                 }
             }
-        }
-    }
-
-    /// Every lifetime counter, by its stored name.
-    public func counterValues() throws -> [String: Int] {
-        try pool.read { db in
-            Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT name, value FROM counter").map {
-                ($0["name"] as String, $0["value"] as Int)
-            })
-        }
-    }
-
-    /// Rows by state, and parked rows by reason, counted from the store itself.
-    public func stateCounts() throws -> (pending: Int, inFlight: Int, parked: [ParkReason: Int]) {
-        try pool.read { db in
-            var pending = 0, inFlight = 0
-            var parked: [ParkReason: Int] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT state, park_reason, count(*) AS n FROM event GROUP BY state, park_reason") {
-                let n: Int = row["n"]
-                switch row["state"] as String {
-                case "pending": pending += n
-                case "in_flight": inFlight += n
-                default: parked[ParkReason(rawValue: row["park_reason"] ?? "") ?? .rejected, default: 0] += n
-                }
-            }
-            return (pending, inFlight, parked)
         }
     }
 }

@@ -7,6 +7,8 @@ public struct OutboxError: Error, Sendable, CustomStringConvertible {
         case full
         /// Any other SQLite or I/O failure.
         case failed
+        /// There is no store at the path (read-only opening only; the daemon creates it).
+        case missing
     }
 
     public let kind: Kind
@@ -28,6 +30,8 @@ public struct OutboxError: Error, Sendable, CustomStringConvertible {
             "storage \(path) is full: \(detail)"
         case .failed:
             "storage \(path) failed: \(detail)"
+        case .missing:
+            "storage \(path) does not exist: \(detail)"
         }
     }
 }

@@ -55,6 +55,13 @@ enum OutboxSchema {
                     WHERE earlier.contact = event.contact AND earlier.seq < event.seq AND earlier.state != 'parked');
                 """)
         }
+        migrator.registerMigration("v3: parked index") { db in
+            // Parked rows only: status counts them by reason and the operator lists, retries
+            // and drops them without reading the backlog. Rows in line never enter it.
+            try db.execute(sql: """
+                CREATE INDEX event_parked ON event (park_reason, seq) WHERE state = 'parked';
+                """)
+        }
         return migrator
     }
 }

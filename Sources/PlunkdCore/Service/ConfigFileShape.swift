@@ -29,7 +29,11 @@ enum ConfigFileShape {
         for (keyNode, value) in mapping {
             let key = prefix + (keyNode.string ?? "?")
             if known.contains(key) {
-                if value.scalar == nil {
+                if ConfigKeys.lists.contains(key), let items = value.sequence {
+                    guard items.allSatisfy({ $0.scalar != nil }) else {
+                        throw ConfigurationError("\(key): expected a list of single values (from \(file))")
+                    }
+                } else if value.scalar == nil {
                     throw ConfigurationError("\(key): expected a single value, got a \(value.mapping != nil ? "section" : "list") (from \(file))")
                 }
             } else if let nested = value.mapping, ConfigKeys.all.contains(where: { $0.hasPrefix(key + ".") }) {

@@ -6,12 +6,18 @@ public enum ConfigKeys {
     public static let all: [String] = [
         "plunk.base_url", "plunk.api_key", "plunk.api_key_file", "plunk.concurrency", "plunk.request_timeout",
         "socket.path", "socket.mode", "socket.max_connections", "socket.idle_timeout",
+        "socket.allowed_uids", "socket.allowed_gids", "socket.admin_uids",
         "storage.path", "storage.max_pending", "storage.max_bytes",
         "ingest.max_event_bytes",
         "retry.initial_backoff", "retry.max_backoff", "retry.max_age",
         "shutdown_grace",
+        "status.warn_oldest_age",
         "log.level",
     ]
+
+    /// Keys that take a list: a YAML list, or one comma-separated string (as environment
+    /// variables must give them).
+    public static let lists: Set<String> = ["socket.allowed_uids", "socket.allowed_gids", "socket.admin_uids"]
 
     /// Environment variable naming the config file; not a key itself.
     public static let configFileVariable = "PLUNKD_CONFIG"

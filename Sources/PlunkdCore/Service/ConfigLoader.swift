@@ -67,6 +67,9 @@ private struct ConfigValues {
         if let v = value("socket.mode") { config.socketMode = try v.fileMode() }
         if let v = value("socket.max_connections") { config.maxConnections = try v.integer(in: 1...1_000_000) }
         if let v = value("socket.idle_timeout") { config.idleTimeout = try v.duration(min: 0.001) }
+        if let v = list("socket.allowed_uids") { config.allowedUIDs = try v.ids(kind: .user) }
+        if let v = list("socket.allowed_gids") { config.allowedGIDs = try v.ids(kind: .group) }
+        if let v = list("socket.admin_uids") { config.adminUIDs = try v.ids(kind: .user) }
         if let v = value("storage.path") { config.storagePath = try v.path() }
         if let v = value("storage.max_pending") { config.maxPending = try v.integer(in: 1...Int(Int32.max)) }
         if let v = value("storage.max_bytes") {
@@ -78,6 +81,7 @@ private struct ConfigValues {
         if let v = value("retry.max_backoff") { config.maxBackoff = try v.duration(min: 0.001) }
         if let v = value("retry.max_age") { config.maxAge = try v.duration(min: 1) }
         if let v = value("shutdown_grace") { config.shutdownGrace = try v.duration(min: 0, max: 3600) }
+        if let v = value("status.warn_oldest_age") { config.warnOldestAge = try v.duration(min: 1) }
         if let v = value("log.level") {
             config.logLevel = try v.oneOf(["trace", "debug", "info", "notice", "warning", "error", "critical"])
         }
@@ -113,6 +117,22 @@ private struct ConfigValues {
         let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         guard !text.isEmpty else { throw ConfigurationError("\(key): \(path) is empty") }
         return APIKey(text)
+    }
+
+    /// The items of a list key: a YAML list, or one comma-separated string.
+    private func list(_ key: String) -> ConfigListParser? {
+        let items: [String]
+        if let array = reader.stringArray(forKey: ConfigKey(key)) {
+            items = array
+        } else if let text = reader.string(forKey: ConfigKey(key)) {
+            items = text.split(separator: ",").map(String.init)
+        } else {
+            return nil
+        }
+        let trimmed = items.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        let variable = ConfigKeys.environmentVariable(for: key)
+        let source = environment[variable] != nil ? "environment variable \(variable)" : (file ?? "defaults")
+        return ConfigListParser(key: key, items: trimmed, source: source)
     }
 
     /// The text for `key`, or nil when unset or empty (`key:` with no value, or `~`).

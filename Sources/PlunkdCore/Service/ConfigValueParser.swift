@@ -97,3 +97,47 @@ struct ConfigValueParser {
         value == value.rounded() ? String(Int(value)) : String(value)
     }
 }
+
+/// The items of a list value, such as `socket.admin_uids`.
+struct ConfigListParser {
+    enum IDKind {
+        case user, group
+    }
+
+    let key: String
+    let items: [String]
+    let source: String
+
+    /// Numeric ids, or user or group names looked up in the system's databases now (a
+    /// name that does not exist is an error, not an empty rule).
+    func ids(kind: IDKind) throws(ConfigurationError) -> Set<UInt32> {
+        var ids = Set<UInt32>()
+        for item in items {
+            if let number = UInt32(item) {
+                ids.insert(number)
+            } else if let resolved = Self.lookup(item, kind: kind) {
+                ids.insert(resolved)
+            } else {
+                throw ConfigurationError(
+                    "\(key): \"\(item)\" is neither a number nor a known \(kind == .user ? "user" : "group") name (from \(source))")
+            }
+        }
+        return ids
+    }
+
+    private static func lookup(_ name: String, kind: IDKind) -> UInt32? {
+        var scratch = [CChar](repeating: 0, count: 16_384)
+        switch kind {
+        case .user:
+            var entry = passwd()
+            var result: UnsafeMutablePointer<passwd>?
+            guard getpwnam_r(name, &entry, &scratch, scratch.count, &result) == 0, result != nil else { return nil }
+            return entry.pw_uid
+        case .group:
+            var entry = group()
+            var result: UnsafeMutablePointer<group>?
+            guard getgrnam_r(name, &entry, &scratch, scratch.count, &result) == 0, result != nil else { return nil }
+            return entry.gr_gid
+        }
+    }
+}

@@ -28,30 +28,41 @@ public enum Daemon {
         let senderSettings = Sender.Settings(
             apiKey: config.apiKey, concurrency: config.concurrency,
             retry: RetryPolicy(initialBackoff: config.initialBackoff, maxBackoff: config.maxBackoff, maxAge: config.maxAge))
-        let sender = Sender(outbox: outbox, transport: client, settings: senderSettings, logger: logger)
+        let metrics = MetricsExposition()
+        let sender = Sender(
+            outbox: outbox, transport: client, settings: senderSettings, logger: logger,
+            metrics: DeliveryMetrics(factory: metrics.factory))
         try sender.start()
         if config.apiKey == nil {
             logger.warning("no API key configured (plunk.api_key, PLUNK_API_KEY, plunk.api_key_file or the plunk-api-key credential): events are kept, nothing is sent")
         }
         let committer = GroupCommitter(
-            outbox: outbox, maxPending: config.maxPending, logger: logger, didCommit: { sender.wake() })
+            outbox: outbox, maxPending: config.maxPending, logger: logger,
+            metrics: IngestMetrics(factory: metrics.factory), didCommit: { sender.wake() })
+        let policy = PeerPolicyBox(config.peerPolicy)
         committer.start()
         let server = IngestServer(
             settings: IngestSocketSettings(
                 path: config.socketPath,
                 mode: config.socketMode,
                 maxConnections: config.maxConnections,
-                idleTimeout: .nanoseconds(Int64(config.idleTimeout * 1e9))),
+                idleTimeout: .nanoseconds(Int64(config.idleTimeout * 1e9)),
+                peerPolicy: policy),
             committer: committer,
             validator: EventValidator(maxEventBytes: config.maxEventBytes),
             group: group,
             logger: logger,
-            control: ControlRoutes(sender: sender, daemonUID: getuid()))
+            control: ControlRoutes(
+                sender: sender, outbox: outbox,
+                context: StatusContext(
+                    socketPath: config.socketPath, databasePath: config.storagePath,
+                    warnOldestAge: config.warnOldestAge, startedAt: Date()),
+                policy: policy, metrics: metrics))
         let service = IngestService(
             server: server, committer: committer, sender: sender,
             grace: .nanoseconds(Int64(config.shutdownGrace * 1e9)),
             socketPath: config.socketPath, logger: logger)
-        let hangup = ReloadOnHangup(sender: sender, reload: reload, logger: logger)
+        let hangup = ReloadOnHangup(sender: sender, policy: policy, reload: reload, logger: logger)
         hangup.start()
         defer { hangup.stop() }
         let services = ServiceGroup(
@@ -107,11 +118,13 @@ extension Result where Failure == any Error {
 private final class ReloadOnHangup: @unchecked Sendable {
     private let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
     private let sender: Sender
+    private let policy: PeerPolicyBox
     private let reload: @Sendable () async throws -> DaemonConfiguration
     private let logger: Logger
 
-    init(sender: Sender, reload: @escaping @Sendable () async throws -> DaemonConfiguration, logger: Logger) {
+    init(sender: Sender, policy: PeerPolicyBox, reload: @escaping @Sendable () async throws -> DaemonConfiguration, logger: Logger) {
         self.sender = sender
+        self.policy = policy
         self.reload = reload
         self.logger = logger
     }
@@ -123,6 +136,7 @@ private final class ReloadOnHangup: @unchecked Sendable {
                 do {
                     let config = try await reload()
                     try sender.updateAPIKey(config.apiKey)
+                    policy.replace(with: config.peerPolicy)
                     logger.info("configuration reloaded (SIGHUP): API key \(config.apiKey.map { "\($0)" } ?? "not configured")")
                 } catch {
                     logger.error("configuration reload refused, the running configuration stays: \(error)")

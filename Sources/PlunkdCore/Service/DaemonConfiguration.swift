@@ -29,6 +29,11 @@ public struct DaemonConfiguration: Sendable {
     public var socketMode: UInt16
     public var maxConnections: Int
     public var idleTimeout: Double
+    /// Who may submit events (empty: anyone the socket's mode lets in).
+    public var allowedUIDs: Set<UInt32>
+    public var allowedGIDs: Set<UInt32>
+    /// Who may run control commands, besides root and the daemon's user.
+    public var adminUIDs: Set<UInt32>
 
     public var storagePath: String
     public var maxPending: Int
@@ -42,6 +47,8 @@ public struct DaemonConfiguration: Sendable {
     public var maxAge: Double
 
     public var shutdownGrace: Double
+    /// `plunkd status` warns when the oldest pending event is older than this.
+    public var warnOldestAge: Double
     public var logLevel: String
 
     /// Defaults for a daemon run by `uid` with `environment`: see `DefaultPaths`.
@@ -56,6 +63,9 @@ public struct DaemonConfiguration: Sendable {
             socketMode: 0o660,
             maxConnections: 1024,
             idleTimeout: 300,
+            allowedUIDs: [],
+            allowedGIDs: [],
+            adminUIDs: [],
             storagePath: paths.storagePath,
             maxPending: 5_000_000,
             maxStorageBytes: nil,
@@ -64,7 +74,15 @@ public struct DaemonConfiguration: Sendable {
             maxBackoff: 300,
             maxAge: 7 * 24 * 3600,
             shutdownGrace: 10,
+            warnOldestAge: 900,
             logLevel: "info")
+    }
+}
+
+extension DaemonConfiguration {
+    /// The socket's access rules, for a daemon running as the current user.
+    public var peerPolicy: PeerPolicy {
+        PeerPolicy(allowedUIDs: allowedUIDs, allowedGIDs: allowedGIDs, adminUIDs: adminUIDs, daemonUID: getuid())
     }
 }
 

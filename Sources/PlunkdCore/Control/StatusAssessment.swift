@@ -1,0 +1,168 @@
+import Foundation
+
+/// What a status report needs beyond the sender and the store.
+public struct StatusContext: Sendable {
+    public var socketPath: String
+    public var databasePath: String
+    /// Pending events older than this make the status a warning (`status.warn_oldest_age`).
+    public var warnOldestAge: TimeInterval
+    public var startedAt: Date?
+
+    public init(socketPath: String, databasePath: String, warnOldestAge: TimeInterval, startedAt: Date? = nil) {
+        self.socketPath = socketPath
+        self.databasePath = databasePath
+        self.warnOldestAge = warnOldestAge
+        self.startedAt = startedAt
+    }
+}
+
+/// Turns what the sender and the store say into one report: the state, why, how bad,
+/// and the one step that would help.
+public enum StatusAssessment {
+    /// The running daemon's view. `stored` fails when the store cannot be read.
+    public static func running(
+        snapshot: SenderSnapshot, stored: Result<StoredStatus, any Error>, context: StatusContext, now: Date
+    ) -> StatusReport {
+        var report = base(context: context, now: now, running: true)
+        report.inFlight = snapshot.inFlight
+        report.deliveredLastHour = snapshot.deliveredLastHour
+        report.pausedUntil = snapshot.pausedUntil
+        report.heldSince = snapshot.heldSince
+        report.blockedUntil = snapshot.blockedUntil.flatMap { $0 > now ? $0 : nil }
+        report.lastSuccess = snapshot.lastSuccess
+        report.lastError = snapshot.lastError.map {
+            StatusReport.LastError(status: snapshot.lastErrorStatus, message: String($0.prefix(500)), at: snapshot.lastErrorAt)
+        }
+        report.uptimeSeconds = context.startedAt.map { now.timeIntervalSince($0) }
+        report.state = snapshot.state.rawValue
+        switch stored {
+        case .success(let status):
+            fill(&report, from: status, now: now)
+            report.pending = max(0, status.inLine - snapshot.inFlight)
+        case .failure(let error):
+            report.storageError = "\(error)"
+        }
+        if snapshot.storageFailing && report.storageError == nil {
+            report.storageError = "the store refuses delivery updates (see the log); retrying every second"
+        }
+        if report.storageError != nil { report.state = "storage_error" }
+        return judged(report, snapshot: snapshot, context: context, now: now)
+    }
+
+    /// No daemon answered: what the store says, read-only. `unreachable` says why the
+    /// socket did not answer.
+    public static func notRunning(
+        stored: Result<StoredStatus, any Error>, unreachable: String, context: StatusContext, now: Date
+    ) -> StatusReport {
+        var report = base(context: context, now: now, running: false)
+        report.state = "not_running"
+        switch stored {
+        case .success(let status):
+            fill(&report, from: status, now: now)
+            report.pending = status.inLine
+            report.inFlight = 0
+            report.pausedUntil = status.hold.pausedUntil
+            report.heldSince = status.hold.refusedKeyFingerprint != nil ? status.hold.heldSince : nil
+        case .failure(let error as OutboxError) where error.kind == .missing:
+            report.reason = "plunkd is not running (\(unreachable)), and there is no store at \(context.databasePath) yet"
+        case .failure(let error):
+            report.storageError = "\(error)"
+            report.state = "storage_error"
+        }
+        if report.reason.isEmpty {
+            report.reason = report.storageError.map { "plunkd is not running and its store cannot be read: \($0)" }
+                ?? "plunkd is not running (\(unreachable))"
+        }
+        report.severity = .critical
+        report.hint = report.storageError != nil
+            ? "check the database file and the disk (df -h \(directory(of: context.databasePath))); journalctl -u plunkd says why it stopped"
+            : "systemctl start plunkd (or: plunkd run); journalctl -u plunkd says why it stopped"
+        return report
+    }
+
+    /// Something answered on the socket that could not be understood.
+    public static func unknown(_ why: String, context: StatusContext, now: Date) -> StatusReport {
+        var report = base(context: context, now: now, running: false)
+        report.state = "unknown"
+        report.reason = "cannot tell: \(why)"
+        report.severity = .unknown
+        return report
+    }
+
+    private static func base(context: StatusContext, now: Date, running: Bool) -> StatusReport {
+        StatusReport(
+            state: "", reason: "", severity: .unknown, running: running,
+            parked: Dictionary(uniqueKeysWithValues: ParkReason.allCases.map { ($0.rawValue, 0) }),
+            socket: context.socketPath, database: .init(path: context.databasePath, sizeBytes: nil),
+            version: PlunkdVersion.string, checkedAt: now)
+    }
+
+    private static func fill(_ report: inout StatusReport, from status: StoredStatus, now: Date) {
+        report.oldestPendingAgeSeconds = status.oldestInLineReceivedAt.map { max(0, now.timeIntervalSince($0)) }
+        report.deliveredTotal = status.counters["delivered_total"] ?? 0
+        report.duplicatesSuppressedTotal = status.counters["duplicates_suppressed_total"] ?? 0
+        report.droppedTotal = status.counters["dropped_total"] ?? 0
+        for (reason, count) in status.parked { report.parked[reason.rawValue] = count }
+        report.database.sizeBytes = status.fileBytes
+    }
+
+    private static func judged(_ report: StatusReport, snapshot: SenderSnapshot, context: StatusContext, now: Date) -> StatusReport {
+        var report = report
+        let pending = report.pending ?? 0
+        let when = { (date: Date?) in date.map(iso) ?? "unknown" }
+        switch report.state {
+        case "storage_error":
+            report.severity = .critical
+            report.reason = "storage error: \(report.storageError ?? "unknown")"
+            report.hint = "check the disk and the file (df -h \(directory(of: context.databasePath))); events already stored are kept"
+        case "quota_paused":
+            report.severity = .critical
+            report.reason = "paused until \(when(report.pausedUntil)): Plunk's monthly quota is spent (402); \(pending) events wait"
+            report.hint = "after upgrading the Plunk plan: plunkd resume"
+        case "auth_held":
+            report.severity = .critical
+            report.reason = "held since \(when(report.heldSince)): Plunk refused the API key; \(pending) events wait"
+            report.hint = "put a valid key in place (plunk.api_key_file or the plunk-api-key credential), then: systemctl reload plunkd"
+        case "no_api_key":
+            report.severity = .critical
+            report.reason = "no API key configured: \(pending) events are kept, nothing is sent"
+            report.hint = "set plunk.api_key_file (or PLUNK_API_KEY, or the plunk-api-key credential), then restart plunkd"
+        case "rate_limited":
+            report.severity = .warning
+            report.reason = "rate limited by Plunk (429) until \(when(report.blockedUntil)); \(pending) events wait"
+            report.hint = "nothing to do: delivery resumes by itself"
+        case "backing_off":
+            report.severity = .warning
+            let next = report.blockedUntil.map { "; next attempt at \(iso($0))" } ?? ""
+            report.reason = "backing off: \(snapshot.consecutiveFailures) failed attempts in a row\(next)"
+            report.hint = "delivery retries by itself; last_error says what Plunk answered"
+        case "delivering":
+            report.severity = .ok
+            report.reason = "delivering: \(snapshot.inFlight) requests in flight, \(pending) pending"
+        default:
+            report.severity = .ok
+            report.reason = pending == 0 ? "idle: nothing to send" : "idle: \(pending) pending events wait for their next attempt"
+        }
+        guard report.severity == .ok else { return report }
+        let troubled = (report.parked[ParkReason.rejected.rawValue] ?? 0) + (report.parked[ParkReason.expired.rawValue] ?? 0)
+        if let age = report.oldestPendingAgeSeconds, age > context.warnOldestAge {
+            report.severity = .warning
+            report.reason += "; the oldest pending event is \(Int(age)) s old (over status.warn_oldest_age)"
+            report.hint = "last_error says why delivery is slow"
+        }
+        if troubled > 0 {
+            report.severity = .warning
+            report.reason += "; \(troubled) events parked as rejected or expired"
+            report.hint = "plunkd parked list, then plunkd parked retry or plunkd parked drop"
+        }
+        return report
+    }
+
+    static func iso(_ date: Date) -> String {
+        date.formatted(.iso8601)
+    }
+
+    private static func directory(of path: String) -> String {
+        (path as NSString).deletingLastPathComponent
+    }
+}

@@ -1,0 +1,72 @@
+import Foundation
+
+/// `plunkd status` for people: one screen, the state and why first, the help last.
+public enum StatusText {
+    public static func render(_ report: StatusReport, now: Date = Date()) -> String {
+        let mark: String
+        switch report.severity {
+        case .ok: mark = "●"
+        case .warning: mark = "▲"
+        case .critical, .unknown: mark = "✖"
+        }
+        var lines = ["\(mark) plunkd: \(report.state) (\(report.severity.rawValue.uppercased()))"]
+        func row(_ label: String, _ value: String) {
+            lines.append(label.padding(toLength: 14, withPad: " ", startingAt: 0) + value)
+        }
+        row("State:", report.reason)
+        if let until = report.pausedUntil { row("Paused until:", "\(StatusAssessment.iso(until)) (\(span(until.timeIntervalSince(now))) from now)") }
+        if let since = report.heldSince { row("Held since:", "\(StatusAssessment.iso(since)) (\(span(now.timeIntervalSince(since))) ago)") }
+        if let pending = report.pending {
+            var text = "\(pending) pending, \(report.inFlight ?? 0) in flight"
+            if let age = report.oldestPendingAgeSeconds { text += "; oldest \(span(age)) old" }
+            row("Queue:", text)
+        }
+        if let total = report.deliveredTotal {
+            var text = "\(total) total"
+            if let hour = report.deliveredLastHour { text += ", \(hour) in the last hour" }
+            if let duplicates = report.duplicatesSuppressedTotal, duplicates > 0 { text += " (\(duplicates) duplicates suppressed by Plunk)" }
+            row("Delivered:", text)
+        }
+        row("Parked:", ParkReason.allCases.map { "\($0.rawValue) \(report.parked[$0.rawValue] ?? 0)" }.joined(separator: ", "))
+        if report.running {
+            row("Last success:", report.lastSuccess.map { "\(StatusAssessment.iso($0)) (\(span(now.timeIntervalSince($0))) ago)" } ?? "none since start")
+        }
+        if let error = report.lastError {
+            let status = error.status.map { "\($0) " } ?? ""
+            let at = error.at.map { " (\(span(now.timeIntervalSince($0))) ago)" } ?? ""
+            row("Last error:", "\(status)\(oneLine(error.message, limit: 160))\(at)")
+        }
+        if let storage = report.storageError { row("Storage:", oneLine(storage, limit: 300)) }
+        row("Socket:", report.socket)
+        row("Database:", report.database.path + (report.database.sizeBytes.map { " (\(bytes($0)))" } ?? ""))
+        row("Version:", report.version + (report.uptimeSeconds.map { ", up \(span($0))" } ?? ""))
+        if let hint = report.hint { row("Help:", hint) }
+        return lines.joined(separator: "\n")
+    }
+
+    static func span(_ seconds: Double) -> String {
+        let s = Int(max(0, seconds).rounded())
+        switch s {
+        case ..<120: return "\(s) s"
+        case ..<7200: return "\(s / 60) min"
+        case ..<172_800: return "\(s / 3600) h \(s % 3600 / 60) min"
+        default: return "\(s / 86_400) days"
+        }
+    }
+
+    static func bytes(_ count: Int64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var value = Double(count)
+        var unit = 0
+        while value >= 1024 && unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        return unit == 0 ? "\(count) B" : String(format: "%.1f %@", value, units[unit])
+    }
+
+    private static func oneLine(_ text: String, limit: Int) -> String {
+        let flat = text.replacingOccurrences(of: "\n", with: " ").replacingOccurrences(of: "\r", with: " ")
+        return flat.count > limit ? String(flat.prefix(limit)) + "…" : flat
+    }
+}

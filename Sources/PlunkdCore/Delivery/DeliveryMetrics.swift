@@ -1,0 +1,53 @@
+import CoreMetrics
+import Foundation
+
+/// Delivery's counters and the request-duration histogram, through swift-metrics so the
+/// daemon can hand in a Prometheus factory and tests a no-op one.
+public struct DeliveryMetrics: Sendable {
+    let factory: any MetricsFactory
+    let delivered: Counter
+    let duplicatesSuppressed: Counter
+    let requestDuration: CoreMetrics.Timer
+    private let parkedByReason: [ParkReason: Counter]
+    private let attemptsByOutcome: [String: Counter]
+
+    public init(factory: any MetricsFactory = NOOPMetricsHandler.instance) {
+        self.factory = factory
+        delivered = Counter(label: "plunkd_delivered_total", factory: factory)
+        duplicatesSuppressed = Counter(label: "plunkd_duplicates_suppressed_total", factory: factory)
+        requestDuration = CoreMetrics.Timer(label: "plunkd_request_duration_seconds", factory: factory)
+        parkedByReason = Dictionary(uniqueKeysWithValues: ParkReason.allCases.map {
+            ($0, Counter(label: "plunkd_parked_total", dimensions: [("reason", $0.rawValue)], factory: factory))
+        })
+        attemptsByOutcome = Dictionary(uniqueKeysWithValues: DeliveryOutcome.labels.map {
+            ($0, Counter(label: "plunkd_attempts_total", dimensions: [("outcome", $0)], factory: factory))
+        })
+    }
+
+    func parked(_ reason: ParkReason) -> Counter? { parkedByReason[reason] }
+
+    func attempt(_ outcome: String) -> Counter? { attemptsByOutcome[outcome] }
+}
+
+/// Events delivered in each of the last 60 minutes, for "delivered in the last hour".
+struct RecentDeliveries {
+    private var minutes = [Int](repeating: 0, count: 60)
+    private var minuteOfSlot = [Int](repeating: -1, count: 60)
+
+    mutating func record(_ count: Int, at date: Date) {
+        let minute = Int(date.timeIntervalSince1970 / 60)
+        let slot = minute % 60
+        if minuteOfSlot[slot] != minute {
+            minuteOfSlot[slot] = minute
+            minutes[slot] = 0
+        }
+        minutes[slot] += count
+    }
+
+    func lastHour(now: Date) -> Int {
+        let current = Int(now.timeIntervalSince1970 / 60)
+        return zip(minutes, minuteOfSlot).reduce(0) { total, pair in
+            current - pair.1 < 60 && pair.1 <= current ? total + pair.0 : total
+        }
+    }
+}

@@ -1,0 +1,33 @@
+import CoreMetrics
+
+/// Ingest's counters: events stored, and events refused at the door by reason.
+public struct IngestMetrics: Sendable {
+    let received: Counter
+    let refusedInvalid: Counter
+    let refusedTooLarge: Counter
+    let refusedQueueFull: Counter
+    let refusedStorage: Counter
+    let refusedShuttingDown: Counter
+    let refusedPeer: Counter
+
+    public init(factory: any MetricsFactory = NOOPMetricsHandler.instance) {
+        received = Counter(label: "plunkd_events_received_total", factory: factory)
+        func refused(_ reason: String) -> Counter {
+            Counter(label: "plunkd_events_refused_total", dimensions: [("reason", reason)], factory: factory)
+        }
+        refusedInvalid = refused("invalid")
+        refusedTooLarge = refused("too_large")
+        refusedQueueFull = refused("queue_full")
+        refusedStorage = refused("storage")
+        refusedShuttingDown = refused("shutting_down")
+        refusedPeer = refused("peer_not_allowed")
+    }
+
+    func count(_ refusal: IngestRefusal, events: Int) {
+        switch refusal {
+        case .queueFull: refusedQueueFull.increment(by: events)
+        case .storageFull, .storageFailed: refusedStorage.increment(by: events)
+        case .shuttingDown: refusedShuttingDown.increment(by: events)
+        }
+    }
+}

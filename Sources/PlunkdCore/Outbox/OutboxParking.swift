@@ -1,0 +1,58 @@
+import Foundation
+import GRDB
+
+/// What an operator does with parked events: put them back in line, or drop them.
+/// Dropping is the only way an event leaves the store without being delivered.
+extension Outbox {
+    /// The answer to a drop that was not confirmed and would remove more than one event.
+    public struct DropNeedsConfirmation: Error, Sendable, Equatable {
+        public let count: Int
+    }
+
+    /// Puts the selected parked events back in line, in their original order, with their
+    /// attempt count reset (their age still counts toward `retry.max_age`).
+    @discardableResult
+    public func requeueParked(_ selection: ParkedSelection, now: Date = Date()) throws -> Int {
+        let (condition, arguments) = selection.condition
+        let count = try pool.write { db -> Int in
+            let contacts = try String.fetchAll(db, sql: """
+                SELECT DISTINCT contact FROM event INDEXED BY event_parked WHERE state = 'parked'\(condition)
+                """, arguments: arguments)
+            var all: StatementArguments = [OutboxSchema.waitingBehindHead]
+            all += arguments
+            try db.execute(sql: """
+                UPDATE event SET state = 'pending', park_reason = NULL, attempts = 0, due_at = ?
+                WHERE state = 'parked'\(condition)
+                """, arguments: all)
+            let changed = db.changesCount
+            for contact in contacts {
+                try rebuildLine(of: contact, db: db, now: now)
+            }
+            return changed
+        }
+        storedEvents.add(count, ordering: .relaxed)
+        return count
+    }
+
+    @discardableResult
+    public func requeueParked(reason: ParkReason, now: Date = Date()) throws -> Int {
+        try requeueParked(.reason(reason), now: now)
+    }
+
+    /// Deletes the selected parked events for good, counting them in `dropped_total`.
+    /// More than one needs `confirmed`, checked in the same transaction as the delete.
+    public func dropParked(_ selection: ParkedSelection, confirmed: Bool) throws -> Int {
+        let (condition, arguments) = selection.condition
+        return try pool.write { db -> Int in
+            let count = try OutboxQueries.countParked(db, selection)
+            if count > 1 && !confirmed { throw DropNeedsConfirmation(count: count) }
+            try db.execute(sql: "DELETE FROM event WHERE state = 'parked'\(condition)", arguments: arguments)
+            let dropped = db.changesCount
+            try db.execute(sql: """
+                INSERT INTO counter (name, value) VALUES ('dropped_total', ?)
+                ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
+                """, arguments: [dropped])
+            return dropped
+        }
+    }
+}

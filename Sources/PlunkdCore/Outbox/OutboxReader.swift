@@ -1,0 +1,56 @@
+import Foundation
+import GRDB
+
+/// A read-only look at a store that no daemon is serving: what `plunkd status` and
+/// `plunkd parked list` show when the daemon is not running. It never creates, migrates
+/// or writes the file.
+public struct OutboxReader: Sendable {
+    public let path: String
+    private let queue: DatabaseQueue
+
+    public init(path: String) throws(OutboxError) {
+        self.path = path
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw OutboxError(.missing, path: path, detail: "the daemon has not run with this storage.path yet")
+        }
+        do {
+            var configuration = GRDB.Configuration()
+            configuration.readonly = true
+            configuration.busyMode = .timeout(2)
+            queue = try DatabaseQueue(path: path, configuration: configuration)
+            let check = try queue.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check") }
+            guard check == ["ok"] else {
+                throw OutboxError(.unusable, path: path, detail: "integrity check: \(check.prefix(3).joined(separator: "; "))")
+            }
+            let hasTables = try queue.read { db in try db.tableExists("event") && db.tableExists("counter") }
+            guard hasTables else {
+                throw OutboxError(.unusable, path: path, detail: "no plunkd tables in it")
+            }
+        } catch let error as OutboxError {
+            throw error
+        } catch let error as DatabaseError where [.SQLITE_CORRUPT, .SQLITE_NOTADB].contains(error.resultCode) {
+            throw OutboxError(.unusable, path: path, detail: error.message ?? "\(error.resultCode)")
+        } catch let error as DatabaseError {
+            throw OutboxError(.failed, path: path, detail: error.message ?? "\(error.resultCode)")
+        } catch {
+            throw OutboxError(.failed, path: path, detail: "\(error)")
+        }
+    }
+
+    public func storedStatus() throws -> StoredStatus {
+        try queue.read { db in
+            let hasParkedIndex = try db.indexes(on: "event").contains { $0.name == "event_parked" }
+            return StoredStatus(
+                inLine: try OutboxQueries.countInLine(db),
+                parked: hasParkedIndex ? try OutboxQueries.parkedCounts(db) : [:],
+                oldestInLineReceivedAt: try OutboxQueries.oldestInLineReceivedAt(db),
+                counters: try OutboxQueries.counters(db),
+                hold: try db.tableExists("delivery_hold") ? try OutboxQueries.hold(db) : StoredDeliveryHold(),
+                fileBytes: OutboxQueries.fileBytes(path: path))
+        }
+    }
+
+    public func parkedEvents(_ selection: ParkedSelection, limit: Int) throws -> [ParkedEvent] {
+        try queue.read { db in try OutboxQueries.parkedEvents(db, selection, limit: limit) }
+    }
+}

@@ -1,0 +1,29 @@
+import ArgumentParser
+import Foundation
+import PlunkdCore
+
+struct CheckConfigCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-config",
+        abstract: "Validate the configuration without starting anything (exit 0 valid, 1 not).",
+        discussion: "Reads the file and the environment exactly as `plunkd run` would; the key is never printed.")
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() async throws {
+        try await reportingFailures {
+            let loaded = try await options.load()
+            for warning in loaded.warnings + ConfigAdvice.warnings(for: loaded.configuration) {
+                print("warning: \(warning)")
+            }
+            let config = loaded.configuration
+            print("""
+                configuration is valid (\(loaded.file ?? "no file: defaults and environment"))
+                  plunk.base_url   \(config.plunkBaseURL.absoluteString)
+                  plunk.api_key    \(config.apiKey.map { "configured (\($0))" } ?? "not configured: events are kept, nothing is sent")
+                  socket.path      \(config.socketPath)
+                  storage.path     \(config.storagePath)
+                """)
+        }
+    }
+}
