@@ -125,7 +125,13 @@ public final class Sender: @unchecked Sendable {
 
     /// A new key (config reload): an auth hold for another key ends and its events go back in line.
     public func updateAPIKey(_ key: APIKey?) throws {
+        try update(apiKey: key, retry: nil)
+    }
+
+    /// Applies a reloaded key and retry policy; the next turn uses them.
+    public func update(apiKey key: APIKey?, retry: RetryPolicy?) throws {
         try queue.sync {
+            if let retry { settings.retry = retry }
             settings.apiKey = key
             try reconcileHoldWithKey()
             logStateIfChanged()

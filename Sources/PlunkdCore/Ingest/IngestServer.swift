@@ -14,12 +14,16 @@ public struct IngestSocketSettings: Sendable {
     public var idleTimeout: TimeAmount
     /// Who may submit events; replaced on SIGHUP.
     public var peerPolicy: PeerPolicyBox
+    /// A socket systemd already bound and listens on (socket activation): used as it is,
+    /// its path, owner and mode left to systemd.
+    public var inherited: InheritedSocket?
 
     public init(
         path: String, mode: UInt16 = 0o660, maxConnections: Int = 1024, idleTimeout: TimeAmount = .seconds(300),
-        peerPolicy: PeerPolicyBox = PeerPolicyBox(PeerPolicy(daemonUID: getuid()))
+        peerPolicy: PeerPolicyBox = PeerPolicyBox(PeerPolicy(daemonUID: getuid())), inherited: InheritedSocket? = nil
     ) {
-        self.path = path
+        self.path = inherited?.path ?? path
+        self.inherited = inherited
         self.peerPolicy = peerPolicy
         self.mode = mode
         self.maxConnections = maxConnections
@@ -52,14 +56,16 @@ public final class IngestServer: Sendable {
 
     /// Binds the socket; connections are served from the moment this returns.
     public func start() async throws {
-        try SocketPathGuard.prepare(settings.path)
+        if settings.inherited == nil {
+            try SocketPathGuard.prepare(settings.path)
+        }
         let connections = self.connections
         let settings = self.settings
         let committer = self.committer
         let validator = self.validator
         let logger = self.logger
         let control = self.control
-        let channel = try await ServerBootstrap(group: group)
+        let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             // Backpressure acts between reads: everything in one read is parsed and queued
@@ -85,8 +91,12 @@ public final class IngestServer: Sendable {
                     ])
                 }
             }
-            .bind(unixDomainSocketPath: settings.path)
-            .get()
+        if let inherited = settings.inherited {
+            let channel = try await bootstrap.withBoundSocket(inherited.descriptor).get()
+            listener.withLockedValue { $0 = channel }
+            return
+        }
+        let channel = try await bootstrap.bind(unixDomainSocketPath: settings.path).get()
         guard chmod(settings.path, mode_t(settings.mode)) == 0 else {
             let reason = String(cString: strerror(errno))
             try? await channel.close()
@@ -100,7 +110,9 @@ public final class IngestServer: Sendable {
     public func shutdown(grace: TimeAmount) async {
         if let channel = listener.withLockedValue({ $0 }) {
             try? await channel.close()
-            unlink(settings.path)
+            // An activated socket belongs to systemd, which keeps it (and queues clients)
+            // while the daemon restarts.
+            if settings.inherited == nil { unlink(settings.path) }
         }
         let open = connections.all
         for channel in open {

@@ -103,7 +103,10 @@ private struct ConfigValues {
         }
         if let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty {
             let path = "\(directory)/\(ConfigLoader.credentialName)"
-            if FileManager.default.fileExists(atPath: path) {
+            // An empty credential means "no key yet" (the unit's LoadCredential= needs a
+            // file to exist): events are kept and status says no_api_key.
+            if let data = FileManager.default.contents(atPath: path),
+               !String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
                 return try Self.readKey(at: path, key: "credential \(ConfigLoader.credentialName)")
             }
         }

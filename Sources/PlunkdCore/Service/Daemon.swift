@@ -8,15 +8,18 @@ import ServiceLifecycle
 public enum Daemon {
     /// Opens the store (failing loudly when it is damaged), serves the socket until
     /// SIGTERM or SIGINT, then shuts down in order: stop accepting, answer every client
-    /// whose event was received, commit the last batch, close the store.
+    /// whose event was received, commit the last batch, wait for requests in flight.
     ///
-    /// - Parameter reload: reads the configuration again, on SIGHUP. The new API key takes
-    ///   effect at once (an auth hold for the old key ends); a broken configuration is
-    ///   refused with one log line and the running one stays.
+    /// - Parameters:
+    ///   - reload: reads the configuration again, on SIGHUP (see `ReloadOnHangup`).
+    ///   - environment: where systemd's `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `LISTEN_FDS` are read.
     public static func run(
         _ config: DaemonConfiguration, logger: Logger,
+        environment: [String: String] = ProcessInfo.processInfo.environment,
         reload: @escaping @Sendable () async throws -> DaemonConfiguration = { throw ConfigurationError("no reload") }
     ) async throws {
+        let notifier = SystemdNotifier(environment: environment)
+        let inherited = try InheritedSocket.fromEnvironment(environment)
         let outbox = try Outbox(path: config.storagePath, maxBytes: config.maxStorageBytes)
         logger.info("storage ready", metadata: [
             "path": "\(outbox.path)", "stored_events": "\(outbox.storedCount)",
@@ -32,6 +35,7 @@ public enum Daemon {
         let sender = Sender(
             outbox: outbox, transport: client, settings: senderSettings, logger: logger,
             metrics: DeliveryMetrics(factory: metrics.factory))
+        sender.observeState { state in notifier.notify("STATUS=\(SystemdStatusLine.text(for: state))") }
         try sender.start()
         if config.apiKey == nil {
             logger.warning("no API key configured (plunk.api_key, PLUNK_API_KEY, plunk.api_key_file or the plunk-api-key credential): events are kept, nothing is sent")
@@ -39,15 +43,20 @@ public enum Daemon {
         let committer = GroupCommitter(
             outbox: outbox, maxPending: config.maxPending, logger: logger,
             metrics: IngestMetrics(factory: metrics.factory), didCommit: { sender.wake() })
-        let policy = PeerPolicyBox(config.peerPolicy)
         committer.start()
+        let policy = PeerPolicyBox(config.peerPolicy)
+        let socketPath = inherited?.path ?? config.socketPath
+        if let inherited, inherited.path != config.socketPath {
+            logger.warning("systemd passed the socket \(inherited.path), but socket.path is \(config.socketPath): plunkd serves \(inherited.path); set socket.path to match so that plunkd status and send find it")
+        }
         let server = IngestServer(
             settings: IngestSocketSettings(
                 path: config.socketPath,
                 mode: config.socketMode,
                 maxConnections: config.maxConnections,
                 idleTimeout: .nanoseconds(Int64(config.idleTimeout * 1e9)),
-                peerPolicy: policy),
+                peerPolicy: policy,
+                inherited: inherited),
             committer: committer,
             validator: EventValidator(maxEventBytes: config.maxEventBytes),
             group: group,
@@ -55,14 +64,19 @@ public enum Daemon {
             control: ControlRoutes(
                 sender: sender, outbox: outbox,
                 context: StatusContext(
-                    socketPath: config.socketPath, databasePath: config.storagePath,
+                    socketPath: socketPath, databasePath: config.storagePath,
                     warnOldestAge: config.warnOldestAge, startedAt: Date()),
                 policy: policy, metrics: metrics))
+        let watchdog = notifier.watchdogInterval.map {
+            DeliveryWatchdog(
+                sender: sender, notifier: notifier, interval: $0,
+                maxRequestAge: config.requestTimeout + 30, logger: logger)
+        }
         let service = IngestService(
-            server: server, committer: committer, sender: sender,
+            server: server, committer: committer, sender: sender, notifier: notifier, watchdog: watchdog,
             grace: .nanoseconds(Int64(config.shutdownGrace * 1e9)),
-            socketPath: config.socketPath, logger: logger)
-        let hangup = ReloadOnHangup(sender: sender, policy: policy, reload: reload, logger: logger)
+            socketPath: socketPath, activated: inherited != nil, logger: logger)
+        let hangup = ReloadOnHangup(current: config, sender: sender, policy: policy, reload: reload, logger: logger)
         hangup.start()
         defer { hangup.stop() }
         let services = ServiceGroup(
@@ -80,8 +94,11 @@ private struct IngestService: Service {
     let server: IngestServer
     let committer: GroupCommitter
     let sender: Sender
+    let notifier: SystemdNotifier
+    let watchdog: DeliveryWatchdog?
     let grace: TimeAmount
     let socketPath: String
+    let activated: Bool
     let logger: Logger
 
     func run() async throws {
@@ -92,8 +109,13 @@ private struct IngestService: Service {
             await sender.shutdown(grace: .zero)
             throw error
         }
-        logger.info("listening", metadata: ["socket": "\(socketPath)"])
+        logger.info("listening", metadata: ["socket": "\(socketPath)", "activated_by_systemd": "\(activated)"])
+        // The store is open and the socket accepts: only now may systemd start what depends on plunkd.
+        notifier.notify("READY=1", "STATUS=\(SystemdStatusLine.text(for: sender.snapshot().state))")
+        watchdog?.start()
         try? await gracefulShutdown()
+        notifier.notify("STOPPING=1", "STATUS=shutting down: answering clients, finishing requests in flight")
+        watchdog?.stop()
         logger.info("shutting down: no new connections; answering clients")
         await server.shutdown(grace: grace)
         committer.shutdown()
@@ -110,43 +132,5 @@ extension Result where Failure == any Error {
         } catch {
             self = .failure(error)
         }
-    }
-}
-
-/// SIGHUP: read the configuration again and apply the API key without dropping anything.
-/// Settings other than the key (socket, storage, concurrency…) need a restart.
-private final class ReloadOnHangup: @unchecked Sendable {
-    private let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
-    private let sender: Sender
-    private let policy: PeerPolicyBox
-    private let reload: @Sendable () async throws -> DaemonConfiguration
-    private let logger: Logger
-
-    init(sender: Sender, policy: PeerPolicyBox, reload: @escaping @Sendable () async throws -> DaemonConfiguration, logger: Logger) {
-        self.sender = sender
-        self.policy = policy
-        self.reload = reload
-        self.logger = logger
-    }
-
-    func start() {
-        signal(SIGHUP, SIG_IGN)
-        source.setEventHandler { [self] in
-            Task {
-                do {
-                    let config = try await reload()
-                    try sender.updateAPIKey(config.apiKey)
-                    policy.replace(with: config.peerPolicy)
-                    logger.info("configuration reloaded (SIGHUP): API key \(config.apiKey.map { "\($0)" } ?? "not configured")")
-                } catch {
-                    logger.error("configuration reload refused, the running configuration stays: \(error)")
-                }
-            }
-        }
-        source.resume()
-    }
-
-    func stop() {
-        source.cancel()
     }
 }

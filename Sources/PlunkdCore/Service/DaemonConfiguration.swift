@@ -19,7 +19,7 @@ public struct APIKey: Sendable, Equatable, CustomStringConvertible, CustomDebugS
 }
 
 /// Everything the daemon reads from its configuration, validated and with defaults filled in.
-public struct DaemonConfiguration: Sendable {
+public struct DaemonConfiguration: Sendable, Equatable {
     public var plunkBaseURL: URL
     public var apiKey: APIKey?
     public var concurrency: Int

@@ -1,0 +1,82 @@
+import Dispatch
+import Foundation
+import Logging
+
+/// SIGHUP (`systemctl reload plunkd`): read the configuration again and apply what can
+/// change without dropping a connection or an event: the API key, the retry policy and
+/// who may use the socket. Anything else that changed is named in the log as needing a
+/// restart. A configuration that does not load is refused with one line; the running one stays.
+final class ReloadOnHangup: @unchecked Sendable {
+    private let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+    private let sender: Sender
+    private let policy: PeerPolicyBox
+    private let reload: @Sendable () async throws -> DaemonConfiguration
+    private let logger: Logger
+    /// Confined to `serial`: the configuration in force.
+    private var current: DaemonConfiguration
+    private let serial = DispatchQueue(label: "plunkd.reload")
+
+    init(
+        current: DaemonConfiguration, sender: Sender, policy: PeerPolicyBox,
+        reload: @escaping @Sendable () async throws -> DaemonConfiguration, logger: Logger
+    ) {
+        self.current = current
+        self.sender = sender
+        self.policy = policy
+        self.reload = reload
+        self.logger = logger
+    }
+
+    /// Settings read only at start-up, by the name an operator knows them by.
+    private static let restartOnly: [(String, @Sendable (DaemonConfiguration) -> String)] = [
+        ("plunk.base_url", { $0.plunkBaseURL.absoluteString }),
+        ("plunk.concurrency", { "\($0.concurrency)" }),
+        ("plunk.request_timeout", { "\($0.requestTimeout)" }),
+        ("socket.path", { $0.socketPath }),
+        ("socket.mode", { "\($0.socketMode)" }),
+        ("socket.max_connections", { "\($0.maxConnections)" }),
+        ("socket.idle_timeout", { "\($0.idleTimeout)" }),
+        ("storage.path", { $0.storagePath }),
+        ("storage.max_pending", { "\($0.maxPending)" }),
+        ("storage.max_bytes", { "\(String(describing: $0.maxStorageBytes))" }),
+        ("ingest.max_event_bytes", { "\($0.maxEventBytes)" }),
+        ("shutdown_grace", { "\($0.shutdownGrace)" }),
+        ("status.warn_oldest_age", { "\($0.warnOldestAge)" }),
+        ("log.level", { $0.logLevel }),
+    ]
+
+    func start() {
+        signal(SIGHUP, SIG_IGN)
+        source.setEventHandler { [self] in
+            Task { await apply() }
+        }
+        source.resume()
+    }
+
+    func stop() {
+        source.cancel()
+    }
+
+    private func apply() async {
+        let config: DaemonConfiguration
+        do {
+            config = try await reload()
+        } catch {
+            logger.error("configuration reload refused, the running configuration stays: \(error)")
+            return
+        }
+        serial.sync {
+            do {
+                let retry = RetryPolicy(initialBackoff: config.initialBackoff, maxBackoff: config.maxBackoff, maxAge: config.maxAge)
+                try sender.update(apiKey: config.apiKey, retry: retry)
+                policy.replace(with: config.peerPolicy)
+                let needRestart = Self.restartOnly.filter { $0.1(config) != $0.1(current) }.map(\.0)
+                current = config
+                let restartNote = needRestart.isEmpty ? "" : "; needs a restart to take effect: \(needRestart.joined(separator: ", "))"
+                logger.info("configuration reloaded (SIGHUP): API key \(config.apiKey.map { "\($0)" } ?? "not configured"), retry policy and socket access applied\(restartNote)")
+            } catch {
+                logger.error("configuration reload could not be applied, the running configuration stays: \(error)")
+            }
+        }
+    }
+}
