@@ -33,8 +33,11 @@ public final class DaemonProcess {
     }
 
     /// Starts `plunkd run` (or `arguments`) with its socket and store in `directory`.
+    /// - Parameter launcher: a program that runs `plunkd` itself (such as
+    ///   `systemd-socket-activate`), given before `arguments`; nil runs the binary directly.
     public init(
-        directory: String? = nil, arguments: [String] = ["run"], environment extra: [String: String] = [:]
+        directory: String? = nil, arguments: [String] = ["run"], environment extra: [String: String] = [:],
+        launcher: [String]? = nil
     ) throws {
         let directory = try directory ?? Self.makeScratchDirectory()
         self.directory = directory
@@ -50,8 +53,13 @@ public final class DaemonProcess {
         ]
         environment.merge(extra) { _, new in new }
         process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binaryPath)
-        process.arguments = arguments
+        if let launcher, let program = launcher.first {
+            process.executableURL = URL(fileURLWithPath: program)
+            process.arguments = Array(launcher.dropFirst()) + [Self.binaryPath] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: Self.binaryPath)
+            process.arguments = arguments
+        }
         process.environment = environment
         process.standardError = FileHandle(forWritingAtPath: logPath)
         process.standardOutput = FileHandle(forWritingAtPath: logPath)
@@ -59,6 +67,27 @@ public final class DaemonProcess {
     }
 
     public var pid: Int32 { process.processIdentifier }
+
+    /// Runs a short command to completion (the `plunkd` binary unless `executable` says
+    /// otherwise) and returns its exit status and output.
+    public static func command(
+        _ arguments: [String], executable: String? = nil, environment: [String: String] = [:]
+    ) throws -> (status: Int32, stdout: String, stderr: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable ?? binaryPath)
+        process.arguments = arguments
+        var all = ["PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/tmp"]
+        all.merge(environment) { _, new in new }
+        process.environment = all
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+    }
 
     /// Everything the daemon wrote to stdout and stderr so far.
     public var log: String {

@@ -130,24 +130,3 @@ extension DaemonDeliveryTests {
         await fake.stop()
     }
 }
-
-@Suite("Who may run control commands")
-struct ControlPolicyTests {
-    @Test("root, the daemon's user and admin uids may; others and unknown peers may not")
-    func policy() async throws {
-        let fixture = try await DeliveryFixture(apiKey: nil)
-        let routes = ControlRoutes(sender: fixture.sender, daemonUID: 998, adminUIDs: [1001])
-        #expect(routes.isAdmin(PeerCredentials(pid: 1, uid: 0, gid: 0)))
-        #expect(routes.isAdmin(PeerCredentials(pid: 1, uid: 998, gid: 5)))
-        #expect(routes.isAdmin(PeerCredentials(pid: 1, uid: 1001, gid: 5)))
-        #expect(!routes.isAdmin(PeerCredentials(pid: 1, uid: 1002, gid: 998)))
-        #expect(!routes.isAdmin(nil))
-        let refused = await routes.respond(method: "POST", path: "/control/resume", body: Data(), peer: PeerCredentials(pid: 1, uid: 1002, gid: 0))
-        #expect(refused?.status == 403)
-        #expect(refused?.body.contains("uid 1002") == true)
-        let allowed = await routes.respond(method: "POST", path: "/control/resume", body: Data(), peer: PeerCredentials(pid: 1, uid: 0, gid: 0))
-        #expect(allowed?.status == 200)
-        #expect(await routes.respond(method: "GET", path: "/nothing", body: Data(), peer: nil) == nil)
-        await fixture.stop()
-    }
-}

@@ -1,0 +1,68 @@
+import Foundation
+import GRDB
+import PlunkdTestSupport
+import Testing
+@testable import PlunkdCore
+
+/// The store's operator side: parked counts through their own index, the read-only view.
+@Suite("Outbox for operators")
+struct OutboxOperatorTests {
+    func parkAll(_ outbox: Outbox, reason: ParkReason) throws -> [ClaimedEvent] {
+        let claimed = try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 100, now: Date())
+        _ = try outbox.recordAndClaim(
+            moves: claimed.map { .park(seq: $0.seq, reason: reason, status: 400, error: "no") }, counters: [:], claimLimit: 0, now: Date())
+        return claimed
+    }
+
+    @Test("parked counts and lists read the parked index, not the backlog")
+    func parkedIndex() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let outbox = try Outbox(path: "\(directory)/o.sqlite")
+        let plan = try outbox.pool.read { db in
+            try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN SELECT park_reason, count(*) FROM event WHERE state = 'parked' GROUP BY park_reason")
+                .map { $0["detail"] as String }
+        }
+        #expect(plan.joined().contains("event_parked"))
+        try outbox.enqueue((0..<3).map { TrackEvent(contact: "c\($0)@x.io", body: Data("{}".utf8)) })
+        _ = try parkAll(outbox, reason: .expired)
+        try outbox.enqueue([TrackEvent(contact: "d@x.io", body: Data("{}".utf8))])
+        let status = try outbox.storedStatus()
+        #expect(status.parked == [.expired: 3])
+        #expect(status.inLine == 1)
+        #expect(status.fileBytes > 0)
+    }
+
+    @Test("the read-only view sees what the daemon stored, and never creates a file")
+    func readOnlyView() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = "\(directory)/o.sqlite"
+        #expect(throws: OutboxError.self) { try OutboxReader(path: path) }
+        #expect(!FileManager.default.fileExists(atPath: path))
+        do {
+            let outbox = try Outbox(path: path)
+            try outbox.enqueue((0..<5).map { TrackEvent(contact: "c\($0)@x.io", body: Data("{\"n\":\($0)}".utf8)) })
+            _ = try outbox.recordAndClaim(moves: [], counters: [.delivered: 7], claimLimit: 2, now: Date())
+        }
+        let reader = try OutboxReader(path: path)
+        let status = try reader.storedStatus()
+        #expect(status.inLine == 5)
+        #expect(status.counters["delivered_total"] == 7)
+        #expect(try reader.parkedEvents(.all, limit: 10).isEmpty)
+    }
+
+    @Test("a drop of several parked events without confirmation deletes nothing")
+    func dropNeedsConfirmation() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let outbox = try Outbox(path: "\(directory)/o.sqlite")
+        try outbox.enqueue((0..<2).map { TrackEvent(contact: "c\($0)@x.io", body: Data("{}".utf8)) })
+        _ = try parkAll(outbox, reason: .rejected)
+        #expect(throws: Outbox.DropNeedsConfirmation(count: 2)) { try outbox.dropParked(.reason(.rejected), confirmed: false) }
+        #expect(try outbox.stateCounts().parked[.rejected] == 2)
+        #expect(try outbox.dropParked(.reason(.unauthorized), confirmed: false) == 0)
+        #expect(try outbox.dropParked(.reason(.rejected), confirmed: true) == 2)
+        #expect(try outbox.counterValues()["dropped_total"] == 2)
+    }
+}
