@@ -14,6 +14,10 @@ public final class DaemonProcess {
 
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
+
+        public init(description: String) {
+            self.description = description
+        }
     }
 
     /// The `plunkd` executable in the build folder this process runs from.

@@ -113,7 +113,9 @@ enum ControlCall {
         let answer = try await IngestClient.control(method: "POST", path: path, body: body, socketPath: socket)
         let object = (try? JSONSerialization.jsonObject(with: Data(answer.body.utf8))) as? [String: Any]
         guard answer.status == 200, let object else {
-            throw CommandFailure(object?["error"] as? String ?? "plunkd answered \(answer.status): \(answer.body.prefix(300))")
+            // Control routes answer `{"ok":false,"error":…}`; the socket's own refusals use
+            // Plunk's shape, `{"code":…,"error":"Forbidden","message":…}`.
+            throw CommandFailure(object?["message"] as? String ?? object?["error"] as? String ?? "plunkd answered \(answer.status): \(answer.body.prefix(300))")
         }
         return object
     }

@@ -39,7 +39,7 @@ public struct PeerPolicy: Sendable, Equatable {
         guard let peer else { return "plunkd cannot identify this client (SO_PEERCRED), and socket.allowed_uids/allowed_gids are set" }
         if isAdmin(peer) || allowedUIDs.contains(peer.uid) { return nil }
         if !allowedGIDs.isEmpty && !allowedGIDs.isDisjoint(with: groupsOf(peer.uid, peer.gid)) { return nil }
-        return "uid \(peer.uid) may not submit events to plunkd (socket.allowed_uids / socket.allowed_gids)"
+        return "uid \(peer.uid) may not use plunkd's socket (socket.allowed_uids / socket.allowed_gids)"
     }
 
     /// The peer's primary group and the supplementary groups its user has in the group

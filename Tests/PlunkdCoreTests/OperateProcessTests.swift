@@ -1,0 +1,177 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import PlunkdTestSupport
+import Testing
+@testable import PlunkdCore
+
+/// The operator's commands against the real binary: status and its exit codes, metrics,
+/// reload, check-config, and the peer policy with a real second user.
+@Suite("Operating the plunkd process", .serialized)
+struct OperateProcessTests {
+    func status(_ daemon: DaemonProcess, socket: String? = nil) throws -> (exit: Int32, json: [String: Any], text: String) {
+        let run = try DaemonProcess.command(["status", "--json", "--socket", socket ?? daemon.socketPath],
+                                            environment: ["PLUNKD_STORAGE_PATH": daemon.storagePath])
+        let object = (try? JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any]) ?? [:]
+        return (run.status, object, run.stdout + run.stderr)
+    }
+
+    @Test("status: no_api_key exits 2 with the pending count; idle after delivery exits 0; not running exits 2 from the store")
+    func statusExitCodes() async throws {
+        let fake = try await FakePlunk()
+        let directory = try DaemonProcess.makeScratchDirectory()
+        do {
+            let daemon = try DaemonProcess(directory: directory)
+            defer { daemon.cleanUp(removeDirectory: false) }
+            try daemon.waitUntilServing()
+            _ = try DaemonDeliveryTests().submit(daemon.socketPath)
+            let held = try status(daemon)
+            #expect(held.exit == 2)
+            #expect(held.json["state"] as? String == "no_api_key")
+            #expect(held.json["pending"] as? Int == 1)
+            let text = try DaemonProcess.command(["status", "--socket", daemon.socketPath])
+            #expect(text.status == 2)
+            #expect(text.stdout.contains("no_api_key (CRITICAL)"))
+            daemon.signal(SIGTERM)
+            #expect(daemon.waitForExit() == 0)
+        }
+        do {
+            let daemon = try DaemonProcess(directory: directory, environment: DaemonDeliveryTests().environment(fake))
+            defer { daemon.cleanUp(removeDirectory: false) }
+            try daemon.waitUntilServing()
+            #expect(await fake.waitFor { $0.count == 1 })
+            _ = try DaemonDeliveryTests().submit(daemon.socketPath)
+            #expect(await fake.waitFor { $0.count == 2 })
+            #expect(try await DaemonDeliveryTests().waitForStoredCount(daemon.storagePath, 0))
+            let healthy = try status(daemon)
+            #expect(healthy.exit == 0, "\(healthy.text)")
+            #expect(healthy.json["state"] as? String == "idle")
+            #expect(healthy.json["delivered_total"] as? Int == 2)
+            #expect(healthy.json["delivered_last_hour"] as? Int == 2)
+            #expect(!healthy.text.contains("pk_process_test"))
+
+            let scrape = try BlockingUnixSocket(path: daemon.socketPath)
+            try scrape.write("GET /metrics HTTP/1.1\r\nHost: plunkd\r\n\r\n")
+            let metrics = try #require(try scrape.readHTTPResponse())
+            #expect(metrics.headers["content-type"]?.hasPrefix("text/plain") == true)
+            #expect(metrics.body.contains("plunkd_events_received_total 1"))
+            #expect(metrics.body.contains("plunkd_attempts_total{outcome=\"delivered\"} 2"))
+            #expect(metrics.body.contains("plunkd_request_duration_seconds_count 2"))
+            #expect(metrics.body.contains("plunkd_delivery_state{state=\"idle\"} 1"))
+            #expect(!metrics.body.contains("pk_process_test"))
+            daemon.signal(SIGTERM)
+            #expect(daemon.waitForExit() == 0)
+        }
+        let stopped = try DaemonProcess.command(["status", "--json", "--socket", "\(directory)/plunkd.sock"],
+                                                environment: ["PLUNKD_STORAGE_PATH": "\(directory)/outbox.sqlite"])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(stopped.stdout.utf8)) as? [String: Any])
+        #expect(stopped.status == 2)
+        #expect(object["state"] as? String == "not_running")
+        #expect(object["delivered_total"] as? Int == 2)
+        #expect(object["running"] as? Bool == false)
+        try? FileManager.default.removeItem(atPath: directory)
+        await fake.stop()
+    }
+
+    @Test("status on a damaged store with no daemon: storage_error, exit 2; never a healthy idle")
+    func damagedStore() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = "\(directory)/outbox.sqlite"
+        try Data(repeating: 0x41, count: 8192).write(to: URL(fileURLWithPath: path))
+        let run = try DaemonProcess.command(["status", "--json", "--socket", "\(directory)/none.sock"],
+                                            environment: ["PLUNKD_STORAGE_PATH": path])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+        #expect(run.status == 2)
+        #expect(object["state"] as? String == "storage_error")
+        #expect((object["storage_error"] as? String)?.contains(path) == true)
+    }
+
+    @Test("SIGHUP with a broken config: one log line, the old config stays, no connection dropped")
+    func brokenReload() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        let config = "\(directory)/plunkd.yaml"
+        try "plunk:\n  concurrency: 4\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let daemon = try DaemonProcess(directory: directory, arguments: ["run", "--config", config])
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        let client = try BlockingUnixSocket(path: daemon.socketPath)
+        try client.write("{\"event\":\"before\",\"email\":\"a@example.com\"}\n")
+        #expect(DaemonProcessTests.ackedID(try client.readLine()) != nil)
+        try "plunk:\n  concurrency: lots\n".write(toFile: config, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        let deadline = Date().addingTimeInterval(30)
+        while !daemon.log.contains("reload refused") && Date() < deadline { usleep(20_000) }
+        let refusals = daemon.log.components(separatedBy: "\n").filter { $0.contains("reload refused") }
+        #expect(refusals.count == 1)
+        #expect(refusals.first?.contains("plunk.concurrency") == true)
+        // The same connection still works, and the daemon still runs on the old configuration.
+        try client.write("{\"event\":\"after\",\"email\":\"a@example.com\"}\n")
+        #expect(DaemonProcessTests.ackedID(try client.readLine()) != nil)
+        #expect(daemon.process.isRunning)
+        // A good config applies; a setting that needs a restart is named.
+        try "plunk:\n  concurrency: 4\nsocket:\n  admin_uids: [0]\nretry:\n  max_backoff: 60\nlog:\n  level: debug\n".write(toFile: config, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        while !daemon.log.contains("configuration reloaded") && Date() < deadline { usleep(20_000) }
+        #expect(daemon.log.contains("needs a restart to take effect: log.level"))
+    }
+
+    @Test("check-config: exit 0 for a valid file, 1 with the key named for a wrong one; sk_ on a v2 host warned; the key never printed")
+    func checkConfig() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let good = "\(directory)/good.yaml"
+        try "plunk:\n  base_url: https://next-api.useplunk.com/v1\n  api_key: sk_secret_value_123\n".write(toFile: good, atomically: true, encoding: .utf8)
+        let ok = try DaemonProcess.command(["check-config", "--config", good])
+        #expect(ok.status == 0)
+        #expect(ok.stdout.contains("warning:") && ok.stdout.contains("pk_"))
+        #expect(!(ok.stdout + ok.stderr).contains("sk_secret_value_123"))
+        let bad = "\(directory)/bad.yaml"
+        try "storage:\n  max_pending: -3\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        let refused = try DaemonProcess.command(["check-config", "--config", bad])
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("storage.max_pending"))
+        let missing = try DaemonProcess.command(["check-config", "--config", "\(directory)/none.yaml"])
+        #expect(missing.status == 1)
+    }
+
+    @Test("a real second user: refused by socket.allowed_uids, refused control commands, allowed status",
+          .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"),
+                   "needs root and setpriv to act as another user"))
+    func secondUser() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        chmod(directory, 0o755)
+        let config = "\(directory)/plunkd.yaml"
+        try "socket:\n  mode: 0666\n  allowed_uids: [0]\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let daemon = try DaemonProcess(directory: directory, arguments: ["run", "--config", config])
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        let asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups", DaemonProcess.binaryPath]
+        let send = try DaemonProcess.command(asNobody + ["send", "--socket", daemon.socketPath, "--event", "x", "--email", "a@b.io"],
+                                             executable: "/usr/bin/setpriv")
+        #expect(send.status == 1)
+        #expect(send.stderr.contains("uid 65534 may not use plunkd's socket"))
+        let resume = try DaemonProcess.command(asNobody + ["resume", "--socket", daemon.socketPath], executable: "/usr/bin/setpriv")
+        #expect(resume.status != 0)
+        #expect(resume.stderr.contains("uid 65534 may not use plunkd's socket"))
+        // Root (the allowed uid) still may.
+        #expect(try DaemonProcess.command(["send", "--socket", daemon.socketPath, "--event", "x", "--email", "a@b.io"]).status == 0)
+        #expect(daemon.log.contains("client refused: uid 65534"))
+
+        // Without allowed_uids, nobody may submit but still not run control commands.
+        try "socket:\n  mode: 0666\n".write(toFile: config, atomically: true, encoding: .utf8)
+        daemon.signal(SIGHUP)
+        let deadline = Date().addingTimeInterval(30)
+        while !daemon.log.contains("configuration reloaded") && Date() < deadline { usleep(20_000) }
+        let allowed = try DaemonProcess.command(asNobody + ["send", "--socket", daemon.socketPath, "--event", "x", "--email", "a@b.io"],
+                                                executable: "/usr/bin/setpriv")
+        #expect(allowed.status == 0, "\(allowed.stderr)")
+        let status = try DaemonProcess.command(asNobody + ["status", "--json", "--socket", daemon.socketPath], executable: "/usr/bin/setpriv")
+        #expect(status.stdout.contains("\"state\" : \"no_api_key\""), "\(status.stdout) \(status.stderr)")
+        #expect(status.stdout.contains("\"running\" : true"))
+        let drop = try DaemonProcess.command(asNobody + ["parked", "drop", "--all", "--socket", daemon.socketPath], executable: "/usr/bin/setpriv")
+        #expect(drop.status == 1)
+        #expect(drop.stderr.contains("uid 65534 may not run control commands"))
+    }
+}
