@@ -192,4 +192,43 @@ struct ConfigLoaderTests {
         #expect(ConfigKeys.environmentVariable(for: "socket.path") == "PLUNKD_SOCKET_PATH")
         #expect(ConfigKeys.environmentVariable(for: "shutdown_grace") == "PLUNKD_SHUTDOWN_GRACE")
     }
+
+    @Test("socket access lists: YAML lists or comma-separated text, numbers or names; an unknown name is an error")
+    func accessLists() async throws {
+        let (directory, file) = try writeConfig("""
+            socket:
+              allowed_uids: [0, 1000]
+              allowed_gids: root
+              admin_uids: "root, 1001"
+            metrics:
+              listen: 9464
+            status:
+              warn_oldest_age: 5m
+            """)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let loaded = try await load(file)
+        #expect(loaded.warnings.isEmpty)
+        let config = loaded.configuration
+        #expect(config.allowedUIDs == [0, 1000])
+        #expect(config.allowedGIDs == [0])
+        #expect(config.adminUIDs == [0, 1001])
+        #expect(config.metricsListen == HostAndPort(host: "127.0.0.1", port: 9464))
+        #expect(config.warnOldestAge == 300)
+        let fromEnvironment = try await load(nil, ["PLUNKD_SOCKET_ADMIN_UIDS": "7,8", "PLUNKD_METRICS_LISTEN": "[::1]:9100"]).configuration
+        #expect(fromEnvironment.adminUIDs == [7, 8])
+        #expect(fromEnvironment.metricsListen == HostAndPort(host: "::1", port: 9100))
+        await #expect(throws: ConfigurationError.self) { try await load(nil, ["PLUNKD_SOCKET_ALLOWED_UIDS": "no-such-user-xyz"]) }
+        await #expect(throws: ConfigurationError.self) { try await load(nil, ["PLUNKD_METRICS_LISTEN": "127.0.0.1:99999"]) }
+        let open = try await load(nil, ["PLUNKD_METRICS_LISTEN": "0.0.0.0:9464"]).configuration
+        #expect(ConfigAdvice.warnings(for: open).contains { $0.contains("not a loopback address") })
+    }
+
+    @Test("an empty systemd credential means no key yet, not an error")
+    func emptyCredential() async throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try "\n".write(toFile: "\(directory)/plunk-api-key", atomically: true, encoding: .utf8)
+        let config = try await load(nil, ["CREDENTIALS_DIRECTORY": directory]).configuration
+        #expect(config.apiKey == nil)
+    }
 }

@@ -174,4 +174,56 @@ struct OperateProcessTests {
         #expect(drop.status == 1)
         #expect(drop.stderr.contains("uid 65534 may not run control commands"))
     }
+
+    @Test("metrics.listen serves /metrics over loopback TCP, and nothing else")
+    func metricsOverTCP() throws {
+        let port = try Self.freePort()
+        let daemon = try DaemonProcess(environment: ["PLUNKD_METRICS_LISTEN": "127.0.0.1:\(port)"])
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        _ = try DaemonDeliveryTests().submit(daemon.socketPath)
+        let metrics = try Self.httpGet(port: port, path: "/metrics")
+        #expect(metrics.contains("200 OK"))
+        #expect(metrics.contains("plunkd_events_received_total 1"))
+        #expect(metrics.contains("plunkd_pending_events 1"))
+        #expect(try Self.httpGet(port: port, path: "/status").contains("404"))
+    }
+
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// One request over loopback TCP; the whole answer as text.
+    static func httpGet(port: Int, path: String) throws -> String {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw DaemonProcess.Failure(description: "cannot connect to 127.0.0.1:\(port)") }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let request = Array("GET \(path) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8)
+        _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        var received: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = recv(fd, &chunk, chunk.count, 0)
+            if count <= 0 { break }
+            received += chunk.prefix(count)
+        }
+        return String(decoding: received, as: UTF8.self)
+    }
 }

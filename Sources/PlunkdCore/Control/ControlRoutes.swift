@@ -28,8 +28,8 @@ public struct ControlRoutes: ControlResponder {
         case ("GET", "/status"):
             return ControlResponse(status: 200, body: status().json())
         case ("GET", "/metrics"):
-            guard let metrics else { return nil }
-            return ControlResponse(status: 200, body: metrics.render(status()), contentType: "text/plain; version=0.0.4; charset=utf-8")
+            guard let text = metricsText() else { return nil }
+            return ControlResponse(status: 200, body: text, contentType: "text/plain; version=0.0.4; charset=utf-8")
         case ("POST", "/control/resume"), ("POST", "/control/parked/list"), ("POST", "/control/parked/retry"),
              ("POST", "/control/parked/drop"):
             guard policy.current.isAdmin(peer) else { return Self.forbidden(peer) }
@@ -43,6 +43,11 @@ public struct ControlRoutes: ControlResponder {
         default:
             return nil
         }
+    }
+
+    /// The Prometheus exposition, also served on `metrics.listen` when set.
+    public func metricsText() -> String? {
+        metrics?.render(status())
     }
 
     func status() -> StatusReport {

@@ -17,6 +17,9 @@ public enum ConfigAdvice {
         if config.plunkBaseURL.scheme?.lowercased() == "http" && !["localhost", "127.0.0.1", "::1"].contains(host) {
             warnings.append("plunk.base_url uses plain http to \(host): the API key would cross the network unencrypted")
         }
+        if let listen = config.metricsListen, !listen.isLoopback {
+            warnings.append("metrics.listen \(listen) is not a loopback address: anyone who can reach it reads plunkd's counts")
+        }
         return warnings
     }
 }

@@ -12,6 +12,7 @@ public enum ConfigKeys {
         "retry.initial_backoff", "retry.max_backoff", "retry.max_age",
         "shutdown_grace",
         "status.warn_oldest_age",
+        "metrics.listen",
         "log.level",
     ]
 

@@ -81,6 +81,7 @@ private struct ConfigValues {
         if let v = value("retry.max_backoff") { config.maxBackoff = try v.duration(min: 0.001) }
         if let v = value("retry.max_age") { config.maxAge = try v.duration(min: 1) }
         if let v = value("shutdown_grace") { config.shutdownGrace = try v.duration(min: 0, max: 3600) }
+        if let v = value("metrics.listen") { config.metricsListen = try v.hostAndPort() }
         if let v = value("status.warn_oldest_age") { config.warnOldestAge = try v.duration(min: 1) }
         if let v = value("log.level") {
             config.logLevel = try v.oneOf(["trace", "debug", "info", "notice", "warning", "error", "critical"])

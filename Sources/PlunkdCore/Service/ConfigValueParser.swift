@@ -82,6 +82,20 @@ struct ConfigValueParser {
         return url
     }
 
+    /// `9464` (loopback), `127.0.0.1:9464` or `[::1]:9464`.
+    func hostAndPort() throws(ConfigurationError) -> HostAndPort {
+        var host = "127.0.0.1"
+        var portText = Substring(text)
+        if let colon = text.lastIndex(of: ":") {
+            host = String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+            portText = text[text.index(after: colon)...]
+        }
+        guard !host.isEmpty, let port = Int(portText), (1...65535).contains(port) else {
+            throw failure("a port such as 9464, or host:port such as 127.0.0.1:9464")
+        }
+        return HostAndPort(host: host, port: port)
+    }
+
     func path() throws(ConfigurationError) -> String {
         guard text.hasPrefix("/") else { throw failure("an absolute path") }
         return text

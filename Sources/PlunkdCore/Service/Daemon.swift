@@ -49,6 +49,25 @@ public enum Daemon {
         if let inherited, inherited.path != config.socketPath {
             logger.warning("systemd passed the socket \(inherited.path), but socket.path is \(config.socketPath): plunkd serves \(inherited.path); set socket.path to match so that plunkd status and send find it")
         }
+        let routes = ControlRoutes(
+            sender: sender, outbox: outbox,
+            context: StatusContext(
+                socketPath: socketPath, databasePath: config.storagePath,
+                warnOldestAge: config.warnOldestAge, startedAt: Date()),
+            policy: policy, metrics: metrics)
+        var metricsListener: MetricsListener?
+        if let listen = config.metricsListen {
+            do {
+                metricsListener = try await MetricsListener(host: listen.host, port: listen.port, group: group) {
+                    routes.metricsText() ?? ""
+                }
+                logger.info("serving /metrics over TCP", metadata: ["address": "\(listen)"])
+            } catch {
+                committer.shutdown()
+                await sender.shutdown(grace: .zero)
+                throw ConfigurationError("metrics.listen \(listen): cannot listen: \(error)")
+            }
+        }
         let server = IngestServer(
             settings: IngestSocketSettings(
                 path: config.socketPath,
@@ -61,12 +80,7 @@ public enum Daemon {
             validator: EventValidator(maxEventBytes: config.maxEventBytes),
             group: group,
             logger: logger,
-            control: ControlRoutes(
-                sender: sender, outbox: outbox,
-                context: StatusContext(
-                    socketPath: socketPath, databasePath: config.storagePath,
-                    warnOldestAge: config.warnOldestAge, startedAt: Date()),
-                policy: policy, metrics: metrics))
+            control: routes)
         let watchdog = notifier.watchdogInterval.map {
             DeliveryWatchdog(
                 sender: sender, notifier: notifier, interval: $0,
@@ -82,6 +96,7 @@ public enum Daemon {
         let services = ServiceGroup(
             services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         let outcome = await Result(catching: { try await services.run() })
+        await metricsListener?.close()
         try? await group.shutdownGracefully()
         try outcome.get()
         logger.info("stopped")

@@ -49,6 +49,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var shutdownGrace: Double
     /// `plunkd status` warns when the oldest pending event is older than this.
     public var warnOldestAge: Double
+    /// Where `/metrics` is also served over TCP; nil (the default) for the socket only.
+    public var metricsListen: HostAndPort?
     public var logLevel: String
 
     /// Defaults for a daemon run by `uid` with `environment`: see `DefaultPaths`.
@@ -75,8 +77,19 @@ public struct DaemonConfiguration: Sendable, Equatable {
             maxAge: 7 * 24 * 3600,
             shutdownGrace: 10,
             warnOldestAge: 900,
+            metricsListen: nil,
             logLevel: "info")
     }
+}
+
+/// A TCP address, as `metrics.listen` gives it.
+public struct HostAndPort: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    public var isLoopback: Bool { ["127.0.0.1", "::1", "localhost"].contains(host) || host.hasPrefix("127.") }
 }
 
 extension DaemonConfiguration {

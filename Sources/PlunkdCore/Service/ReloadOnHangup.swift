@@ -42,6 +42,7 @@ final class ReloadOnHangup: @unchecked Sendable {
         ("ingest.max_event_bytes", { "\($0.maxEventBytes)" }),
         ("shutdown_grace", { "\($0.shutdownGrace)" }),
         ("status.warn_oldest_age", { "\($0.warnOldestAge)" }),
+        ("metrics.listen", { "\(String(describing: $0.metricsListen))" }),
         ("log.level", { $0.logLevel }),
     ]
 
