@@ -51,6 +51,17 @@ let package = Package(
             path: "Sources/PlunkdTestSupport"
         ),
         .executableTarget(
+            name: "plunkd-soak",
+            dependencies: [
+                "PlunkdTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            path: "Benchmarks/Soak"
+        ),
+        .executableTarget(
             name: "plunkd-ingest-bench",
             dependencies: [
                 "PlunkdCore",

@@ -65,4 +65,45 @@ struct OutboxOperatorTests {
         #expect(try outbox.dropParked(.reason(.rejected), confirmed: true) == 2)
         #expect(try outbox.counterValues()["dropped_total"] == 2)
     }
+
+    @Test("a head that is due later than its follower is still claimed (found by the crash-loop soak)")
+    func headDueAfterFollower() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let outbox = try Outbox(path: "\(directory)/o.sqlite")
+        let t0 = Date(timeIntervalSince1970: 1_000_000)
+        let first = TrackEvent(contact: "c@x.io", body: Data("{\"n\":1}".utf8))
+        try outbox.enqueue([first], at: t0)
+        let claimed = try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 1, now: t0)
+        #expect(claimed.map(\.id) == [first.id])
+        // It fails and is due again at t0+5; meanwhile a second event of the contact arrives, due at t0+1.
+        _ = try outbox.recordAndClaim(
+            moves: [.retry(seq: claimed[0].seq, due: t0 + 5, countsAsAttempt: true, status: 503, error: "x")],
+            counters: [:], claimLimit: 0, now: t0)
+        let second = TrackEvent(contact: "c@x.io", body: Data("{\"n\":2}".utf8))
+        try outbox.enqueue([second], at: t0 + 1)
+        // Both are due; the follower comes first in due order. The head must be claimed, the follower set aside.
+        let next = try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 5, now: t0 + 10)
+        #expect(next.map(\.id) == [first.id])
+        let after = try outbox.recordAndClaim(moves: [.delivered(seq: next[0].seq)], counters: [:], claimLimit: 5, now: t0 + 11)
+        #expect(after.map(\.id) == [second.id])
+    }
+
+    @Test("start-up repairs a line whose head was set aside")
+    func repairsLostHead() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = "\(directory)/o.sqlite"
+        let events = (0..<3).map { TrackEvent(contact: "c@x.io", body: Data("{\"n\":\($0)}".utf8)) }
+        do {
+            let outbox = try Outbox(path: path)
+            try outbox.enqueue(events)
+            try outbox.pool.write { try $0.execute(sql: "UPDATE event SET due_at = \(OutboxSchema.waitingBehindHead)") }
+            #expect(try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 5, now: Date()).isEmpty)
+        }
+        let reopened = try Outbox(path: path)
+        try reopened.releaseInFlight()
+        let claimed = try reopened.recordAndClaim(moves: [], counters: [:], claimLimit: 5, now: Date())
+        #expect(claimed.map(\.id) == [events[0].id])
+    }
 }

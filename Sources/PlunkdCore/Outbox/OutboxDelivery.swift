@@ -7,10 +7,19 @@ extension Outbox {
     /// Puts events left `in_flight` by a crash back in line, unchanged: same id, so the
     /// same `Idempotency-Key` on the resend. Called once at start-up.
     @discardableResult
-    public func releaseInFlight() throws -> Int {
+    public func releaseInFlight(now: Date = Date()) throws -> Int {
         try pool.write { db in
             try db.execute(sql: "UPDATE event SET state = 'pending' WHERE state = 'in_flight'")
-            return db.changesCount
+            let released = db.changesCount
+            // Self-repair: the first event in line of every contact must be claimable. A
+            // line whose head was set aside (as an earlier plunkd could do) would otherwise
+            // wait forever; this walks the contact index once, at start-up only.
+            try db.execute(sql: """
+                UPDATE event SET due_at = ?
+                WHERE state = 'pending' AND due_at >= ? AND seq IN (
+                    SELECT min(seq) FROM event WHERE state != 'parked' GROUP BY contact)
+                """, arguments: [now.timeIntervalSince1970, OutboxSchema.waitingBehindHead])
+            return released
         }
     }
 
@@ -76,7 +85,11 @@ extension Outbox {
                 UPDATE event SET state = 'in_flight' WHERE seq = ?
                 RETURNING id, contact, body, attempts, received_at
                 """)
-            var contactsSeen = Set<String>()
+            // Contacts with an event claimed in this turn: their later events wait without
+            // a lookup. (Only claims count: an event set aside because an earlier one is in
+            // line says nothing about that earlier one, which may come later in the page
+            // with a later due time and must still be claimed.)
+            var contactsClaimed = Set<String>()
             var claimed: [ClaimedEvent] = []
             var examined = 0
             paging: while claimed.count < claimLimit && examined < examineAtMost {
@@ -87,11 +100,12 @@ extension Outbox {
                     examined += 1
                     let seq: Int64 = candidate["seq"]
                     let contact: String = candidate["contact"]
-                    let (firstOfContact, _) = contactsSeen.insert(contact)
-                    let blocked = try !firstOfContact || (Bool.fetchOne(earlierInLine, arguments: [contact, seq]) ?? false)
+                    let blocked = try contactsClaimed.contains(contact)
+                        || (Bool.fetchOne(earlierInLine, arguments: [contact, seq]) ?? false)
                     if blocked {
                         try setAside.execute(arguments: [OutboxSchema.waitingBehindHead, seq])
                     } else if let row = try Row.fetchOne(claim, arguments: [seq]) {
+                        contactsClaimed.insert(contact)
                         claimed.append(ClaimedEvent(
                             seq: seq, id: UUID(uuidString: row["id"]) ?? UUID(), contact: row["contact"], body: row["body"],
                             attempts: row["attempts"], receivedAt: Date(timeIntervalSince1970: row["received_at"])))

@@ -1,0 +1,99 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import PlunkdTestSupport
+
+// Crash-loop soak: the plunkd binary, a Plunk stand-in failing ~30% of requests, 8
+// producers over both framings, and `kill -9` at random moments, each followed by a
+// restart. It then lets the daemon drain and checks: nothing acknowledged lost,
+// duplicates within kills × concurrency, no request rate beyond what concurrency allows.
+//
+//   swift build -c release && .build/release/plunkd-soak [--seconds 120] [--kills 6] [--rate 400]
+//
+// Exits 0 when every check holds, 1 otherwise.
+
+let seconds = BenchmarkSupport.option("--seconds", 120)
+let kills = max(BenchmarkSupport.option("--kills", 6), 1)
+let rate = BenchmarkSupport.option("--rate", 400)
+let concurrency = 8
+let drainLimit = 180.0
+
+print("plunkd crash-loop soak: \(seconds) s, \(kills) kills, \(rate) events/s offered, \(BenchmarkSupport.machine)")
+let fake = try await FlakyPlunk()
+let directory = try DaemonProcess.makeScratchDirectory()
+let environment = [
+    "PLUNK_BASE_URL": fake.baseURL, "PLUNK_API_KEY": "pk_soak_key", "PLUNK_CONCURRENCY": "\(concurrency)",
+    "PLUNK_REQUEST_TIMEOUT": "0.5", "PLUNKD_RETRY_INITIAL_BACKOFF": "0.05", "PLUNKD_RETRY_MAX_BACKOFF": "1",
+    "PLUNKD_SHUTDOWN_GRACE": "1", "PLUNKD_LOG_LEVEL": "warning",
+]
+var daemon = try DaemonProcess(directory: directory, environment: environment)
+try daemon.waitUntilServing()
+let producers = Producers(socketPath: daemon.socketPath, count: 8, eventsPerSecond: Double(rate))
+producers.start()
+
+// One kill at a random moment in each of `kills` equal slots of the run.
+let slot = Double(seconds) / Double(kills)
+let start = BenchmarkSupport.now()
+var restarts: [Double] = []
+for k in 0..<kills {
+    let at = start + slot * (Double(k) + Double.random(in: 0.3..<1.0))
+    let wait = at - BenchmarkSupport.now()
+    if wait > 0 { usleep(UInt32(wait * 1e6)) }
+    daemon.signal(SIGKILL)
+    daemon.waitForExit(timeout: 30)
+    let begin = BenchmarkSupport.now()
+    daemon = try DaemonProcess(directory: directory, environment: environment)
+    try daemon.waitUntilServing()
+    restarts.append(BenchmarkSupport.now() - begin)
+    print("kill \(k + 1) at \(String(format: "%.1f", at - start)) s; serving again after \(String(format: "%.2f", restarts.last!)) s")
+}
+let remaining = start + Double(seconds) - BenchmarkSupport.now()
+if remaining > 0 { usleep(UInt32(remaining * 1e6)) }
+producers.stop()
+let acked = producers.acknowledged
+
+// Drain: the stand-in stops failing; every acknowledged id must reach it with a 2xx.
+fake.heal()
+let drainStart = BenchmarkSupport.now()
+var missing = acked.subtracting(fake.snapshot.deliveries.keys)
+while !missing.isEmpty && BenchmarkSupport.now() - drainStart < drainLimit {
+    usleep(200_000)
+    missing = acked.subtracting(fake.snapshot.deliveries.keys)
+}
+daemon.signal(SIGTERM)
+let exit = daemon.waitForExit(timeout: 30)
+let tally = fake.snapshot
+await fake.stop()
+
+let duplicated = tally.deliveries.values.reduce(0) { $0 + max(0, $1 - 1) }
+let unacknowledgedDelivered = Set(tally.deliveries.keys).subtracting(acked).count
+let peak = tally.requestsPerSecond.values.max() ?? 0
+let rateBound = concurrency * 1000 / Int(fake.minimumDelay.nanoseconds / 1_000_000) + concurrency
+let duplicateBound = kills * concurrency
+
+BenchmarkSupport.show("events acknowledged", "\(acked.count)")
+BenchmarkSupport.show("delivered (2xx at the stand-in, distinct ids)", "\(tally.deliveries.count)")
+BenchmarkSupport.show("  of which never acknowledged (stored, ack lost in a kill)", "\(unacknowledgedDelivered)")
+BenchmarkSupport.show("lost (acknowledged, never delivered)", "\(missing.count)")
+BenchmarkSupport.show("duplicated deliveries", "\(duplicated) (bound: kills × concurrency = \(duplicateBound))")
+BenchmarkSupport.show("kills", "\(kills); restart to serving median \(String(format: "%.2f", restarts.sorted()[restarts.count / 2])) s")
+BenchmarkSupport.show("requests / failures injected", "\(tally.requests) / \(tally.failuresInjected)")
+BenchmarkSupport.show("peak request rate", "\(peak)/s (bound: \(rateBound)/s)")
+BenchmarkSupport.show("retryable refusals seen by producers", "\(producers.retryableRefusals)")
+BenchmarkSupport.show("drain after the last kill", "\(String(format: "%.1f", BenchmarkSupport.now() - drainStart)) s; SIGTERM exit \(exit.map(String.init) ?? "none")")
+
+var failures: [String] = []
+if acked.isEmpty { failures.append("no event was acknowledged") }
+if !missing.isEmpty { failures.append("\(missing.count) acknowledged events lost, e.g. \(missing.prefix(3).joined(separator: ", "))") }
+if duplicated > duplicateBound { failures.append("\(duplicated) duplicates exceed \(duplicateBound)") }
+if peak > rateBound { failures.append("peak rate \(peak)/s exceeds \(rateBound)/s") }
+if exit != 0 { failures.append("the last daemon did not exit 0 on SIGTERM: \(daemon.log.suffix(500))") }
+if failures.isEmpty {
+    print("PASS")
+    daemon.cleanUp()
+} else {
+    print("FAIL: " + failures.joined(separator: "; "))
+    print("daemon directory kept: \(directory)")
+    Foundation.exit(1)
+}
