@@ -15,6 +15,8 @@ final class FlakyPlunk: Sendable {
     struct Tally: Sendable {
         var deliveries: [String: Int] = [:]
         var requestsPerSecond: [Int: Int] = [:]
+        /// The same, only while failures were being injected.
+        var requestsPerSecondWhileFailing: [Int: Int] = [:]
         var requests = 0
         var failuresInjected = 0
     }
@@ -84,10 +86,12 @@ private final class FlakyHandler: ChannelInboundHandler, @unchecked Sendable {
             break
         case .end:
             let second = Int(Date().timeIntervalSince1970)
-            let fault: Fault? = failing.withLockedValue { $0 } && Double.random(in: 0..<1) < 0.3 ? Fault.allCases.randomElement() : nil
+            let isFailing = failing.withLockedValue { $0 }
+            let fault: Fault? = isFailing && Double.random(in: 0..<1) < 0.3 ? Fault.allCases.randomElement() : nil
             tally.withLockedValue {
                 $0.requests += 1
                 $0.requestsPerSecond[second, default: 0] += 1
+                if isFailing { $0.requestsPerSecondWhileFailing[second, default: 0] += 1 }
                 if fault != nil { $0.failuresInjected += 1 }
             }
             let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)

@@ -69,6 +69,7 @@ await fake.stop()
 let duplicated = tally.deliveries.values.reduce(0) { $0 + max(0, $1 - 1) }
 let unacknowledgedDelivered = Set(tally.deliveries.keys).subtracting(acked).count
 let peak = tally.requestsPerSecond.values.max() ?? 0
+let peakWhileFailing = tally.requestsPerSecondWhileFailing.values.max() ?? 0
 let rateBound = concurrency * 1000 / Int(fake.minimumDelay.nanoseconds / 1_000_000) + concurrency
 let duplicateBound = kills * concurrency
 
@@ -79,7 +80,7 @@ BenchmarkSupport.show("lost (acknowledged, never delivered)", "\(missing.count)"
 BenchmarkSupport.show("duplicated deliveries", "\(duplicated) (bound: kills × concurrency = \(duplicateBound))")
 BenchmarkSupport.show("kills", "\(kills); restart to serving median \(String(format: "%.2f", restarts.sorted()[restarts.count / 2])) s")
 BenchmarkSupport.show("requests / failures injected", "\(tally.requests) / \(tally.failuresInjected)")
-BenchmarkSupport.show("peak request rate", "\(peak)/s (bound: \(rateBound)/s)")
+BenchmarkSupport.show("peak request rate, failing phase / drain", "\(peakWhileFailing)/s / \(peak)/s (bound: \(rateBound)/s)")
 BenchmarkSupport.show("retryable refusals seen by producers", "\(producers.retryableRefusals)")
 BenchmarkSupport.show("drain after the last kill", "\(String(format: "%.1f", BenchmarkSupport.now() - drainStart)) s; SIGTERM exit \(exit.map(String.init) ?? "none")")
 
