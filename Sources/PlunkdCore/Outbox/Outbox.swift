@@ -28,6 +28,11 @@ public final class Outbox: Sendable {
             throw OutboxError(.failed, path: path, detail: "cannot create its directory: \(error.localizedDescription)")
         }
         do {
+            try WALInspection.check(walPath: path + "-wal")
+        } catch {
+            throw OutboxError(.unusable, path: path, detail: error.description)
+        }
+        do {
             var configuration = GRDB.Configuration()
             configuration.busyMode = .timeout(5)
             configuration.label = "plunkd.outbox"

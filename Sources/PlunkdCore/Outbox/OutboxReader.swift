@@ -14,6 +14,11 @@ public struct OutboxReader: Sendable {
             throw OutboxError(.missing, path: path, detail: "the daemon has not run with this storage.path yet")
         }
         do {
+            try WALInspection.check(walPath: path + "-wal")
+        } catch {
+            throw OutboxError(.unusable, path: path, detail: error.description)
+        }
+        do {
             var configuration = GRDB.Configuration()
             configuration.readonly = true
             configuration.busyMode = .timeout(2)

@@ -1,0 +1,109 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import GRDB
+import PlunkdTestSupport
+import Testing
+@testable import PlunkdCore
+
+/// A damaged store through the real binary: start-up fails loudly, naming the file, and
+/// `plunkd status` says storage_error (exit 2), never a healthy-looking idle daemon. A WAL
+/// torn only at its tail (what a crash leaves) is not damage.
+@Suite("Damaged store", .serialized)
+struct DamagedStoreTests {
+    /// A store left by `kill -9` after `count` events, one transaction each: its WAL is intact.
+    func crashedStore(events count: Int) throws -> (directory: String, storage: String, ids: [String]) {
+        let daemon = try DaemonProcess()
+        try daemon.waitUntilServing()
+        var ids: [String] = []
+        for n in 0..<count {
+            let client = try BlockingUnixSocket(path: daemon.socketPath)
+            try client.write("{\"event\":\"e\(n)\",\"email\":\"d\(n)@example.com\"}\n")
+            ids.append(try #require(DaemonProcessTests.ackedID(try client.readLine())))
+        }
+        daemon.signal(SIGKILL)
+        daemon.waitForExit()
+        return (daemon.directory, daemon.storagePath, ids)
+    }
+
+    func startFails(_ directory: String, naming path: String) throws {
+        let daemon = try DaemonProcess(directory: directory)
+        defer { daemon.cleanUp(removeDirectory: false) }
+        let status = daemon.waitForExit(timeout: 60)
+        #expect(status != nil && status != 0, "\(daemon.log)")
+        #expect(daemon.log.contains(path))
+        let report = try DaemonProcess.command(["status", "--json", "--socket", daemon.socketPath],
+                                               environment: ["PLUNKD_STORAGE_PATH": daemon.storagePath])
+        #expect(report.status == 2)
+        #expect(report.stdout.contains("\"state\" : \"storage_error\""), "\(report.stdout)")
+    }
+
+    func overwrite(_ path: String, at offset: UInt64, with bytes: Data) throws {
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+        try handle.seek(toOffset: offset)
+        handle.write(bytes)
+        try handle.close()
+    }
+
+    @Test("damage in the middle of the WAL, with acknowledged commits after it: start-up refuses, naming the log")
+    func damagedWAL() throws {
+        let (directory, storage, _) = try crashedStore(events: 12)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let wal = storage + "-wal"
+        let size = (try FileManager.default.attributesOfItem(atPath: wal)[.size] as? NSNumber)?.intValue ?? 0
+        try #require(size > 32 + 6 * 4120, "the crash left a WAL of \(size) bytes")
+        #expect(WALInspection.inspect([UInt8](try Data(contentsOf: URL(fileURLWithPath: wal)))).damagedFrame == nil)
+        // Scribble over the page of the 3rd frame.
+        try overwrite(wal, at: UInt64(32 + 2 * 4120 + 24 + 200), with: Data(repeating: 0x5A, count: 64))
+        let report = WALInspection.inspect([UInt8](try Data(contentsOf: URL(fileURLWithPath: wal))))
+        #expect(report.damagedFrame == 3)
+        #expect(report.commitsAfterDamage > 1)
+        try startFails(directory, naming: wal)
+        // The files are kept for recovery.
+        #expect(FileManager.default.fileExists(atPath: wal))
+    }
+
+    @Test("a WAL torn at its tail (what a crash leaves) is replayed up to the tear; the daemon starts")
+    func tornTail() throws {
+        let (directory, storage, ids) = try crashedStore(events: 8)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let wal = storage + "-wal"
+        let size = (try FileManager.default.attributesOfItem(atPath: wal)[.size] as? NSNumber)?.intValue ?? 0
+        truncate(wal, off_t(size - 2000))
+        let daemon = try DaemonProcess(directory: directory)
+        defer { daemon.cleanUp(removeDirectory: false) }
+        try daemon.waitUntilServing()
+        let stored = try DatabaseQueue(path: storage).read { try String.fetchAll($0, sql: "SELECT id FROM event ORDER BY seq") }
+        // Only the torn last transaction is gone.
+        #expect(stored == Array(ids.dropLast()))
+    }
+
+    @Test("a truncated database file: start-up refuses, naming it; status says storage_error")
+    func truncatedDatabase() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let storage = "\(directory)/outbox.sqlite"
+        do {
+            let outbox = try Outbox(path: storage)
+            try outbox.enqueue((0..<3000).map { TrackEvent(contact: "c\($0)@x.io", body: Data(repeating: 0x61, count: 200)) })
+        }
+        let size = (try FileManager.default.attributesOfItem(atPath: storage)[.size] as? NSNumber)?.intValue ?? 0
+        #expect(!FileManager.default.fileExists(atPath: storage + "-wal") || size > 100_000)
+        truncate(storage, off_t(size / 2))
+        try startFails(directory, naming: storage)
+    }
+
+    @Test("garbage over the database header: start-up refuses, naming it; status says storage_error")
+    func garbageHeader() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let storage = "\(directory)/outbox.sqlite"
+        do {
+            let outbox = try Outbox(path: storage)
+            try outbox.enqueue((0..<100).map { TrackEvent(contact: "c\($0)@x.io", body: Data("{}".utf8)) })
+        }
+        try overwrite(storage, at: 0, with: Data(repeating: 0xFF, count: 100))
+        try startFails(directory, naming: storage)
+    }
+}
