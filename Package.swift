@@ -85,6 +85,20 @@ let package = Package(
             ],
             path: "Benchmarks/DeliveryBenchmark"
         ),
+        // libFuzzer over the socket framing and validation. Build it on its own, with the
+        // fuzzer runtime: see README.md ("Guarantees").
+        .executableTarget(
+            name: "plunkd-fuzz",
+            dependencies: [
+                "PlunkdCore",
+                "PlunkdTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/IngestFuzzer",
+            exclude: ["corpus"]
+        ),
         .testTarget(
             name: "PlunkdCoreTests",
             dependencies: [

@@ -1,0 +1,102 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import PlunkdCore
+import PlunkdTestSupport
+
+// libFuzzer entry: every input goes (1) to the event validator directly and (2) over a
+// real connection to a real ingest server (framing sniffer, NDJSON and HTTP handlers,
+// validation, group commit into SQLite on tmpfs). The server must never crash, every
+// NDJSON reply must be one JSON object, and a well-formed event must still be
+// acknowledged afterwards. See README.md ("Guarantees") for the command.
+
+/// The server under test, started once per fuzzing process.
+final class Harness: @unchecked Sendable {
+    static let shared = Harness()
+
+    let socketPath: String
+    let validator = EventValidator(maxEventBytes: 4096)
+    var inputs = 0
+
+    private init() {
+        let directory = FileManager.default.fileExists(atPath: "/dev/shm") ? "/dev/shm" : NSTemporaryDirectory()
+        let scratch = "\(directory)/plunkd-fuzz-\(getpid())"
+        try? FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        socketPath = "\(scratch)/s.sock"
+        var logger = Logger(label: "fuzz")
+        logger.logLevel = .critical
+        do {
+            let outbox = try Outbox(path: "\(scratch)/outbox.sqlite", maxBytes: 64 << 20)
+            let committer = GroupCommitter(outbox: outbox, maxPending: 200_000, logger: logger)
+            committer.start()
+            let server = IngestServer(
+                settings: IngestSocketSettings(path: socketPath, maxConnections: 64, idleTimeout: .seconds(2)),
+                committer: committer, validator: validator, group: MultiThreadedEventLoopGroup(numberOfThreads: 1), logger: logger)
+            let started = DispatchSemaphore(value: 0)
+            let failure = FailureBox()
+            Task {
+                do { try await server.start() } catch { failure.error = error }
+                started.signal()
+            }
+            started.wait()
+            if let error = failure.error { fatalError("ingest server did not start: \(error)") }
+        } catch {
+            fatalError("fuzz harness: \(error)")
+        }
+    }
+
+    /// Sends `bytes`, half-closes, and reads what comes back until the server closes or
+    /// goes quiet for a moment (an incomplete HTTP request is answered by the idle timeout).
+    func exchange(_ bytes: [UInt8]) -> String {
+        guard let client = try? BlockingUnixSocket(path: socketPath, receiveTimeout: 3) else {
+            fatalError("the ingest server stopped accepting connections")
+        }
+        try? client.write(bytes)
+        shutdown(client.fd, Int32(SHUT_WR))
+        return (try? client.readToEnd()) ?? ""
+    }
+
+    func checkStillServing() {
+        let probe = #"{"event":"probe","email":"probe@example.com"}"# + "\n"
+        let reply = exchange(Array(probe.utf8))
+        guard reply.contains(#""ok":true"#) || reply.contains("retry later") else {
+            fatalError("a well-formed event was not acknowledged after \(inputs) inputs: \(reply.prefix(300))")
+        }
+    }
+}
+
+private final class FailureBox: @unchecked Sendable {
+    var error: (any Error)?
+}
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
+    let bytes = Array(UnsafeBufferPointer(start: data, count: size))
+    let harness = Harness.shared
+    harness.inputs += 1
+
+    // The validator alone: any outcome but a crash is fine; an accepted event has a name
+    // and an address-shaped email, and its body is kept byte for byte.
+    if let event = try? harness.validator.validate(Data(bytes)) {
+        precondition(event.body == Data(bytes), "the validator changed the body")
+        precondition(event.contact.contains("@"), "accepted an email without @")
+    }
+
+    // Over the socket. NDJSON answers must each be one JSON object with "ok".
+    let reply = harness.exchange(bytes)
+    if let first = bytes.first(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }),
+       !(UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(first) {
+        for line in reply.split(separator: "\n") {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  object["ok"] is Bool else {
+                fatalError("an NDJSON reply is not a JSON object with ok: \(line.prefix(300))")
+            }
+        }
+    }
+    if harness.inputs % 200 == 0 { harness.checkStillServing() }
+    return 0
+}

@@ -1,0 +1,25 @@
+import Foundation
+
+#if !FUZZING
+/// Without libFuzzer (a plain `swift build`): replay the given files, such as the seed
+/// corpus or a crash reproducer, through the same entry point.
+@main
+struct ReplayInputs {
+    static func main() {
+        let files = CommandLine.arguments.dropFirst().flatMap { path -> [String] in
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return [] }
+            guard isDirectory.boolValue else { return [path] }
+            return ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted().map { "\(path)/\($0)" }
+        }
+        for file in files {
+            guard let data = FileManager.default.contents(atPath: file) else { continue }
+            _ = data.withUnsafeBytes { raw in
+                fuzzOneInput(raw.bindMemory(to: UInt8.self).baseAddress ?? UnsafePointer(bitPattern: 1)!, raw.count)
+            }
+        }
+        Harness.shared.checkStillServing()
+        print("replayed \(files.count) inputs; the server still serves")
+    }
+}
+#endif
