@@ -127,6 +127,10 @@ struct StatusTests {
             stored: .failure(OutboxError(.missing, path: "/x", detail: "none")), unreachable: "nothing", context: context, now: now)
         #expect(missing.state == "not_running")
         #expect(missing.storageError == nil)
+        let unreadable = StatusAssessment.notRunning(
+            stored: .failure(OutboxError(.failed, path: "/x", detail: "/var/lib/plunkd: Permission denied")), unreachable: "nothing", context: context, now: now)
+        #expect(unreadable.state == "not_running")
+        #expect(unreadable.reason.contains("Permission denied"))
         let damaged = StatusAssessment.notRunning(
             stored: .failure(OutboxError(.unusable, path: "/x", detail: "file is not a database")), unreachable: "nothing", context: context, now: now)
         #expect(damaged.state == "storage_error")

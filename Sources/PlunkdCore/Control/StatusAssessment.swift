@@ -65,6 +65,9 @@ public enum StatusAssessment {
             report.heldSince = status.hold.refusedKeyFingerprint != nil ? status.hold.heldSince : nil
         case .failure(let error as OutboxError) where error.kind == .missing:
             report.reason = "plunkd is not running (\(unreachable)), and there is no store at \(context.databasePath) yet"
+        case .failure(let error as OutboxError) where error.kind == .failed:
+            // Cannot look (permissions, a busy lock): that says nothing about the store itself.
+            report.reason = "plunkd is not running (\(unreachable)); its store cannot be read from here: \(error.detail)"
         case .failure(let error):
             report.storageError = "\(error)"
             report.state = "storage_error"

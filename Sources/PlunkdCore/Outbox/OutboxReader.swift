@@ -10,6 +10,10 @@ public struct OutboxReader: Sendable {
 
     public init(path: String) throws(OutboxError) {
         self.path = path
+        let directory = (path as NSString).deletingLastPathComponent
+        guard access(directory, X_OK) == 0 else {
+            throw OutboxError(.failed, path: path, detail: "\(directory): \(String(cString: strerror(errno))) (run as root or as the daemon's user)")
+        }
         guard FileManager.default.fileExists(atPath: path) else {
             throw OutboxError(.missing, path: path, detail: "the daemon has not run with this storage.path yet")
         }
