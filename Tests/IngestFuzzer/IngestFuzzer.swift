@@ -34,7 +34,7 @@ final class Harness: @unchecked Sendable {
             let committer = GroupCommitter(outbox: outbox, maxPending: 200_000, logger: logger)
             committer.start()
             let server = IngestServer(
-                settings: IngestSocketSettings(path: socketPath, maxConnections: 64, idleTimeout: .seconds(2)),
+                settings: IngestSocketSettings(path: socketPath, maxConnections: 64, idleTimeout: .milliseconds(200)),
                 committer: committer, validator: validator, group: MultiThreadedEventLoopGroup(numberOfThreads: 1), logger: logger)
             let started = DispatchSemaphore(value: 0)
             let failure = FailureBox()
@@ -52,7 +52,7 @@ final class Harness: @unchecked Sendable {
     /// Sends `bytes`, half-closes, and reads what comes back until the server closes or
     /// goes quiet for a moment (an incomplete HTTP request is answered by the idle timeout).
     func exchange(_ bytes: [UInt8]) -> String {
-        guard let client = try? BlockingUnixSocket(path: socketPath, receiveTimeout: 3) else {
+        guard let client = try? BlockingUnixSocket(path: socketPath, receiveTimeout: 2) else {
             fatalError("the ingest server stopped accepting connections")
         }
         try? client.write(bytes)

@@ -23,3 +23,22 @@ struct ReplayInputs {
     }
 }
 #endif
+
+#if FUZZING
+/// libFuzzer's driver, from its runtime (linked by `-sanitize=fuzzer`).
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(
+    _ argc: UnsafeMutablePointer<Int32>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
+    _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> Int32
+) -> Int32
+
+/// SwiftPM links a debug executable's `main` to `<module>_main`; hand it to libFuzzer.
+@main
+struct FuzzerEntry {
+    static func main() {
+        var argc = CommandLine.argc
+        var argv = CommandLine.unsafeArgv
+        exit(LLVMFuzzerRunDriver(&argc, &argv) { data, size in fuzzOneInput(data, size) })
+    }
+}
+#endif
