@@ -175,6 +175,47 @@ struct OperateProcessTests {
         #expect(drop.stderr.contains("uid 65534 may not run control commands"))
     }
 
+    @Test("plunkd parked list / drop / retry through the binary: drop of several needs --yes; retry delivers")
+    func parkedCommands() async throws {
+        let fake = try await FakePlunk { _ in FakePlunk.legacyError(422, "Invalid event") }
+        let daemon = try DaemonProcess(environment: DaemonDeliveryTests().environment(fake))
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        let ids = try (0..<3).map { try DaemonDeliveryTests().submit(daemon.socketPath, event: "p\($0)") }
+        let socket = ["--socket", daemon.socketPath]
+        let deadline = Date().addingTimeInterval(30)
+        var listed: [[String: Any]] = []
+        while listed.count < 3 && Date() < deadline {
+            let list = try DaemonProcess.command(["parked", "list", "--json"] + socket)
+            listed = (try? JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]]) ?? []
+            if listed.count < 3 { usleep(50_000) }
+        }
+        #expect(listed.compactMap { $0["id"] as? String } == ids)
+        #expect(listed.first?["reason"] as? String == "rejected")
+        #expect(listed.first?["last_status"] as? Int == 422)
+        let text = try DaemonProcess.command(["parked", "list"] + socket)
+        #expect(text.stdout.contains(ids[0]) && text.stdout.contains("Invalid event"))
+
+        let unconfirmed = try DaemonProcess.command(["parked", "drop", "--all"] + socket)
+        #expect(unconfirmed.status == 1)
+        #expect(unconfirmed.stderr.contains("--yes"))
+        let dropOne = try DaemonProcess.command(["parked", "drop", ids[2]] + socket)
+        #expect(dropOne.status == 0, "\(dropOne.stderr)")
+        #expect(dropOne.stdout.contains("1 parked events dropped"))
+        let noSelection = try DaemonProcess.command(["parked", "retry"] + socket)
+        #expect(noSelection.status == 1)
+
+        fake.respond { _ in FakePlunk.legacySuccess() }
+        let retry = try DaemonProcess.command(["parked", "retry", "--reason", "rejected"] + socket)
+        #expect(retry.status == 0, "\(retry.stderr)")
+        #expect(await fake.waitFor { requests in requests.filter { $0.idempotencyKey == ids[0] }.count == 2 && requests.filter { $0.idempotencyKey == ids[1] }.count == 2 })
+        #expect(try await DaemonDeliveryTests().waitForStoredCount(daemon.storagePath, 0))
+        let status = try status(daemon)
+        #expect(status.json["dropped_total"] as? Int == 1)
+        #expect(status.exit == 0, "\(status.text)")
+        await fake.stop()
+    }
+
     @Test("metrics.listen serves /metrics over loopback TCP, and nothing else")
     func metricsOverTCP() throws {
         let port = try Self.freePort()
