@@ -106,4 +106,36 @@ struct DamagedStoreTests {
         try overwrite(storage, at: 0, with: Data(repeating: 0xFF, count: 100))
         try startFails(directory, naming: storage)
     }
+
+    @Test("a full store: new events refused retryably, everything acknowledged delivered, ingest resumes without a restart")
+    func fullStoreDrains() async throws {
+        let fake = try await FakePlunk { _ in FakePlunk.htmlPage(503) }
+        var environment = DaemonDeliveryTests().environment(fake)
+        environment["PLUNKD_STORAGE_MAX_BYTES"] = "96k"
+        let daemon = try DaemonProcess(environment: environment)
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        let client = try BlockingUnixSocket(path: daemon.socketPath)
+        let padding = String(repeating: "p", count: 900)
+        var acked: [String] = []
+        var refusal: String?
+        for n in 0..<2000 {
+            try client.write("{\"event\":\"f\(n)\",\"email\":\"f\(n % 5)@example.com\",\"data\":{\"p\":\"\(padding)\"}}\n")
+            let line = try #require(try client.readLine())
+            if let id = DaemonProcessTests.ackedID(line) { acked.append(id) } else { refusal = line; break }
+        }
+        #expect(refusal?.contains("storage full") == true, "\(refusal ?? "no refusal")")
+        #expect(refusal?.contains("\"retryable\":true") == true)
+        #expect(!acked.isEmpty)
+        // Plunk recovers: every acknowledged event is delivered, which frees the room.
+        fake.respond { _ in FakePlunk.legacySuccess() }
+        #expect(await fake.waitFor(timeout: 60) { requests in
+            Set(requests.compactMap(\.idempotencyKey)).isSuperset(of: acked)
+        })
+        #expect(try await DaemonDeliveryTests().waitForStoredCount(daemon.storagePath, 0))
+        // The same daemon and the same connection accept again.
+        try client.write("{\"event\":\"after\",\"email\":\"a@example.com\",\"data\":{\"p\":\"\(padding)\"}}\n")
+        #expect(DaemonProcessTests.ackedID(try client.readLine()) != nil)
+        await fake.stop()
+    }
 }
