@@ -40,6 +40,7 @@ public final class IngestServer: Sendable {
     private let logger: Logger
     private let control: (any ControlResponder)?
     private let connections = ConnectionRegistry()
+    private let refusalsLogged = OnceLog()
     private let listener = NIOLockedValueBox<(any Channel)?>(nil)
 
     public init(
@@ -65,6 +66,7 @@ public final class IngestServer: Sendable {
         let validator = self.validator
         let logger = self.logger
         let control = self.control
+        let refusalsLogged = self.refusalsLogged
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
@@ -84,7 +86,9 @@ public final class IngestServer: Sendable {
                     ? channel.eventLoop.makeSucceededFuture(nil)
                     : channel.peerCredentials().map { policy.refusal(for: $0) }
                 return checked.flatMapThrowing { refusal in
-                    if let refusal { logger.notice("client refused: \(refusal)") }
+                    if let refusal, refusalsLogged.firstTime(refusal) {
+                        logger.notice("client refused: \(refusal) (logged once per peer)")
+                    }
                     try channel.pipeline.syncOperations.addHandlers([
                         IdleStateHandler(allTimeout: settings.idleTimeout),
                         FramingSniffer(committer: committer, validator: validator, control: control, peerRefusal: refusal),
@@ -147,4 +151,17 @@ final class ConnectionRegistry: Sendable {
     }
 
     var all: [any Channel] { channels.withLockedValue { Array($0.values) } }
+}
+
+/// Remembers which messages were logged, so a client retrying in a loop leaves one line,
+/// not one per connection. Bounded: after 256 distinct messages it forgets them all.
+final class OnceLog: Sendable {
+    private let seen = NIOLockedValueBox<Set<String>>([])
+
+    func firstTime(_ message: String) -> Bool {
+        seen.withLockedValue { seen in
+            if seen.count >= 256 { seen.removeAll() }
+            return seen.insert(message).inserted
+        }
+    }
 }
