@@ -19,7 +19,7 @@ final class DeliveryFixture: @unchecked Sendable {
     init(
         concurrency: Int = 8, apiKey: APIKey? = DeliveryFixture.key,
         retry: RetryPolicy = RetryPolicy(initialBackoff: 0.02, maxBackoff: 0.2, maxAge: 3600),
-        requestTimeout: Double = 2, directory: String? = nil,
+        requestTimeout: Double = 2, directory: String? = nil, clock: SkewedClock? = nil,
         responder: @escaping FakePlunk.Responder = { _ in FakePlunk.legacySuccess() }
     ) async throws {
         self.directory = try directory ?? DaemonProcess.makeScratchDirectory()
@@ -27,15 +27,19 @@ final class DeliveryFixture: @unchecked Sendable {
         fake = try await FakePlunk(responder: responder)
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         settings = Sender.Settings(apiKey: apiKey, concurrency: concurrency, retry: retry)
-        sender = Self.makeSender(outbox: outbox, fake: fake, group: group, settings: settings, timeout: requestTimeout)
+        sender = Self.makeSender(outbox: outbox, fake: fake, group: group, settings: settings, timeout: requestTimeout,
+                                 clock: { clock?.now ?? Date() })
         try sender.start()
     }
 
-    static func makeSender(outbox: Outbox, fake: FakePlunk, group: MultiThreadedEventLoopGroup, settings: Sender.Settings, timeout: Double) -> Sender {
+    static func makeSender(
+        outbox: Outbox, fake: FakePlunk, group: MultiThreadedEventLoopGroup, settings: Sender.Settings, timeout: Double,
+        clock: @escaping @Sendable () -> Date = { Date() }
+    ) -> Sender {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let client = PlunkClient(baseURL: fake.baseURL, concurrency: settings.concurrency, requestTimeout: timeout, eventLoopGroup: group)
-        return Sender(outbox: outbox, transport: client, settings: settings, logger: logger)
+        return Sender(outbox: outbox, transport: client, settings: settings, logger: logger, clock: clock)
     }
 
     /// Stops this sender (as a shutdown would) and starts a new one on the same store.

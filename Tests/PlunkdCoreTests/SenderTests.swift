@@ -182,10 +182,16 @@ struct SenderTests {
 
     @Test("events failing for longer than retry.max_age are parked `expired`, never dropped")
     func expires() async throws {
-        let fixture = try await DeliveryFixture(retry: RetryPolicy(initialBackoff: 0.02, maxBackoff: 0.05, maxAge: 0.3)) { _ in
-            FakePlunk.htmlPage(503)
-        }
+        // Real time, plus a jump the test makes: the retries run at their own pace however
+        // slow the machine (or ThreadSanitizer) is, and the age limit passes only when told.
+        let jump = SkewedClock()
+        let fixture = try await DeliveryFixture(
+            retry: RetryPolicy(initialBackoff: 0.02, maxBackoff: 0.05, maxAge: 60), clock: jump
+        ) { _ in FakePlunk.htmlPage(503) }
         let event = try #require(try fixture.enqueue(1).first)
+        #expect(await fixture.fake.waitFor { $0.count >= 2 })
+        #expect(try fixture.outbox.stateCounts().parked.isEmpty)
+        jump.skew(by: 61)
         #expect(try await fixture.waitForStore { _, _, parked in parked[.expired] == 1 })
         let row = try #require(try fixture.parkedRow(id: event.id))
         #expect(row["last_status"] as Int == 503)
@@ -264,4 +270,12 @@ struct SenderTests {
         }
         return condition()
     }
+}
+
+/// The wall clock, moved forward by a test when it says so.
+final class SkewedClock: @unchecked Sendable {
+    private let lock = NSLock()
+    private var offset: TimeInterval = 0
+    var now: Date { lock.lock(); defer { lock.unlock() }; return Date().addingTimeInterval(offset) }
+    func skew(by seconds: TimeInterval) { lock.lock(); offset += seconds; lock.unlock() }
 }
