@@ -229,7 +229,11 @@ struct SenderTests {
     @Test("while the destination keeps failing, at most one probe is in flight; a success restores full speed")
     func probeWhileFailing() async throws {
         let fixture = try await DeliveryFixture(concurrency: 8, retry: RetryPolicy(initialBackoff: 0.01, maxBackoff: 0.05, maxAge: 3600)) { request in
-            request.index < 40 ? .answer(status: 503, body: "down", delay: .milliseconds(5)) : .answer(status: 200, body: "{}", delay: .milliseconds(20))
+            // The first burst answers slowly, so its 8 requests are sure to overlap however slow
+            // the machine is; the probes after it answer fast.
+            request.index < 8 ? .answer(status: 503, body: "down", delay: .milliseconds(300))
+                : request.index < 40 ? .answer(status: 503, body: "down", delay: .milliseconds(5))
+                : .answer(status: 200, body: "{}", delay: .milliseconds(20))
         }
         try fixture.enqueue(30)
         #expect(try await fixture.waitUntilEmpty())
