@@ -19,6 +19,8 @@ final class FlakyPlunk: Sendable {
         var requestsPerSecondWhileFailing: [Int: Int] = [:]
         var requests = 0
         var failuresInjected = 0
+        /// Each id's first 2xx, in the order they were written: (id, contact email).
+        var firstDeliveries: [(id: String, email: String)] = []
     }
 
     let minimumDelay: TimeAmount
@@ -70,6 +72,7 @@ private final class FlakyHandler: ChannelInboundHandler, @unchecked Sendable {
     private let minimumDelay: TimeAmount
     private let slowDelay: TimeAmount
     private var key: String?
+    private var body = ByteBuffer()
 
     init(tally: NIOLockedValueBox<FlakyPlunk.Tally>, failing: NIOLockedValueBox<Bool>, minimumDelay: TimeAmount, slowDelay: TimeAmount) {
         self.tally = tally
@@ -82,9 +85,11 @@ private final class FlakyHandler: ChannelInboundHandler, @unchecked Sendable {
         switch unwrapInboundIn(data) {
         case .head(let head):
             key = head.headers.first(name: "idempotency-key")
-        case .body:
-            break
+            body.clear()
+        case .body(var chunk):
+            body.writeBuffer(&chunk)
         case .end:
+            let email = (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any])?["email"] as? String ?? ""
             let second = Int(Date().timeIntervalSince1970)
             let isFailing = failing.withLockedValue { $0 }
             let fault: Fault? = isFailing && Double.random(in: 0..<1) < 0.3 ? Fault.allCases.randomElement() : nil
@@ -110,7 +115,11 @@ private final class FlakyHandler: ChannelInboundHandler, @unchecked Sendable {
                     let written = handler.answer(200, html: false, context: context)
                     let tally = handler.tally
                     written.whenSuccess {
-                        if let key { tally.withLockedValue { $0.deliveries[key, default: 0] += 1 } }
+                        guard let key else { return }
+                        tally.withLockedValue {
+                            $0.deliveries[key, default: 0] += 1
+                            if $0.deliveries[key] == 1 { $0.firstDeliveries.append((key, email)) }
+                        }
                     }
                 }
             }

@@ -13,6 +13,8 @@ final class Producers: @unchecked Sendable {
     private let eventsPerSecondEach: Double
     private let lock = NSLock()
     private var acked: Set<String> = []
+    /// Acknowledged ids per contact, in acknowledgement order.
+    private var ackedByContact: [String: [String]] = [:]
     private var refusedRetryably = 0
     private var running = true
     private var threads: [Thread] = []
@@ -45,13 +47,17 @@ final class Producers: @unchecked Sendable {
     }
 
     var acknowledged: Set<String> { lock.lock(); defer { lock.unlock() }; return acked }
+    var acknowledgedByContact: [String: [String]] { lock.lock(); defer { lock.unlock() }; return ackedByContact }
     var retryableRefusals: Int { lock.lock(); defer { lock.unlock() }; return refusedRetryably }
 
     private var isRunning: Bool { lock.lock(); defer { lock.unlock() }; return running }
 
-    private func record(_ ids: [String], refused: Int) {
+    private func record(_ ids: [(id: String, contact: String)], refused: Int) {
         lock.lock()
-        acked.formUnion(ids)
+        for (id, contact) in ids {
+            acked.insert(id)
+            ackedByContact[contact, default: []].append(id)
+        }
         refusedRetryably += refused
         lock.unlock()
     }
@@ -68,10 +74,11 @@ final class Producers: @unchecked Sendable {
                 client = try? BlockingUnixSocket(path: socketPath, receiveTimeout: 5)
                 if client == nil { usleep(50_000); continue }
             }
-            let events = (0..<batch).map { n -> String in
+            let events = (0..<batch).map { _ -> (body: String, contact: String) in
                 sequence += 1
                 // A few contacts per producer, so per-contact order is exercised too.
-                return #"{"event":"soak-\#(index)-\#(sequence + n)","email":"p\#(index)-\#(sequence % 7)@soak.example"}"#
+                let contact = "p\(index)-\(sequence % 7)@soak.example"
+                return (#"{"event":"soak-\#(index)-\#(sequence)","email":"\#(contact)"}"#, contact)
             }
             do {
                 let (ids, refused) = http ? try sendHTTP(events[0], client!) : try sendNDJSON(events, client!)
@@ -86,23 +93,25 @@ final class Producers: @unchecked Sendable {
         }
     }
 
-    private func sendNDJSON(_ events: [String], _ client: BlockingUnixSocket) throws -> ([String], Int) {
-        try client.write(events.map { $0 + "\n" }.joined())
-        var ids: [String] = []
+    private typealias Outcome = (ids: [(id: String, contact: String)], refused: Int)
+
+    private func sendNDJSON(_ events: [(body: String, contact: String)], _ client: BlockingUnixSocket) throws -> Outcome {
+        try client.write(events.map { $0.body + "\n" }.joined())
+        var ids: [(id: String, contact: String)] = []
         var refused = 0
-        for _ in events {
+        for event in events {
             guard let line = try client.readLine() else { throw BlockingUnixSocket.Failure(description: "closed") }
             let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
-            if object?["ok"] as? Bool == true, let id = object?["id"] as? String { ids.append(id) } else { refused += 1 }
+            if object?["ok"] as? Bool == true, let id = object?["id"] as? String { ids.append((id, event.contact)) } else { refused += 1 }
         }
         return (ids, refused)
     }
 
-    private func sendHTTP(_ event: String, _ client: BlockingUnixSocket) throws -> ([String], Int) {
-        try client.write("POST /v1/track HTTP/1.1\r\nHost: plunkd\r\nContent-Type: application/json\r\nContent-Length: \(event.utf8.count)\r\n\r\n\(event)")
+    private func sendHTTP(_ event: (body: String, contact: String), _ client: BlockingUnixSocket) throws -> Outcome {
+        try client.write("POST /v1/track HTTP/1.1\r\nHost: plunkd\r\nContent-Type: application/json\r\nContent-Length: \(event.body.utf8.count)\r\n\r\n\(event.body)")
         guard let response = try client.readHTTPResponse() else { throw BlockingUnixSocket.Failure(description: "closed") }
         let object = try JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any]
-        if response.status == 200, let id = object?["id"] as? String { return ([id], 0) }
+        if response.status == 200, let id = object?["id"] as? String { return ([(id, event.contact)], 0) }
         return ([], 1)
     }
 }

@@ -6,8 +6,9 @@ import PlunkdTestSupport
 
 // Crash-loop soak: the plunkd binary, a Plunk stand-in failing ~30% of requests, 8
 // producers over both framings, and `kill -9` at random moments, each followed by a
-// restart. It then lets the daemon drain and checks: nothing acknowledged lost,
-// duplicates within kills × concurrency, no request rate beyond what concurrency allows.
+// restart. It then lets the daemon drain and checks: nothing acknowledged lost, each
+// contact's events delivered in acknowledgement order, duplicates within kills ×
+// concurrency, no request rate beyond what concurrency allows.
 //
 //   swift build -c release && .build/release/plunkd-soak [--seconds 120] [--kills 6] [--rate 400]
 //
@@ -68,6 +69,13 @@ await fake.stop()
 
 let duplicated = tally.deliveries.values.reduce(0) { $0 + max(0, $1 - 1) }
 let unacknowledgedDelivered = Set(tally.deliveries.keys).subtracting(acked).count
+// Per-contact order: each contact's acknowledged ids must reach the stand-in (first 2xx
+// of each) in the order they were acknowledged.
+var deliveredByContact: [String: [String]] = [:]
+for delivery in tally.firstDeliveries where acked.contains(delivery.id) {
+    deliveredByContact[delivery.email, default: []].append(delivery.id)
+}
+let outOfOrder = producers.acknowledgedByContact.filter { contact, ids in deliveredByContact[contact, default: []] != ids }.count
 let peak = tally.requestsPerSecond.values.max() ?? 0
 let peakWhileFailing = tally.requestsPerSecondWhileFailing.values.max() ?? 0
 let rateBound = concurrency * 1000 / Int(fake.minimumDelay.nanoseconds / 1_000_000) + concurrency
@@ -77,6 +85,7 @@ BenchmarkSupport.show("events acknowledged", "\(acked.count)")
 BenchmarkSupport.show("delivered (2xx at the stand-in, distinct ids)", "\(tally.deliveries.count)")
 BenchmarkSupport.show("  of which never acknowledged (stored, ack lost in a kill)", "\(unacknowledgedDelivered)")
 BenchmarkSupport.show("lost (acknowledged, never delivered)", "\(missing.count)")
+BenchmarkSupport.show("contacts delivered out of acknowledgement order", "\(outOfOrder) of \(producers.acknowledgedByContact.count)")
 BenchmarkSupport.show("duplicated deliveries", "\(duplicated) (bound: kills × concurrency = \(duplicateBound))")
 BenchmarkSupport.show("kills", "\(kills); restart to serving median \(String(format: "%.2f", restarts.sorted()[restarts.count / 2])) s")
 BenchmarkSupport.show("requests / failures injected", "\(tally.requests) / \(tally.failuresInjected)")
@@ -87,6 +96,7 @@ BenchmarkSupport.show("drain after the last kill", "\(String(format: "%.1f", Ben
 var failures: [String] = []
 if acked.isEmpty { failures.append("no event was acknowledged") }
 if !missing.isEmpty { failures.append("\(missing.count) acknowledged events lost, e.g. \(missing.prefix(3).joined(separator: ", "))") }
+if outOfOrder > 0 { failures.append("\(outOfOrder) contacts received their events out of order") }
 if duplicated > duplicateBound { failures.append("\(duplicated) duplicates exceed \(duplicateBound)") }
 if peak > rateBound { failures.append("peak rate \(peak)/s exceeds \(rateBound)/s") }
 if exit != 0 { failures.append("the last daemon did not exit 0 on SIGTERM: \(daemon.log.suffix(500))") }
