@@ -27,11 +27,7 @@ public final class Outbox: Sendable {
         } catch {
             throw OutboxError(.failed, path: path, detail: "cannot create its directory: \(error.localizedDescription)")
         }
-        do {
-            try WALInspection.check(walPath: path + "-wal")
-        } catch {
-            throw OutboxError(.unusable, path: path, detail: error.description)
-        }
+        try WALInspection.checkStore(at: path)
         do {
             var configuration = GRDB.Configuration()
             configuration.busyMode = .timeout(5)
@@ -52,10 +48,7 @@ public final class Outbox: Sendable {
                     let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
                     try db.execute(sql: "PRAGMA max_page_count = \(max(1, maxBytes / pageSize))")
                 }
-                let check = try String.fetchAll(db, sql: "PRAGMA quick_check")
-                guard check == ["ok"] else {
-                    throw OutboxError(.unusable, path: path, detail: "integrity check: \(check.prefix(3).joined(separator: "; "))")
-                }
+                try Self.checkIntegrity(db, path: path)
             }
             try OutboxSchema.migrator.migrate(pool)
             let count = try pool.read { db in
@@ -109,7 +102,15 @@ public final class Outbox: Sendable {
         }
     }
 
-    private static func classify(_ error: any Error, path: String, opening: Bool) -> OutboxError {
+    /// SQLite's quick check; anything but "ok" makes the store unusable.
+    static func checkIntegrity(_ db: Database, path: String) throws {
+        let check = try String.fetchAll(db, sql: "PRAGMA quick_check")
+        guard check == ["ok"] else {
+            throw OutboxError(.unusable, path: path, detail: "integrity check: \(check.prefix(3).joined(separator: "; "))")
+        }
+    }
+
+    static func classify(_ error: any Error, path: String, opening: Bool) -> OutboxError {
         guard let databaseError = error as? DatabaseError else {
             return OutboxError(opening ? .unusable : .failed, path: path, detail: "\(error)")
         }

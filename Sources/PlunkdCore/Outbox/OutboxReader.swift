@@ -17,32 +17,22 @@ public struct OutboxReader: Sendable {
         guard FileManager.default.fileExists(atPath: path) else {
             throw OutboxError(.missing, path: path, detail: "the daemon has not run with this storage.path yet")
         }
-        do {
-            try WALInspection.check(walPath: path + "-wal")
-        } catch {
-            throw OutboxError(.unusable, path: path, detail: error.description)
-        }
+        try WALInspection.checkStore(at: path)
         do {
             var configuration = GRDB.Configuration()
             configuration.readonly = true
             configuration.busyMode = .timeout(2)
             queue = try DatabaseQueue(path: path, configuration: configuration)
-            let check = try queue.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check") }
-            guard check == ["ok"] else {
-                throw OutboxError(.unusable, path: path, detail: "integrity check: \(check.prefix(3).joined(separator: "; "))")
-            }
-            let hasTables = try queue.read { db in try db.tableExists("event") && db.tableExists("counter") }
-            guard hasTables else {
-                throw OutboxError(.unusable, path: path, detail: "no plunkd tables in it")
+            try queue.read { db in
+                try Outbox.checkIntegrity(db, path: path)
+                guard try db.tableExists("event") && db.tableExists("counter") else {
+                    throw OutboxError(.unusable, path: path, detail: "no plunkd tables in it")
+                }
             }
         } catch let error as OutboxError {
             throw error
-        } catch let error as DatabaseError where [.SQLITE_CORRUPT, .SQLITE_NOTADB].contains(error.resultCode) {
-            throw OutboxError(.unusable, path: path, detail: error.message ?? "\(error.resultCode)")
-        } catch let error as DatabaseError {
-            throw OutboxError(.failed, path: path, detail: error.message ?? "\(error.resultCode)")
         } catch {
-            throw OutboxError(.failed, path: path, detail: "\(error)")
+            throw Outbox.classify(error, path: path, opening: true)
         }
     }
 

@@ -22,6 +22,15 @@ enum WALInspection {
         var damagedFrame: Int?
     }
 
+    /// Checks the WAL of the store at `path`; damage makes the store unusable.
+    static func checkStore(at path: String) throws(OutboxError) {
+        do {
+            try check(walPath: path + "-wal")
+        } catch {
+            throw OutboxError(.unusable, path: path, detail: error.description)
+        }
+    }
+
     /// Throws when committed transactions lie beyond a damaged frame.
     static func check(walPath: String) throws(Damage) {
         guard let data = FileManager.default.contents(atPath: walPath), data.count >= 32 else { return }

@@ -134,9 +134,7 @@ private struct ConfigValues {
             return nil
         }
         let trimmed = items.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-        let variable = ConfigKeys.environmentVariable(for: key)
-        let source = environment[variable] != nil ? "environment variable \(variable)" : (file ?? "defaults")
-        return ConfigListParser(key: key, items: trimmed, source: source)
+        return ConfigListParser(key: key, items: trimmed, source: source(of: key))
     }
 
     /// The text for `key`, or nil when unset or empty (`key:` with no value, or `~`).
@@ -144,9 +142,12 @@ private struct ConfigValues {
         guard let text = reader.string(forKey: ConfigKey(key), isSecret: secret),
               !["", "~", "null"].contains(text.trimmingCharacters(in: .whitespaces))
         else { return nil }
+        return ConfigValueParser(key: key, text: text.trimmingCharacters(in: .whitespaces), source: source(of: key))
+    }
+
+    /// Where the value of `key` came from, for errors: its environment variable, else the file.
+    private func source(of key: String) -> String {
         let variable = ConfigKeys.environmentVariable(for: key)
-        let source = environment[variable].map { !$0.isEmpty } == true
-            ? "environment variable \(variable)" : (file ?? "defaults")
-        return ConfigValueParser(key: key, text: text.trimmingCharacters(in: .whitespaces), source: source)
+        return environment[variable].map { !$0.isEmpty } == true ? "environment variable \(variable)" : (file ?? "defaults")
     }
 }
