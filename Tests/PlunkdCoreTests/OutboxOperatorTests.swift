@@ -8,7 +8,7 @@ import Testing
 @Suite("Outbox for operators")
 struct OutboxOperatorTests {
     func parkAll(_ outbox: Outbox, reason: ParkReason) throws -> [ClaimedEvent] {
-        let claimed = try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 100, now: Date())
+        let claimed = try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 100, now: Date()).claimed
         _ = try outbox.recordAndClaim(
             moves: claimed.map { .park(seq: $0.seq, reason: reason, status: 400, error: "no") }, counters: [:], claimLimit: 0, now: Date())
         return claimed
@@ -74,7 +74,7 @@ struct OutboxOperatorTests {
         let t0 = Date(timeIntervalSince1970: 1_000_000)
         let first = TrackEvent(contact: "c@x.io", body: Data("{\"n\":1}".utf8))
         try outbox.enqueue([first], at: t0)
-        let claimed = try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 1, now: t0)
+        let claimed = try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 1, now: t0).claimed
         #expect(claimed.map(\.id) == [first.id])
         // It fails and is due again at t0+5; meanwhile a second event of the contact arrives, due at t0+1.
         _ = try outbox.recordAndClaim(
@@ -83,27 +83,54 @@ struct OutboxOperatorTests {
         let second = TrackEvent(contact: "c@x.io", body: Data("{\"n\":2}".utf8))
         try outbox.enqueue([second], at: t0 + 1)
         // Both are due; the follower comes first in due order. The head must be claimed, the follower set aside.
-        let next = try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 5, now: t0 + 10)
+        let next = try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 5, now: t0 + 10).claimed
         #expect(next.map(\.id) == [first.id])
-        let after = try outbox.recordAndClaim(moves: [.delivered(seq: next[0].seq)], counters: [:], claimLimit: 5, now: t0 + 11)
+        let after = try outbox.recordAndClaim(moves: [.delivered(seq: next[0].seq)], counters: [:], claimLimit: 5, now: t0 + 11).claimed
         #expect(after.map(\.id) == [second.id])
     }
 
-    @Test("start-up repairs a line whose head was set aside")
-    func repairsLostHead() throws {
+    @Test("a store written before v4 keeps every line, its order and its backoff")
+    func migratesLegacyLines() throws {
         let directory = try DaemonProcess.makeScratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = "\(directory)/o.sqlite"
-        let events = (0..<3).map { TrackEvent(contact: "c@x.io", body: Data("{\"n\":\($0)}".utf8)) }
+        let now = Date()
+        let waiting = OutboxSchema.legacyWaitingBehindHead
         do {
-            let outbox = try Outbox(path: path)
-            try outbox.enqueue(events)
-            try outbox.pool.write { try $0.execute(sql: "UPDATE event SET due_at = \(OutboxSchema.waitingBehindHead)") }
-            #expect(try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 5, now: Date()).isEmpty)
+            // The v3 layout: a line of c@x.io (head in flight, two set aside), d@x.io backing
+            // off for an hour, one parked event.
+            let pool = try DatabasePool(path: path)
+            try OutboxSchema.migrator.migrate(pool, upTo: "v3: parked index")
+            try pool.write { db in
+                let t = now.timeIntervalSince1970 - 60
+                for (seq, contact, state, due, attempts) in [
+                    (1, "c@x.io", "in_flight", t, 0), (2, "c@x.io", "pending", waiting, 0), (3, "d@x.io", "pending", t + 3660, 2),
+                    (4, "c@x.io", "pending", waiting, 0), (5, "e@x.io", "parked", t, 1),
+                ] as [(Int, String, String, Double, Int)] {
+                    try db.execute(sql: """
+                        INSERT INTO event (seq, id, contact, body, state, received_at, due_at, attempts, park_reason)
+                        VALUES (?, ?, ?, '{}', ?, ?, ?, ?, ?)
+                        """, arguments: [seq, UUID().uuidString.lowercased(), contact, state, t, due, attempts, state == "parked" ? "rejected" : nil])
+                }
+            }
         }
-        let reopened = try Outbox(path: path)
-        try reopened.releaseInFlight()
-        let claimed = try reopened.recordAndClaim(moves: [], counters: [:], claimLimit: 5, now: Date())
-        #expect(claimed.map(\.id) == [events[0].id])
+        let outbox = try Outbox(path: path)
+        try outbox.releaseInFlight(now: now)
+        #expect(outbox.storedCount == 4)
+        let first = try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 10, now: now).claimed
+        #expect(first.map(\.seq) == [1])
+        let second = try outbox.recordAndClaim(moves: [.delivered(seq: 1)], counters: [:], claimLimit: 10, now: now).claimed
+        #expect(second.map(\.seq) == [2])
+        let third = try outbox.recordAndClaim(moves: [.delivered(seq: 2)], counters: [:], claimLimit: 10, now: now).claimed
+        #expect(third.map(\.seq) == [4])
+        // d@x.io is still backing off; an hour later it is claimed.
+        let later = try outbox.recordAndClaim(moves: [.delivered(seq: 4)], counters: [:], claimLimit: 10, now: now + 3700).claimed
+        #expect(later.map(\.seq) == [3])
+        #expect(try outbox.stateCounts().parked == [.rejected: 1])
+        // Numbers are never reused, even after the last rows are gone.
+        _ = try outbox.recordAndClaim(moves: [.delivered(seq: 3)], counters: [:], claimLimit: 0, now: now)
+        #expect(try outbox.dropParked(.all, confirmed: true) == 1)
+        try outbox.enqueue([TrackEvent(contact: "f@x.io", body: Data("{}".utf8))])
+        #expect(try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 10, now: now).claimed.map(\.seq) == [6])
     }
 }

@@ -31,7 +31,16 @@ struct OutboxTests {
         let ids = try other.read { try String.fetchAll($0, sql: "SELECT id FROM event ORDER BY seq") }
         #expect(ids == events.map { $0.id.uuidString.lowercased() })
         let states = try other.read { try String.fetchAll($0, sql: "SELECT DISTINCT state FROM event") }
-        #expect(states == ["pending"])
+        #expect(states == ["new"])
+        // A stored event enters no index: ingest writes the table's own B-tree and nothing else.
+        for index in ["event_due", "event_line", "event_parked"] {
+            let entries = try other.read { db in
+                try Int.fetchOne(db, sql: "SELECT count(*) FROM event INDEXED BY \(index) WHERE " + [
+                    "event_due": "state = 'pending'", "event_line": OutboxSchema.lineCondition, "event_parked": "state = 'parked'",
+                ][index]!)
+            }
+            #expect(entries == 0, "\(index)")
+        }
     }
 
     @Test("reopening migrates nothing twice and counts what is stored")

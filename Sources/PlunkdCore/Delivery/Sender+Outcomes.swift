@@ -75,9 +75,9 @@ extension Sender {
                 block(until: now.addingTimeInterval(gap), rateLimit: false)
             }
         }
+        dispatchReady(now: now)
         scheduleTurn()
         if stopping && inFlight.isEmpty {
-            turn()
             releaseDrainWaiters()
         }
     }

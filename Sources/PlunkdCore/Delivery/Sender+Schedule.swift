@@ -21,6 +21,7 @@ extension Sender {
 
     func reconcileHoldWithKey() throws {
         guard let refused = hold.refusedKeyFingerprint, let key = settings.apiKey, key.fingerprint != refused else { return }
+        try recordNow()
         let requeued = try outbox.requeueParked(reason: .unauthorized, now: clock())
         hold.refusedKeyFingerprint = nil
         hold.heldSince = nil
@@ -28,11 +29,13 @@ extension Sender {
         logger.info("the API key changed: auth hold lifted, \(requeued) unauthorized events back in line")
     }
 
-    func armTimer(now: Date, nothingDue: Bool) {
+    /// Arms the timer for the end of a pause or block, else for `nextDue` (the earliest
+    /// waiting head, when the last claim found nothing more to take).
+    func armTimer(now: Date, nextDue: Date?) {
         var wake: Date?
         if let until = hold.pausedUntil { wake = until }
         if let until = blockedUntil { wake = min(wake ?? until, until) }
-        if nothingDue, wake == nil, let due = try? outbox.nextDueDate() { wake = max(due, now) }
+        if wake == nil, let due = nextDue { wake = max(due, now) }
         if let wake { armTimer(at: wake) }
     }
 

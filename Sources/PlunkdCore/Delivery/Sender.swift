@@ -6,10 +6,12 @@ import Synchronization
 /// Delivers stored events to Plunk.
 ///
 /// All state lives on one serial `DispatchQueue`. The sender works in turns: a turn
-/// records every outcome that arrived since the last one and claims due events for the
-/// free request slots, in one SQLite transaction. Turns are triggered by ingest commits,
-/// by answers, and by one `DispatchSourceTimer` set for the next due retry or the end of
-/// a pause (wall-clock deadlines, so a suspend or clock step cannot stretch a pause).
+/// records every outcome that arrived since the last one and claims events for the free
+/// request slots and a ready reserve, in one SQLite transaction that runs on a queue of
+/// its own, so answers keep being handled and ready events sent while it commits. Turns
+/// are triggered by ingest commits, by answers, and by one `DispatchSourceTimer` set for
+/// the next due retry or the end of a pause (wall-clock deadlines, so a suspend or clock
+/// step cannot stretch a pause).
 public final class Sender: @unchecked Sendable {
     public struct Settings: Sendable {
         public var apiKey: APIKey?
@@ -27,6 +29,8 @@ public final class Sender: @unchecked Sendable {
     }
 
     let queue = DispatchQueue(label: "plunkd.sender")
+    /// Where the store's transactions run, one at a time, off the sender's queue.
+    let storeQueue = DispatchQueue(label: "plunkd.sender.store")
     let wakePending = Atomic(false)
     let outbox: Outbox
     let transport: any PlunkTransport
@@ -38,6 +42,11 @@ public final class Sender: @unchecked Sendable {
     // Confined to `queue`.
     var settings: Settings
     var inFlight: [Int64: ClaimedEvent] = [:]
+    /// Claimed, not sent yet, in claim order: sent the moment a slot frees.
+    var ready: [ClaimedEvent] = []
+    /// Set while a store transaction runs; a turn asked for meanwhile runs after it.
+    var storeBusySince: Date?
+    var turnDeferred = false
     var sentAt: [Int64: Date] = [:]
     var moves: [EventMove] = []
     var counters: [OutboxCounter: Int] = [:]
@@ -105,6 +114,7 @@ public final class Sender: @unchecked Sendable {
     /// The operator lifts a quota pause or an auth hold now (`plunkd resume`).
     public func resume() throws -> String {
         try queue.sync {
+            try recordNow()
             var lifted: [String] = []
             if hold.pausedUntil != nil { lifted.append("quota pause") }
             if hold.refusedKeyFingerprint != nil {
@@ -163,7 +173,7 @@ public final class Sender: @unchecked Sendable {
     public func checkProgress(maxRequestAge: TimeInterval, reply: @escaping @Sendable (Bool) -> Void) {
         queue.async {
             let now = self.clock()
-            let oldest = self.sentAt.values.min()
+            let oldest = [self.sentAt.values.min(), self.storeBusySince].compactMap { $0 }.min()
             reply(oldest.map { now.timeIntervalSince($0) <= maxRequestAge } ?? true)
         }
     }
@@ -189,8 +199,19 @@ public final class Sender: @unchecked Sendable {
             await group.next()
             group.cancelAll()
         }
+        // A store transaction still running ends first; its claims come back before the
+        // second block and are given back with everything else.
         queue.sync {
-            turn()
+            stopping = true
+            if storeBusySince != nil { storeQueue.sync {} }
+        }
+        queue.sync {
+            releaseReady()
+            do {
+                try recordNow()
+            } catch {
+                logger.error("cannot record the last delivery outcomes: \(error); those events will be sent again at the next start")
+            }
             if !inFlight.isEmpty {
                 logger.warning("\(inFlight.count) requests still in flight after the shutdown grace; they will be sent again at the next start")
             }
@@ -204,62 +225,6 @@ public final class Sender: @unchecked Sendable {
         let waiters = drainWaiters
         drainWaiters = []
         waiters.forEach { $0.resume() }
-    }
-
-    // MARK: Turns
-
-    func scheduleTurn() {
-        guard !turnScheduled else { return }
-        turnScheduled = true
-        queue.async { self.turn() }
-    }
-
-    func turn() {
-        turnScheduled = false
-        let now = clock()
-        expirePause(now: now)
-        let limit = claimLimit(now: now)
-        if moves.isEmpty && counters.isEmpty && !holdDirty && limit == 0 {
-            armTimer(now: now, nothingDue: false)
-            logStateIfChanged()
-            return
-        }
-        do {
-            if holdDirty {
-                try outbox.saveHold(hold)
-                holdDirty = false
-            }
-            let claimed = try outbox.recordAndClaim(
-                moves: moves, counters: counters, claimLimit: limit, now: now)
-            moves.removeAll(keepingCapacity: true)
-            counters.removeAll(keepingCapacity: true)
-            if storageFailing {
-                storageFailing = false
-                logger.info("storage accepts delivery updates again")
-            }
-            for event in claimed {
-                inFlight[event.seq] = event
-                send(event)
-            }
-            if claimed.count < limit || limit == 0 {
-                armTimer(now: now, nothingDue: claimed.count < limit)
-            }
-        } catch {
-            if !storageFailing {
-                logger.error("cannot record delivery outcomes: \(error); retrying")
-                storageFailing = true
-            }
-            armTimer(at: now.addingTimeInterval(1))
-        }
-        logStateIfChanged()
-    }
-
-    /// Free request slots, or 0 while delivery must not send.
-    func claimLimit(now: Date) -> Int {
-        guard !stopping, settings.apiKey != nil, hold.refusedKeyFingerprint == nil, hold.pausedUntil == nil else { return 0 }
-        if let blockedUntil, blockedUntil > now { return 0 }
-        let slots = consecutiveFailures >= settings.failingAfter ? 1 : settings.concurrency
-        return max(0, slots - inFlight.count)
     }
 
     func send(_ event: ClaimedEvent) {

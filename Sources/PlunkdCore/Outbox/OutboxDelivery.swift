@@ -1,63 +1,44 @@
 import Foundation
 import GRDB
 
-/// The delivery side of the outbox: claiming due events a page at a time, and recording
-/// what became of them. Every call is one transaction.
+/// The delivery side of the outbox: claiming events a page at a time, and recording what
+/// became of them. Every call is one transaction.
+///
+/// Each contact has a line: its events not yet delivered or parked, in `seq` order. At most
+/// one event of a line is out of the `waiting` state, its head: `pending` (due at
+/// `due_at`) or `in_flight` (claimed). Events stored since delivery last looked are `new`
+/// and join their line when a claim first meets them.
 extension Outbox {
     /// Puts events left `in_flight` by a crash back in line, unchanged: same id, so the
-    /// same `Idempotency-Key` on the resend. Called once at start-up.
+    /// same `Idempotency-Key` on the resend. Called once at start-up, before any claim.
     @discardableResult
     public func releaseInFlight(now: Date = Date()) throws -> Int {
         try pool.write { db in
-            try db.execute(sql: "UPDATE event SET state = 'pending' WHERE state = 'in_flight'")
-            let released = db.changesCount
-            // Self-repair: the first event in line of every contact must be claimable. A
-            // line whose head was set aside (as an earlier plunkd could do) would otherwise
-            // wait forever; this walks the contact index once, at start-up only.
-            try db.execute(sql: """
-                UPDATE event SET due_at = ?
-                WHERE state = 'pending' AND due_at >= ? AND seq IN (
-                    SELECT min(seq) FROM event WHERE state != 'parked' GROUP BY contact)
-                """, arguments: [now.timeIntervalSince1970, OutboxSchema.waitingBehindHead])
-            return released
+            // A scan of the table (claimed rows are in no index), at start-up only.
+            let contacts = try String.fetchAll(db, sql: "UPDATE event SET state = 'waiting' WHERE state = 'in_flight' RETURNING contact")
+            for contact in Set(contacts) {
+                try settleLine(of: contact, busy: [:], db: db)
+            }
+            db.afterNextTransaction(onCommit: { _ in self.claimedContacts.withLock { $0.removeAll() } })
+            return contacts.count
         }
     }
 
-    /// Records `moves`, bumps `counters`, then claims up to `claimLimit` due events, all in
-    /// one transaction (one fsync for a whole turn of the sender).
+    /// Records `moves`, bumps `counters`, then claims up to `claimLimit` events, all in one
+    /// transaction (one fsync for a whole turn of the sender).
     ///
-    /// A claim takes due events in due order, never one whose contact has an earlier event
-    /// still in line (pending, backing off or in flight). It reads a bounded number of index
-    /// entries, so a turn costs the same with a backlog of ten events or ten million.
+    /// A claim takes due heads in due order, then new events in `seq` order, never one whose
+    /// contact has an earlier event in line. It reads a bounded number of rows, so a turn
+    /// costs the same with a backlog of ten events or ten million.
     public func recordAndClaim(
         moves: [EventMove], counters: [OutboxCounter: Int], claimLimit: Int, now: Date
-    ) throws -> [ClaimedEvent] {
-        var removedFromLine = 0
-        let claimed = try pool.write { db -> [ClaimedEvent] in
+    ) throws -> ClaimResult {
+        let (result, removedFromLine) = try pool.write { db -> (ClaimResult, Int) in
+            // The claimed contacts change with the transaction, and only if it commits.
+            var busy = claimedContacts.withLock { $0 }
+            var removed = 0
             for move in moves {
-                switch move {
-                case .delivered(let seq):
-                    let contact = try String.fetchOne(db.cachedStatement(sql: "SELECT contact FROM event WHERE seq = ?"), arguments: [seq])
-                    try db.cachedStatement(sql: "DELETE FROM event WHERE seq = ?").execute(arguments: [seq])
-                    removedFromLine += db.changesCount
-                    if let contact { try promoteHead(of: contact, db: db, now: now) }
-                case .retry(let seq, let due, let countsAsAttempt, let status, let error):
-                    try db.cachedStatement(sql: """
-                        UPDATE event SET state = 'pending', due_at = ?, attempts = attempts + ?,
-                            last_status = coalesce(?, last_status), last_error = coalesce(?, last_error)
-                        WHERE seq = ?
-                        """).execute(arguments: [due.timeIntervalSince1970, countsAsAttempt ? 1 : 0, status, error, seq])
-                case .park(let seq, let reason, let status, let error):
-                    try db.cachedStatement(sql: """
-                        UPDATE event SET state = 'parked', park_reason = ?, attempts = attempts + 1,
-                            last_status = ?, last_error = ?
-                        WHERE seq = ? AND state != 'parked'
-                        """).execute(arguments: [reason.rawValue, status, error, seq])
-                    removedFromLine += db.changesCount
-                    if let contact = try String.fetchOne(db.cachedStatement(sql: "SELECT contact FROM event WHERE seq = ?"), arguments: [seq]) {
-                        try promoteHead(of: contact, db: db, now: now)
-                    }
-                }
+                removed += try record(move, busy: &busy, db: db)
             }
             for (counter, amount) in counters where amount != 0 {
                 try db.cachedStatement(sql: """
@@ -65,94 +46,160 @@ extension Outbox {
                     ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
                     """).execute(arguments: [counter.name, amount])
             }
-            guard claimLimit > 0 else { return [] }
-            // Due events in due order; an event with an earlier one of its contact still in
-            // line is set aside (it comes back when that one leaves the line). Rows are read a
-            // small page at a time and reading stops at `claimLimit` claims, or after
-            // `examineAtMost` rows: a long run of set-asides continues next turn.
-            let examineAtMost = max(256, claimLimit * 8)
-            let page = claimLimit * 2 + 8
-            let candidatesStatement = try db.cachedStatement(sql: """
-                SELECT seq, contact FROM event INDEXED BY event_due
-                WHERE state = 'pending' AND due_at < \(OutboxSchema.waitingBehindHead) AND due_at <= ?
-                ORDER BY due_at, seq LIMIT ?
-                """)
-            let earlierInLine = try db.cachedStatement(sql: """
-                SELECT EXISTS (SELECT 1 FROM event WHERE contact = ? AND seq < ? AND state != 'parked')
-                """)
-            let setAside = try db.cachedStatement(sql: "UPDATE event SET due_at = ? WHERE seq = ?")
-            let claim = try db.cachedStatement(sql: """
-                UPDATE event SET state = 'in_flight' WHERE seq = ?
-                RETURNING id, contact, body, attempts, received_at
-                """)
-            // Contacts with an event claimed in this turn: their later events wait without
-            // a lookup. (Only claims count: an event set aside because an earlier one is in
-            // line says nothing about that earlier one, which may come later in the page
-            // with a later due time and must still be claimed.)
-            var contactsClaimed = Set<String>()
-            var claimed: [ClaimedEvent] = []
-            var examined = 0
-            paging: while claimed.count < claimLimit && examined < examineAtMost {
-                // Claimed and set-aside rows leave the partial index, so each page starts
-                // where the last one ended.
-                let candidates = try Row.fetchAll(candidatesStatement, arguments: [now.timeIntervalSince1970, page])
-                for candidate in candidates {
-                    examined += 1
-                    let seq: Int64 = candidate["seq"]
-                    let contact: String = candidate["contact"]
-                    let blocked = try contactsClaimed.contains(contact)
-                        || (Bool.fetchOne(earlierInLine, arguments: [contact, seq]) ?? false)
-                    if blocked {
-                        try setAside.execute(arguments: [OutboxSchema.waitingBehindHead, seq])
-                    } else if let row = try Row.fetchOne(claim, arguments: [seq]) {
-                        contactsClaimed.insert(contact)
-                        claimed.append(ClaimedEvent(
-                            seq: seq, id: UUID(uuidString: row["id"]) ?? UUID(), contact: row["contact"], body: row["body"],
-                            attempts: row["attempts"], receivedAt: Date(timeIntervalSince1970: row["received_at"])))
-                    }
-                    if claimed.count == claimLimit { break paging }
-                }
-                if candidates.count < page { break }
-            }
-            return claimed
+            let result = claimLimit > 0
+                ? try claim(limit: claimLimit, now: now, busy: &busy, db: db)
+                : ClaimResult(claimed: [], mayHaveMore: false, nextDue: nil)
+            let committed = busy
+            db.afterNextTransaction(onCommit: { _ in self.claimedContacts.withLock { $0 = committed } })
+            return (result, removed)
         }
         if removedFromLine > 0 { storedEvents.subtract(removedFromLine, ordering: .relaxed) }
-        return claimed
+        return result
     }
 
-    /// When the earliest head of a contact's line falls due; nil when none is waiting.
-    public func nextDueDate() throws -> Date? {
-        try pool.read { db in
-            try Double.fetchOne(db, sql: """
-                SELECT min(due_at) FROM event INDEXED BY event_due
-                WHERE state = 'pending' AND due_at < \(OutboxSchema.waitingBehindHead)
-                """)
-                .map(Date.init(timeIntervalSince1970:))
+    /// Applies one move to a claimed event; returns how many events left the line.
+    private func record(_ move: EventMove, busy: inout [String: Int], db: Database) throws -> Int {
+        guard let row = try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT contact, state FROM event WHERE seq = ?"), arguments: [move.seq])
+        else { return 0 }
+        let contact: String = row["contact"]
+        let wasClaimed = (row["state"] as String) == "in_flight"
+        var removed = 0
+        switch move {
+        case .delivered(let seq):
+            // Whatever its state: a delivered event must not be sent again.
+            try db.cachedStatement(sql: "DELETE FROM event WHERE seq = ?").execute(arguments: [seq])
+            removed = row["state"] as String == "parked" ? 0 : db.changesCount
+        case .retry(let seq, let due, let countsAsAttempt, let status, let error):
+            try db.cachedStatement(sql: """
+                UPDATE event SET state = 'waiting', due_at = ?, attempts = attempts + ?,
+                    last_status = coalesce(?, last_status), last_error = coalesce(?, last_error)
+                WHERE seq = ? AND state = 'in_flight'
+                """).execute(arguments: [due.timeIntervalSince1970, countsAsAttempt ? 1 : 0, status, error, seq])
+        case .park(let seq, let reason, let status, let error):
+            try db.cachedStatement(sql: """
+                UPDATE event SET state = 'parked', park_reason = ?, attempts = attempts + 1,
+                    last_status = ?, last_error = ?
+                WHERE seq = ? AND state = 'in_flight'
+                """).execute(arguments: [reason.rawValue, status, error, seq])
+            removed = db.changesCount
+        case .release(let seq):
+            try db.cachedStatement(sql: "UPDATE event SET state = 'waiting' WHERE seq = ? AND state = 'in_flight'")
+                .execute(arguments: [seq])
         }
+        if wasClaimed, let count = busy[contact] {
+            busy[contact] = count > 1 ? count - 1 : nil
+        }
+        try promoteHead(of: contact, busy: busy, db: db)
+        return removed
     }
 
-    /// Brings back the first event still in line for `contact` if it was set aside, due now.
-    /// Called when the event ahead of it left the line (delivered, parked, dropped).
-    func promoteHead(of contact: String, db: Database, now: Date) throws {
+    private func claim(limit: Int, now: Date, busy: inout [String: Int], db: Database) throws -> ClaimResult {
+        let examineAtMost = max(256, limit * 8)
+        let page = limit * 2 + 8
+        var claimed: [ClaimedEvent] = []
+        var examined = 0
+        let toWaiting = try db.cachedStatement(sql: "UPDATE event SET state = 'waiting' WHERE seq = ?")
+        let toInFlight = try db.cachedStatement(sql: """
+            UPDATE event SET state = 'in_flight' WHERE seq = ?
+            RETURNING id, contact, body, attempts, received_at
+            """)
+        func take(_ seq: Int64, _ contact: String) throws {
+            guard let row = try Row.fetchOne(toInFlight, arguments: [seq]) else { return }
+            busy[contact, default: 0] += 1
+            claimed.append(ClaimedEvent(
+                seq: seq, id: UUID(uuidString: row["id"]) ?? UUID(), contact: contact, body: row["body"],
+                attempts: row["attempts"], receivedAt: Date(timeIntervalSince1970: row["received_at"])))
+        }
+
+        // Heads that are due. Each row examined leaves the partial index (claimed, or set
+        // aside behind a claimed event of its contact), so every page starts at the front.
+        let dueHeads = try db.cachedStatement(sql: """
+            SELECT seq, contact FROM event INDEXED BY event_due
+            WHERE state = 'pending' AND due_at <= ? ORDER BY due_at, seq LIMIT ?
+            """)
+        var headsExhausted = false
+        while claimed.count < limit && examined < examineAtMost {
+            let rows = try Row.fetchAll(dueHeads, arguments: [now.timeIntervalSince1970, page])
+            for row in rows where claimed.count < limit {
+                examined += 1
+                let seq: Int64 = row["seq"]
+                let contact: String = row["contact"]
+                if busy[contact] != nil {
+                    try toWaiting.execute(arguments: [seq])
+                } else {
+                    try take(seq, contact)
+                }
+            }
+            if rows.count < page { headsExhausted = true; break }
+        }
+
+        // New events, in the order they were stored, from where the last claim stopped.
+        let scannedThrough = try Int64.fetchOne(db, sql: "SELECT scanned_through FROM delivery_scan") ?? 0
+        var position = scannedThrough
+        var newExhausted = false
+        let newEvents = try db.cachedStatement(sql: """
+            SELECT seq, contact, state, due_at, attempts FROM event WHERE seq > ? ORDER BY seq LIMIT ?
+            """)
+        let lineExists = try db.cachedStatement(sql: """
+            SELECT EXISTS (SELECT 1 FROM event INDEXED BY event_line WHERE contact = ? AND \(OutboxSchema.lineCondition))
+            """)
+        let toPending = try db.cachedStatement(sql: "UPDATE event SET state = 'pending' WHERE seq = ?")
+        scanning: while claimed.count < limit && examined < examineAtMost {
+            let rows = try Row.fetchAll(newEvents, arguments: [position, page])
+            for row in rows {
+                if claimed.count == limit || examined == examineAtMost { break scanning }
+                examined += 1
+                let seq: Int64 = row["seq"]
+                position = seq
+                // Rows met before (parked, or back in line) keep their place.
+                guard (row["state"] as String) == "new" else { continue }
+                let contact: String = row["contact"]
+                if try busy[contact] != nil || (Bool.fetchOne(lineExists, arguments: [contact]) ?? false) {
+                    try toWaiting.execute(arguments: [seq])
+                } else if (row["attempts"] as Int) > 0 && (row["due_at"] as Double) > now.timeIntervalSince1970 {
+                    // Backing off when an older plunkd stopped: the head of its line, due later.
+                    try toPending.execute(arguments: [seq])
+                } else {
+                    try take(seq, contact)
+                }
+            }
+            if rows.count < page { newExhausted = true; break }
+        }
+        if position != scannedThrough {
+            try db.cachedStatement(sql: "UPDATE delivery_scan SET scanned_through = ? WHERE id = 1").execute(arguments: [position])
+        }
+
+        let everythingSeen = headsExhausted && newExhausted
+        var nextDue: Date?
+        if claimed.count < limit && everythingSeen {
+            nextDue = try Double.fetchOne(db, sql: """
+                SELECT min(due_at) FROM event INDEXED BY event_due WHERE state = 'pending'
+                """).map(Date.init(timeIntervalSince1970:))
+        }
+        return ClaimResult(claimed: claimed, mayHaveMore: !everythingSeen, nextDue: nextDue)
+    }
+
+    /// Makes the first event in `contact`'s line its head, due at its own `due_at`, unless
+    /// an event of the contact is claimed. Called whenever an event left the head.
+    func promoteHead(of contact: String, busy: [String: Int], db: Database) throws {
+        guard busy[contact] == nil else { return }
         try db.cachedStatement(sql: """
-            UPDATE event SET due_at = ?
-            WHERE seq = (SELECT seq FROM event WHERE contact = ? AND state != 'parked' ORDER BY seq LIMIT 1)
-              AND state = 'pending' AND due_at >= ?
-            """).execute(arguments: [now.timeIntervalSince1970, contact, OutboxSchema.waitingBehindHead])
+            UPDATE event SET state = 'pending'
+            WHERE seq = (SELECT seq FROM event INDEXED BY event_line
+                         WHERE contact = ? AND \(OutboxSchema.lineCondition) ORDER BY seq LIMIT 1)
+              AND state = 'waiting'
+            """).execute(arguments: [contact])
     }
 
-    /// Recomputes the line of `contact` after events came back into it: the first is the
-    /// head, due now unless it is in flight or already due; all others wait behind it.
-    func rebuildLine(of contact: String, db: Database, now: Date) throws {
-        guard let head = try Int64.fetchOne(db, sql: """
-            SELECT seq FROM event WHERE contact = ? AND state != 'parked' ORDER BY seq LIMIT 1
-            """, arguments: [contact]) else { return }
-        try db.execute(sql: """
-            UPDATE event SET due_at = ? WHERE contact = ? AND state = 'pending' AND seq > ?
-            """, arguments: [OutboxSchema.waitingBehindHead, contact, head])
-        try db.execute(sql: """
-            UPDATE event SET due_at = ? WHERE seq = ? AND state = 'pending' AND due_at >= ?
-            """, arguments: [now.timeIntervalSince1970, head, OutboxSchema.waitingBehindHead])
+    /// Recomputes `contact`'s line after events came back into it (requeued, released):
+    /// every event waits, then the first becomes the head.
+    func settleLine(of contact: String, busy: [String: Int], db: Database) throws {
+        try db.cachedStatement(sql: """
+            UPDATE event SET state = 'waiting'
+            WHERE contact = ? AND \(OutboxSchema.lineCondition) AND state = 'pending'
+            """).execute(arguments: [contact])
+        try promoteHead(of: contact, busy: busy, db: db)
     }
 
     public func loadHold() throws -> StoredDeliveryHold {

@@ -33,6 +33,25 @@ public enum EventMove: Sendable, Equatable {
     case retry(seq: Int64, due: Date, countsAsAttempt: Bool, status: Int?, error: String?)
     /// Out of line, kept for the operator with the last status and answer.
     case park(seq: Int64, reason: ParkReason, status: Int?, error: String?)
+    /// Claimed but never sent (delivery paused or stopped first): back in line as it was.
+    case release(seq: Int64)
+
+    var seq: Int64 {
+        switch self {
+        case .delivered(let seq), .retry(let seq, _, _, _, _), .park(let seq, _, _, _), .release(let seq): seq
+        }
+    }
+}
+
+/// What one sender turn got from the store.
+public struct ClaimResult: Sendable, Equatable {
+    /// Claimed events, now `in_flight`, in the order they should be sent.
+    public var claimed: [ClaimedEvent]
+    /// The claim stopped at its reading bound with events possibly left to claim: look
+    /// again at once rather than waiting for `nextDue`.
+    public var mayHaveMore: Bool
+    /// When the earliest waiting head falls due, if no claim is possible before then.
+    public var nextDue: Date?
 }
 
 /// Lifetime counters, kept in the store so they survive restarts.

@@ -18,15 +18,16 @@ extension Outbox {
             let contacts = try String.fetchAll(db, sql: """
                 SELECT DISTINCT contact FROM event INDEXED BY event_parked WHERE state = 'parked'\(condition)
                 """, arguments: arguments)
-            var all: StatementArguments = [OutboxSchema.waitingBehindHead]
+            var all: StatementArguments = [now.timeIntervalSince1970]
             all += arguments
             try db.execute(sql: """
-                UPDATE event SET state = 'pending', park_reason = NULL, attempts = 0, due_at = ?
+                UPDATE event SET state = 'waiting', park_reason = NULL, attempts = 0, due_at = ?
                 WHERE state = 'parked'\(condition)
                 """, arguments: all)
             let changed = db.changesCount
+            let busy = claimedContacts.withLock { $0 }
             for contact in contacts {
-                try rebuildLine(of: contact, db: db, now: now)
+                try settleLine(of: contact, busy: busy, db: db)
             }
             return changed
         }

@@ -151,7 +151,7 @@ extension Outbox {
     /// for tests and tools, not for the hot path).
     public func stateCounts() throws -> (pending: Int, inFlight: Int, parked: [ParkReason: Int]) {
         try pool.read { db in
-            let pending = try Int.fetchOne(db, sql: "SELECT count(*) FROM event WHERE state = 'pending'") ?? 0
+            let pending = try Int.fetchOne(db, sql: "SELECT count(*) FROM event WHERE state IN ('new', 'pending', 'waiting')") ?? 0
             let inFlight = try Int.fetchOne(db, sql: "SELECT count(*) FROM event WHERE state = 'in_flight'") ?? 0
             return (pending, inFlight, try OutboxQueries.parkedCounts(db))
         }

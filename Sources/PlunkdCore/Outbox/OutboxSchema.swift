@@ -3,9 +3,13 @@ import GRDB
 /// Versioned migrations of the outbox. A migration is added, never edited: a store
 /// written by an older plunkd is brought forward at start-up, one step at a time.
 enum OutboxSchema {
-    /// The `due_at` of an event waiting behind an earlier event of the same contact:
-    /// far beyond any real due time, so claims and "next due" never see it.
-    static let waitingBehindHead: Double = 9e15
+    /// The `due_at` that stores before v4 gave an event waiting behind an earlier event of
+    /// the same contact (v4 says `waiting` instead).
+    static let legacyWaitingBehindHead: Double = 9e15
+
+    /// The rows of the `event_line` index. Written once so that every query naming the
+    /// index repeats the index's own condition, which SQLite needs to use a partial index.
+    static let lineCondition = "state IN ('pending', 'waiting')"
 
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
@@ -37,19 +41,19 @@ enum OutboxSchema {
         }
         migrator.registerMigration("v2: delivery indexes and hold") { db in
             // Per-contact order: an event behind an earlier one of its contact (pending,
-            // backing off or in flight) is set aside at `OutboxSchema.waitingBehindHead` by
+            // backing off or in flight) is set aside at `OutboxSchema.legacyWaitingBehindHead` by
             // the first claim that meets it, and brought back when the event ahead leaves the
             // line. The partial index holds only events that may be due, so set-aside events
             // cost claims nothing, whatever the backlog looks like.
             try db.execute(sql: """
                 CREATE INDEX event_due ON event (due_at, seq)
-                    WHERE state = 'pending' AND due_at < \(waitingBehindHead);
+                    WHERE state = 'pending' AND due_at < \(legacyWaitingBehindHead);
                 CREATE INDEX event_contact ON event (contact, seq);
                 CREATE TABLE delivery_hold (
                     name TEXT PRIMARY KEY,
                     value
                 ) WITHOUT ROWID;
-                UPDATE event SET due_at = \(waitingBehindHead)
+                UPDATE event SET due_at = \(legacyWaitingBehindHead)
                 WHERE state = 'pending' AND EXISTS (
                     SELECT 1 FROM event AS earlier
                     WHERE earlier.contact = event.contact AND earlier.seq < event.seq AND earlier.state != 'parked');
@@ -60,6 +64,54 @@ enum OutboxSchema {
             // and drops them without reading the backlog. Rows in line never enter it.
             try db.execute(sql: """
                 CREATE INDEX event_parked ON event (park_reason, seq) WHERE state = 'parked';
+                """)
+        }
+        migrator.registerMigration("v4: new events enter no index") { db in
+            // Ingest writes one row and nothing else: an event stored since delivery last
+            // looked is `new`, in no index, found by its place in the table (`seq` beyond
+            // `delivery_scan.scanned_through`). Delivery gives each event it meets its place
+            // in line: claimed (`in_flight`, also in no index; the sender keeps those contacts
+            // in memory), or `waiting` behind an earlier event of its contact. Only events
+            // that wait, back off or are parked enter an index. The state check changes, so
+            // the table is rebuilt (sqlite.org/lang_altertable.html#otheralter); everything
+            // in line starts over as `new` and keeps its due time and attempts.
+            try db.execute(sql: """
+                CREATE TABLE event_v4 (
+                    seq INTEGER PRIMARY KEY,
+                    id TEXT NOT NULL,
+                    contact TEXT NOT NULL,
+                    body BLOB NOT NULL,
+                    state TEXT NOT NULL DEFAULT 'new'
+                        CHECK (state IN ('new', 'pending', 'waiting', 'in_flight', 'parked')),
+                    received_at REAL NOT NULL,
+                    due_at REAL NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    park_reason TEXT,
+                    last_status INTEGER,
+                    last_error TEXT
+                );
+                INSERT INTO event_v4
+                SELECT seq, id, contact, body,
+                       CASE state WHEN 'parked' THEN 'parked' ELSE 'new' END,
+                       received_at,
+                       CASE WHEN due_at >= \(legacyWaitingBehindHead) THEN received_at ELSE due_at END,
+                       attempts, park_reason, last_status, last_error
+                FROM event ORDER BY seq;
+                DROP TABLE event;
+                ALTER TABLE event_v4 RENAME TO event;
+                -- Heads of a line that are due at `due_at` (backing off, or next after a
+                -- delivery); never a `new` or claimed event.
+                CREATE INDEX event_due ON event (due_at, seq) WHERE state = 'pending';
+                -- Everything in line that delivery has met and not claimed, by contact: what
+                -- a new event of that contact must wait behind.
+                CREATE INDEX event_line ON event (contact, seq) WHERE \(lineCondition);
+                CREATE INDEX event_parked ON event (park_reason, seq) WHERE state = 'parked';
+                -- How far delivery has looked: every event after this `seq` is `new`.
+                CREATE TABLE delivery_scan (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    scanned_through INTEGER NOT NULL
+                );
+                INSERT INTO delivery_scan (id, scanned_through) VALUES (1, 0);
                 """)
         }
         return migrator
