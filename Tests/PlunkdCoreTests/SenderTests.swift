@@ -122,6 +122,21 @@ struct SenderTests {
         await fixture.stop()
     }
 
+    @Test("a pause gives back the events claimed ahead of the requests: none stays in flight, none is sent")
+    func pauseReleasesReadyEvents() async throws {
+        // Concurrency 4 keeps 4 more events claimed and ready; every answer is a slow 402.
+        let fixture = try await DeliveryFixture(concurrency: 4) { _ in
+            .answer(status: 402, body: #"{"code":402,"error":"Payment Required","message":"limit"}"#, delay: .milliseconds(150))
+        }
+        try fixture.enqueue(20)
+        #expect(try await fixture.waitForStore { _, _, _ in ((try? fixture.counter("attempts_quota_exceeded_total")) ?? 0) >= 4 })
+        #expect(try await fixture.waitForStore { pending, inFlight, _ in pending == 20 && inFlight == 0 })
+        #expect(fixture.fake.requests.count == 4, "requests were sent after the 402")
+        #expect(fixture.fake.maxInFlight <= 4)
+        #expect(fixture.sender.snapshot().state == .quotaPaused)
+        await fixture.stop()
+    }
+
     @Test("429 makes the whole destination wait Retry-After, and the attempt does not count")
     func rateLimit() async throws {
         // Retry-After is capped by retry.max_backoff, so the cap here is above the 1 s asked for.
