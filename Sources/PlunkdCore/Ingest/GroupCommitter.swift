@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// Turns many small submissions into few fsyncs.
 ///
@@ -9,9 +10,13 @@ import Logging
 /// lone event is committed at once, with no timer adding latency.
 ///
 /// The committer is a plain thread rather than async code because GRDB's synchronous
-/// API must not run on the cooperative pool, and an fsync must not stall an event loop.
-/// (Committing inline on the event loop when the store is idle was tried: it saved no
-/// measurable latency for a lone client and cost keep-alive HTTP clients about 25%.)
+/// API must not run on the cooperative pool, and a busy store's fsyncs must not stall an
+/// event loop. One case commits on the caller's thread instead: a lone submission to an
+/// idle store right after another lone one, the client sending one event at a time.
+/// Handing it to the committer and the ack back would cost two thread wake-ups, as long
+/// as the commit itself on this machine; under load (several submissions per commit) the
+/// committer thread takes everything, so other connections of the same event loop never
+/// wait behind an fsync.
 public final class GroupCommitter: @unchecked Sendable {
     public typealias Completion = @Sendable (Result<Void, IngestRefusal>) -> Void
 
@@ -29,13 +34,19 @@ public final class GroupCommitter: @unchecked Sendable {
     private let didCommit: @Sendable () -> Void
     let metrics: IngestMetrics
 
+    /// What the last commit failed with, so a failure is logged once, not per commit.
+    /// Commits run on the committer thread and, for lone events, on event loops.
+    private let lastFailure = Mutex<OutboxError.Kind?>(nil)
+
     // Guarded by `condition`.
     private let condition = NSCondition()
     private var queue: [Submission] = []
     private var queuedEvents = 0
     private var stopping = false
     private var committing = false
-    private var lastFailure: OutboxError.Kind?
+    private var inlineCommits = 0
+    /// The last commit held one submission: the store sees one client at a time.
+    private var lastCommitWasLone = true
     private var thread: Thread?
 
     public init(
@@ -63,7 +74,10 @@ public final class GroupCommitter: @unchecked Sendable {
     /// Queues `events` for the next transaction. `completion` runs on the committer
     /// thread once they are durable, or refused (on the calling thread when refused at
     /// once); callers hop to their own executor.
-    public func submit(_ events: [TrackEvent], completion: @escaping Completion) {
+    ///
+    /// With `inlineWhenIdle`, a lone submission to an idle store is committed on the calling
+    /// thread and `completion` runs before this returns.
+    public func submit(_ events: [TrackEvent], inlineWhenIdle: Bool = false, completion: @escaping Completion) {
         condition.lock()
         if stopping {
             condition.unlock()
@@ -77,10 +91,30 @@ public final class GroupCommitter: @unchecked Sendable {
             completion(.failure(.queueFull(limit: maxPending)))
             return
         }
+        if inlineWhenIdle && lastCommitWasLone && !committing && inlineCommits == 0 && queue.isEmpty {
+            inlineCommits += 1
+            queuedEvents += events.count
+            condition.unlock()
+            let result = commit(events)
+            completion(result)
+            finished(result, events: events.count)
+            condition.lock()
+            inlineCommits -= 1
+            queuedEvents -= events.count
+            let wakeCommitter = !queue.isEmpty
+            condition.unlock()
+            if wakeCommitter { condition.broadcast() }
+            return
+        }
         queue.append(Submission(events: events, completion: completion))
         queuedEvents += events.count
-        condition.broadcast()
+        let wakeCommitter = !committing && queue.count == 1
         condition.unlock()
+        // Signalled after unlocking: a committer woken while this thread still held the
+        // lock would only block on it again, one more sleep and wake-up per lone event.
+        // Only an idle committer (queue empty, not committing) needs waking; a busy one
+        // looks at the queue before it sleeps.
+        if wakeCommitter { condition.signal() }
     }
 
     /// Commits everything already submitted, refuses anything later, and returns once
@@ -89,7 +123,7 @@ public final class GroupCommitter: @unchecked Sendable {
         condition.lock()
         stopping = true
         condition.broadcast()
-        while !queue.isEmpty || committing || thread != nil {
+        while !queue.isEmpty || committing || inlineCommits > 0 || thread != nil {
             condition.wait()
         }
         condition.unlock()
@@ -116,18 +150,23 @@ public final class GroupCommitter: @unchecked Sendable {
             for submission in batch {
                 submission.completion(result)
             }
-            switch result {
-            case .success:
-                metrics.received.increment(by: events.count)
-                didCommit()
-            case .failure(let refusal):
-                metrics.count(refusal, events: events.count)
-            }
+            finished(result, events: events.count)
 
             condition.lock()
             committing = false
+            lastCommitWasLone = batch.count == 1
             condition.broadcast()
             condition.unlock()
+        }
+    }
+
+    private func finished(_ result: Result<Void, IngestRefusal>, events: Int) {
+        switch result {
+        case .success:
+            metrics.received.increment(by: events)
+            didCommit()
+        case .failure(let refusal):
+            metrics.count(refusal, events: events)
         }
     }
 
@@ -150,15 +189,14 @@ public final class GroupCommitter: @unchecked Sendable {
     private func commit(_ events: [TrackEvent]) -> Result<Void, IngestRefusal> {
         do {
             try outbox.enqueue(events)
-            if let previous = lastFailure {
+            if let previous = lastFailure.withLock({ last in defer { last = nil }; return last }) {
                 logger.info("storage accepts events again", metadata: ["after": "\(previous)"])
-                lastFailure = nil
             }
             return .success(())
         } catch {
-            if lastFailure != error.kind {
+            let kind = error.kind
+            if lastFailure.withLock({ last in defer { last = kind }; return last != kind }) {
                 logger.error("storage refuses events: \(error)")
-                lastFailure = error.kind
             }
             switch error.kind {
             case .full: return .failure(.storageFull)

@@ -108,8 +108,10 @@ final class HTTPIngestHandler: ChannelInboundHandler {
         }
         responsesOutstanding += 1
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        committer.submit([event]) { result in
-            loopBound.eventLoop.execute {
+        committer.submit([event], inlineWhenIdle: true) { result in
+            // Committed on this loop (a lone event) or refused at once: answer now, before
+            // the committer goes on to wake delivery. Otherwise hop to the loop.
+            loopBound.eventLoop.runHere {
                 let (handler, context) = loopBound.value
                 handler.responsesOutstanding -= 1
                 switch result {

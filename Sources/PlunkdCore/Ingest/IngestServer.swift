@@ -165,3 +165,11 @@ final class OnceLog: Sendable {
         }
     }
 }
+
+extension EventLoop {
+    /// Runs `body` at once when called on this loop, else schedules it there: a commit's
+    /// completion runs on the loop itself when the event was committed inline.
+    func runHere(_ body: @escaping @Sendable () -> Void) {
+        if inEventLoop { body() } else { execute(body) }
+    }
+}

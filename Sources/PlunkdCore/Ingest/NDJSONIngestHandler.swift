@@ -163,8 +163,9 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
         unresolvedEvents += events.count
         let count = events.count
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        committer.submit(events) { result in
-            loopBound.eventLoop.execute {
+        committer.submit(events, inlineWhenIdle: true) { result in
+            // On this loop when committed inline or refused at once: reply now.
+            loopBound.eventLoop.runHere {
                 let (handler, context) = loopBound.value
                 handler.resolve(group: group, result: result, count: count, context: context)
             }
