@@ -1,0 +1,71 @@
+import Foundation
+import GRDB
+import Logging
+import PlunkdTestSupport
+import Synchronization
+import Testing
+@testable import PlunkdCore
+
+/// Group commit: when a lone event is committed on the caller's thread, and that it is
+/// durable before its completion runs either way.
+@Suite("Group commit")
+struct GroupCommitterTests {
+    func event(_ n: Int) -> TrackEvent {
+        TrackEvent(contact: "u\(n)@example.com", body: Data("{\"event\":\"e\",\"email\":\"u\(n)@example.com\"}".utf8))
+    }
+
+    func storedIDs(_ path: String) throws -> Set<String> {
+        try Set(DatabaseQueue(path: path).read { try String.fetchAll($0, sql: "SELECT id FROM event") })
+    }
+
+    @Test("a lone event to an idle store is committed on the caller's thread, durable before its completion")
+    func loneEventInline() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = "\(directory)/o.sqlite"
+        let outbox = try Outbox(path: path)
+        let commits = Atomic(0)
+        let committer = GroupCommitter(outbox: outbox, maxPending: 100, logger: Logger(label: "test"),
+                                       didCommit: { commits.add(1, ordering: .relaxed) })
+        committer.start()
+        defer { committer.shutdown() }
+        for n in 0..<3 {
+            let lone = event(n)
+            let seen = Mutex<Set<String>?>(nil)
+            let caller = pthread_self()
+            let onCaller = Mutex(false)
+            committer.submit([lone], inlineWhenIdle: true) { result in
+                #expect(throws: Never.self) { try result.get() }
+                onCaller.withLock { $0 = pthread_equal(pthread_self(), caller) != 0 }
+                seen.withLock { $0 = try? storedIDs(path) }
+            }
+            // Called before submit returned, on this thread, with the event already on disk.
+            #expect(onCaller.withLock { $0 })
+            #expect(seen.withLock { $0 }?.contains(lone.id.uuidString.lowercased()) == true)
+        }
+        #expect(commits.load(ordering: .relaxed) == 3)
+    }
+
+    @Test("without the opt-in, or while submissions queue up, the committer thread commits")
+    func queuedOtherwise() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = "\(directory)/o.sqlite"
+        let outbox = try Outbox(path: path)
+        let committer = GroupCommitter(outbox: outbox, maxPending: 10_000, logger: Logger(label: "test"))
+        // Not started yet: submissions wait in the queue, so none may run inline.
+        let done = Atomic(0)
+        for n in 0..<5 {
+            committer.submit([event(n)], inlineWhenIdle: n > 0) { result in
+                #expect(throws: Never.self) { try result.get() }
+                done.add(1, ordering: .relaxed)
+            }
+        }
+        #expect(done.load(ordering: .relaxed) == 0)
+        #expect(try storedIDs(path).isEmpty)
+        committer.start()
+        committer.shutdown()
+        #expect(done.load(ordering: .relaxed) == 5)
+        #expect(try storedIDs(path).count == 5)
+    }
+}
