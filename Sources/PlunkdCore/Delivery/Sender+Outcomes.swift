@@ -28,14 +28,14 @@ extension Sender {
             counters[.parked(.rejected), default: 0] += 1
             metrics.parked(.rejected)?.increment()
             recordError(detail, status: outcome.status, now: now)
-            logger.warning("event parked", metadata: ["id": "\(event.id.uuidString.lowercased())", "reason": "rejected", "status": "\(status)", "answer": "\(detail)"])
+            logger.warning("event parked", metadata: ["id": "\(event.key)", "reason": "rejected", "status": "\(status)", "answer": "\(detail)"])
             recordSuccess(now: now, delivered: false)
         case .unauthorized(let status, let detail):
             moves.append(.park(seq: event.seq, reason: .unauthorized, status: status, error: Self.excerpt(answer)))
             counters[.parked(.unauthorized), default: 0] += 1
             metrics.parked(.unauthorized)?.increment()
             recordError(detail, status: outcome.status, now: now)
-            logger.warning("event parked", metadata: ["id": "\(event.id.uuidString.lowercased())", "reason": "unauthorized", "status": "\(status)"])
+            logger.warning("event parked", metadata: ["id": "\(event.key)", "reason": "unauthorized", "status": "\(status)"])
             if hold.refusedKeyFingerprint == nil, let key = settings.apiKey {
                 hold.refusedKeyFingerprint = key.fingerprint
                 hold.heldSince = now
@@ -64,7 +64,7 @@ extension Sender {
                 moves.append(.park(seq: event.seq, reason: .expired, status: status, error: Self.excerpt(answer)))
                 counters[.parked(.expired), default: 0] += 1
                 metrics.parked(.expired)?.increment()
-                logger.warning("event parked", metadata: ["id": "\(event.id.uuidString.lowercased())", "reason": "expired", "last_error": "\(detail)"])
+                logger.warning("event parked", metadata: ["id": "\(event.key)", "reason": "expired", "last_error": "\(detail)"])
             } else {
                 let delay = settings.retry.delay(afterFailures: event.attempts + 1, unit: unitRandom)
                 moves.append(.retry(seq: event.seq, due: now.addingTimeInterval(delay), countsAsAttempt: true, status: status, error: detail))

@@ -232,7 +232,7 @@ public final class Sender: @unchecked Sendable {
         sentAt[event.seq] = clock()
         let started = DispatchTime.now()
         let duration = metrics.requestDuration
-        transport.post(body: event.body, idempotencyKey: event.id.uuidString.lowercased(), apiKey: key) { answer in
+        transport.post(body: event.body, idempotencyKey: event.key, apiKey: key) { answer in
             duration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds))
             self.queue.async { self.handle(answer, for: event) }
         }

@@ -108,7 +108,7 @@ extension Outbox {
             guard let row = try Row.fetchOne(toInFlight, arguments: [seq]) else { return }
             busy[contact, default: 0] += 1
             claimed.append(ClaimedEvent(
-                seq: seq, id: UUID(uuidString: row["id"]) ?? UUID(), contact: contact, body: row["body"],
+                seq: seq, key: row["id"], contact: contact, body: row["body"],
                 attempts: row["attempts"], receivedAt: Date(timeIntervalSince1970: row["received_at"])))
         }
 

@@ -15,11 +15,14 @@ public enum ParkReason: String, Sendable, CaseIterable, Codable {
 /// An event handed to the sender: it is `in_flight` in the store until its move is recorded.
 public struct ClaimedEvent: Sendable, Equatable {
     public let seq: Int64
-    public let id: UUID
+    /// The event id as stored (lower-case UUID text): its `Idempotency-Key`, sent as is.
+    public let key: String
     public let contact: String
     public let body: Data
     public let attempts: Int
     public let receivedAt: Date
+
+    public var id: UUID { UUID(uuidString: key) ?? UUID() }
 }
 
 /// One state change of one claimed event, as the sender decided it. Moves are recorded
