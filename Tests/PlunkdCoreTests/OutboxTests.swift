@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Logging
 import PlunkdTestSupport
 import Testing
 @testable import PlunkdCore
@@ -114,5 +115,36 @@ struct OutboxTests {
         try outbox.enqueue((0..<20).map(event))
         let remaining = try other.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM event") }
         #expect(remaining == stored - 100 + 20)
+    }
+}
+
+@Suite("WAL checkpoints")
+struct WALCheckpointTests {
+    func fileSize(_ path: String) -> Int {
+        ((try? FileManager.default.attributesOfItem(atPath: path)[.size]) as? NSNumber)?.intValue ?? 0
+    }
+
+    @Test("commits never checkpoint below the backstop; the checkpoint thread copies the log back")
+    func checkpointsOffTheCommitPath() async throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = "\(directory)/o.sqlite"
+        let outbox = try Outbox(path: path)
+        let before = fileSize(path)
+        // 1,500 one-event commits: at least 1,500 WAL frames, past SQLite's default of 1,000.
+        for n in 0..<1500 {
+            try outbox.enqueue([TrackEvent(contact: "u\(n)@x.io", body: Data(repeating: UInt8(ascii: "x"), count: 200))])
+        }
+        #expect(fileSize(path + "-wal") > 1000 * 4096)
+        #expect(fileSize(path) == before, "a commit checkpointed by itself")
+        let checkpointer = WALCheckpointer(outbox: outbox, interval: .milliseconds(10), logger: Logger(label: "test"))
+        checkpointer.start()
+        defer { checkpointer.stop() }
+        let deadline = Date().addingTimeInterval(20)
+        while fileSize(path) == before && Date() < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(fileSize(path) > before + 100 * 4096, "the checkpoint thread did not copy the log back")
+        #expect(outbox.writesSinceCheckpoint.load(ordering: .relaxed) == 0)
     }
 }

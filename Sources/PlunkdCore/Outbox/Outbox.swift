@@ -23,6 +23,11 @@ public final class Outbox: Sendable {
     /// in no index; only the claims and moves of this process change them, and at start-up
     /// `releaseInFlight` puts the rows of an earlier process back in line.
     let claimedContacts: Mutex<[String: Int]>
+    /// Commits since the last checkpoint looked; `WALCheckpointer` takes it to zero.
+    let writesSinceCheckpoint = Atomic(0)
+    /// WAL pages after which a commit checkpoints by itself (SQLite's default is 1,000):
+    /// only a backstop, for when `WALCheckpointer` is not running or falls behind.
+    static let backstopCheckpointPages = 8000
 
     /// Opens (creating if needed) the store at `path`, migrates it, and checks its integrity.
     ///
@@ -55,6 +60,7 @@ public final class Outbox: Sendable {
                 // Appends touch only the right edge of the table: a small cache is enough,
                 // and the default 2 MB would be most of the daemon's private memory.
                 try db.execute(sql: "PRAGMA cache_size = -512")
+                try db.execute(sql: "PRAGMA wal_autocheckpoint = \(Self.backstopCheckpointPages)")
                 if let maxBytes {
                     let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
                     try db.execute(sql: "PRAGMA max_page_count = \(max(1, maxBytes / pageSize))")
@@ -118,6 +124,7 @@ public final class Outbox: Sendable {
             throw Self.classify(error, path: path, opening: false)
         }
         storedEvents.add(events.count, ordering: .relaxed)
+        writesSinceCheckpoint.add(1, ordering: .relaxed)
     }
 
     /// The stored event with this id, if any: its body as received.

@@ -54,6 +54,7 @@ extension Outbox {
             return (result, removed)
         }
         if removedFromLine > 0 { storedEvents.subtract(removedFromLine, ordering: .relaxed) }
+        writesSinceCheckpoint.add(1, ordering: .relaxed)
         return result
     }
 

@@ -24,6 +24,9 @@ public enum Daemon {
         logger.info("storage ready", metadata: [
             "path": "\(outbox.path)", "stored_events": "\(outbox.storedCount)",
         ])
+        let checkpointer = WALCheckpointer(outbox: outbox, logger: logger)
+        checkpointer.start()
+        defer { checkpointer.stop() }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let client = PlunkClient(
             baseURL: config.plunkBaseURL, concurrency: config.concurrency,
