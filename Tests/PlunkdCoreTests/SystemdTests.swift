@@ -73,6 +73,14 @@ struct SystemdTests {
         }
     }
 
+    // systemd-socket-activate closes every descriptor it inherited, among them the one
+    // Foundation's `Process` watches for the child's end: Foundation then cleans up twice,
+    // and its second `close` hits whatever descriptor reused the number (an event loop's
+    // epoll of another test, once in CI). So it runs under perl's `system` (perl-base is
+    // part of every Debian), which keeps its copies open until the child exits and waits
+    // with a plain waitpid: a shell's `wait` hangs, as the shell inherits this process's
+    // blocked SIGCHLD. The test signals plunkd itself, the launcher's child.
+
     @Test("socket activation: an event sent before the daemon runs is stored and acknowledged by it")
     func socketActivation() throws {
         let activate = "/usr/bin/systemd-socket-activate"
@@ -82,7 +90,8 @@ struct SystemdTests {
         let daemon = try DaemonProcess(
             directory: directory, arguments: ["run"],
             environment: ["PLUNKD_SOCKET_PATH": socketPath],
-            launcher: [activate, "-l", socketPath, "-E", "PLUNKD_SOCKET_PATH", "-E", "PLUNKD_STORAGE_PATH", "-E", "HOME", "-E", "PATH"])
+            launcher: ["/usr/bin/perl", "-e", "exit(system(@ARGV) >> 8)",
+                       activate, "-l", socketPath, "-E", "PLUNKD_SOCKET_PATH", "-E", "PLUNKD_STORAGE_PATH", "-E", "HOME", "-E", "PATH"])
         defer { daemon.cleanUp() }
         // systemd-socket-activate listens first and starts plunkd at the first connection.
         var client: BlockingUnixSocket?
@@ -104,7 +113,10 @@ struct SystemdTests {
         #expect(status.body.contains("\"pending\":1"))
         #expect(status.body.contains("\"socket\":\"\(socketPath)\""))
         #expect(!id.isEmpty)
-        daemon.signal(SIGTERM)
+        // The shell's child is plunkd (systemd-socket-activate executed it).
+        let children = try String(contentsOfFile: "/proc/\(daemon.pid)/task/\(daemon.pid)/children", encoding: .utf8)
+        let plunkd = try #require(children.split(separator: " ").first.flatMap { Int32($0) })
+        kill(plunkd, SIGTERM)
         #expect(daemon.waitForExit() == 0)
     }
 
