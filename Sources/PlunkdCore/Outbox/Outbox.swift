@@ -48,12 +48,6 @@ public final class Outbox: Sendable {
             var configuration = GRDB.Configuration()
             configuration.busyMode = .timeout(5)
             configuration.label = "plunkd.outbox"
-            // Appends touch only the right edge of the table and status reads a few index
-            // pages: a small cache per connection is enough, where SQLite's default 2 MB
-            // each (filled by the start-up count over a large backlog) would be most of the
-            // daemon's private memory. Two readers serve status, metrics and the operator.
-            configuration.prepareDatabase { db in try db.execute(sql: "PRAGMA cache_size = -512") }
-            configuration.maximumReaderCount = 2
             pool = try DatabasePool(path: path, configuration: configuration)
         } catch {
             throw Self.classify(error, path: path, opening: true)
@@ -63,6 +57,9 @@ public final class Outbox: Sendable {
                 // DatabasePool resets `synchronous` to NORMAL in WAL mode after preparing the
                 // connection, so FULL is set here, on the one writer, after the pool is open.
                 try db.execute(sql: "PRAGMA synchronous = FULL")
+                // Appends touch only the right edge of the table: a small cache is enough,
+                // and the default 2 MB would be most of the daemon's private memory.
+                try db.execute(sql: "PRAGMA cache_size = -512")
                 try db.execute(sql: "PRAGMA wal_autocheckpoint = \(Self.backstopCheckpointPages)")
                 if let maxBytes {
                     let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
