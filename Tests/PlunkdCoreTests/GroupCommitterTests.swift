@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import GRDB
 import Logging
@@ -44,6 +45,44 @@ struct GroupCommitterTests {
             #expect(seen.withLock { $0 }?.contains(lone.id.uuidString.lowercased()) == true)
         }
         #expect(commits.load(ordering: .relaxed) == 3)
+    }
+
+    @Test("after a slow commit, lone events go to the committer thread until commits are quick again")
+    func slowCommitLeavesTheLoop() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = "\(directory)/o.sqlite"
+        let outbox = try Outbox(path: path)
+        let committer = GroupCommitter(outbox: outbox, maxPending: 100, logger: Logger(label: "test"))
+        committer.start()
+        defer { committer.shutdown() }
+        // Another connection holds the write lock for a while: the first commit waits for it.
+        let other = try DatabaseQueue(path: path)
+        let locked = DispatchSemaphore(value: 0)
+        Thread {
+            try? other.writeWithoutTransaction { db in
+                try db.execute(sql: "BEGIN IMMEDIATE")
+                locked.signal()
+                usleep(150_000)
+                try db.execute(sql: "COMMIT")
+            }
+        }.start()
+        locked.wait()
+        func submitLone(_ n: Int) -> Bool {
+            let caller = pthread_self()
+            let onCaller = Mutex<Bool?>(nil)
+            let done = DispatchSemaphore(value: 0)
+            committer.submit([event(n)], inlineWhenIdle: true) { result in
+                #expect(throws: Never.self) { try result.get() }
+                onCaller.withLock { $0 = pthread_equal(pthread_self(), caller) != 0 }
+                done.signal()
+            }
+            done.wait()
+            return onCaller.withLock { $0 } ?? false
+        }
+        #expect(submitLone(0), "the first lone event was not committed inline")
+        #expect(!submitLone(1), "a lone event was committed inline right after a slow commit")
+        #expect(submitLone(2), "inline commits did not come back after a quick one")
     }
 
     @Test("without the opt-in, or while submissions queue up, the committer thread commits")

@@ -16,7 +16,8 @@ import Synchronization
 /// Handing it to the committer and the ack back would cost two thread wake-ups, as long
 /// as the commit itself on this machine; under load (several submissions per commit) the
 /// committer thread takes everything, so other connections of the same event loop never
-/// wait behind an fsync.
+/// wait behind an fsync; after a slow commit too, so a stalling disk holds the committer
+/// thread and not an event loop.
 public final class GroupCommitter: @unchecked Sendable {
     public typealias Completion = @Sendable (Result<Void, IngestRefusal>) -> Void
 
@@ -47,6 +48,11 @@ public final class GroupCommitter: @unchecked Sendable {
     private var inlineCommits = 0
     /// The last commit held one submission: the store sees one client at a time.
     private var lastCommitWasLone = true
+    /// The last commit took longer than `inlineCommitLimit`: a slow or stalled disk must
+    /// never hold an event loop (and the status requests it serves), so while commits are
+    /// slow the committer thread takes every one.
+    private var lastCommitWasSlow = false
+    private static let inlineCommitLimit: UInt64 = 20_000_000  // ns
     private var thread: Thread?
 
     public init(
@@ -91,14 +97,15 @@ public final class GroupCommitter: @unchecked Sendable {
             completion(.failure(.queueFull(limit: maxPending)))
             return
         }
-        if inlineWhenIdle && lastCommitWasLone && !committing && inlineCommits == 0 && queue.isEmpty {
+        if inlineWhenIdle && lastCommitWasLone && !lastCommitWasSlow && !committing && inlineCommits == 0 && queue.isEmpty {
             inlineCommits += 1
             queuedEvents += events.count
             condition.unlock()
-            let result = commit(events)
+            let (result, slow) = timedCommit(events)
             completion(result)
             finished(result, events: events.count)
             condition.lock()
+            lastCommitWasSlow = slow
             inlineCommits -= 1
             queuedEvents -= events.count
             let wakeCommitter = !queue.isEmpty
@@ -146,7 +153,7 @@ public final class GroupCommitter: @unchecked Sendable {
             condition.unlock()
 
             let events = batch.flatMap(\.events)
-            let result = commit(events)
+            let (result, slow) = timedCommit(events)
             for submission in batch {
                 submission.completion(result)
             }
@@ -155,6 +162,7 @@ public final class GroupCommitter: @unchecked Sendable {
             condition.lock()
             committing = false
             lastCommitWasLone = batch.count == 1
+            lastCommitWasSlow = slow
             condition.broadcast()
             condition.unlock()
         }
@@ -184,6 +192,12 @@ public final class GroupCommitter: @unchecked Sendable {
         queue.removeFirst(taken)
         queuedEvents -= count
         return batch
+    }
+
+    private func timedCommit(_ events: [TrackEvent]) -> (Result<Void, IngestRefusal>, slow: Bool) {
+        let started = DispatchTime.now().uptimeNanoseconds
+        let result = commit(events)
+        return (result, DispatchTime.now().uptimeNanoseconds - started > Self.inlineCommitLimit)
     }
 
     private func commit(_ events: [TrackEvent]) -> Result<Void, IngestRefusal> {
