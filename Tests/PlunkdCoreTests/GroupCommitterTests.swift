@@ -53,7 +53,9 @@ struct GroupCommitterTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = "\(directory)/o.sqlite"
         let outbox = try Outbox(path: path)
-        let committer = GroupCommitter(outbox: outbox, maxPending: 100, logger: Logger(label: "test"))
+        // Generous on both sides: a commit held 1.5 s by a lock is slow, one under 0.5 s (even
+        // under ThreadSanitizer) is quick.
+        let committer = GroupCommitter(outbox: outbox, maxPending: 100, logger: Logger(label: "test"), slowCommit: .milliseconds(500))
         committer.start()
         defer { committer.shutdown() }
         // Another connection holds the write lock for a while: the first commit waits for it.
@@ -63,7 +65,7 @@ struct GroupCommitterTests {
             try? other.writeWithoutTransaction { db in
                 try db.execute(sql: "BEGIN IMMEDIATE")
                 locked.signal()
-                usleep(150_000)
+                usleep(1_500_000)
                 try db.execute(sql: "COMMIT")
             }
         }.start()

@@ -48,17 +48,20 @@ public final class GroupCommitter: @unchecked Sendable {
     private var inlineCommits = 0
     /// The last commit held one submission: the store sees one client at a time.
     private var lastCommitWasLone = true
-    /// The last commit took longer than `inlineCommitLimit`: a slow or stalled disk must
+    /// The last commit took longer than `slowCommit`: a slow or stalled disk must
     /// never hold an event loop (and the status requests it serves), so while commits are
     /// slow the committer thread takes every one.
     private var lastCommitWasSlow = false
-    private static let inlineCommitLimit: UInt64 = 20_000_000  // ns
+    private let slowCommitNanoseconds: UInt64
     private var thread: Thread?
 
     public init(
         outbox: Outbox, maxPending: Int, maxBatchEvents: Int = 1024, logger: Logger,
-        metrics: IngestMetrics = IngestMetrics(), didCommit: @escaping @Sendable () -> Void = {}
+        metrics: IngestMetrics = IngestMetrics(), slowCommit: Duration = .milliseconds(20),
+        didCommit: @escaping @Sendable () -> Void = {}
     ) {
+        self.slowCommitNanoseconds = UInt64(slowCommit.components.seconds) * 1_000_000_000
+            + UInt64(slowCommit.components.attoseconds / 1_000_000_000)
         self.metrics = metrics
         self.didCommit = didCommit
         self.outbox = outbox
@@ -197,7 +200,7 @@ public final class GroupCommitter: @unchecked Sendable {
     private func timedCommit(_ events: [TrackEvent]) -> (Result<Void, IngestRefusal>, slow: Bool) {
         let started = DispatchTime.now().uptimeNanoseconds
         let result = commit(events)
-        return (result, DispatchTime.now().uptimeNanoseconds - started > Self.inlineCommitLimit)
+        return (result, DispatchTime.now().uptimeNanoseconds - started > slowCommitNanoseconds)
     }
 
     private func commit(_ events: [TrackEvent]) -> Result<Void, IngestRefusal> {
