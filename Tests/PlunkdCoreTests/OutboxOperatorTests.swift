@@ -134,3 +134,57 @@ struct OutboxOperatorTests {
         #expect(try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 10, now: now).claimed.map(\.seq) == [6])
     }
 }
+
+/// Claims: bounded reading however long one contact's line is, and claimed events given back.
+@Suite("Outbox claims")
+struct OutboxClaimTests {
+    func events(_ count: Int, contact: String) -> [TrackEvent] {
+        (0..<count).map { TrackEvent(contact: contact, body: Data("{\"n\":\($0)}".utf8)) }
+    }
+
+    @Test("a long line of one contact is read a bounded page per claim, and the others behind it still come through")
+    func boundedReading() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let outbox = try Outbox(path: "\(directory)/o.sqlite")
+        let long = events(1000, contact: "a@x.io")
+        let others = ["b", "c", "d", "e", "f"].flatMap { events(1, contact: "\($0)@x.io") }
+        try outbox.enqueue(long)
+        try outbox.enqueue(others)
+        let now = Date()
+        let first = try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 8, now: now)
+        #expect(first.claimed.map(\.id) == [long[0].id])
+        #expect(first.mayHaveMore, "the claim stopped at its reading bound and must say so")
+        var claimed: [UUID] = []
+        var turns = 0
+        while claimed.count < others.count && turns < 10 {
+            let result = try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 8, now: now)
+            #expect(result.claimed.count <= 8)
+            claimed += result.claimed.map(\.id)
+            turns += 1
+        }
+        // 1,000 rows at no more than 256 per claim: the five others arrive within four more turns.
+        #expect(claimed == others.map(\.id))
+        #expect(turns <= 4)
+        let last = try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 8, now: now)
+        #expect(last.claimed.isEmpty && !last.mayHaveMore)
+    }
+
+    @Test("a claimed event given back unsent goes back to the head of its line, before the ones behind it")
+    func releaseKeepsOrder() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let outbox = try Outbox(path: "\(directory)/o.sqlite")
+        let line = events(3, contact: "a@x.io")
+        try outbox.enqueue(line)
+        let now = Date()
+        let first = try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 8, now: now).claimed
+        #expect(first.map(\.id) == [line[0].id])
+        let again = try outbox.recordAndClaim(moves: [.release(seq: first[0].seq)], counters: [:], claimLimit: 8, now: now).claimed
+        #expect(again.map(\.id) == [line[0].id])
+        #expect(try outbox.stateCounts().inFlight == 1)
+        let next = try outbox.recordAndClaim(moves: [.delivered(seq: again[0].seq)], counters: [:], claimLimit: 8, now: now).claimed
+        #expect(next.map(\.id) == [line[1].id])
+        #expect(outbox.storedCount == 2)
+    }
+}
