@@ -9,7 +9,7 @@ import Synchronization
 public final class Outbox: Sendable {
     public let path: String
     let pool: DatabasePool
-    /// Events in line (pending or in flight; not parked), kept in memory so that the
+    /// Events in line (any state but parked), kept in memory so that the
     /// `max_pending` check at the door costs nothing.
     let storedEvents: Atomic<Int>
     /// The `seq` the next stored event gets. Assigned here rather than by SQLite, which
@@ -68,16 +68,14 @@ public final class Outbox: Sendable {
                 try Self.checkIntegrity(db, path: path)
             }
             try OutboxSchema.migrator.migrate(pool)
-            let count = try pool.read { db in
-                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM event WHERE state != 'parked'") ?? 0
-            }
-            storedEvents = Atomic(count)
-            let next = try pool.read { db in
-                try Int64.fetchOne(db, sql: """
+            let (count, next) = try pool.read { db in
+                (try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM event WHERE state != 'parked'") ?? 0,
+                 try Int64.fetchOne(db, sql: """
                     SELECT max(coalesce((SELECT max(seq) FROM event), 0),
                                coalesce((SELECT scanned_through FROM delivery_scan), 0)) + 1
-                    """) ?? 1
+                    """) ?? 1)
             }
+            storedEvents = Atomic(count)
             nextSeq = Mutex(next)
             claimedContacts = Mutex([:])
         } catch let error as OutboxError {

@@ -64,13 +64,14 @@ extension Outbox {
             db.cachedStatement(sql: "SELECT contact, state FROM event WHERE seq = ?"), arguments: [move.seq])
         else { return 0 }
         let contact: String = row["contact"]
-        let wasClaimed = (row["state"] as String) == "in_flight"
+        let state: String = row["state"]
+        let wasClaimed = state == "in_flight"
         var removed = 0
         switch move {
         case .delivered(let seq):
             // Whatever its state: a delivered event must not be sent again.
             try db.cachedStatement(sql: "DELETE FROM event WHERE seq = ?").execute(arguments: [seq])
-            removed = row["state"] as String == "parked" ? 0 : db.changesCount
+            removed = state == "parked" ? 0 : db.changesCount
         case .retry(let seq, let due, let countsAsAttempt, let status, let error):
             try db.cachedStatement(sql: """
                 UPDATE event SET state = 'waiting', due_at = ?, attempts = attempts + ?,

@@ -1,7 +1,6 @@
 import Foundation
 import GRDB
 import Logging
-import Synchronization
 
 /// Copies the write-ahead log back into the database file on a thread of its own.
 ///
@@ -12,18 +11,15 @@ import Synchronization
 /// runs on its own connection every `interval` while anything was written. The writer's
 /// automatic checkpoint stays on as a backstop at `Outbox.backstopCheckpointPages`, so the
 /// log stays bounded should this thread fall behind or stop.
-public final class WALCheckpointer: Sendable {
+public final class WALCheckpointer: @unchecked Sendable {
     private let outbox: Outbox
     private let interval: Duration
     private let logger: Logger
-    private let wake = Mutex(State())
-    private let condition = NSCondition()
 
-    private struct State {
-        var stopping = false
-        var running = false
-        var lastFailure: String?
-    }
+    // Guarded by `condition`.
+    private let condition = NSCondition()
+    private var stopping = false
+    private var running = false
 
     public init(outbox: Outbox, interval: Duration = .milliseconds(200), logger: Logger) {
         self.outbox = outbox
@@ -32,7 +28,10 @@ public final class WALCheckpointer: Sendable {
     }
 
     public func start() {
-        guard wake.withLock({ state in defer { state.running = true }; return !state.running }) else { return }
+        condition.lock()
+        defer { condition.unlock() }
+        guard !running else { return }
+        running = true
         let thread = Thread { [self] in run() }
         thread.name = "plunkd-checkpoint"
         thread.start()
@@ -41,51 +40,49 @@ public final class WALCheckpointer: Sendable {
     /// Stops the thread after its current checkpoint, if any; returns once it has ended.
     public func stop() {
         condition.lock()
-        wake.withLock { $0.stopping = true }
+        stopping = true
         condition.broadcast()
-        while wake.withLock({ $0.running }) { condition.wait() }
+        while running { condition.wait() }
         condition.unlock()
     }
 
     private func run() {
+        defer {
+            condition.lock()
+            running = false
+            condition.broadcast()
+            condition.unlock()
+        }
         let connection: DatabaseQueue
         do {
             var configuration = GRDB.Configuration()
             configuration.label = "plunkd.checkpoint"
             connection = try DatabaseQueue(path: outbox.path, configuration: configuration)
         } catch {
-            logger.warning("no checkpoint thread (\(error)); SQLite checkpoints during commits instead")
-            finish()
+            logger.warning("no checkpoint thread (\(error)); commits checkpoint by themselves past \(Outbox.backstopCheckpointPages) WAL pages")
             return
         }
         let seconds = Double(interval.components.seconds) + Double(interval.components.attoseconds) / 1e18
+        // Confined to this thread: a failure is logged when it starts or changes, not per try.
+        var lastFailure: String?
         while true {
             condition.lock()
-            if !wake.withLock({ $0.stopping }) {
-                _ = condition.wait(until: Date().addingTimeInterval(seconds))
-            }
+            if !stopping { _ = condition.wait(until: Date().addingTimeInterval(seconds)) }
+            let stop = stopping
             condition.unlock()
-            if wake.withLock({ $0.stopping }) { break }
+            if stop { return }
             guard outbox.writesSinceCheckpoint.exchange(0, ordering: .relaxed) > 0 else { continue }
             do {
                 _ = try connection.writeWithoutTransaction { try $0.checkpoint(.passive) }
-                if wake.withLock({ state in defer { state.lastFailure = nil }; return state.lastFailure != nil }) {
-                    logger.info("WAL checkpoints work again")
-                }
+                if lastFailure != nil { logger.info("WAL checkpoints work again") }
+                lastFailure = nil
             } catch {
                 let text = "\(error)"
-                if wake.withLock({ state in defer { state.lastFailure = text }; return state.lastFailure != text }) {
+                if lastFailure != text {
                     logger.warning("WAL checkpoint failed: \(text); SQLite's own checkpoint bounds the log meanwhile")
                 }
+                lastFailure = text
             }
         }
-        finish()
-    }
-
-    private func finish() {
-        condition.lock()
-        wake.withLock { $0.running = false }
-        condition.broadcast()
-        condition.unlock()
     }
 }
