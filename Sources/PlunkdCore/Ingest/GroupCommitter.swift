@@ -127,6 +127,15 @@ public final class GroupCommitter: @unchecked Sendable {
         if wakeCommitter { condition.signal() }
     }
 
+    /// Nothing queued or being committed. A submission's completion runs before the
+    /// committer's own bookkeeping, so a caller that just got its answer may still find
+    /// the committer busy for a moment (tests wait for this before counting on an idle one).
+    var isIdle: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return queue.isEmpty && !committing && inlineCommits == 0
+    }
+
     /// Commits everything already submitted, refuses anything later, and returns once
     /// every submission has had its completion called.
     public func shutdown() {
