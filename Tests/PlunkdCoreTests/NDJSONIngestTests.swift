@@ -13,7 +13,7 @@ struct NDJSONIngestTests {
         try client.write(lines.joined())
         let replies = try (0..<3).map { _ in try NDJSONReply(client.readLine()) }
         #expect(replies.map(\.ok) == [true, false, true])
-        #expect(replies[1].error == "body is not valid JSON")
+        #expect(replies[1].error == "body is not valid JSON: unexpected 'n' at byte 0")
         #expect(replies[1].retryable == false)
         // The ack is held now: a fresh connection must already see both events.
         let stored = try fixture.storedIDs()

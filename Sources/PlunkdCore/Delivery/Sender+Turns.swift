@@ -72,11 +72,14 @@ extension Sender {
         let now = clock()
         expirePause(now: now)
         dispatchReady(now: now)
+        let limit = claimLimit(now: now)
+        // Before the claim below starts reading: see `newEventsUseful`.
+        newEventsUseful.store(limit > 0, ordering: .sequentiallyConsistent)
         guard storeBusySince == nil else {
             turnDeferred = true
             return
         }
-        let work = takeStoreWork(claimLimit: claimLimit(now: now), now: now)
+        let work = takeStoreWork(claimLimit: limit, now: now)
         guard !work.isEmpty else {
             armTimer(now: now, nextDue: nil)
             logStateIfChanged()
