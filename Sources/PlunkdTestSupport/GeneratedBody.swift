@@ -75,7 +75,7 @@ public enum GeneratedBody {
     }
 
     /// A comma right before `}` or `]`, outside strings.
-    static func hasTrailingComma(_ body: Data) -> Bool {
+    public static func hasTrailingComma(_ body: Data) -> Bool {
         var inString = false, escaped = false, lastToken: UInt8 = 0
         for byte in body {
             if inString {

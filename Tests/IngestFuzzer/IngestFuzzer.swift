@@ -20,6 +20,7 @@ final class Harness: @unchecked Sendable {
 
     let socketPath: String
     let validator = EventValidator(maxEventBytes: 4096)
+    let reference = ReferenceEventValidator(emailProblem: { EmailShape.problem(with: $0) })
     var inputs = 0
 
     private init() {
@@ -81,9 +82,18 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
 
     // The validator alone: any outcome but a crash is fine; an accepted event has a name
     // and an address-shaped email, and its body is kept byte for byte.
-    if let event = try? harness.validator.validate(Data(bytes)) {
-        precondition(event.body == Data(bytes), "the validator changed the body")
+    let body = Data(bytes)
+    let verdict: ReferenceEventValidator.Verdict
+    do {
+        let event = try harness.validator.validate(body)
+        precondition(event.body == body, "the validator changed the body")
         precondition(event.contact.contains("@"), "accepted an email without @")
+        verdict = .accepted(contact: event.contact)
+    } catch {
+        verdict = .refused(error.message)
+    }
+    if bytes.count <= harness.validator.maxEventBytes {
+        DifferentialCheck.compare(body, plunkd: verdict, foundation: harness.reference.verdict(body))
     }
 
     // Over the socket. NDJSON answers must each be one JSON object with "ok".

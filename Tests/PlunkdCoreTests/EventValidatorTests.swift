@@ -114,4 +114,12 @@ struct EventIDTests {
             #expect("89ab".contains(Array(text)[19]))
         }
     }
+
+    @Test("the text form is Foundation's, in lower case")
+    func text() {
+        for id in (0..<1000).map({ _ in UUID.randomEventID() }) + [UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)),
+                                                                   UUID(uuid: (255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255))] {
+            #expect(id.lowercasedText == id.uuidString.lowercased())
+        }
+    }
 }

@@ -26,3 +26,27 @@ extension UUID {
         return UUID(uuid: bytes)
     }
 }
+
+extension UUID {
+    /// The lower-case text form: the stored id, the Idempotency-Key and the id in acks.
+    /// Written directly instead of `uuidString.lowercased()`, which builds two strings and
+    /// maps case through Unicode tables, twice on every event's path (store and ack).
+    public var lowercasedText: String {
+        withUnsafeBytes(of: uuid) { raw in
+            String(unsafeUninitializedCapacity: 36) { text in
+                let digits: StaticString = "0123456789abcdef"
+                var position = 0
+                for (index, byte) in raw.enumerated() {
+                    if index == 4 || index == 6 || index == 8 || index == 10 {
+                        text[position] = UInt8(ascii: "-")
+                        position += 1
+                    }
+                    text[position] = digits.utf8Start[Int(byte >> 4)]
+                    text[position + 1] = digits.utf8Start[Int(byte & 0x0F)]
+                    position += 2
+                }
+                return position
+            }
+        }
+    }
+}

@@ -116,7 +116,7 @@ final class HTTPIngestHandler: ChannelInboundHandler {
                 handler.responsesOutstanding -= 1
                 switch result {
                 case .success:
-                    let body = "{\"success\":true,\"queued\":true,\"id\":\"\(event.id.uuidString.lowercased())\"}"
+                    let body = "{\"success\":true,\"queued\":true,\"id\":\"\(event.id.lowercasedText)\"}"
                     handler.respond(head, .ok, body, context: context)
                 case .failure(let refusal):
                     var headers = HTTPHeaders()

@@ -225,7 +225,7 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
     }
 
     static func acknowledgement(_ id: UUID) -> String {
-        "{\"ok\":true,\"id\":\"\(id.uuidString.lowercased())\"}\n"
+        "{\"ok\":true,\"id\":\"\(id.lowercasedText)\"}\n"
     }
 
     static func refusal(_ message: String, retryable: Bool) -> String {

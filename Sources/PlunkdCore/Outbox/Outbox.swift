@@ -114,7 +114,7 @@ public final class Outbox: Sendable {
                     return next
                 }
                 for event in events {
-                    try insert.execute(arguments: [seq, event.id.uuidString.lowercased(), event.contact, event.body, stamp, stamp])
+                    try insert.execute(arguments: [seq, event.id.lowercasedText, event.contact, event.body, stamp, stamp])
                     seq += 1
                 }
             }
@@ -128,7 +128,7 @@ public final class Outbox: Sendable {
     /// The stored event with this id, if any: its body as received.
     public func storedBody(id: UUID) throws -> Data? {
         try pool.read { db in
-            try Data.fetchOne(db, sql: "SELECT body FROM event WHERE id = ?", arguments: [id.uuidString.lowercased()])
+            try Data.fetchOne(db, sql: "SELECT body FROM event WHERE id = ?", arguments: [id.lowercasedText])
         }
     }
 
