@@ -19,6 +19,27 @@ struct OutboxTests {
         #expect(try outbox.synchronousMode() == 2)
     }
 
+    @Test("the state check is spelled without a list, still refuses an unknown state, and the store stays sound")
+    func stateCheck() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = "\(directory)/o.sqlite"
+        let outbox = try Outbox(path: path)
+        try outbox.enqueue([event(1)])
+        let other = try DatabaseQueue(path: path)
+        let sql = try other.read { try String.fetchOne($0, sql: "SELECT sql FROM sqlite_master WHERE name = 'event'") } ?? ""
+        #expect(!sql.contains("state IN"))
+        #expect(sql.contains("state = 'new' OR state = 'pending' OR state = 'waiting' OR state = 'in_flight' OR state = 'parked'"))
+        #expect(throws: DatabaseError.self) {
+            try other.write { try $0.execute(sql: "UPDATE event SET state = 'lost'") }
+        }
+        try other.write { try $0.execute(sql: "UPDATE event SET state = 'pending'") }
+        #expect(try other.read { try String.fetchAll($0, sql: "PRAGMA integrity_check") } == ["ok"])
+        // A second open finds every migration applied.
+        try other.close()
+        _ = try Outbox(path: path)
+    }
+
     @Test("stored events are visible to a separate connection opened afterwards")
     func durableAcrossConnections() throws {
         let directory = try DaemonProcess.makeScratchDirectory()

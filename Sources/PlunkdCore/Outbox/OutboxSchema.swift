@@ -114,6 +114,28 @@ enum OutboxSchema {
                 INSERT INTO delivery_scan (id, scanned_through) VALUES (1, 0);
                 """)
         }
+        migrator.registerMigration("v5: state check without a list") { db in
+            // `state IN (five values)` made SQLite build a temporary b-tree of the values
+            // for every insert and every state update (lists of more than two constants
+            // are looked up, not compared): 2.6 to 5 µs per statement measured here,
+            // against none for the same check spelled with OR. Only the check's text
+            // changes, not the rows, so the stored schema is edited in place as SQLite
+            // documents for such changes (sqlite.org/lang_altertable.html#otheralter,
+            // the simpler procedure) instead of rebuilding the whole table.
+            let listed = "CHECK (state IN ('new', 'pending', 'waiting', 'in_flight', 'parked'))"
+            let spelled = "CHECK (state = 'new' OR state = 'pending' OR state = 'waiting' OR state = 'in_flight' OR state = 'parked')"
+            let version = try Int.fetchOne(db, sql: "PRAGMA schema_version") ?? 0
+            try db.execute(sql: "PRAGMA writable_schema = ON")
+            try db.execute(
+                sql: "UPDATE sqlite_master SET sql = replace(sql, ?, ?) WHERE type = 'table' AND name = 'event' AND instr(sql, ?) > 0",
+                arguments: [listed, spelled, listed])
+            let edited = db.changesCount
+            try db.execute(sql: "PRAGMA schema_version = \(version + 1)")
+            try db.execute(sql: "PRAGMA writable_schema = OFF")
+            guard edited == 1 else {
+                throw DatabaseError(resultCode: .SQLITE_ERROR, message: "the event table's state check is not the one v4 created")
+            }
+        }
         return migrator
     }
 }
