@@ -104,7 +104,7 @@ public final class Outbox: Sendable {
         guard !events.isEmpty else { return }
         let stamp = now.timeIntervalSince1970
         do {
-            try pool.write { db in
+            try pool.writeWithoutTransaction { db in try Self.inImmediateTransaction(db) {
                 let insert = try db.cachedStatement(sql: """
                     INSERT INTO event (seq, id, contact, body, received_at, due_at) VALUES (?, ?, ?, ?, ?, ?)
                     """)
@@ -117,12 +117,26 @@ public final class Outbox: Sendable {
                     try insert.execute(arguments: [seq, event.id.lowercasedText, event.contact, event.body, stamp, stamp])
                     seq += 1
                 }
-            }
+            } }
         } catch {
             throw Self.classify(error, path: path, opening: false)
         }
         storedEvents.add(events.count, ordering: .relaxed)
         writesSinceCheckpoint.add(1, ordering: .relaxed)
+    }
+
+    /// GRDB's `write`, with its BEGIN and COMMIT prepared once: GRDB builds and compiles
+    /// both statements' text for every transaction, and the client sending one event at
+    /// a time waits for that on each event.
+    static func inImmediateTransaction(_ db: Database, _ body: () throws -> Void) throws {
+        try db.cachedStatement(sql: "BEGIN IMMEDIATE TRANSACTION").execute()
+        do {
+            try body()
+            try db.cachedStatement(sql: "COMMIT TRANSACTION").execute()
+        } catch {
+            if db.isInsideTransaction { try? db.execute(sql: "ROLLBACK TRANSACTION") }
+            throw error
+        }
     }
 
     /// The stored event with this id, if any: its body as received.
