@@ -40,6 +40,32 @@ struct OutboxTests {
         _ = try Outbox(path: path)
     }
 
+    @Test("a state check that reads otherwise is left as it is, and the store opens")
+    func stateCheckLeftAlone() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = "\(directory)/o.sqlite"
+        let queue = try DatabaseQueue(path: path)
+        try OutboxSchema.migrator.migrate(queue, upTo: "v4: new events enter no index")
+        let unusual = "CHECK (state IN ('new','pending','waiting','in_flight','parked'))"
+        try queue.writeWithoutTransaction { db in
+            let version = try Int.fetchOne(db, sql: "PRAGMA schema_version") ?? 0
+            try db.execute(sql: "PRAGMA writable_schema = ON")
+            try db.execute(sql: "UPDATE sqlite_master SET sql = replace(sql, ?, ?) WHERE name = 'event'",
+                           arguments: ["CHECK (state IN ('new', 'pending', 'waiting', 'in_flight', 'parked'))", unusual])
+            try db.execute(sql: "PRAGMA schema_version = \(version + 1)")
+            try db.execute(sql: "PRAGMA writable_schema = OFF")
+        }
+        try queue.close()
+        let outbox = try Outbox(path: path)
+        try outbox.enqueue([event(1)])
+        #expect(outbox.storedCount == 1)
+        let other = try DatabaseQueue(path: path)
+        let sql = try other.read { try String.fetchOne($0, sql: "SELECT sql FROM sqlite_master WHERE name = 'event'") } ?? ""
+        #expect(sql.contains(unusual))
+        #expect(try other.read { try String.fetchAll($0, sql: "PRAGMA integrity_check") } == ["ok"])
+    }
+
     @Test("stored events are visible to a separate connection opened afterwards")
     func durableAcrossConnections() throws {
         let directory = try DaemonProcess.makeScratchDirectory()
