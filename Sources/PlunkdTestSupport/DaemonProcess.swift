@@ -98,6 +98,17 @@ public final class DaemonProcess {
         (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
     }
 
+    /// Waits (bounded) until the log holds `text`: a line may come after the work it
+    /// describes has already been answered on another thread.
+    public func waitForLog(containing text: String, timeout: Double = 30) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while !log.contains(text) {
+            guard Date() < deadline else { return false }
+            usleep(20_000)
+        }
+        return true
+    }
+
     /// Waits until the socket accepts connections; throws if the process exits first.
     public func waitUntilServing(timeout: Double = 60) throws {
         let deadline = Date().addingTimeInterval(timeout)
