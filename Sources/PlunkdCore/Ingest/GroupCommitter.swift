@@ -105,8 +105,9 @@ public final class GroupCommitter: @unchecked Sendable {
             queuedEvents += events.count
             condition.unlock()
             let (result, slow) = timedCommit(events)
+            count(result, events: events.count)
             completion(result)
-            finished(result, events: events.count)
+            if case .success = result { didCommit() }
             condition.lock()
             lastCommitWasSlow = slow
             inlineCommits -= 1
@@ -166,10 +167,11 @@ public final class GroupCommitter: @unchecked Sendable {
 
             let events = batch.flatMap(\.events)
             let (result, slow) = timedCommit(events)
+            count(result, events: events.count)
             for submission in batch {
                 submission.completion(result)
             }
-            finished(result, events: events.count)
+            if case .success = result { didCommit() }
 
             condition.lock()
             committing = false
@@ -180,11 +182,12 @@ public final class GroupCommitter: @unchecked Sendable {
         }
     }
 
-    private func finished(_ result: Result<Void, IngestRefusal>, events: Int) {
+    /// Counted before the completions run: a client holding its ack finds its event in
+    /// the metrics. Delivery is woken after them, so the acks go out first.
+    private func count(_ result: Result<Void, IngestRefusal>, events: Int) {
         switch result {
         case .success:
             metrics.received.increment(by: events)
-            didCommit()
         case .failure(let refusal):
             metrics.count(refusal, events: events)
         }
