@@ -194,4 +194,22 @@ struct WALCheckpointTests {
         #expect(fileSize(path) > before + 100 * 4096, "the checkpoint thread did not copy the log back")
         #expect(outbox.writesSinceCheckpoint.load(ordering: .relaxed) == 0)
     }
+
+    @Test("with the checkpoint thread running, the log starts over instead of growing with every commit")
+    func logStartsOver() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = "\(directory)/o.sqlite"
+        let outbox = try Outbox(path: path)
+        let checkpointer = WALCheckpointer(outbox: outbox, interval: .milliseconds(10), logger: Logger(label: "test"))
+        checkpointer.start()
+        defer { checkpointer.stop() }
+        // 3,000 one-event commits write at least 3,000 frames; a log that never starts over
+        // holds them all (12 MB).
+        for n in 0..<3000 {
+            try outbox.enqueue([TrackEvent(contact: "u\(n)@x.io", body: Data(repeating: UInt8(ascii: "x"), count: 200))])
+        }
+        #expect(fileSize(path + "-wal") < 1500 * 4096, "the log grew with every commit: \(fileSize(path + "-wal")) bytes")
+        #expect(outbox.storedCount == 3000)
+    }
 }

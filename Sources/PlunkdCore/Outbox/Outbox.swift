@@ -125,6 +125,14 @@ public final class Outbox: Sendable {
         writesSinceCheckpoint.add(1, ordering: .relaxed)
     }
 
+    /// Copies what the last background checkpoint left of the log, on the writer's
+    /// connection so that no commit runs meanwhile: afterwards every frame is copied and
+    /// the next commit rewinds the log instead of appending (see `WALCheckpointer`). Holds
+    /// the writer for a small copy and one fsync of the database file.
+    func finishCheckpoint() throws {
+        _ = try pool.writeWithoutTransaction { try $0.checkpoint(.passive) }
+    }
+
     /// GRDB's `write`, with its BEGIN and COMMIT prepared once: GRDB builds and compiles
     /// both statements' text for every transaction, and the client sending one event at
     /// a time waits for that on each event.
