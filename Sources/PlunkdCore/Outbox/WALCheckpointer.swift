@@ -16,9 +16,9 @@ import Logging
 /// it always ends a few frames short, and SQLite rewinds the log only when every frame has
 /// been copied. The log then grew by every commit to the backstop, and appending to a file
 /// makes each fsync also write its new size: 215–242 µs per 4 KiB fsync here against
-/// 129–146 µs for overwriting, a commit's worth of difference for a client sending one
-/// event at a time. So after each pass the few frames left are copied on the writer's
-/// own connection, between two transactions, and the next commit rewinds the log.
+/// 129–146 µs for overwriting, which a client sending one event at a time waits for on
+/// every event. So after each pass the few frames left are copied on the writer's own
+/// connection, between two transactions, and the next commit rewinds the log.
 public final class WALCheckpointer: @unchecked Sendable {
     private let outbox: Outbox
     private let interval: Duration
