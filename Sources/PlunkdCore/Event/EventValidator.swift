@@ -46,9 +46,7 @@ public struct EventValidator: Sendable {
         guard emailMember.kind == .string else {
             throw EventRejection("\"email\" must be a string holding an email address")
         }
-        let email = emailMember.escaped
-            ? JSONBodyScanner.decodeString(bytes, emailMember.range)
-            : String(decoding: bytes[emailMember.range], as: UTF8.self)
+        let email = JSONBodyScanner.text(of: emailMember, in: bytes)
         if let problem = EmailShape.problem(with: email) {
             throw EventRejection("\"email\" is not a valid email address (\(problem)): \(EmailShape.quoted(email))")
         }
@@ -66,7 +64,6 @@ public struct EventValidator: Sendable {
     private static func isBlank(_ name: JSONBodyScan.Member, in bytes: UnsafeRawBufferPointer) -> Bool {
         guard let first = bytes[name.range].first else { return true }
         if (0x21...0x7E).contains(first) && first != UInt8(ascii: "\\") { return false }
-        let text = name.escaped ? JSONBodyScanner.decodeString(bytes, name.range) : String(decoding: bytes[name.range], as: UTF8.self)
-        return text.allSatisfy(\.isWhitespace)
+        return JSONBodyScanner.text(of: name, in: bytes).allSatisfy(\.isWhitespace)
     }
 }
