@@ -58,6 +58,33 @@ struct DaemonDeliveryTests {
         await fake.stop()
     }
 
+    @Test("kill -9 after a 409 said the key is burned: after restart the event goes under the same derived key, stored once")
+    func crashAfterRekey() async throws {
+        let before = V2IdempotentPlunk { request in
+            request.idempotencyKey?.contains(".r") == true ? .hang : .fail(status: 500)
+        }
+        let fake = try await FakePlunk(responder: before.responder)
+        let daemon = try DaemonProcess(environment: environment(fake))
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        let id = try submit(daemon.socketPath)
+        #expect(await fake.waitFor { $0.contains { $0.idempotencyKey == "\(id).r1" } })
+        daemon.signal(SIGKILL)
+        #expect(daemon.waitForExit(timeout: 20) != nil)
+
+        let after = V2IdempotentPlunk { _ in .store(status: 200) }
+        fake.respond(with: after.responder)
+        let restarted = try DaemonProcess(directory: daemon.directory, environment: environment(fake))
+        defer { restarted.cleanUp(removeDirectory: false) }
+        try restarted.waitUntilServing()
+        #expect(try await waitForStoredCount(daemon.storagePath, 0))
+        #expect(fake.requests.map(\.idempotencyKey) == [id, id, "\(id).r1", "\(id).r1"])
+        #expect(before.stored.isEmpty)
+        #expect(after.stored == ["e"])
+        #expect(try counterValue(daemon.storagePath, "rekeyed_total") == 1)
+        await fake.stop()
+    }
+
     @Test("SIGTERM with a request in flight waits for its answer, records it, and exits 0")
     func gracefulShutdown() async throws {
         let fake = try await FakePlunk { _ in .answer(status: 200, body: "{}", delay: .milliseconds(800)) }

@@ -43,8 +43,8 @@ final class DeliveryFixture: @unchecked Sendable {
     }
 
     /// Stops this sender (as a shutdown would) and starts a new one on the same store.
-    func restartSender(settings newSettings: Sender.Settings? = nil) async throws {
-        await sender.shutdown(grace: .seconds(5))
+    func restartSender(settings newSettings: Sender.Settings? = nil, grace: Duration = .seconds(5)) async throws {
+        await sender.shutdown(grace: grace)
         sender = Self.makeSender(outbox: outbox, fake: fake, group: group, settings: newSettings ?? settings, timeout: 2)
         try sender.start()
     }

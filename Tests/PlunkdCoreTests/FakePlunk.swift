@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 
 /// A stand-in for Plunk on 127.0.0.1 that answers as either generation and injects
 /// faults: any status and body, `Retry-After`, slow answers, hangs, and connections
@@ -27,7 +28,8 @@ final class FakePlunk: Sendable {
     }
 
     enum Reply: Sendable {
-        case answer(status: Int, body: String, headers: [(String, String)] = [], delay: TimeAmount = .zero)
+        case answer(status: Int, body: String, headers: [(String, String)] = [], delay: TimeAmount = .zero,
+                    whenSent: (@Sendable () -> Void)? = nil)
         /// Read the request, never answer.
         case hang
         /// Close the connection without answering.
@@ -40,17 +42,23 @@ final class FakePlunk: Sendable {
     private let channel: any Channel
     private let state: NIOLockedValueBox<(requests: [Request], inFlight: Int, maxInFlight: Int, responder: Responder)>
     let port: Int
+    private let scheme: String
 
-    var baseURL: URL { URL(string: "http://127.0.0.1:\(port)/v1")! }
+    var baseURL: URL { URL(string: "\(scheme)://127.0.0.1:\(port)/v1")! }
 
-    init(port: Int = 0, responder: @escaping Responder = { _ in FakePlunk.legacySuccess() }) async throws {
+    /// - Parameter tls: serve HTTPS with this configuration (a certificate and its key).
+    init(port: Int = 0, tls: TLSConfiguration? = nil, responder: @escaping Responder = { _ in FakePlunk.legacySuccess() }) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let state = NIOLockedValueBox<(requests: [Request], inFlight: Int, maxInFlight: Int, responder: Responder)>(
             ([], 0, 0, responder))
+        let sslContext = try tls.map { try NIOSSLContext(configuration: $0) }
         channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let sslContext {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+                    }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(FakePlunkHandler(state: state))
                 }
@@ -59,6 +67,7 @@ final class FakePlunk: Sendable {
         self.group = group
         self.state = state
         self.port = channel.localAddress!.port!
+        scheme = tls == nil ? "http" : "https"
     }
 
     func respond(with responder: @escaping Responder) {
@@ -156,9 +165,10 @@ private final class FakePlunkHandler: ChannelInboundHandler, @unchecked Sendable
             case .reset:
                 finished()
                 context.close(promise: nil)
-            case .answer(let status, let text, let extra, let delay):
+            case .answer(let status, let text, let extra, let delay, let whenSent):
                 context.eventLoop.scheduleTask(in: delay) {
                     let (handler, context) = loopBound.value
+                    whenSent?()
                     handler.finished()
                     var response = HTTPHeaders()
                     response.add(name: "Content-Type", value: text.hasPrefix("<") ? "text/html" : "application/json")

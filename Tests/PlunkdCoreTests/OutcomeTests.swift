@@ -15,11 +15,36 @@ struct OutcomeTests {
         #expect(classify(status, "not even json") == .delivered)
     }
 
-    @Test("409 IDEMPOTENCY_KEY_REUSED is a suppressed duplicate; another 409 is transient")
-    func conflict() {
-        #expect(classify(409, #"{"success":false,"error":{"code":"IDEMPOTENCY_KEY_REUSED","message":"reused"}}"#) == .duplicate)
-        if case .transient(409, _) = classify(409, #"{"success":false,"error":{"code":"SOMETHING_ELSE"}}"#) {} else {
+    static func conflict(details: String?) -> String {
+        let tail = details.map { #","details":"# + $0 } ?? ""
+        return #"{"success":false,"error":{"code":"IDEMPOTENCY_KEY_REUSED","message":"reused","statusCode":409,"requestId":"r1"\#(tail)},"timestamp":"t"}"#
+    }
+
+    @Test("409 IDEMPOTENCY_KEY_REUSED is read by what became of the first attempt", arguments: [
+        (#"{"originalStatusCode":200}"#, DeliveryOutcome.duplicate(confirmed: true)),
+        (#"{"originalStatusCode":201}"#, .duplicate(confirmed: true)),
+        (#"{"originalStatusCode":null}"#, .firstAttemptRunning(detail: "409: IDEMPOTENCY_KEY_REUSED reused")),
+        (#"{"originalStatusCode":500}"#, .keyBurned(originalStatus: 500, detail: "409: IDEMPOTENCY_KEY_REUSED reused")),
+        (#"{"originalStatusCode":503}"#, .keyBurned(originalStatus: 503, detail: "409: IDEMPOTENCY_KEY_REUSED reused")),
+        (#"{"originalStatusCode":302}"#, .keyBurned(originalStatus: 302, detail: "409: IDEMPOTENCY_KEY_REUSED reused")),
+        // Unreadable details: delivered as the best reading (and warned about once).
+        (#"{}"#, .duplicate(confirmed: false)),
+        (#"{"originalStatusCode":"500"}"#, .duplicate(confirmed: false)),
+        (#"{"originalStatusCode":true}"#, .duplicate(confirmed: false)),
+        (#""text""#, .duplicate(confirmed: false)),
+    ])
+    func conflict(details: String, expected: DeliveryOutcome) {
+        #expect(classify(409, Self.conflict(details: details)) == expected)
+    }
+
+    @Test("a 409 IDEMPOTENCY_KEY_REUSED without details is an unconfirmed duplicate; another 409 is transient")
+    func conflictWithoutDetails() {
+        #expect(classify(409, Self.conflict(details: nil)) == .duplicate(confirmed: false))
+        if case .transient(409, _) = classify(409, #"{"success":false,"error":{"code":"SOMETHING_ELSE","details":{"originalStatusCode":200}}}"#) {} else {
             Issue.record("other 409 not transient")
+        }
+        if case .transient(409, _) = classify(409, "<html>409 Conflict</html>") {} else {
+            Issue.record("an HTML 409 not transient")
         }
     }
 

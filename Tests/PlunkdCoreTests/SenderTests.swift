@@ -25,7 +25,7 @@ struct SenderTests {
         await fixture.stop()
     }
 
-    @Test("a v2 success body and a 409 IDEMPOTENCY_KEY_REUSED both count as delivered")
+    @Test("a v2 success body and a 409 IDEMPOTENCY_KEY_REUSED without details both count as delivered")
     func v2AndDuplicates() async throws {
         let fixture = try await DeliveryFixture { request in
             request.index % 2 == 0 ? FakePlunk.v2Success()

@@ -104,6 +104,7 @@ public enum StatusAssessment {
         report.oldestPendingAgeSeconds = status.oldestInLineReceivedAt.map { max(0, now.timeIntervalSince($0)) }
         report.deliveredTotal = status.counters["delivered_total"] ?? 0
         report.duplicatesSuppressedTotal = status.counters["duplicates_suppressed_total"] ?? 0
+        report.rekeyedTotal = status.counters["rekeyed_total"] ?? 0
         report.droppedTotal = status.counters["dropped_total"] ?? 0
         for (reason, count) in status.parked { report.parked[reason.rawValue] = count }
         report.database.sizeBytes = status.fileBytes

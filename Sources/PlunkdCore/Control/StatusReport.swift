@@ -50,6 +50,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     /// Null when the daemon is not running (it is counted in memory).
     public var deliveredLastHour: Int?
     public var duplicatesSuppressedTotal: Int?
+    /// Events sent again under a derived key after Plunk kept their first key burned.
+    public var rekeyedTotal: Int?
     public var droppedTotal: Int?
     public var parked: [String: Int]
     public var pausedUntil: Date?
@@ -73,6 +75,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case deliveredTotal = "delivered_total"
         case deliveredLastHour = "delivered_last_hour"
         case duplicatesSuppressedTotal = "duplicates_suppressed_total"
+        case rekeyedTotal = "rekeyed_total"
         case droppedTotal = "dropped_total"
         case parked
         case pausedUntil = "paused_until"
@@ -100,6 +103,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(deliveredTotal, forKey: .deliveredTotal)
         try c.encode(deliveredLastHour, forKey: .deliveredLastHour)
         try c.encode(duplicatesSuppressedTotal, forKey: .duplicatesSuppressedTotal)
+        try c.encode(rekeyedTotal, forKey: .rekeyedTotal)
         try c.encode(droppedTotal, forKey: .droppedTotal)
         try c.encode(parked, forKey: .parked)
         try c.encode(pausedUntil, forKey: .pausedUntil)

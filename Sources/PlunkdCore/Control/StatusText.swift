@@ -25,6 +25,7 @@ public enum StatusText {
             var text = "\(total) total"
             if let hour = report.deliveredLastHour { text += ", \(hour) in the last hour" }
             if let duplicates = report.duplicatesSuppressedTotal, duplicates > 0 { text += " (\(duplicates) duplicates suppressed by Plunk)" }
+            if let rekeyed = report.rekeyedTotal, rekeyed > 0 { text += "; \(rekeyed) sent again under a new key after Plunk kept a failed attempt's key" }
             row("Delivered:", text)
         }
         row("Parked:", ParkReason.allCases.map { "\($0.rawValue) \(report.parked[$0.rawValue] ?? 0)" }.joined(separator: ", "))

@@ -7,6 +7,8 @@ public struct DeliveryMetrics: Sendable {
     let factory: any MetricsFactory
     let delivered: Counter
     let duplicatesSuppressed: Counter
+    /// Events sent again under a derived key after v2 kept their key burned.
+    let rekeyed: Counter
     let requestDuration: CoreMetrics.Timer
     private let parkedByReason: [ParkReason: Counter]
     private let attemptsByOutcome: [String: Counter]
@@ -15,6 +17,7 @@ public struct DeliveryMetrics: Sendable {
         self.factory = factory
         delivered = Counter(label: "plunkd_delivered_total", factory: factory)
         duplicatesSuppressed = Counter(label: "plunkd_duplicates_suppressed_total", factory: factory)
+        rekeyed = Counter(label: "plunkd_rekeyed_total", factory: factory)
         requestDuration = CoreMetrics.Timer(label: "plunkd_request_duration_seconds", factory: factory)
         parkedByReason = Dictionary(uniqueKeysWithValues: ParkReason.allCases.map {
             ($0, Counter(label: "plunkd_parked_total", dimensions: [("reason", $0.rawValue)], factory: factory))

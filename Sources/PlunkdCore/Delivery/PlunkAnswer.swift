@@ -15,8 +15,18 @@ public enum PlunkAnswer: Sendable, Equatable {
 public enum DeliveryOutcome: Sendable, Equatable {
     /// Any 2xx: delivered, whatever the body says.
     case delivered
-    /// 409 `IDEMPOTENCY_KEY_REUSED`: an earlier attempt of this event was stored.
-    case duplicate
+    /// 409 `IDEMPOTENCY_KEY_REUSED` whose first attempt was stored (`originalStatusCode`
+    /// 2xx), or, `confirmed` false, a 409 without readable details (an older v2, a proxy):
+    /// delivered, as the best reading.
+    case duplicate(confirmed: Bool)
+    /// 409 `IDEMPOTENCY_KEY_REUSED` with `originalStatusCode: null`: the first attempt is
+    /// still running at Plunk. Retried later with the same key, whose answer will tell;
+    /// not a sign that Plunk is failing.
+    case firstAttemptRunning(detail: String)
+    /// 409 `IDEMPOTENCY_KEY_REUSED` whose first attempt failed (`originalStatusCode` 5xx or
+    /// another non-2xx): Plunk keeps the key burned for 24 h or more without having stored
+    /// the event, so it is sent again under a new key derived from its id.
+    case keyBurned(originalStatus: Int, detail: String)
     /// The event itself was refused (400, 404, 413, 422, other 4xx, 403 other than
     /// `PROJECT_DISABLED`): parked `rejected`.
     case rejected(status: Int, detail: String)
@@ -35,6 +45,8 @@ public enum DeliveryOutcome: Sendable, Equatable {
         switch self {
         case .delivered: "delivered"
         case .duplicate: "duplicate"
+        case .firstAttemptRunning: "first_attempt_running"
+        case .keyBurned: "rekeyed"
         case .rejected: "rejected"
         case .unauthorized: "unauthorized"
         case .quotaExceeded: "quota_exceeded"
@@ -44,12 +56,13 @@ public enum DeliveryOutcome: Sendable, Equatable {
     }
 
     /// Every `label`, for metrics that must exist before the first attempt.
-    public static let labels = ["delivered", "duplicate", "rejected", "unauthorized", "quota_exceeded", "rate_limited", "transient"]
+    public static let labels = ["delivered", "duplicate", "first_attempt_running", "rekeyed", "rejected", "unauthorized", "quota_exceeded", "rate_limited", "transient"]
 
     /// The HTTP status behind the outcome, when there was an answer.
     var status: Int? {
         switch self {
         case .delivered, .duplicate: 200
+        case .firstAttemptRunning, .keyBurned: 409
         case .rejected(let status, _), .unauthorized(let status, _): status
         case .quotaExceeded: 402
         case .rateLimited: 429
@@ -73,7 +86,12 @@ public enum OutcomeClassifier {
             let code = PlunkErrorReader.code(in: body)
             switch status {
             case 409 where code == "IDEMPOTENCY_KEY_REUSED":
-                return .duplicate
+                switch PlunkErrorReader.originalStatus(in: body) {
+                case .stored: return .duplicate(confirmed: true)
+                case .unknown: return .duplicate(confirmed: false)
+                case .stillRunning: return .firstAttemptRunning(detail: detail)
+                case .failed(let original): return .keyBurned(originalStatus: original, detail: detail)
+                }
             case 401:
                 return .unauthorized(status: status, detail: detail)
             case 403 where code == "PROJECT_DISABLED":
@@ -122,6 +140,51 @@ enum PlunkErrorReader {
             return [code, message].compactMap { $0 }.joined(separator: " ").nilIfEmpty
         }
         return (object["message"] as? String) ?? (object["error"] as? String)
+    }
+
+    /// What v2's 409 `IDEMPOTENCY_KEY_REUSED` says became of the first attempt, from
+    /// `error.details.originalStatusCode`.
+    enum OriginalStatus: Equatable {
+        /// A 2xx: the first attempt stored the event.
+        case stored
+        /// `null`: the first attempt is still running.
+        case stillRunning
+        /// Any other status: it failed, and the key stays burned.
+        case failed(Int)
+        /// No details, or not a number or null: an older v2 or a proxy.
+        case unknown
+    }
+
+    static func originalStatus(in body: Data) -> OriginalStatus {
+        guard body.first == UInt8(ascii: "{"),
+              let reading = try? JSONDecoder().decode(ConflictBody.self, from: body).error?.details?.originalStatusCode
+        else { return .unknown }
+        switch reading {
+        case .none: return .stillRunning
+        case .some(let status): return (200..<300).contains(status) ? .stored : .failed(status)
+        }
+    }
+
+    /// `{"error":{"details":{"originalStatusCode":500}}}`; the field's absence and its
+    /// `null` mean different things, so it is decoded by hand.
+    private struct ConflictBody: Decodable {
+        struct Failure: Decodable { let details: Details? }
+        struct Details: Decodable {
+            /// nil: absent or not a whole number; `.some(nil)`: null.
+            let originalStatusCode: Int??
+            enum CodingKeys: String, CodingKey { case originalStatusCode }
+            init(from decoder: any Decoder) throws {
+                let container = try decoder.container(keyedBy: CodingKeys.self)
+                if !container.contains(.originalStatusCode) {
+                    originalStatusCode = nil
+                } else if try container.decodeNil(forKey: .originalStatusCode) {
+                    originalStatusCode = .some(nil)
+                } else {
+                    originalStatusCode = (try? container.decode(Int.self, forKey: .originalStatusCode)).map { .some($0) }
+                }
+            }
+        }
+        let error: Failure?
     }
 
     private static func object(_ body: Data) -> [String: Any]? {

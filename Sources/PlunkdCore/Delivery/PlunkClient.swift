@@ -1,7 +1,9 @@
 import AsyncHTTPClient
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 
 /// Sends one event to Plunk and reports the answer; the sender decides what it means.
 public protocol PlunkTransport: Sendable {
@@ -12,6 +14,11 @@ public protocol PlunkTransport: Sendable {
 /// `POST {base_url}/track` over AsyncHTTPClient, with a pooled keep-alive connection per
 /// request in flight, no redirects followed (a redirect means a wrong `base_url`, which
 /// the operator should see rather than have silently followed), and a per-request deadline.
+///
+/// A connection that cannot be made (refused, DNS, a TLS handshake the certificate
+/// fails) fails its request at once instead of being retried inside the client until the
+/// connect deadline: the sender has its own backoff, and the operator sees the cause in
+/// status seconds sooner.
 public final class PlunkClient: PlunkTransport {
     private let client: HTTPClient
     private let trackURL: String
@@ -20,18 +27,45 @@ public final class PlunkClient: PlunkTransport {
     private let template: Result<HTTPClient.Request, any Error>
     private let userAgent = "plunkd/\(PlunkdVersion.string)"
     private let requestTimeout: TimeAmount
+    private let destination: TransportFailureText.Destination
+    /// The TLS configuration with `plunk.ca_file`'s roots, or nil for the client's own
+    /// (the system store). Replaced on SIGHUP; requests use it from then on.
+    private let customTLS: NIOLockedValueBox<TLSConfiguration?>
 
-    public init(baseURL: URL, concurrency: Int, requestTimeout: Double, eventLoopGroup: any EventLoopGroup) {
+    public init(
+        baseURL: URL, concurrency: Int, requestTimeout: Double, eventLoopGroup: any EventLoopGroup,
+        extraTrustRoots: [NIOSSLCertificate]? = nil, proxy: ProxyEndpoint? = nil
+    ) {
         let timeout = TimeAmount.nanoseconds(Int64(requestTimeout * 1e9))
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
             timeout: .init(connect: min(timeout, .seconds(10))),
             connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: concurrency))
         configuration.httpVersion = .http1Only
+        configuration.connectionPool.retryConnectionEstablishment = false
+        if let proxy {
+            let authorization = proxy.username.map { HTTPClient.Authorization.basic(username: $0, password: proxy.password ?? "") }
+            configuration.proxy = .server(host: proxy.host, port: proxy.port, authorization: authorization)
+        }
         client = HTTPClient(eventLoopGroupProvider: .shared(eventLoopGroup), configuration: configuration)
         trackURL = baseURL.absoluteString + "/track"
         template = Result { try HTTPClient.Request(url: baseURL.absoluteString + "/track", method: .POST) }
         self.requestTimeout = timeout
+        let https = baseURL.scheme?.lowercased() == "https"
+        destination = .init(host: baseURL.host ?? "?", port: baseURL.port ?? (https ? 443 : 80), proxy: proxy?.address)
+        customTLS = NIOLockedValueBox(Self.tlsConfiguration(trusting: extraTrustRoots))
+    }
+
+    /// Trusts `roots` besides the system's from the next request on (nil: the system's only).
+    public func trust(extraRoots roots: [NIOSSLCertificate]?) {
+        customTLS.withLockedValue { $0 = Self.tlsConfiguration(trusting: roots) }
+    }
+
+    private static func tlsConfiguration(trusting roots: [NIOSSLCertificate]?) -> TLSConfiguration? {
+        guard let roots, !roots.isEmpty else { return nil }
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.additionalTrustRoots = [.certificates(roots)]
+        return tls
     }
 
     public func post(body: Data, idempotencyKey: String, apiKey: APIKey, completion: @escaping @Sendable (PlunkAnswer) -> Void) {
@@ -48,41 +82,21 @@ public final class PlunkClient: PlunkTransport {
         request.headers.add(name: "Idempotency-Key", value: idempotencyKey)
         request.headers.add(name: "User-Agent", value: userAgent)
         request.body = .data(body)
+        if let tls = customTLS.withLockedValue({ $0 }) { request.tlsConfiguration = tls }
         let timeoutSeconds = Double(requestTimeout.nanoseconds) / 1e9
+        let destination = destination
         client.execute(request: request, delegate: AnswerCollector(), deadline: .now() + requestTimeout)
             .futureResult.whenComplete { result in
                 switch result {
                 case .success(let answer): completion(answer)
-                case .failure(let error): completion(.transportFailure(Self.describe(error, timeout: timeoutSeconds)))
+                case .failure(let error):
+                    completion(.transportFailure(TransportFailureText.describe(error, destination: destination, timeout: timeoutSeconds)))
                 }
             }
     }
 
     public func shutdown() async {
         try? await client.shutdown()
-    }
-
-    /// A short, key-free account of a transport failure for status and logs.
-    static func describe(_ error: any Error, timeout: Double) -> String {
-        if let error = error as? HTTPClientError {
-            switch error {
-            case .deadlineExceeded, .readTimeout, .writeTimeout:
-                return "no answer within \(timeout) s"
-            case .connectTimeout:
-                return "connect timed out"
-            case .remoteConnectionClosed:
-                return "connection closed by the server before an answer"
-            default:
-                return "\(error)"
-            }
-        }
-        if let error = error as? IOError {
-            return String(cString: strerror(error.errnoCode))
-        }
-        let text = "\(error)"
-        if text.contains("connectionRefused") || text.contains("Connection refused") { return "connection refused" }
-        if text.contains("connectionReset") || text.contains("Connection reset") { return "connection reset" }
-        return text
     }
 }
 

@@ -18,11 +18,35 @@ extension Sender {
             counters[.delivered, default: 0] += 1
             metrics.delivered.increment()
             recentDeliveries.record(1, at: now)
-            if outcome == .duplicate {
+            if case .duplicate(let confirmed) = outcome {
                 counters[.duplicatesSuppressed, default: 0] += 1
                 metrics.duplicatesSuppressed.increment()
+                if !confirmed && !warnedUnconfirmedDuplicate {
+                    warnedUnconfirmedDuplicate = true
+                    logger.warning("Plunk answered 409 IDEMPOTENCY_KEY_REUSED without saying what became of the first attempt (an older v2, or a proxy): counted as delivered, which loses the event if that attempt failed. Logged once per run.", metadata: ["id": "\(event.key)"])
+                }
             }
             recordSuccess(now: now)
+        case .firstAttemptRunning(let detail):
+            // A sane answer, not a failing Plunk: the failure run ends, and the event waits
+            // its backoff before asking again with the same key.
+            retryOrExpire(event, answer: answer, status: 409, detail: detail, now: now)
+            recordSuccess(now: now, delivered: false)
+        case .keyBurned(let original, let detail):
+            if expire(event, answer: answer, status: 409, detail: detail, now: now) {
+                recordSuccess(now: now, delivered: false)
+                break
+            }
+            // Backoff, not at once: a Plunk that burned every new key too must not be asked
+            // again in a tight loop.
+            let delay = settings.retry.delay(afterFailures: event.attempts + 1, unit: unitRandom)
+            moves.append(.rekey(seq: event.seq, due: now.addingTimeInterval(delay), status: 409, error: detail))
+            counters[.rekeyed, default: 0] += 1
+            metrics.rekeyed.increment()
+            logger.notice("Plunk kept this event's Idempotency-Key burned after a failed first attempt (originalStatusCode \(original)); sending it again under a new key", metadata: [
+                "id": "\(event.key)", "old_key": "\(event.idempotencyKey)", "generation": "\(event.keyGeneration + 1)",
+            ])
+            recordSuccess(now: now, delivered: false)
         case .rejected(let status, let detail):
             moves.append(.park(seq: event.seq, reason: .rejected, status: status, error: Self.excerpt(answer)))
             counters[.parked(.rejected), default: 0] += 1
@@ -60,15 +84,7 @@ extension Sender {
             block(until: now.addingTimeInterval(wait), rateLimit: true)
         case .transient(let status, let detail):
             recordError(detail, status: outcome.status, now: now)
-            if now.timeIntervalSince(event.receivedAt) >= settings.retry.maxAge {
-                moves.append(.park(seq: event.seq, reason: .expired, status: status, error: Self.excerpt(answer)))
-                counters[.parked(.expired), default: 0] += 1
-                metrics.parked(.expired)?.increment()
-                logger.warning("event parked", metadata: ["id": "\(event.key)", "reason": "expired", "last_error": "\(detail)"])
-            } else {
-                let delay = settings.retry.delay(afterFailures: event.attempts + 1, unit: unitRandom)
-                moves.append(.retry(seq: event.seq, due: now.addingTimeInterval(delay), countsAsAttempt: true, status: status, error: detail))
-            }
+            retryOrExpire(event, answer: answer, status: status, detail: detail, now: now)
             consecutiveFailures += 1
             if consecutiveFailures >= settings.failingAfter {
                 let gap = settings.retry.delay(afterFailures: consecutiveFailures - settings.failingAfter + 1, unit: unitRandom)
@@ -80,6 +96,23 @@ extension Sender {
         if stopping && inFlight.isEmpty {
             releaseDrainWaiters()
         }
+    }
+
+    /// Backs the event off with the same key, or parks it `expired` past `retry.max_age`.
+    func retryOrExpire(_ event: ClaimedEvent, answer: PlunkAnswer, status: Int?, detail: String, now: Date) {
+        guard !expire(event, answer: answer, status: status, detail: detail, now: now) else { return }
+        let delay = settings.retry.delay(afterFailures: event.attempts + 1, unit: unitRandom)
+        moves.append(.retry(seq: event.seq, due: now.addingTimeInterval(delay), countsAsAttempt: true, status: status, error: detail))
+    }
+
+    /// Parks the event `expired` when it has been retried for longer than `retry.max_age`.
+    func expire(_ event: ClaimedEvent, answer: PlunkAnswer, status: Int?, detail: String, now: Date) -> Bool {
+        guard now.timeIntervalSince(event.receivedAt) >= settings.retry.maxAge else { return false }
+        moves.append(.park(seq: event.seq, reason: .expired, status: status, error: Self.excerpt(answer)))
+        counters[.parked(.expired), default: 0] += 1
+        metrics.parked(.expired)?.increment()
+        logger.warning("event parked", metadata: ["id": "\(event.key)", "reason": "expired", "last_error": "\(detail)"])
+        return true
     }
 
     /// A sane answer from the server (any 2xx, or an event-level refusal) ends a failure run.

@@ -76,6 +76,8 @@ public final class Sender: @unchecked Sendable {
     var lastErrorStatus: Int?
     var lastErrorAt: Date?
     var loggedState: DeliveryState?
+    /// A 409 without details is warned about once per run.
+    var warnedUnconfirmedDuplicate = false
     var storageFailing = false
     var recentDeliveries = RecentDeliveries()
     var stateObserver: (@Sendable (DeliveryState) -> Void)?
@@ -245,7 +247,7 @@ public final class Sender: @unchecked Sendable {
         sentAt[event.seq] = clock()
         let started = DispatchTime.now()
         let duration = metrics.requestDuration
-        transport.post(body: event.body, idempotencyKey: event.key, apiKey: key) { answer in
+        transport.post(body: event.body, idempotencyKey: event.idempotencyKey, apiKey: key) { answer in
             duration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds))
             self.queue.async { self.handle(answer, for: event) }
         }

@@ -88,6 +88,12 @@ extension Outbox {
         case .release(let seq):
             try db.cachedStatement(sql: "UPDATE event SET state = 'waiting' WHERE seq = ? AND state = 'in_flight'")
                 .execute(arguments: [seq])
+        case .rekey(let seq, let due, let status, let error):
+            try db.cachedStatement(sql: """
+                UPDATE event SET state = 'waiting', due_at = ?, attempts = attempts + 1, key_generation = key_generation + 1,
+                    last_status = coalesce(?, last_status), last_error = coalesce(?, last_error)
+                WHERE seq = ? AND state = 'in_flight'
+                """).execute(arguments: [due.timeIntervalSince1970, status, error, seq])
         }
         if wasClaimed, let count = busy[contact] {
             busy[contact] = count > 1 ? count - 1 : nil
@@ -104,14 +110,15 @@ extension Outbox {
         let toWaiting = try db.cachedStatement(sql: "UPDATE event SET state = 'waiting' WHERE seq = ?")
         let toInFlight = try db.cachedStatement(sql: """
             UPDATE event SET state = 'in_flight' WHERE seq = ?
-            RETURNING id, contact, body, attempts, received_at
+            RETURNING id, contact, body, attempts, received_at, key_generation
             """)
         func take(_ seq: Int64, _ contact: String) throws {
             guard let row = try Row.fetchOne(toInFlight, arguments: [seq]) else { return }
             busy[contact, default: 0] += 1
             claimed.append(ClaimedEvent(
                 seq: seq, key: row["id"], contact: contact, body: row["body"],
-                attempts: row["attempts"], receivedAt: Date(timeIntervalSince1970: row["received_at"])))
+                attempts: row["attempts"], receivedAt: Date(timeIntervalSince1970: row["received_at"]),
+                keyGeneration: row["key_generation"]))
         }
 
         // Heads that are due. Each row examined leaves the partial index (claimed, or set

@@ -21,8 +21,27 @@ public struct ClaimedEvent: Sendable, Equatable {
     public let body: Data
     public let attempts: Int
     public let receivedAt: Date
+    /// How many times the event's key was found burned at Plunk (see `rekey`).
+    public let keyGeneration: Int
+
+    public init(seq: Int64, key: String, contact: String, body: Data, attempts: Int, receivedAt: Date, keyGeneration: Int = 0) {
+        self.seq = seq
+        self.key = key
+        self.contact = contact
+        self.body = body
+        self.attempts = attempts
+        self.receivedAt = receivedAt
+        self.keyGeneration = keyGeneration
+    }
 
     public var id: UUID { UUID(uuidString: key) ?? UUID() }
+
+    /// The `Idempotency-Key` sent: the id itself, or after a burned key the id with its
+    /// generation (`<id>.r1`, `<id>.r2`, …): derived, so a resend after a crash carries
+    /// the same key, and within Plunk's 1–255 printable ASCII.
+    public var idempotencyKey: String {
+        keyGeneration == 0 ? key : "\(key).r\(keyGeneration)"
+    }
 }
 
 /// One state change of one claimed event, as the sender decided it. Moves are recorded
@@ -38,10 +57,14 @@ public enum EventMove: Sendable, Equatable {
     case park(seq: Int64, reason: ParkReason, status: Int?, error: String?)
     /// Claimed but never sent (delivery paused or stopped first): back in line as it was.
     case release(seq: Int64)
+    /// Plunk keeps the event's key burned without having stored it (a 409 whose first
+    /// attempt failed): back in line, due at `due`, under the next key generation.
+    case rekey(seq: Int64, due: Date, status: Int?, error: String?)
 
     var seq: Int64 {
         switch self {
-        case .delivered(let seq), .retry(let seq, _, _, _, _), .park(let seq, _, _, _), .release(let seq): seq
+        case .delivered(let seq), .retry(let seq, _, _, _, _), .park(let seq, _, _, _), .release(let seq),
+             .rekey(let seq, _, _, _): seq
         }
     }
 }
@@ -61,6 +84,7 @@ public struct ClaimResult: Sendable, Equatable {
 public enum OutboxCounter: Sendable, Hashable {
     case delivered
     case duplicatesSuppressed
+    case rekeyed
     case parked(ParkReason)
     case attempts(outcome: String)
 
@@ -68,6 +92,7 @@ public enum OutboxCounter: Sendable, Hashable {
         switch self {
         case .delivered: "delivered_total"
         case .duplicatesSuppressed: "duplicates_suppressed_total"
+        case .rekeyed: "rekeyed_total"
         case .parked(let reason): "parked_\(reason.rawValue)_total"
         case .attempts(let outcome): "attempts_\(outcome)_total"
         }

@@ -142,6 +142,15 @@ enum OutboxSchema {
                 try db.execute(sql: "PRAGMA schema_version = \(version + 1)")
             }
         }
+        migrator.registerMigration("v6: idempotency key generation") { db in
+            // v2 Plunk keeps a key burned for 24 h or more after a 5xx, answering 409
+            // `originalStatusCode: 5xx` to every retry although it never stored the event.
+            // Such an event is sent again under a key derived from its id and this
+            // generation (`ClaimedEvent.idempotencyKey`). Stored with the event, so a crash
+            // between the 409 and the resend sends the same derived key. Adding a column
+            // with a constant default rewrites no row.
+            try db.execute(sql: "ALTER TABLE event ADD COLUMN key_generation INTEGER NOT NULL DEFAULT 0")
+        }
         return migrator
     }
 }

@@ -5,6 +5,7 @@
 public enum ConfigKeys {
     public static let all: [String] = [
         "plunk.base_url", "plunk.api_key", "plunk.api_key_file", "plunk.concurrency", "plunk.request_timeout",
+        "plunk.ca_file", "plunk.proxy",
         "socket.path", "socket.mode", "socket.max_connections", "socket.idle_timeout",
         "socket.allowed_uids", "socket.allowed_gids", "socket.admin_uids",
         "storage.path", "storage.max_pending", "storage.max_bytes",

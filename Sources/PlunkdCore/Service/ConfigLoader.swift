@@ -63,6 +63,10 @@ private struct ConfigValues {
         if let v = value("plunk.base_url") { config.plunkBaseURL = try v.httpURL() }
         if let v = value("plunk.concurrency") { config.concurrency = try v.integer(in: 1...1024) }
         if let v = value("plunk.request_timeout") { config.requestTimeout = try v.duration(min: 0.001, max: 3600) }
+        if let v = value("plunk.ca_file") {
+            config.caFile = try v.path()
+            _ = try TrustedRoots.load(try v.path())
+        }
         if let v = value("socket.path") { config.socketPath = try v.path() }
         if let v = value("socket.mode") { config.socketMode = try v.fileMode() }
         if let v = value("socket.max_connections") { config.maxConnections = try v.integer(in: 1...1_000_000) }
@@ -90,6 +94,30 @@ private struct ConfigValues {
             throw ConfigurationError("retry.initial_backoff (\(config.initialBackoff) s) must not exceed retry.max_backoff (\(config.maxBackoff) s)")
         }
         config.apiKey = try apiKey()
+        (config.proxy, config.proxySource) = try proxy(for: config.plunkBaseURL)
+    }
+
+    /// `plunk.proxy`, else the environment's proxy for Plunk's scheme as curl reads it
+    /// (`https_proxy`/`HTTPS_PROXY` for https, `http_proxy` for http), unless `no_proxy`/
+    /// `NO_PROXY` names Plunk's host. Errors never repeat the value: it may hold a password.
+    private func proxy(for baseURL: URL) throws(ConfigurationError) -> (ProxyEndpoint?, String?) {
+        let expected = "an http:// proxy URL such as http://proxy.example.com:3128 or http://user:password@proxy:3128"
+        if let v = value("plunk.proxy", secret: true) {
+            guard let proxy = ProxyEndpoint.parse(v.text) else {
+                throw ConfigurationError("plunk.proxy: expected \(expected) (from \(v.source))")
+            }
+            return (proxy, "plunk.proxy")
+        }
+        let names = baseURL.scheme?.lowercased() == "https" ? ["https_proxy", "HTTPS_PROXY"] : ["http_proxy"]
+        guard let name = names.first(where: { environment[$0].map { !$0.isEmpty } ?? false }), let text = environment[name] else {
+            return (nil, nil)
+        }
+        let noProxy = NoProxyList(environment["no_proxy"] ?? environment["NO_PROXY"] ?? "")
+        if noProxy.excludes(host: baseURL.host ?? "") { return (nil, nil) }
+        guard let proxy = ProxyEndpoint.parse(text) else {
+            throw ConfigurationError("environment variable \(name): expected \(expected)")
+        }
+        return (proxy, name)
     }
 
     /// The key from `plunk.api_key`, else the file `plunk.api_key_file` names, else the

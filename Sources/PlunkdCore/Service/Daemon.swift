@@ -30,7 +30,14 @@ public enum Daemon {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let client = PlunkClient(
             baseURL: config.plunkBaseURL, concurrency: config.concurrency,
-            requestTimeout: config.requestTimeout, eventLoopGroup: group)
+            requestTimeout: config.requestTimeout, eventLoopGroup: group,
+            extraTrustRoots: try config.caFile.map(TrustedRoots.load), proxy: config.proxy)
+        if let proxy = config.proxy {
+            logger.info("reaching Plunk through a proxy", metadata: ["proxy": "\(proxy)", "from": "\(config.proxySource ?? "?")"])
+        }
+        if let caFile = config.caFile {
+            logger.info("trusting the roots of plunk.ca_file for Plunk, besides the system's", metadata: ["ca_file": "\(caFile)"])
+        }
         let senderSettings = Sender.Settings(
             apiKey: config.apiKey, concurrency: config.concurrency,
             retry: RetryPolicy(initialBackoff: config.initialBackoff, maxBackoff: config.maxBackoff, maxAge: config.maxAge))
@@ -93,7 +100,8 @@ public enum Daemon {
             server: server, committer: committer, sender: sender, notifier: notifier, watchdog: watchdog,
             grace: .nanoseconds(Int64(config.shutdownGrace * 1e9)),
             socketPath: socketPath, activated: inherited != nil, logger: logger)
-        let hangup = ReloadOnHangup(current: config, sender: sender, policy: policy, reload: reload, logger: logger)
+        let hangup = ReloadOnHangup(
+            current: config, sender: sender, client: client, policy: policy, reload: reload, logger: logger)
         hangup.start()
         defer { hangup.stop() }
         let services = ServiceGroup(

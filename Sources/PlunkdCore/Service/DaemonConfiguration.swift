@@ -24,6 +24,12 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var apiKey: APIKey?
     public var concurrency: Int
     public var requestTimeout: Double
+    /// A PEM bundle of roots trusted for Plunk besides the system's (`plunk.ca_file`).
+    public var caFile: String?
+    /// The HTTP proxy to Plunk, from `plunk.proxy` or the environment's `HTTPS_PROXY`.
+    public var proxy: ProxyEndpoint?
+    /// Where `proxy` came from (`plunk.proxy`, `HTTPS_PROXY`, …), for the log.
+    public var proxySource: String?
 
     public var socketPath: String
     public var socketMode: UInt16
@@ -61,6 +67,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
             apiKey: nil,
             concurrency: 8,
             requestTimeout: 10,
+            caFile: nil,
+            proxy: nil,
+            proxySource: nil,
             socketPath: paths.socketPath,
             socketMode: 0o660,
             maxConnections: 1024,

@@ -3,12 +3,13 @@ import Foundation
 import Logging
 
 /// SIGHUP (`systemctl reload plunkd`): read the configuration again and apply what can
-/// change without dropping a connection or an event: the API key, the retry policy and
-/// who may use the socket. Anything else that changed is named in the log as needing a
+/// change without dropping a connection or an event: the API key, the retry policy, the
+/// roots trusted for Plunk (`plunk.ca_file`) and who may use the socket. Anything else that changed is named in the log as needing a
 /// restart. A configuration that does not load is refused with one line; the running one stays.
 final class ReloadOnHangup: @unchecked Sendable {
     private let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
     private let sender: Sender
+    private let client: PlunkClient
     private let policy: PeerPolicyBox
     private let reload: @Sendable () async throws -> DaemonConfiguration
     private let logger: Logger
@@ -17,11 +18,12 @@ final class ReloadOnHangup: @unchecked Sendable {
     private let serial = DispatchQueue(label: "plunkd.reload")
 
     init(
-        current: DaemonConfiguration, sender: Sender, policy: PeerPolicyBox,
+        current: DaemonConfiguration, sender: Sender, client: PlunkClient, policy: PeerPolicyBox,
         reload: @escaping @Sendable () async throws -> DaemonConfiguration, logger: Logger
     ) {
         self.current = current
         self.sender = sender
+        self.client = client
         self.policy = policy
         self.reload = reload
         self.logger = logger
@@ -32,6 +34,7 @@ final class ReloadOnHangup: @unchecked Sendable {
         ("plunk.base_url", { $0.plunkBaseURL.absoluteString }),
         ("plunk.concurrency", { "\($0.concurrency)" }),
         ("plunk.request_timeout", { "\($0.requestTimeout)" }),
+        ("plunk.proxy", { "\(String(describing: $0.proxy))/\($0.proxy?.password?.hashValue ?? 0)" }),
         ("socket.path", { $0.socketPath }),
         ("socket.mode", { "\($0.socketMode)" }),
         ("socket.max_connections", { "\($0.maxConnections)" }),
@@ -69,12 +72,14 @@ final class ReloadOnHangup: @unchecked Sendable {
         serial.sync {
             do {
                 let retry = RetryPolicy(initialBackoff: config.initialBackoff, maxBackoff: config.maxBackoff, maxAge: config.maxAge)
+                let roots = try config.caFile.map(TrustedRoots.load)
                 try sender.update(apiKey: config.apiKey, retry: retry)
+                client.trust(extraRoots: roots)
                 policy.replace(with: config.peerPolicy)
                 let needRestart = Self.restartOnly.filter { $0.1(config) != $0.1(current) }.map(\.0)
                 current = config
                 let restartNote = needRestart.isEmpty ? "" : "; needs a restart to take effect: \(needRestart.joined(separator: ", "))"
-                logger.info("configuration reloaded (SIGHUP): API key \(config.apiKey.map { "\($0)" } ?? "not configured"), retry policy and socket access applied\(restartNote)")
+                logger.info("configuration reloaded (SIGHUP): API key \(config.apiKey.map { "\($0)" } ?? "not configured"), retry policy, trusted roots and socket access applied\(restartNote)")
             } catch {
                 logger.error("configuration reload could not be applied, the running configuration stays: \(error)")
             }

@@ -1,0 +1,138 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// The one place that turns a failure below HTTP (TLS, DNS, TCP, the proxy, a deadline)
+/// into the plain words status, `last_error` and the log show: what failed and where,
+/// never a Swift type dump, an error code's build path or a proxy's password.
+public enum TransportFailureText {
+    /// Where the request was going, for the words.
+    public struct Destination: Sendable {
+        public var host: String
+        public var port: Int
+        /// The proxy's `host:port` when one is used (never its credentials).
+        public var proxy: String?
+
+        public init(host: String, port: Int, proxy: String? = nil) {
+            self.host = host
+            self.port = port
+            self.proxy = proxy
+        }
+    }
+
+    public static func describe(_ error: any Error, destination: Destination, timeout: Double) -> String {
+        let host = destination.host
+        if let error = error as? HTTPClientError {
+            switch error {
+            case .deadlineExceeded, .readTimeout, .writeTimeout:
+                return "no answer from \(host) within \(format(timeout)) s"
+            case .connectTimeout:
+                return "connecting to \(destination.proxy.map { "the proxy \($0)" } ?? "\(host):\(destination.port)") timed out"
+            case .remoteConnectionClosed:
+                return "connection closed by \(host) before an answer"
+            case .proxyAuthenticationRequired:
+                return "proxy \(destination.proxy ?? "?"): refused the tunnel to \(host): proxy authentication required (407); check the user and password in plunk.proxy or HTTPS_PROXY"
+            case .invalidProxyResponse:
+                return "proxy \(destination.proxy ?? "?"): refused the tunnel to \(host):\(destination.port) (its answer to CONNECT was not 200, for example 403 or 502)"
+            case .httpProxyHandshakeTimeout:
+                return "proxy \(destination.proxy ?? "?"): no answer to CONNECT \(host):\(destination.port) in time"
+            case .tlsHandshakeTimeout:
+                return "TLS: no handshake with \(host) in time"
+            default:
+                break
+            }
+        }
+        if let error = error as? NIOSSLExtraError, error == .failedToValidateHostname {
+            return "TLS: the certificate of \(host) is for another name (it does not list \(host))"
+        }
+        if let error = error as? NIOSSLError {
+            return tls(error, host: host)
+        }
+        if let error = error as? NIOConnectionError {
+            if error.connectionErrors.isEmpty, error.dnsAError != nil || error.dnsAAAAError != nil {
+                return "cannot resolve \(error.host)"
+            }
+            if let first = error.connectionErrors.first {
+                return "\(destination.proxy.map { "proxy \($0): " } ?? "")cannot connect to \(error.host):\(error.port): \(socketReason(first.error))"
+            }
+        }
+        if let error = error as? IOError {
+            return "\(destination.proxy.map { "proxy \($0): " } ?? "")connection to \(host) failed: \(String(cString: strerror(error.errnoCode)))"
+        }
+        if error is ChannelError {
+            return "connection to \(host) failed: \(error)"
+        }
+        // Unknown kinds keep their text but never a path from the build machine.
+        return strippingPaths("\(error)")
+    }
+
+    /// A TLS failure named by what went wrong, with BoringSSL's reason code for searching.
+    static func tls(_ error: NIOSSLError, host: String) -> String {
+        switch error {
+        case .handshakeFailed(let boring):
+            let reasons = reasonCodes(boring)
+            if reasons.contains("CERTIFICATE_VERIFY_FAILED") {
+                return "TLS: the certificate of \(host) is not trusted (CERTIFICATE_VERIFY_FAILED): it is expired, self-signed or signed by a CA this machine does not trust; for a private CA set plunk.ca_file"
+            }
+            if reasons.contains("WRONG_VERSION_NUMBER") {
+                return "TLS: \(host) did not answer TLS (WRONG_VERSION_NUMBER): is plunk.base_url https:// to a plain HTTP port?"
+            }
+            if let reason = reasons.last {
+                return "TLS: the handshake with \(host) failed (\(reason))"
+            }
+            return "TLS: the handshake with \(host) failed"
+        case .uncleanShutdown:
+            return "TLS: \(host) closed the connection without a TLS close"
+        case .noCertificateToValidate:
+            return "TLS: \(host) sent no certificate"
+        default:
+            return "TLS: connection to \(host) failed (\(strippingPaths("\(error)")))"
+        }
+    }
+
+    /// BoringSSL's reason codes (`CERTIFICATE_VERIFY_FAILED`) out of its error stack, whose
+    /// text reads `error:1000007d:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED at <path>:<line>`.
+    static func reasonCodes(_ error: BoringSSLError) -> [String] {
+        let stack: NIOBoringSSLErrorStack
+        switch error {
+        case .sslError(let errors), .unknownError(let errors), .invalidSNIName(let errors), .failedToSetALPN(let errors):
+            stack = errors
+        default:
+            return []
+        }
+        return stack.compactMap { entry in
+            let text = "\(entry)"
+            guard let start = text.range(of: "error:") else { return nil }
+            let message = text[start.upperBound...].split(separator: " ", maxSplits: 1).first ?? ""
+            return message.split(separator: ":").last.map(String.init)
+        }
+    }
+
+    static func socketReason(_ error: any Error) -> String {
+        if let error = error as? IOError {
+            switch error.errnoCode {
+            case ECONNREFUSED: return "connection refused"
+            case ENETUNREACH: return "network unreachable"
+            case EHOSTUNREACH: return "host unreachable"
+            case ETIMEDOUT: return "timed out"
+            default: return String(cString: strerror(error.errnoCode))
+            }
+        }
+        return strippingPaths("\(error)")
+    }
+
+    /// Drops ` at /…/file.swift:123`-style locations that some errors carry.
+    static func strippingPaths(_ text: String) -> String {
+        var text = text
+        while let range = text.range(of: #" at /[^ \]\)]*:\d+"#, options: .regularExpression) {
+            text.removeSubrange(range)
+        }
+        return text
+    }
+
+    private static func format(_ value: Double) -> String {
+        value == value.rounded() ? String(Int(value)) : String(value)
+    }
+}
