@@ -31,6 +31,7 @@ public final class PlunkClient: PlunkTransport {
     /// The TLS configuration with `plunk.ca_file`'s roots, or nil for the client's own
     /// (the system store). Replaced on SIGHUP; requests use it from then on.
     private let customTLS: NIOLockedValueBox<TLSConfiguration?>
+    private let eventLoopGroup: any EventLoopGroup
 
     public init(
         baseURL: URL, concurrency: Int, requestTimeout: Double, eventLoopGroup: any EventLoopGroup,
@@ -48,6 +49,7 @@ public final class PlunkClient: PlunkTransport {
             configuration.proxy = .server(host: proxy.host, port: proxy.port, authorization: authorization)
         }
         client = HTTPClient(eventLoopGroupProvider: .shared(eventLoopGroup), configuration: configuration)
+        self.eventLoopGroup = eventLoopGroup
         trackURL = baseURL.absoluteString + "/track"
         template = Result { try HTTPClient.Request(url: baseURL.absoluteString + "/track", method: .POST) }
         self.requestTimeout = timeout
@@ -90,7 +92,17 @@ public final class PlunkClient: PlunkTransport {
                 switch result {
                 case .success(let answer): completion(answer)
                 case .failure(let error):
-                    completion(.transportFailure(TransportFailureText.describe(error, destination: destination, timeout: timeoutSeconds)))
+                    let text = TransportFailureText.describe(error, destination: destination, timeout: timeoutSeconds)
+                    guard destination.proxy == nil, TransportFailureText.isCertificateVerifyFailure(error) else {
+                        completion(.transportFailure(text))
+                        return
+                    }
+                    CertificateDiagnosis.leafValidity(
+                        host: destination.host, port: destination.port, group: self.eventLoopGroup, timeout: .seconds(5)
+                    ).whenComplete { validity in
+                        let dated = CertificateDiagnosis.text(host: destination.host, validity: try? validity.get(), now: Date())
+                        completion(.transportFailure(dated ?? text))
+                    }
                 }
             }
     }

@@ -84,6 +84,11 @@ extension Sender {
             block(until: now.addingTimeInterval(wait), rateLimit: true)
         case .transient(let status, let detail):
             recordError(detail, status: outcome.status, now: now)
+            if detail != lastLoggedFailure {
+                // Once per distinct cause, not once per attempt: a down Plunk must not flood the journal.
+                lastLoggedFailure = detail
+                logger.warning("delivery failed, retrying with backoff: \(detail)", metadata: ["id": "\(event.key)"])
+            }
             retryOrExpire(event, answer: answer, status: status, detail: detail, now: now)
             consecutiveFailures += 1
             if consecutiveFailures >= settings.failingAfter {
@@ -118,6 +123,7 @@ extension Sender {
     /// A sane answer from the server (any 2xx, or an event-level refusal) ends a failure run.
     func recordSuccess(now: Date, delivered: Bool = true) {
         if delivered { lastSuccess = now }
+        lastLoggedFailure = nil
         consecutiveFailures = 0
         consecutiveRateLimits = 0
         if !blockedByRateLimit { blockedUntil = nil }

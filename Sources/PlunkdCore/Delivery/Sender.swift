@@ -78,6 +78,8 @@ public final class Sender: @unchecked Sendable {
     var loggedState: DeliveryState?
     /// A 409 without details is warned about once per run.
     var warnedUnconfirmedDuplicate = false
+    /// The last transient failure logged, so a run of the same failure is logged once.
+    var lastLoggedFailure: String?
     var storageFailing = false
     var recentDeliveries = RecentDeliveries()
     var stateObserver: (@Sendable (DeliveryState) -> Void)?

@@ -68,6 +68,12 @@ public enum TransportFailureText {
         return strippingPaths("\(error)")
     }
 
+    /// Whether `error` is a certificate that failed verification (worth a look at its dates).
+    static func isCertificateVerifyFailure(_ error: any Error) -> Bool {
+        guard case .handshakeFailed(let boring) = error as? NIOSSLError else { return false }
+        return reasonCodes(boring).contains("CERTIFICATE_VERIFY_FAILED")
+    }
+
     /// A TLS failure named by what went wrong, with BoringSSL's reason code for searching.
     static func tls(_ error: NIOSSLError, host: String) -> String {
         switch error {
@@ -105,8 +111,9 @@ public enum TransportFailureText {
         return stack.compactMap { entry in
             let text = "\(entry)"
             guard let start = text.range(of: "error:") else { return nil }
-            let message = text[start.upperBound...].split(separator: " ", maxSplits: 1).first ?? ""
-            return message.split(separator: ":").last.map(String.init)
+            var message = text[start.upperBound...]
+            if let location = message.range(of: " at ") { message = message[..<location.lowerBound] }
+            return message.split(separator: ":").last.map { $0.trimmingCharacters(in: .whitespaces) }
         }
     }
 
