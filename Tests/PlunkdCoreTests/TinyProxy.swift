@@ -1,0 +1,80 @@
+import Foundation
+import PlunkdTestSupport
+
+/// Debian's tinyproxy on 127.0.0.1, with a user and password, logging every CONNECT:
+/// a real HTTP proxy for plunkd to tunnel TLS through. `.ci/run` installs it.
+final class TinyProxy: @unchecked Sendable {
+    let directory: String
+    let port: Int
+    let process: Process
+    static let user = "plunkd"
+    static let password = "pr0xy-s3cret"
+
+    var url: String { "http://\(Self.user):\(Self.password)@127.0.0.1:\(port)" }
+    var log: String { (try? String(contentsOfFile: "\(directory)/tinyproxy.log", encoding: .utf8)) ?? "" }
+
+    init() throws {
+        directory = try DaemonProcess.makeScratchDirectory()
+        port = try Self.freePort()
+        try """
+            Port \(port)
+            Listen 127.0.0.1
+            Timeout 30
+            LogFile "\(directory)/tinyproxy.log"
+            LogLevel Connect
+            MaxClients 20
+            Allow 127.0.0.1
+            BasicAuth \(Self.user) \(Self.password)
+            """.write(toFile: "\(directory)/tinyproxy.conf", atomically: true, encoding: .utf8)
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/tinyproxy")
+        process.arguments = ["-d", "-c", "\(directory)/tinyproxy.conf"]
+        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try process.run()
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            if Self.accepts(port) { return }
+            usleep(20_000)
+        }
+        stop()
+        throw DaemonProcess.Failure(description: "tinyproxy did not listen on \(port)")
+    }
+
+    func stop() {
+        // tinyproxy finishes its connections on SIGTERM first; a test is done with them.
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// A port the kernel just handed out and took back: free, unless something takes it in between.
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Bool in
+                bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
+            }
+        }
+        guard bound else { throw DaemonProcess.Failure(description: "no free port") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    static func accepts(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+}
