@@ -53,6 +53,11 @@ public enum IngestClient {
     private static func exchange(
         _ request: ByteBuffer, socketPath: String, timeout: TimeAmount, complete: @escaping @Sendable (ByteBuffer) -> Bool
     ) async throws -> ByteBuffer {
+        do {
+            try SocketPathGuard.checkDirectory(of: socketPath)
+        } catch {
+            throw Failure(description: "refusing to use \(socketPath): \(error)")
+        }
         let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         do {
             channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)

@@ -68,7 +68,10 @@ public final class IngestServer: Sendable {
         let control = self.control
         let refusalsLogged = self.refusalsLogged
         let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 256)
+            // The kernel's maximum (SOMAXCONN, 4096 on current kernels; it caps larger
+            // values): a web server's workers reconnecting at once after a restart are
+            // queued, not refused with EAGAIN. plunkd.socket asks for the same.
+            .serverChannelOption(.backlog, value: 4096)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             // Backpressure acts between reads: everything in one read is parsed and queued
             // before reading pauses. Small reads, one per wake-up, keep what a fast pipelining

@@ -15,21 +15,29 @@ public enum SocketPathGuard {
         public let description: String
     }
 
-    /// Creates the parent directory when missing, removes a stale socket file, and throws
-    /// when a live daemon answers on `path` or `path` is something other than a socket.
-    public static func prepare(_ path: String) throws {
+    /// The directory a user without `XDG_RUNTIME_DIR` gets: in `/tmp`, where anyone may
+    /// have made it first, so it is trusted only as tmux trusts `/tmp/tmux-<uid>`.
+    public static func privateDirectory(uid: uid_t) -> String { "/tmp/plunkd-\(uid)" }
+
+    /// Creates the parent directory when missing, checks that no other user can replace
+    /// what is in it, removes a stale socket file, and throws when a live daemon answers on
+    /// `path` or `path` is something other than a socket.
+    public static func prepare(_ path: String, uid: uid_t = getuid()) throws {
         guard path.utf8.count < 108 else {
             throw Refusal(description: "socket path \(path) is longer than the 107 bytes a Unix socket path may have")
         }
         let directory = (path as NSString).deletingLastPathComponent
+        let isPrivate = directory == privateDirectory(uid: uid)
         if !directory.isEmpty && !FileManager.default.fileExists(atPath: directory) {
             do {
                 try FileManager.default.createDirectory(
-                    atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+                    atPath: directory, withIntermediateDirectories: true,
+                    attributes: [.posixPermissions: isPrivate ? 0o700 : 0o755])
             } catch {
                 throw Refusal(description: "cannot create socket directory \(directory): \(error.localizedDescription)")
             }
         }
+        try checkDirectory(of: path, uid: uid)
         var info = stat()
         guard lstat(path, &info) == 0 else { return }
         guard (info.st_mode & S_IFMT) == S_IFSOCK else {
@@ -40,6 +48,38 @@ public enum SocketPathGuard {
         }
         guard unlink(path) == 0 || errno == ENOENT else {
             throw Refusal(description: "cannot remove stale socket \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Throws when another user could replace the socket at `path` (and so receive events
+    /// and answer "ok" for events never stored): its directory must belong to `uid` or
+    /// root and must not be writable by others unless sticky. The private fallback
+    /// directory must belong to `uid` and be closed to everyone else (mode 0700). Run by
+    /// the daemon before it binds and by every client command before it connects.
+    public static func checkDirectory(of path: String, uid: uid_t = getuid()) throws {
+        let directory = (path as NSString).deletingLastPathComponent
+        guard !directory.isEmpty else { return }
+        var info = stat()
+        guard lstat(directory, &info) == 0 else { return }
+        guard (info.st_mode & S_IFMT) == S_IFDIR else {
+            throw Refusal(description: "socket directory \(directory) is not a directory (a symlink?); remove it, or set socket.path elsewhere")
+        }
+        let mode = info.st_mode & 0o7777
+        let octal = String(mode, radix: 8)
+        if directory == privateDirectory(uid: uid) {
+            guard info.st_uid == uid else {
+                throw Refusal(description: "socket directory \(directory) belongs to uid \(info.st_uid), not to you (uid \(uid)): another user made it first and could take over plunkd's socket. Remove it (as root: rm -r \(directory)), set XDG_RUNTIME_DIR, or set socket.path")
+            }
+            guard mode & 0o077 == 0 else {
+                throw Refusal(description: "socket directory \(directory) has mode \(octal): other users could take over plunkd's socket. chmod 700 \(directory), or remove it and let plunkd make it")
+            }
+            return
+        }
+        guard info.st_uid == uid || info.st_uid == 0 else {
+            throw Refusal(description: "socket directory \(directory) belongs to uid \(info.st_uid), neither you (uid \(uid)) nor root: that user could replace plunkd's socket. Use a directory of your own or root's (socket.path)")
+        }
+        guard mode & 0o002 == 0 || mode & 0o1000 != 0 else {
+            throw Refusal(description: "socket directory \(directory) has mode \(octal): anyone could replace plunkd's socket. chmod o-w \(directory), or set socket.path elsewhere")
         }
     }
 

@@ -123,7 +123,7 @@ public struct DefaultPaths: Sendable {
         if let runtime = environment["XDG_RUNTIME_DIR"], !runtime.isEmpty {
             socketPath = "\(runtime)/plunkd/plunkd.sock"
         } else {
-            socketPath = "/tmp/plunkd-\(uid)/plunkd.sock"
+            socketPath = "\(SocketPathGuard.privateDirectory(uid: uid))/plunkd.sock"
         }
         if let state = environment["XDG_STATE_HOME"], !state.isEmpty {
             storagePath = "\(state)/plunkd/outbox.sqlite"
