@@ -17,10 +17,19 @@ struct CheckConfigCommand: AsyncParsableCommand {
                 print("warning: \(warning)")
             }
             let config = loaded.configuration
+            let keyLine: String
+            if let key = config.apiKey {
+                keyLine = "configured (\(key))"
+            } else if ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"] == nil, let credential = ServiceCredential.installed() {
+                // Run from a shell: the unit's credential is where the service finds its key.
+                keyLine = credential.summary()
+            } else {
+                keyLine = "not configured: events are kept, nothing is sent"
+            }
             print("""
                 configuration is valid (\(loaded.file ?? "no file: defaults and environment"))
                   plunk.base_url   \(config.plunkBaseURL.absoluteString)
-                  plunk.api_key    \(config.apiKey.map { "configured (\($0))" } ?? "not configured: events are kept, nothing is sent")
+                  plunk.api_key    \(keyLine)
                   socket.path      \(config.socketPath)
                   storage.path     \(config.storagePath)
                 """)

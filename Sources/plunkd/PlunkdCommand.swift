@@ -10,7 +10,7 @@ struct PlunkdCommand: AsyncParsableCommand {
         version: PlunkdVersion.string,
         subcommands: [
             RunCommand.self, StatusCommand.self, SendCommand.self, ResumeCommand.self, ParkedCommand.self,
-            CheckConfigCommand.self,
+            CheckConfigCommand.self, ManualCommand.self,
         ])
 }
 

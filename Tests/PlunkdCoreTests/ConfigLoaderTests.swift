@@ -232,3 +232,30 @@ struct ConfigLoaderTests {
         #expect(config.apiKey == nil)
     }
 }
+
+@Suite("check-config and the installed unit's credential")
+struct ServiceCredentialTests {
+    @Test("the unit's LoadCredential path is found (a drop-in wins), and its key is told without its value")
+    func findsTheUnitsKeyFile() throws {
+        let root = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: "\(root)/usr/lib/systemd/system", withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: "\(root)/etc/systemd/system/plunkd.service.d", withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: "\(root)/etc/plunkd", withIntermediateDirectories: true)
+        try "[Service]\nLoadCredential=plunk-api-key:/etc/plunkd/api-key\n"
+            .write(toFile: "\(root)/usr/lib/systemd/system/plunkd.service", atomically: true, encoding: .utf8)
+        let unit = try #require(ServiceCredential.installed(root: root))
+        #expect(unit.path == "/etc/plunkd/api-key")
+        #expect(unit.content(root: root) == .missing)
+        try "".write(toFile: "\(root)/etc/plunkd/api-key", atomically: true, encoding: .utf8)
+        #expect(unit.content(root: root) == .empty)
+        try "pk_live_secret_value\n".write(toFile: "\(root)/etc/plunkd/api-key", atomically: true, encoding: .utf8)
+        let summary = unit.summary(root: root)
+        #expect(summary.contains("configured (pk_<redacted>), so the running service sends"))
+        #expect(!summary.contains("secret_value"))
+        try "[Service]\nLoadCredential=plunk-api-key:/etc/plunkd/other-key\n"
+            .write(toFile: "\(root)/etc/systemd/system/plunkd.service.d/key.conf", atomically: true, encoding: .utf8)
+        #expect(ServiceCredential.installed(root: root)?.path == "/etc/plunkd/other-key")
+    }
+}

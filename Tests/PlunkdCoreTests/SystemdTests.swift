@@ -131,7 +131,7 @@ struct SystemdTests {
         let source = "\(Self.repositoryRoot)/systemd"
         // verify checks that ExecStart exists: point it at the binary under test.
         let service = try String(contentsOfFile: "\(source)/plunkd.service", encoding: .utf8)
-            .replacingOccurrences(of: "/usr/local/bin/plunkd", with: DaemonProcess.binaryPath)
+            .replacingOccurrences(of: "/usr/bin/plunkd", with: DaemonProcess.binaryPath)
         try service.write(toFile: "\(directory)/plunkd.service", atomically: true, encoding: .utf8)
         try FileManager.default.copyItem(atPath: "\(source)/plunkd.socket", toPath: "\(directory)/plunkd.socket")
         let verify = try DaemonProcess.command(["verify", "\(directory)/plunkd.socket", "\(directory)/plunkd.service"], executable: analyze)
@@ -142,10 +142,14 @@ struct SystemdTests {
         let level = security.stdout.split(separator: "\n").last { $0.contains("Overall exposure level") }
         let score = level.flatMap { line in line.split(separator: " ").compactMap { Double($0) }.first }
         #expect(score.map { $0 <= 2.0 } == true, "\(String(describing: level))")
-        for required in ["Type=notify", "WatchdogSec=", "LoadCredential=plunk-api-key:", "StateDirectory=plunkd", "RuntimeDirectory=plunkd",
-                         "ConfigurationDirectory=plunkd", "Restart=on-failure", "StartLimitIntervalSec=0", "CapabilityBoundingSet=\n"] {
+        for required in ["Type=notify", "WatchdogSec=", "LoadCredential=plunk-api-key:", "StateDirectory=plunkd",
+                         "ConfigurationDirectory=plunkd", "SystemCallFilter=setpriority\n", "Restart=on-failure", "StartLimitIntervalSec=0", "CapabilityBoundingSet=\n"] {
             #expect(service.contains(required), "\(required)")
         }
+        // A runtime directory would be handed to plunkd:plunkd at every start, socket and all.
+        #expect(!service.split(separator: "\n").contains { $0.hasPrefix("RuntimeDirectory") })
+        let socket = try String(contentsOfFile: "\(source)/plunkd.socket", encoding: .utf8)
+        #expect(socket.contains("Backlog=4096\n"))
 
         let sysroot = "\(directory)/root"
         try FileManager.default.createDirectory(atPath: "\(sysroot)/etc", withIntermediateDirectories: true)

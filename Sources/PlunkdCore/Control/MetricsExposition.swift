@@ -45,6 +45,6 @@ public final class MetricsExposition: Sendable {
         storeBytes.record(report.database.sizeBytes ?? 0)
         for (reason, gauge) in parked { gauge.record(report.parked[reason.rawValue] ?? 0) }
         for (name, gauge) in state { gauge.record(name == report.state ? 1 : 0) }
-        return registry.emitToString()
+        return MetricHelp.annotate(registry.emitToString())
     }
 }

@@ -1,0 +1,61 @@
+import Foundation
+
+/// Where the installed `plunkd.service` loads the API key from (`LoadCredential=plunk-api-key:PATH`),
+/// for `check-config` run from a shell: the credential exists only inside the unit, so
+/// without this the check would say "not configured" while the service sends with a key.
+public struct ServiceCredential: Sendable, Equatable {
+    /// The unit (or drop-in) that named the file.
+    public let unit: String
+    public let path: String
+
+    /// What the file holds, told without its value.
+    public enum Content: Sendable, Equatable {
+        case key(APIKey)
+        case empty
+        case unreadable
+        case missing
+    }
+
+    static let unitFiles = ["/etc/systemd/system/plunkd.service", "/usr/lib/systemd/system/plunkd.service", "/lib/systemd/system/plunkd.service"]
+
+    /// The last `LoadCredential=plunk-api-key:` of the installed unit and its drop-ins, as systemd reads them.
+    public static func installed(root: String = "") -> ServiceCredential? {
+        guard let unit = unitFiles.first(where: { FileManager.default.fileExists(atPath: root + $0) }) else { return nil }
+        var files = [unit]
+        for directory in ["/usr/lib/systemd/system/plunkd.service.d", "/etc/systemd/system/plunkd.service.d"] {
+            let names = (try? FileManager.default.contentsOfDirectory(atPath: root + directory)) ?? []
+            files += names.filter { $0.hasSuffix(".conf") }.sorted().map { "\(directory)/\($0)" }
+        }
+        var found: ServiceCredential?
+        for file in files {
+            guard let text = try? String(contentsOfFile: root + file, encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n") {
+                let trimmed = line.trimmingCharacters(in: .whitespaces)
+                let prefix = "LoadCredential=\(ConfigLoader.credentialName):"
+                if trimmed.hasPrefix(prefix) {
+                    found = ServiceCredential(unit: file, path: String(trimmed.dropFirst(prefix.count)))
+                }
+            }
+        }
+        return found
+    }
+
+    public func content(root: String = "") -> Content {
+        let file = root + path
+        guard FileManager.default.fileExists(atPath: file) else { return .missing }
+        guard let data = FileManager.default.contents(atPath: file) else { return .unreadable }
+        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return text.isEmpty ? .empty : .key(APIKey(text))
+    }
+
+    /// One line for `check-config`.
+    public func summary(root: String = "") -> String {
+        let source = "plunkd.service loads \(path) as its credential \(ConfigLoader.credentialName) (\(unit))"
+        switch content(root: root) {
+        case .key(let key): return "not set here; \(source): configured (\(key)), so the running service sends"
+        case .empty: return "not set here; \(source), which is empty: the service keeps events and sends nothing"
+        case .unreadable: return "not set here; \(source), which exists but this user cannot read it (run check-config as root to check it)"
+        case .missing: return "not set here; \(source), which does not exist: the service will not start until it does (an empty file means no key yet)"
+        }
+    }
+}

@@ -1,0 +1,90 @@
+import Foundation
+import PlunkdTestSupport
+import Testing
+@testable import PlunkdCore
+
+/// The places that describe plunkd to operators, held to the code: one source for the
+/// configuration keys, man pages written from it and from --help, a HELP for every metric.
+@Suite("Documentation that cannot drift")
+struct ReferenceTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    @Test("every key plunkd reads is in ConfigReference, the README's table and config/plunkd.yaml, and no other")
+    func configurationKeys() throws {
+        let documented = ConfigReference.entries.map(\.key)
+        #expect(documented.sorted() == ConfigKeys.all.sorted())
+        let readme = try String(contentsOfFile: "\(Self.root)/README.md", encoding: .utf8)
+        let table = readme.split(separator: "\n").filter { $0.hasPrefix("| `") && $0.contains("| `PLUNK") }
+            .compactMap { $0.split(separator: "`").dropFirst().first.map(String.init) }
+        #expect(table.sorted() == ConfigKeys.all.sorted())
+        let example = try String(contentsOfFile: "\(Self.root)/config/plunkd.yaml", encoding: .utf8)
+        for key in ConfigKeys.all {
+            let leaf = key.split(separator: ".").last.map(String.init) ?? key
+            #expect(example.contains("\(leaf):"), "config/plunkd.yaml does not mention \(key)")
+        }
+    }
+
+    @Test("plunkd.yaml(5) names every key with its variable; plunkd(8) carries every subcommand's --help")
+    func manualPages() throws {
+        let configuration = try DaemonProcess.command(["manual", "plunkd.yaml.5"])
+        #expect(configuration.status == 0)
+        #expect(configuration.stdout.hasPrefix(".TH PLUNKD.YAML 5"))
+        for key in ConfigKeys.all {
+            #expect(configuration.stdout.contains(".B \(ManualPage.escape(key))"), "\(key)")
+            #expect(configuration.stdout.contains(ManualPage.escape(ConfigKeys.environmentVariable(for: key))))
+        }
+        let daemon = try DaemonProcess.command(["manual", "plunkd.8"])
+        #expect(daemon.status == 0)
+        for section in ["SYNOPSIS", "COMMANDS", "EXIT STATUS", "SIGNALS", "ENVIRONMENT", "FILES"] {
+            #expect(daemon.stdout.contains(".SH \(section)"), "\(section)")
+        }
+        for command in ["run", "status", "send", "resume", "parked list", "parked retry", "parked drop", "check-config"] {
+            #expect(daemon.stdout.contains(".SS plunkd \(ManualPage.escape(command))"), "\(command)")
+            let help = try DaemonProcess.command(command.split(separator: " ").map(String.init) + ["--help"])
+            let firstOption = help.stdout.split(separator: "\n").first { $0.contains("--") && !$0.contains("USAGE") }
+            if let firstOption {
+                #expect(daemon.stdout.contains(ManualPage.escape(String(firstOption))), "\(command): \(firstOption)")
+            }
+        }
+        // Rendered by man itself when it is here, with no warning from groff.
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/groff") {
+            let file = "\(try DaemonProcess.makeScratchDirectory())/plunkd.8"
+            try daemon.stdout.write(toFile: file, atomically: true, encoding: .utf8)
+            let rendered = try DaemonProcess.command(["-man", "-Tutf8", "-ww", "-z", file], executable: "/usr/bin/groff")
+            #expect(rendered.status == 0)
+            #expect(rendered.stderr.isEmpty, "\(rendered.stderr)")
+        }
+    }
+
+    @Test("every metric the daemon exposes has a # HELP line before its # TYPE")
+    func metricHelp() async throws {
+        let exposition = MetricsExposition()
+        // The counters that ingest and delivery register, as the daemon wires them.
+        _ = DeliveryMetrics(factory: exposition.factory)
+        _ = IngestMetrics(factory: exposition.factory)
+        let context = StatusContext(socketPath: "/s", databasePath: "/d", warnOldestAge: 60, startedAt: Date())
+        let text = exposition.render(StatusAssessment.unknown("test", context: context, now: Date()))
+        let lines = text.split(separator: "\n")
+        let types = lines.filter { $0.hasPrefix("# TYPE ") }
+        #expect(types.count >= 8)
+        for (index, line) in lines.enumerated() where line.hasPrefix("# TYPE ") {
+            let name = line.split(separator: " ")[2]
+            #expect(index > 0 && lines[index - 1].hasPrefix("# HELP \(name) "), "\(name)")
+        }
+        for name in MetricHelp.texts.keys {
+            #expect(Sources.mentions(name), "\(name) is documented but no code makes it")
+        }
+    }
+}
+
+enum Sources {
+    /// Whether the library's sources name `metric`.
+    static func mentions(_ metric: String) -> Bool {
+        let directory = "\(ReferenceTests.root)/Sources/PlunkdCore"
+        let files = FileManager.default.enumerator(atPath: directory)?.compactMap { $0 as? String }.filter { $0.hasSuffix(".swift") } ?? []
+        return files.contains { file in
+            guard !file.hasSuffix("MetricHelp.swift") else { return false }
+            return ((try? String(contentsOfFile: "\(directory)/\(file)", encoding: .utf8)) ?? "").contains("\"\(metric)\"")
+        }
+    }
+}
