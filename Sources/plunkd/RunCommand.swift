@@ -14,10 +14,19 @@ struct RunCommand: AsyncParsableCommand {
         try await reportingFailures {
             let loaded = try await options.load()
             let config = loaded.configuration
-            LoggingSystem.bootstrap { label in
-                var handler = StreamLogHandler.standardError(label: label)
-                handler.logLevel = Logger.Level(rawValue: config.logLevel) ?? .info
-                return handler
+            let level = Logger.Level(rawValue: config.logLevel) ?? .info
+            if JournalLogHandler.stderrIsJournal(environment: ProcessInfo.processInfo.environment) {
+                LoggingSystem.bootstrap { label in
+                    var handler = JournalLogHandler(label: label)
+                    handler.logLevel = level
+                    return handler
+                }
+            } else {
+                LoggingSystem.bootstrap { label in
+                    var handler = StreamLogHandler.standardError(label: label)
+                    handler.logLevel = level
+                    return handler
+                }
             }
             let logger = Logger(label: "plunkd")
             for warning in loaded.warnings + ConfigAdvice.warnings(for: config) {
