@@ -56,7 +56,7 @@ struct ManualCommand: ParsableCommand {
         ])
         page += ".SH FILES\n" + ManualPage.items([
             ("/etc/plunkd/plunkd.yaml", "The configuration (plunkd.yaml(5))."),
-            ("/etc/plunkd/api-key", "The API key, loaded by plunkd.service as a credential; empty means no key yet."),
+            ("/etc/plunkd/api-key", "The API key (root:plunkd 0640), read by plunkd.service at start and on SIGHUP; empty means no key yet."),
             ("/run/plunkd/plunkd.sock", "The socket, made by plunkd.socket as plunkd:plunkd-clients 0660."),
             ("/var/lib/plunkd/outbox.sqlite", "The outbox: every event not yet delivered, and the parked ones."),
             ("/usr/lib/systemd/system/plunkd.service, plunkd.socket", "The units."),

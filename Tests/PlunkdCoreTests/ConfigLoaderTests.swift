@@ -166,6 +166,10 @@ struct ConfigLoaderTests {
         await #expect(throws: ConfigurationError.self) {
             try await load(nil, ["PLUNK_API_KEY_FILE": "\(directory)/missing", "PLUNKD_CONFIG": ""])
         }
+        // The service's key file exists empty from installation on: no key yet, not an error.
+        try "\n".write(toFile: "\(directory)/empty", atomically: true, encoding: .utf8)
+        let empty = try await load(nil, ["PLUNK_API_KEY_FILE": "\(directory)/empty", "PLUNKD_CONFIG": ""])
+        #expect(empty.configuration.apiKey == nil)
     }
 
     @Test("the key never shows in a description")
@@ -235,7 +239,7 @@ struct ConfigLoaderTests {
 
 @Suite("check-config and the installed unit's credential")
 struct ServiceCredentialTests {
-    @Test("the unit's LoadCredential path is found (a drop-in wins), and its key is told without its value")
+    @Test("the unit's key file is found (a drop-in's LoadCredential wins), and its key is told without its value")
     func findsTheUnitsKeyFile() throws {
         let root = try DaemonProcess.makeScratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -243,7 +247,7 @@ struct ServiceCredentialTests {
         try fm.createDirectory(atPath: "\(root)/usr/lib/systemd/system", withIntermediateDirectories: true)
         try fm.createDirectory(atPath: "\(root)/etc/systemd/system/plunkd.service.d", withIntermediateDirectories: true)
         try fm.createDirectory(atPath: "\(root)/etc/plunkd", withIntermediateDirectories: true)
-        try "[Service]\nLoadCredential=plunk-api-key:/etc/plunkd/api-key\n"
+        try "[Service]\nEnvironment=PLUNK_API_KEY_FILE=/etc/plunkd/api-key\n"
             .write(toFile: "\(root)/usr/lib/systemd/system/plunkd.service", atomically: true, encoding: .utf8)
         let unit = try #require(ServiceCredential.installed(root: root))
         #expect(unit.path == "/etc/plunkd/api-key")

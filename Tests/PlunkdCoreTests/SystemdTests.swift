@@ -142,7 +142,7 @@ struct SystemdTests {
         let level = security.stdout.split(separator: "\n").last { $0.contains("Overall exposure level") }
         let score = level.flatMap { line in line.split(separator: " ").compactMap { Double($0) }.first }
         #expect(score.map { $0 <= 2.0 } == true, "\(String(describing: level))")
-        for required in ["Type=notify", "WatchdogSec=", "LoadCredential=plunk-api-key:", "StateDirectory=plunkd",
+        for required in ["Type=notify", "WatchdogSec=", "Environment=PLUNK_API_KEY_FILE=/etc/plunkd/api-key\n", "StateDirectory=plunkd",
                          "ConfigurationDirectory=plunkd", "SystemCallFilter=setpriority\n", "Restart=on-failure", "StartLimitIntervalSec=0", "CapabilityBoundingSet=\n"] {
             #expect(service.contains(required), "\(required)")
         }

@@ -127,8 +127,14 @@ private struct ConfigValues {
             return APIKey(v.text.trimmingCharacters(in: .whitespacesAndNewlines))
         }
         if let v = value("plunk.api_key_file") {
+            // An empty file means "no key yet", as an empty credential does: the service's
+            // key file exists from installation on, empty until the operator writes the key.
             let path = try v.path()
-            return try Self.readKey(at: path, key: "plunk.api_key_file")
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw ConfigurationError("plunk.api_key_file: cannot read \(path)")
+            }
+            let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            return text.isEmpty ? nil : APIKey(text)
         }
         if let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty {
             let path = "\(directory)/\(ConfigLoader.credentialName)"

@@ -41,7 +41,7 @@ public enum ManualPage {
         page += ".SH KEYS\n" + ConfigReference.entries.map { entry in
             ".TP\n.B \(escape(entry.key))\(entry.reloads ? " (reload)" : "")\n\(escape(entry.meaning))\n.br\nEnvironment: \(escape(ConfigKeys.environmentVariable(for: entry.key))). Default: \(escape(entry.defaultValue)).\n"
         }.joined()
-        page += section("FILES", ["/etc/plunkd/plunkd.yaml, /etc/plunkd/api-key (loaded by plunkd.service as the credential plunk-api-key)."])
+        page += section("FILES", ["/etc/plunkd/plunkd.yaml, /etc/plunkd/api-key (read by plunkd.service through PLUNK_API_KEY_FILE, at start and on SIGHUP)."])
         page += section("SEE ALSO", ["plunkd(8)"])
         return page
     }

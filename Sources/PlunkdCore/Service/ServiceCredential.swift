@@ -1,8 +1,9 @@
 import Foundation
 
-/// Where the installed `plunkd.service` loads the API key from (`LoadCredential=plunk-api-key:PATH`),
-/// for `check-config` run from a shell: the credential exists only inside the unit, so
-/// without this the check would say "not configured" while the service sends with a key.
+/// Where the installed `plunkd.service` finds the API key (`Environment=PLUNK_API_KEY_FILE=PATH`,
+/// or `LoadCredential=plunk-api-key:PATH` in an older or edited unit), for `check-config`
+/// run from a shell: that setting exists only inside the unit, so without this the check
+/// would say "not configured" while the service sends with a key.
 public struct ServiceCredential: Sendable, Equatable {
     /// The unit (or drop-in) that named the file.
     public let unit: String
@@ -31,8 +32,7 @@ public struct ServiceCredential: Sendable, Equatable {
             guard let text = try? String(contentsOfFile: root + file, encoding: .utf8) else { continue }
             for line in text.split(separator: "\n") {
                 let trimmed = line.trimmingCharacters(in: .whitespaces)
-                let prefix = "LoadCredential=\(ConfigLoader.credentialName):"
-                if trimmed.hasPrefix(prefix) {
+                for prefix in ["LoadCredential=\(ConfigLoader.credentialName):", "Environment=PLUNK_API_KEY_FILE="] where trimmed.hasPrefix(prefix) {
                     found = ServiceCredential(unit: file, path: String(trimmed.dropFirst(prefix.count)))
                 }
             }
@@ -50,7 +50,7 @@ public struct ServiceCredential: Sendable, Equatable {
 
     /// One line for `check-config`.
     public func summary(root: String = "") -> String {
-        let source = "plunkd.service loads \(path) as its credential \(ConfigLoader.credentialName) (\(unit))"
+        let source = "plunkd.service reads its key from \(path) (\(unit))"
         switch content(root: root) {
         case .key(let key): return "not set here; \(source): configured (\(key)), so the running service sends"
         case .empty: return "not set here; \(source), which is empty: the service keeps events and sends nothing"
