@@ -75,7 +75,8 @@ struct DaemonProcessTests {
         defer { second.cleanUp(removeDirectory: false) }
         let status = second.waitForExit(timeout: 60)
         #expect(status != nil && status != 0)
-        #expect(second.log.contains("already serving"))
+        // The store is locked before the socket is looked at: the holder is named.
+        #expect(second.log.contains("another plunkd (pid \(first.pid)) holds this store"), "\(second.log)")
         let client = try BlockingUnixSocket(path: first.socketPath)
         try client.write("{\"event\":\"e\",\"email\":\"a@b.io\"}\n")
         #expect(Self.ackedID(try client.readLine()) != nil)
@@ -145,4 +146,28 @@ final class AckedIDs: @unchecked Sendable {
 
 private func socketIsServed(_ path: String) -> Bool {
     (try? BlockingUnixSocket(path: path)) != nil
+}
+
+@Suite("One store, one daemon", .serialized)
+struct StoreLockTests {
+    @Test("a second daemon on the same store exits at once naming the first; status works beside it; kill -9 leaves no stale lock")
+    func secondDaemonRefused() async throws {
+        let first = try DaemonProcess()
+        defer { first.cleanUp() }
+        try first.waitUntilServing()
+        let second = try DaemonProcess.command(["run"], environment: [
+            "PLUNKD_SOCKET_PATH": "\(first.directory)/second.sock", "PLUNKD_STORAGE_PATH": first.storagePath,
+        ])
+        #expect(second.status != 0)
+        #expect(second.stderr.contains("another plunkd (pid \(first.pid)) holds this store"), "\(second.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: "\(first.directory)/second.sock"))
+        let status = try DaemonProcess.command(["status", "--json", "--socket", first.socketPath])
+        #expect(status.stdout.contains("\"running\" : true"))
+        // A daemon killed with -9 leaves the lock file, not the lock.
+        first.signal(SIGKILL)
+        #expect(first.waitForExit(timeout: 20) != nil)
+        let after = try DaemonProcess(directory: first.directory)
+        defer { after.cleanUp(removeDirectory: false) }
+        try after.waitUntilServing()
+    }
 }

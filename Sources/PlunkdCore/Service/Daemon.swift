@@ -20,6 +20,8 @@ public enum Daemon {
     ) async throws {
         let notifier = SystemdNotifier(environment: environment)
         let inherited = try InheritedSocket.fromEnvironment(environment)
+        let storeLock = try StoreLock(storePath: config.storagePath)
+        defer { withExtendedLifetime(storeLock) {} }
         let outbox = try Outbox(path: config.storagePath, maxBytes: config.maxStorageBytes)
         logger.info("storage ready", metadata: [
             "path": "\(outbox.path)", "stored_events": "\(outbox.storedCount)",
