@@ -15,7 +15,7 @@ final class TinyProxy: @unchecked Sendable {
 
     init() throws {
         directory = try DaemonProcess.makeScratchDirectory()
-        port = try Self.freePort()
+        port = try OperateProcessTests.freePort()
         try """
             Port \(port)
             Listen 127.0.0.1
@@ -46,24 +46,6 @@ final class TinyProxy: @unchecked Sendable {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
         try? FileManager.default.removeItem(atPath: directory)
-    }
-
-    /// A port the kernel just handed out and took back: free, unless something takes it in between.
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer -> Bool in
-                bind(fd, pointer, length) == 0 && getsockname(fd, pointer, &length) == 0
-            }
-        }
-        guard bound else { throw DaemonProcess.Failure(description: "no free port") }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 
     static func accepts(_ port: Int) -> Bool {
