@@ -84,3 +84,20 @@ struct RuntimeDirectoryTests {
         #expect(send.status == 0, "\(send.stderr) \(daemon.log)")
     }
 }
+
+@Suite("Any socket directory")
+struct SocketDirectoryRuleTests {
+    @Test("a directory anyone may write is refused unless sticky; one of another owner is allowed")
+    func worldWritable() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let socket = "\(directory)/plunkd.sock"
+        chmod(directory, 0o777)
+        #expect(throws: SocketPathGuard.Refusal.self) { try SocketPathGuard.checkDirectory(of: socket) }
+        chmod(directory, 0o1777)
+        try SocketPathGuard.checkDirectory(of: socket)
+        chmod(directory, 0o755)
+        if getuid() == 0 { chown(directory, 4343, 4343) }
+        try SocketPathGuard.checkDirectory(of: socket)
+    }
+}

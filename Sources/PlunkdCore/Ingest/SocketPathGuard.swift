@@ -51,22 +51,26 @@ public enum SocketPathGuard {
         }
     }
 
-    /// Throws when another user could replace the socket at `path` (and so receive events
-    /// and answer "ok" for events never stored): its directory must belong to `uid` or
-    /// root and must not be writable by others unless sticky. The private fallback
-    /// directory must belong to `uid` and be closed to everyone else (mode 0700). Run by
-    /// the daemon before it binds and by every client command before it connects.
+    /// Throws when anyone could replace the socket at `path` (and so receive events and
+    /// answer "ok" for events never stored): its directory must not be writable by others
+    /// unless sticky, and the private fallback directory must belong to `uid` and be closed
+    /// to everyone else (mode 0700), as tmux requires of `/tmp/tmux-<uid>`. A directory
+    /// chosen in `socket.path` may belong to another user (an app's own run directory, the
+    /// daemon's user seen from a client). Run by the daemon before it binds and by every
+    /// client command before it connects.
     public static func checkDirectory(of path: String, uid: uid_t = getuid()) throws {
         let directory = (path as NSString).deletingLastPathComponent
         guard !directory.isEmpty else { return }
+        let isPrivate = directory == privateDirectory(uid: uid)
         var info = stat()
-        guard lstat(directory, &info) == 0 else { return }
+        // The private directory itself must not be a link someone else planted.
+        guard (isPrivate ? lstat(directory, &info) : stat(directory, &info)) == 0 else { return }
         guard (info.st_mode & S_IFMT) == S_IFDIR else {
-            throw Refusal(description: "socket directory \(directory) is not a directory (a symlink?); remove it, or set socket.path elsewhere")
+            throw Refusal(description: "socket directory \(directory) is not a directory\(isPrivate ? " (a symlink?)" : ""); remove it, or set socket.path elsewhere")
         }
         let mode = info.st_mode & 0o7777
         let octal = String(mode, radix: 8)
-        if directory == privateDirectory(uid: uid) {
+        if isPrivate {
             guard info.st_uid == uid else {
                 throw Refusal(description: "socket directory \(directory) belongs to uid \(info.st_uid), not to you (uid \(uid)): another user made it first and could take over plunkd's socket. Remove it (as root: rm -r \(directory)), set XDG_RUNTIME_DIR, or set socket.path")
             }
@@ -74,9 +78,6 @@ public enum SocketPathGuard {
                 throw Refusal(description: "socket directory \(directory) has mode \(octal): other users could take over plunkd's socket. chmod 700 \(directory), or remove it and let plunkd make it")
             }
             return
-        }
-        guard info.st_uid == uid || info.st_uid == 0 else {
-            throw Refusal(description: "socket directory \(directory) belongs to uid \(info.st_uid), neither you (uid \(uid)) nor root: that user could replace plunkd's socket. Use a directory of your own or root's (socket.path)")
         }
         guard mode & 0o002 == 0 || mode & 0o1000 != 0 else {
             throw Refusal(description: "socket directory \(directory) has mode \(octal): anyone could replace plunkd's socket. chmod o-w \(directory), or set socket.path elsewhere")

@@ -23,7 +23,7 @@ public enum ConfigReference {
         Entry(key: "plunk.proxy", defaultValue: "none (else https_proxy or HTTPS_PROXY unless no_proxy or NO_PROXY names Plunk's host)",
               meaning: "An HTTP proxy, http://[user:password@]host:port; HTTPS to Plunk is tunnelled with CONNECT. The password is never shown.", reloads: false),
         Entry(key: "socket.path", defaultValue: "/run/plunkd/plunkd.sock for root, $XDG_RUNTIME_DIR/plunkd/plunkd.sock, else /tmp/plunkd-<uid>/plunkd.sock",
-              meaning: "The Unix socket apps write events to. Its directory must belong to the user or root and not be writable by others; /tmp/plunkd-<uid> must be the user's own, mode 0700.", reloads: false),
+              meaning: "The Unix socket apps write events to. Its directory must not be writable by others (unless sticky); /tmp/plunkd-<uid> must be the user's own, mode 0700.", reloads: false),
         Entry(key: "socket.mode", defaultValue: "0660", meaning: "The socket's file mode (octal).", reloads: false),
         Entry(key: "socket.max_connections", defaultValue: "1024", meaning: "Client connections open at once; more are closed at once.", reloads: false),
         Entry(key: "socket.idle_timeout", defaultValue: "300s", meaning: "A connection idle this long is closed.", reloads: false),
