@@ -77,20 +77,9 @@ public final class DaemonProcess {
     public static func command(
         _ arguments: [String], executable: String? = nil, environment: [String: String] = [:]
     ) throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable ?? binaryPath)
-        process.arguments = arguments
         var all = ["PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/tmp"]
         all.merge(environment) { _, new in new }
-        process.environment = all
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+        return try SpawnedCommand.run(executable ?? binaryPath, arguments, environment: all)
     }
 
     /// Everything the daemon wrote to stdout and stderr so far.

@@ -9,6 +9,8 @@ import Testing
 /// A burst of connections is queued by the kernel, not refused: the daemon is stopped
 /// (SIGSTOP) so that nothing is accepted while 500 clients connect at once, as a web
 /// server's workers do after a restart. With the old backlog of 256, the rest got EAGAIN.
+/// The daemon is spawned with posix_spawn, not Foundation's Process, whose child
+/// monitoring must not see a stopped child.
 @Suite("A burst of connections", .serialized)
 struct ConnectionBurstTests {
     @Test("500 connections while the daemon accepts none are all queued, then all served")
@@ -16,10 +18,23 @@ struct ConnectionBurstTests {
         let somaxconn = (try? String(contentsOfFile: "/proc/sys/net/core/somaxconn", encoding: .utf8))
             .flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 4096
         try #require(somaxconn >= 500, "the kernel caps the backlog at \(somaxconn)")
-        let daemon = try DaemonProcess()
-        defer { daemon.cleanUp() }
-        try daemon.waitUntilServing()
-        daemon.signal(SIGSTOP)
+        let directory = try DaemonProcess.makeScratchDirectory()
+        let socketPath = "\(directory)/plunkd.sock"
+        let pid = try SpawnedCommand.start(DaemonProcess.binaryPath, ["run"], environment: [
+            "PATH": "/usr/bin:/bin", "HOME": directory,
+            "PLUNKD_SOCKET_PATH": socketPath, "PLUNKD_STORAGE_PATH": "\(directory)/outbox.sqlite",
+        ])
+        defer {
+            kill(pid, SIGCONT)
+            kill(pid, SIGTERM)
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+        let deadline = Date().addingTimeInterval(60)
+        while !SocketPathGuard.isServed(socketPath) && Date() < deadline { usleep(20_000) }
+        try #require(SocketPathGuard.isServed(socketPath), "plunkd did not serve \(socketPath)")
+        kill(pid, SIGSTOP)
         var descriptors: [Int32] = []
         var refused = 0
         for _ in 0..<500 {
@@ -29,13 +44,13 @@ struct ConnectionBurstTests {
             _ = fcntl(fd, F_SETFL, flags)
             var address = sockaddr_un()
             address.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(daemon.socketPath.utf8)) }
+            withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(socketPath.utf8)) }
             let result = withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
             }
             if result != 0 { refused += 1; close(fd) } else { descriptors.append(fd) }
         }
-        daemon.signal(SIGCONT)
+        kill(pid, SIGCONT)
         #expect(refused == 0)
         // Every queued connection is served: an event on each of the first ten is acknowledged.
         for fd in descriptors.prefix(10) {

@@ -6,7 +6,7 @@ import PlunkdTestSupport
 final class TinyProxy: @unchecked Sendable {
     let directory: String
     let port: Int
-    let process: Process
+    let pid: pid_t
     static let user = "plunkd"
     static let password = "pr0xy-s3cret"
 
@@ -26,12 +26,7 @@ final class TinyProxy: @unchecked Sendable {
             Allow 127.0.0.1
             BasicAuth \(Self.user) \(Self.password)
             """.write(toFile: "\(directory)/tinyproxy.conf", atomically: true, encoding: .utf8)
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/tinyproxy")
-        process.arguments = ["-d", "-c", "\(directory)/tinyproxy.conf"]
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try process.run()
+        pid = try SpawnedCommand.start("/usr/bin/tinyproxy", ["-d", "-c", "\(directory)/tinyproxy.conf"])
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {
             if Self.accepts(port) { return }
@@ -43,8 +38,9 @@ final class TinyProxy: @unchecked Sendable {
 
     func stop() {
         // tinyproxy finishes its connections on SIGTERM first; a test is done with them.
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+        kill(pid, SIGKILL)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         try? FileManager.default.removeItem(atPath: directory)
     }
 

@@ -1,0 +1,90 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+
+/// Runs a program with `posix_spawn` and collects its output, for tests that run many
+/// short commands beside SwiftNIO event loops. Foundation's `Process` closes descriptors
+/// in the parent after the spawn, and a descriptor number reused meanwhile by another
+/// thread of the test process (an event loop's epoll or eventfd) was once closed under
+/// it: NIO stopped with EBADF in epoll_ctl in CI. Here the parent closes only the pipe
+/// ends it made, once each.
+public enum SpawnedCommand {
+    public static func run(
+        _ executable: String, _ arguments: [String], environment: [String: String]
+    ) throws -> (status: Int32, stdout: String, stderr: String) {
+        var outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
+        // Descriptors NIO makes are close-on-exec; these pipes are made so too, so a
+        // command spawned meanwhile on another thread does not hold them open.
+        guard pipe(&outPipe) == 0 else { throw DaemonProcess.Failure(description: "pipe: \(String(cString: strerror(errno)))") }
+        guard pipe(&errPipe) == 0 else {
+            close(outPipe[0]); close(outPipe[1])
+            throw DaemonProcess.Failure(description: "pipe: \(String(cString: strerror(errno)))")
+        }
+        for fd in outPipe + errPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, executable, &actions, nil, argv, envp)
+        close(outPipe[1])
+        close(errPipe[1])
+        guard spawned == 0 else {
+            close(outPipe[0]); close(errPipe[0])
+            throw DaemonProcess.Failure(description: "cannot run \(executable): \(String(cString: strerror(spawned)))")
+        }
+        var out = Data(), err = Data()
+        var open: [(fd: Int32, isOut: Bool)] = [(outPipe[0], true), (errPipe[0], false)]
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while !open.isEmpty {
+            var fds = open.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
+            guard poll(&fds, nfds_t(fds.count), -1) >= 0 || errno == EINTR else { break }
+            for (index, entry) in fds.enumerated().reversed() where entry.revents != 0 {
+                let count = read(entry.fd, &buffer, buffer.count)
+                if count > 0 {
+                    if open[index].isOut { out.append(contentsOf: buffer.prefix(count)) } else { err.append(contentsOf: buffer.prefix(count)) }
+                } else if count == 0 || errno != EINTR {
+                    close(entry.fd)
+                    open.remove(at: index)
+                }
+            }
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        // WIFEXITED / WEXITSTATUS, spelled out (the C macros are not imported).
+        let exit = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return (exit, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+    }
+
+    /// Starts a long-running program with its output discarded; stop it with `kill` and
+    /// reap it with `waitpid`.
+    public static func start(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = environment.map { $0.map { strdup("\($0.key)=\($0.value)") } + [nil] }
+        defer {
+            argv.forEach { free($0) }
+            envp?.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let spawned = envp.map { posix_spawn(&pid, executable, &actions, nil, argv, $0) } ?? posix_spawn(&pid, executable, &actions, nil, argv, environ)
+        guard spawned == 0 else {
+            throw DaemonProcess.Failure(description: "cannot run \(executable): \(String(cString: strerror(spawned)))")
+        }
+        return pid
+    }
+}
