@@ -64,8 +64,10 @@ private struct ConfigValues {
         if let v = value("plunk.concurrency") { config.concurrency = try v.integer(in: 1...1024) }
         if let v = value("plunk.request_timeout") { config.requestTimeout = try v.duration(min: 0.001, max: 3600) }
         if let v = value("plunk.ca_file") {
-            config.caFile = try v.path()
-            _ = try TrustedRoots.load(try v.path())
+            let path = try v.path()
+            // Read whole here so a bad bundle stops start-up (or a reload) with this key named.
+            _ = try TrustedRoots.load(path)
+            config.caFile = path
         }
         if let v = value("socket.path") { config.socketPath = try v.path() }
         if let v = value("socket.mode") { config.socketMode = try v.fileMode() }
