@@ -1,5 +1,13 @@
 // swift-tools-version: 6.2
+import Foundation
 import PackageDescription
+
+/// `PLUNKD_FUZZ=1 swift build --product plunkd-fuzz` instruments only the code under test
+/// (PlunkdCore and the harness) for libFuzzer and links its runtime, so the dependencies'
+/// objects are reused from an ordinary debug build instead of being rebuilt with
+/// `-Xswiftc -sanitize=fuzzer` (a second full build, about 7 minutes).
+let fuzzing = ProcessInfo.processInfo.environment["PLUNKD_FUZZ"] == "1"
+let fuzzerInstrumentation: [SwiftSetting] = fuzzing ? [.unsafeFlags(["-sanitize=fuzzer"])] : []
 
 let package = Package(
     name: "plunkd",
@@ -39,7 +47,8 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-            ]
+            ],
+            swiftSettings: fuzzerInstrumentation
         ),
         .executableTarget(
             name: "plunkd",
@@ -99,7 +108,9 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/IngestFuzzer",
-            exclude: ["corpus"]
+            exclude: ["corpus"],
+            swiftSettings: fuzzerInstrumentation + (fuzzing ? [.define("FUZZING")] : []),
+            linkerSettings: fuzzing ? [.unsafeFlags(["-sanitize=fuzzer"])] : []
         ),
         .testTarget(
             name: "PlunkdCoreTests",
