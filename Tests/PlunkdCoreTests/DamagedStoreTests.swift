@@ -27,7 +27,9 @@ struct DamagedStoreTests {
         return (daemon.directory, daemon.storagePath, ids)
     }
 
-    func startFails(_ directory: String, naming path: String) throws {
+    /// Starts the daemon on a damaged store, sees it refuse, and returns its log.
+    @discardableResult
+    func startFails(_ directory: String, naming path: String) throws -> String {
         let daemon = try DaemonProcess(directory: directory)
         defer { daemon.cleanUp(removeDirectory: false) }
         let status = daemon.waitForExit(timeout: 60)
@@ -37,6 +39,7 @@ struct DamagedStoreTests {
                                                environment: ["PLUNKD_STORAGE_PATH": daemon.storagePath])
         #expect(report.status == 2)
         #expect(report.stdout.contains("\"state\" : \"storage_error\""), "\(report.stdout)")
+        return daemon.log
     }
 
     func overwrite(_ path: String, at offset: UInt64, with bytes: Data) throws {
@@ -46,22 +49,58 @@ struct DamagedStoreTests {
         try handle.close()
     }
 
+    /// The crashed store's WAL, checked intact, and its frame size.
+    func intactWAL(_ storage: String, commits: Int) throws -> (path: String, frameSize: Int) {
+        let wal = storage + "-wal"
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: wal)))
+        try #require(bytes.count > 32)
+        let pageSize = Int(bytes[8]) << 24 | Int(bytes[9]) << 16 | Int(bytes[10]) << 8 | Int(bytes[11])
+        let report = WALInspection.inspect(bytes)
+        try #require(report.headerDamage == nil && report.commitsAfterDamage == 0 && report.validCommits >= commits, "\(report)")
+        try #require(bytes.count >= 32 + commits * (24 + pageSize), "the crash left a WAL of \(bytes.count) bytes")
+        return (wal, 24 + pageSize)
+    }
+
+    func flipByte(_ path: String, at offset: Int) throws {
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+        try handle.seek(toOffset: UInt64(offset))
+        let byte = try #require(try handle.read(upToCount: 1)?.first)
+        try handle.seek(toOffset: UInt64(offset))
+        handle.write(Data([byte ^ 0xFF]))
+        try handle.close()
+    }
+
     @Test("damage in the middle of the WAL, with acknowledged commits after it: start-up refuses, naming the log")
     func damagedWAL() throws {
         let (directory, storage, _) = try crashedStore(events: 12)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let wal = storage + "-wal"
-        let size = (try FileManager.default.attributesOfItem(atPath: wal)[.size] as? NSNumber)?.intValue ?? 0
-        try #require(size > 32 + 6 * 4120, "the crash left a WAL of \(size) bytes")
-        #expect(WALInspection.inspect([UInt8](try Data(contentsOf: URL(fileURLWithPath: wal)))).damagedFrame == nil)
+        let (wal, frameSize) = try intactWAL(storage, commits: 12)
         // Scribble over the page of the 3rd frame.
-        try overwrite(wal, at: UInt64(32 + 2 * 4120 + 24 + 200), with: Data(repeating: 0x5A, count: 64))
+        try overwrite(wal, at: UInt64(32 + 2 * frameSize + 24 + 200), with: Data(repeating: 0x5A, count: 64))
         let report = WALInspection.inspect([UInt8](try Data(contentsOf: URL(fileURLWithPath: wal))))
-        #expect(report.damagedFrame == 3)
+        #expect(report.endOfLog == 3)
         #expect(report.commitsAfterDamage > 1)
         try startFails(directory, naming: wal)
         // The files are kept for recovery.
         #expect(FileManager.default.fileExists(atPath: wal))
+    }
+
+    @Test("a damaged salt in the middle of the WAL is damage, not the log's end: start-up refuses")
+    func damagedSalt() throws {
+        let (directory, storage, _) = try crashedStore(events: 10)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (wal, frameSize) = try intactWAL(storage, commits: 10)
+        try flipByte(wal, at: 32 + 3 * frameSize + 9)
+        try startFails(directory, naming: wal)
+    }
+
+    @Test("a damaged WAL header with frames after it (SQLite would take the log for empty): start-up refuses")
+    func damagedHeader() throws {
+        let (directory, storage, _) = try crashedStore(events: 6)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (wal, _) = try intactWAL(storage, commits: 6)
+        try flipByte(wal, at: 27)
+        #expect(try startFails(directory, naming: wal).contains("damaged header"))
     }
 
     @Test("a WAL torn at its tail (what a crash leaves) is replayed up to the tear; the daemon starts")
@@ -71,11 +110,45 @@ struct DamagedStoreTests {
         let wal = storage + "-wal"
         let size = (try FileManager.default.attributesOfItem(atPath: wal)[.size] as? NSNumber)?.intValue ?? 0
         truncate(wal, off_t(size - 2000))
+        try startsWithout(last: ids, directory: directory, storage: storage)
+    }
+
+    @Test("a whole last frame with a bad checksum (a torn write) is the end of the log; the daemon starts")
+    func tornLastFrame() throws {
+        let (directory, storage, ids) = try crashedStore(events: 8)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (wal, frameSize) = try intactWAL(storage, commits: 8)
+        let size = (try FileManager.default.attributesOfItem(atPath: wal)[.size] as? NSNumber)?.intValue ?? 0
+        try #require((size - 32) % frameSize == 0)
+        try flipByte(wal, at: size - frameSize + 24 + 10)
+        try startsWithout(last: ids, directory: directory, storage: storage)
+    }
+
+    @Test("the log as the checkpointer leaves it (rewound, an older generation's frames after it) is no damage")
+    func checkpointedLog() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let storage = "\(directory)/outbox.sqlite"
+        let outbox = try Outbox(path: storage)
+        for n in 0..<40 { try outbox.enqueue([TrackEvent(contact: "a\(n)@x.io", body: Data("{}".utf8))]) }
+        try outbox.finishCheckpoint()
+        for n in 0..<5 { try outbox.enqueue([TrackEvent(contact: "b\(n)@x.io", body: Data("{}".utf8))]) }
+        // A copy of the files as a crash would leave them, the store still open.
+        let copy = "\(directory)/copy.sqlite"
+        try FileManager.default.copyItem(atPath: storage, toPath: copy)
+        try FileManager.default.copyItem(atPath: storage + "-wal", toPath: copy + "-wal")
+        let report = WALInspection.inspect([UInt8](try Data(contentsOf: URL(fileURLWithPath: copy + "-wal"))))
+        #expect(report.validCommits == 5, "\(report)")
+        #expect(report.endOfLog != nil && report.commitsAfterDamage == 0, "the older frames were not left after the rewind: \(report)")
+        #expect(try Outbox(path: copy).storedCount == 45)
+    }
+
+    /// The daemon starts on the store and holds every event but the torn last one.
+    func startsWithout(last ids: [String], directory: String, storage: String) throws {
         let daemon = try DaemonProcess(directory: directory)
         defer { daemon.cleanUp(removeDirectory: false) }
         try daemon.waitUntilServing()
         let stored = try DatabaseQueue(path: storage).read { try String.fetchAll($0, sql: "SELECT id FROM event ORDER BY seq") }
-        // Only the torn last transaction is gone.
         #expect(stored == Array(ids.dropLast()))
     }
 
