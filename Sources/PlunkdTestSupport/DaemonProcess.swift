@@ -29,6 +29,19 @@ public final class DaemonProcess {
         return directory.appendingPathComponent("plunkd").path
     }
 
+    /// An empty configuration, named by `PLUNKD_CONFIG` to every process the tests start
+    /// (unless a test names its own), so that none reads the host's `/etc/plunkd/plunkd.yaml`.
+    /// The environment is built from nothing for the same reason: the host's `PLUNK_*` and
+    /// `PLUNKD_*` never reach a test's daemon, which sends nowhere unless given a fake Plunk.
+    public static func isolatedConfigFile() throws -> String {
+        let path = "/tmp/plunkd-tests-no-settings.yaml"
+        let text = "# plunkd's tests: no settings, so that the host's /etc/plunkd is never read\n{}\n"
+        if (try? String(contentsOfFile: path, encoding: .utf8)) != text {
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+        }
+        return path
+    }
+
     /// A fresh scratch directory with a short path (Unix socket paths are limited to 107 bytes).
     public static func makeScratchDirectory() throws -> String {
         var template = Array("/tmp/plunkd-test-XXXXXX".utf8CString)
@@ -54,6 +67,7 @@ public final class DaemonProcess {
             "HOME": directory,
             "PLUNKD_SOCKET_PATH": socketPath,
             "PLUNKD_STORAGE_PATH": storagePath,
+            "PLUNKD_CONFIG": try Self.isolatedConfigFile(),
         ]
         environment.merge(extra) { _, new in new }
         process = Process()
@@ -77,7 +91,7 @@ public final class DaemonProcess {
     public static func command(
         _ arguments: [String], executable: String? = nil, environment: [String: String] = [:]
     ) throws -> (status: Int32, stdout: String, stderr: String) {
-        var all = ["PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/tmp"]
+        var all = ["PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/tmp", "PLUNKD_CONFIG": try isolatedConfigFile()]
         all.merge(environment) { _, new in new }
         return try SpawnedCommand.run(executable ?? binaryPath, arguments, environment: all)
     }

@@ -20,8 +20,12 @@ struct CheckConfigCommand: AsyncParsableCommand {
             let keyLine: String
             if let key = config.apiKey {
                 keyLine = "configured (\(key))"
-            } else if ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"] == nil, let credential = ServiceCredential.installed() {
-                // Run from a shell: the unit's credential is where the service finds its key.
+            } else if ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"] == nil,
+                loaded.file == nil || loaded.file == ConfigLoader.defaultFile,
+                let credential = ServiceCredential.installed()
+            {
+                // Run from a shell on the service's own configuration: the unit's key file
+                // is where the service finds its key.
                 keyLine = credential.summary()
             } else {
                 keyLine = "not configured: events are kept, nothing is sent"

@@ -13,7 +13,7 @@ struct ConfigLoaderTests {
     }
 
     func load(_ file: String?, _ environment: [String: String] = [:], uid: UInt32 = 1000) async throws(ConfigurationError) -> LoadedConfiguration {
-        try await ConfigLoader.load(file: file, environment: environment, uid: uid)
+        try await ConfigLoader.load(file: file, environment: environment, uid: uid, defaultFile: nil)
     }
 
     @Test("defaults for root are the system paths")

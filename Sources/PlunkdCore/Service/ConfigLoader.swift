@@ -17,13 +17,15 @@ public enum ConfigLoader {
     /// systemd credential name (`LoadCredential=plunk-api-key:…`).
     public static let credentialName = "plunk-api-key"
 
-    /// - Parameter file: an explicit file (`--config`), which must exist; without one,
-    ///   `$PLUNKD_CONFIG`, else `/etc/plunkd/plunkd.yaml` when it exists, else none.
+    /// - Parameters:
+    ///   - file: an explicit file (`--config`), which must exist; without one,
+    ///     `$PLUNKD_CONFIG`, else `defaultFile` when it exists, else none.
+    ///   - defaultFile: nil in tests, which must never read the host's configuration.
     public static func load(
-        file explicitFile: String?, environment: [String: String], uid: UInt32
+        file explicitFile: String?, environment: [String: String], uid: UInt32, defaultFile: String? = defaultFile
     ) async throws(ConfigurationError) -> LoadedConfiguration {
         let file = explicitFile ?? environment[ConfigKeys.configFileVariable].flatMap { $0.isEmpty ? nil : $0 }
-            ?? (FileManager.default.fileExists(atPath: defaultFile) ? defaultFile : nil)
+            ?? defaultFile.flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
         var warnings: [String] = []
         var providers: [any ConfigProvider] = [
             KeyMappingProvider(upstream: EnvironmentVariablesProvider(environmentVariables: environment)) { key in

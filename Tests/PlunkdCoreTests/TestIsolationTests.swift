@@ -1,0 +1,33 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import PlunkdTestSupport
+import Testing
+
+/// The tests never read the host's configuration or environment: on a machine where
+/// plunkd is installed and `PLUNK_API_KEY` is set, a test's daemon must not pick up the
+/// real key, the real Plunk address or /etc/plunkd/plunkd.yaml.
+@Suite("Tests isolated from the host", .serialized)
+struct TestIsolationTests {
+    @Test("a test's daemon sees only the variables the test gave it, and an empty configuration file")
+    func daemonEnvironment() throws {
+        let daemon = try DaemonProcess(environment: ["PLUNKD_LOG_LEVEL": "warning"])
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        let environ = try Data(contentsOf: URL(fileURLWithPath: "/proc/\(daemon.pid)/environ"))
+        let names = Set(environ.split(separator: 0).map { String(decoding: $0.prefix { $0 != UInt8(ascii: "=") }, as: UTF8.self) })
+        #expect(names == ["PATH", "HOME", "PLUNKD_SOCKET_PATH", "PLUNKD_STORAGE_PATH", "PLUNKD_CONFIG", "PLUNKD_LOG_LEVEL"])
+        let config = try DaemonProcess.isolatedConfigFile()
+        #expect(try String(contentsOfFile: config, encoding: .utf8).hasSuffix("{}\n"))
+    }
+
+    @Test("a test's command reads the empty configuration, never /etc/plunkd, and reports no key")
+    func commandConfiguration() throws {
+        let check = try DaemonProcess.command(["check-config"])
+        #expect(check.status == 0, "\(check.stderr)")
+        #expect(check.stdout.contains("configuration is valid (\(try DaemonProcess.isolatedConfigFile()))"), "\(check.stdout)")
+        #expect(!check.stdout.contains("/etc/plunkd"), "\(check.stdout)")
+        #expect(check.stdout.contains("plunk.api_key    not configured"), "\(check.stdout)")
+    }
+}
