@@ -10,7 +10,7 @@ public final class DaemonProcess {
     public let socketPath: String
     public let storagePath: String
     public let logPath: String
-    public let process: Process
+    public let process: SpawnedProcess
 
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
@@ -70,21 +70,19 @@ public final class DaemonProcess {
             "PLUNKD_CONFIG": try Self.isolatedConfigFile(),
         ]
         environment.merge(extra) { _, new in new }
-        process = Process()
+        // posix_spawn, not Foundation's Process, which closes descriptors in the parent
+        // after a spawn (see `SpawnedCommand`).
+        let pid: pid_t
         if let launcher, let program = launcher.first {
-            process.executableURL = URL(fileURLWithPath: program)
-            process.arguments = Array(launcher.dropFirst()) + [Self.binaryPath] + arguments
+            pid = try SpawnedCommand.start(program, Array(launcher.dropFirst()) + [Self.binaryPath] + arguments,
+                                           environment: environment, outputPath: logPath)
         } else {
-            process.executableURL = URL(fileURLWithPath: Self.binaryPath)
-            process.arguments = arguments
+            pid = try SpawnedCommand.start(Self.binaryPath, arguments, environment: environment, outputPath: logPath)
         }
-        process.environment = environment
-        process.standardError = FileHandle(forWritingAtPath: logPath)
-        process.standardOutput = FileHandle(forWritingAtPath: logPath)
-        try process.run()
+        process = SpawnedProcess(pid: pid)
     }
 
-    public var pid: Int32 { process.processIdentifier }
+    public var pid: Int32 { process.pid }
 
     /// Runs a short command to completion (the `plunkd` binary unless `executable` says
     /// otherwise) and returns its exit status and output.
@@ -116,8 +114,8 @@ public final class DaemonProcess {
     public func waitUntilServing(timeout: Double = 60) throws {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            if !process.isRunning {
-                throw Failure(description: "plunkd exited with status \(process.terminationStatus) before serving: \(log)")
+            if let status = process.exitStatus {
+                throw Failure(description: "plunkd exited with status \(status) before serving: \(log)")
             }
             if (try? BlockingUnixSocket(path: socketPath)) != nil { return }
             usleep(20_000)
@@ -134,7 +132,7 @@ public final class DaemonProcess {
     public func waitForExit(timeout: Double = 60) -> Int32? {
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning && Date() < deadline { usleep(10_000) }
-        return process.isRunning ? nil : process.terminationStatus
+        return process.exitStatus
     }
 
     /// Peak resident memory of the process so far, in bytes (VmHWM).

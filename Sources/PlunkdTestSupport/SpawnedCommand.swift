@@ -28,19 +28,14 @@ public enum SpawnedCommand {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
-        }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, executable, &actions, nil, argv, envp)
-        close(outPipe[1])
-        close(errPipe[1])
-        guard spawned == 0 else {
-            close(outPipe[0]); close(errPipe[0])
-            throw DaemonProcess.Failure(description: "cannot run \(executable): \(String(cString: strerror(spawned)))")
+        let pid: pid_t
+        do {
+            pid = try spawn(executable, arguments, environment: environment, actions: &actions)
+            close(outPipe[1])
+            close(errPipe[1])
+        } catch {
+            for fd in outPipe + errPipe { close(fd) }
+            throw error
         }
         var out = Data(), err = Data()
         var open: [(fd: Int32, isOut: Bool)] = [(outPipe[0], true), (errPipe[0], false)]
@@ -60,20 +55,29 @@ public enum SpawnedCommand {
         }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        // WIFEXITED / WEXITSTATUS, spelled out (the C macros are not imported).
-        let exit = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-        return (exit, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+        return (exitStatus(status), String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
     }
 
-    /// Starts a long-running program with its output discarded; stop it with `kill` and
-    /// reap it with `waitpid`.
-    public static func start(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws -> pid_t {
+    /// Starts a long-running program, its output appended to `outputPath` (discarded
+    /// without one); stop it with `kill` and reap it with `waitpid` (or `SpawnedProcess`).
+    public static func start(
+        _ executable: String, _ arguments: [String], environment: [String: String]? = nil, outputPath: String? = nil
+    ) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath ?? "/dev/null", O_WRONLY | O_APPEND | O_CREAT, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        return try spawn(executable, arguments, environment: environment, actions: &actions)
+    }
+
+    /// `posix_spawn` with C copies of the arguments and the environment (the parent's
+    /// when nil), freed once the child has them.
+    private static func spawn(
+        _ executable: String, _ arguments: [String], environment: [String: String]?,
+        actions: inout posix_spawn_file_actions_t
+    ) throws -> pid_t {
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         let envp = environment.map { $0.map { strdup("\($0.key)=\($0.value)") } + [nil] }
         defer {
@@ -87,4 +91,33 @@ public enum SpawnedCommand {
         }
         return pid
     }
+
+    /// WIFEXITED / WEXITSTATUS spelled out (the C macros are not imported): the exit
+    /// status, or 128 + the signal that ended the process, as a shell reports it.
+    static func exitStatus(_ status: Int32) -> Int32 {
+        (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    }
+}
+
+/// A child started with `SpawnedCommand.start`, reaped once, whose exit status is kept.
+public final class SpawnedProcess: @unchecked Sendable {
+    public let pid: pid_t
+    private let lock = NSLock()
+    // Guarded by `lock`.
+    private var exit: Int32?
+
+    public init(pid: pid_t) { self.pid = pid }
+
+    /// The exit status once the process has ended (it is reaped then), else nil.
+    public var exitStatus: Int32? {
+        lock.lock()
+        defer { lock.unlock() }
+        if exit == nil {
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid { exit = SpawnedCommand.exitStatus(status) }
+        }
+        return exit
+    }
+
+    public var isRunning: Bool { exitStatus == nil }
 }
