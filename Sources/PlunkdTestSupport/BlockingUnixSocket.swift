@@ -34,10 +34,13 @@ public final class BlockingUnixSocket: @unchecked Sendable {
                 connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
             }
         }
+        // No close here: every stored property is set, so a throw from here on runs
+        // `deinit`, which closes `fd`. Closing it here too closed it twice, and the second
+        // close hit whatever descriptor another thread had opened under that number
+        // meanwhile (an event loop's socket: NIO's EBADF preconditions in parallel runs,
+        // as `waitUntilServing` polls a socket that is not served yet).
         guard result == 0 else {
-            let message = String(cString: strerror(errno))
-            Glibc.close(fd)
-            throw Failure(description: "connect \(path): \(message)")
+            throw Failure(description: "connect \(path): \(String(cString: strerror(errno)))")
         }
         if let receiveTimeout {
             var tv = timeval(tv_sec: Int(receiveTimeout), tv_usec: Int((receiveTimeout - receiveTimeout.rounded(.down)) * 1e6))

@@ -42,7 +42,10 @@ public enum SpawnedCommand {
         var buffer = [UInt8](repeating: 0, count: 65536)
         while !open.isEmpty {
             var fds = open.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
-            guard poll(&fds, nfds_t(fds.count), -1) >= 0 || errno == EINTR else { break }
+            guard poll(&fds, nfds_t(fds.count), -1) >= 0 || errno == EINTR else {
+                open.forEach { close($0.fd) }
+                break
+            }
             for (index, entry) in fds.enumerated().reversed() where entry.revents != 0 {
                 let count = read(entry.fd, &buffer, buffer.count)
                 if count > 0 {
