@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 
 /// Wires the parts together in start-up order and takes them down in reverse.
 public enum Daemon {
@@ -18,6 +19,9 @@ public enum Daemon {
         environment: [String: String] = ProcessInfo.processInfo.environment,
         reload: @escaping @Sendable () async throws -> DaemonConfiguration = { throw ConfigurationError("no reload") }
     ) async throws {
+        // Until the reload part traps it, a SIGHUP (`systemctl reload` right after READY)
+        // must not end the process, which is its default action.
+        signal(SIGHUP, SIG_IGN)
         let notifier = SystemdNotifier(environment: environment)
         let inherited = try InheritedSocket.fromEnvironment(environment)
         let storeLock = try StoreLock(storePath: config.storagePath)
@@ -26,36 +30,32 @@ public enum Daemon {
         logger.info("storage ready", metadata: [
             "path": "\(outbox.path)", "stored_events": "\(outbox.storedCount)",
         ])
-        let checkpointer = WALCheckpointer(outbox: outbox, logger: logger)
-        checkpointer.start()
-        defer { checkpointer.stop() }
+        let extraRoots = try config.caFile.map(TrustedRoots.load)
+        // Nothing below throws until the group runs: from here on, every part that holds
+        // a resource (the event loops, the HTTP client) is released by its part's stop.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let client = PlunkClient(
             baseURL: config.plunkBaseURL, concurrency: config.concurrency,
             requestTimeout: config.requestTimeout, eventLoopGroup: group,
-            extraTrustRoots: try config.caFile.map(TrustedRoots.load), proxy: config.proxy)
+            extraTrustRoots: extraRoots, proxy: config.proxy)
         if let proxy = config.proxy {
             logger.info("reaching Plunk through a proxy", metadata: ["proxy": "\(proxy)", "from": "\(config.proxySource ?? "?")"])
         }
         if let caFile = config.caFile {
             logger.info("trusting the roots of plunk.ca_file for Plunk, besides the system's", metadata: ["ca_file": "\(caFile)"])
         }
-        let senderSettings = Sender.Settings(
-            apiKey: config.apiKey, concurrency: config.concurrency,
-            retry: RetryPolicy(initialBackoff: config.initialBackoff, maxBackoff: config.maxBackoff, maxAge: config.maxAge))
+        let checkpointer = WALCheckpointer(outbox: outbox, logger: logger)
         let metrics = MetricsExposition()
         let sender = Sender(
-            outbox: outbox, transport: client, settings: senderSettings, logger: logger,
-            metrics: DeliveryMetrics(factory: metrics.factory))
+            outbox: outbox, transport: client,
+            settings: Sender.Settings(
+                apiKey: config.apiKey, concurrency: config.concurrency,
+                retry: RetryPolicy(initialBackoff: config.initialBackoff, maxBackoff: config.maxBackoff, maxAge: config.maxAge)),
+            logger: logger, metrics: DeliveryMetrics(factory: metrics.factory))
         sender.observeState { state in notifier.notify("STATUS=\(SystemdStatusLine.text(for: state))") }
-        try sender.start()
-        if config.apiKey == nil {
-            logger.warning("no API key configured (plunk.api_key, PLUNK_API_KEY, plunk.api_key_file or the plunk-api-key credential): events are kept, nothing is sent")
-        }
         let committer = GroupCommitter(
             outbox: outbox, maxPending: config.maxPending, logger: logger,
             metrics: IngestMetrics(factory: metrics.factory), didCommit: { sender.wake() })
-        committer.start()
         let policy = PeerPolicyBox(config.peerPolicy)
         let socketPath = inherited?.path ?? config.socketPath
         if let inherited, inherited.path != config.socketPath {
@@ -67,19 +67,6 @@ public enum Daemon {
                 socketPath: socketPath, databasePath: config.storagePath,
                 warnOldestAge: config.warnOldestAge, startedAt: Date()),
             policy: policy, metrics: metrics)
-        var metricsListener: MetricsListener?
-        if let listen = config.metricsListen {
-            do {
-                metricsListener = try await MetricsListener(host: listen.host, port: listen.port, group: group) {
-                    routes.metricsText() ?? ""
-                }
-                logger.info("serving /metrics over TCP", metadata: ["address": "\(listen)"])
-            } catch {
-                committer.shutdown()
-                await sender.shutdown(grace: .zero)
-                throw ConfigurationError("metrics.listen \(listen): cannot listen: \(error)")
-            }
-        }
         let server = IngestServer(
             settings: IngestSocketSettings(
                 path: config.socketPath,
@@ -93,72 +80,60 @@ public enum Daemon {
             group: group,
             logger: logger,
             control: routes)
-        let watchdog = notifier.watchdogInterval.map {
-            DeliveryWatchdog(
-                sender: sender, notifier: notifier, interval: $0,
-                maxRequestAge: config.requestTimeout + 30, logger: logger)
-        }
-        let service = IngestService(
-            server: server, committer: committer, sender: sender, notifier: notifier, watchdog: watchdog,
-            grace: .nanoseconds(Int64(config.shutdownGrace * 1e9)),
-            socketPath: socketPath, activated: inherited != nil, logger: logger)
         let hangup = ReloadOnHangup(
             current: config, sender: sender, client: client, policy: policy, reload: reload, logger: logger)
-        hangup.start()
-        defer { hangup.stop() }
-        let services = ServiceGroup(
-            services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        let outcome = await Result(catching: { try await services.run() })
-        await metricsListener?.close()
-        try? await group.shutdownGracefully()
-        try outcome.get()
-        logger.info("stopped")
-    }
-}
+        let grace = Duration.nanoseconds(Int64(config.shutdownGrace * 1e9))
+        let socketGrace = TimeAmount.nanoseconds(Int64(config.shutdownGrace * 1e9))
 
-/// The socket, its committer and the sender as one lifecycle service, so they stop in
-/// order: no new events, every received event answered, then requests in flight finished.
-private struct IngestService: Service {
-    let server: IngestServer
-    let committer: GroupCommitter
-    let sender: Sender
-    let notifier: SystemdNotifier
-    let watchdog: DeliveryWatchdog?
-    let grace: TimeAmount
-    let socketPath: String
-    let activated: Bool
-    let logger: Logger
-
-    func run() async throws {
-        do {
+        // In start-up order; they stop in reverse (see `DaemonPart`).
+        var parts = DaemonParts()
+        parts.add("delivery client", stop: {
+            await client.shutdown()
+            try? await group.shutdownGracefully()
+        })
+        parts.add("checkpointer", start: { checkpointer.start() }, stop: { checkpointer.stop() })
+        parts.add("sender", start: {
+            try sender.start()
+            if config.apiKey == nil {
+                logger.warning("no API key configured (plunk.api_key, PLUNK_API_KEY, plunk.api_key_file or the plunk-api-key credential): events are kept, nothing is sent")
+            }
+        }, stop: {
+            logger.info("shutting down: waiting for requests in flight to Plunk")
+            await sender.shutdown(grace: grace)
+        })
+        parts.add("committer", start: { committer.start() }, stop: { committer.shutdown() })
+        parts.add("reload on SIGHUP", serve: { await hangup.serve() })
+        if let listen = config.metricsListen {
+            let listener = Mutex<MetricsListener?>(nil)
+            parts.add("metrics listener", start: {
+                do {
+                    let bound = try await MetricsListener(host: listen.host, port: listen.port, group: group) { routes.metricsText() ?? "" }
+                    listener.withLock { $0 = bound }
+                } catch {
+                    throw ConfigurationError("metrics.listen \(listen): cannot listen: \(error)")
+                }
+                logger.info("serving /metrics over TCP", metadata: ["address": "\(listen)"])
+            }, stop: { await listener.withLock { $0 }?.close() })
+        }
+        parts.add("ingest socket", start: {
             try await server.start()
-        } catch {
-            committer.shutdown()
-            await sender.shutdown(grace: .zero)
-            throw error
+            logger.info("listening", metadata: ["socket": "\(socketPath)", "activated_by_systemd": "\(inherited != nil)"])
+            // The store is open and the socket accepts: only now may systemd start what depends on plunkd.
+            notifier.notify("READY=1", "STATUS=\(SystemdStatusLine.text(for: sender.snapshot().state))")
+        }, stop: {
+            notifier.notify("STOPPING=1", "STATUS=shutting down: answering clients, finishing requests in flight")
+            logger.info("shutting down: no new connections; answering clients")
+            await server.shutdown(grace: socketGrace)
+        })
+        if let interval = notifier.watchdogInterval {
+            let watchdog = DeliveryWatchdog(
+                sender: sender, notifier: notifier, interval: interval,
+                maxRequestAge: config.requestTimeout + 30, logger: logger)
+            parts.add("watchdog", start: { watchdog.start() }, stop: { watchdog.stop() })
         }
-        logger.info("listening", metadata: ["socket": "\(socketPath)", "activated_by_systemd": "\(activated)"])
-        // The store is open and the socket accepts: only now may systemd start what depends on plunkd.
-        notifier.notify("READY=1", "STATUS=\(SystemdStatusLine.text(for: sender.snapshot().state))")
-        watchdog?.start()
-        try? await gracefulShutdown()
-        notifier.notify("STOPPING=1", "STATUS=shutting down: answering clients, finishing requests in flight")
-        watchdog?.stop()
-        logger.info("shutting down: no new connections; answering clients")
-        await server.shutdown(grace: grace)
-        committer.shutdown()
-        logger.info("shutting down: waiting for requests in flight to Plunk")
-        await sender.shutdown(grace: .nanoseconds(grace.nanoseconds))
-    }
-}
-
-extension Result where Failure == any Error {
-    /// Captures the outcome of async work, so clean-up can run before the error is rethrown.
-    init(catching body: () async throws -> Success) async {
-        do {
-            self = .success(try await body())
-        } catch {
-            self = .failure(error)
-        }
+        // The socket and the sender each wait up to `grace`; past twice that and more, a
+        // part is hung, and the group cancels what is left rather than hang the stop.
+        try await parts.group(signals: [.sigterm, .sigint], backstop: grace * 2 + .seconds(30), logger: logger).run()
+        logger.info("stopped")
     }
 }

@@ -1,13 +1,14 @@
 import Dispatch
 import Foundation
 import Logging
+import ServiceLifecycle
+import UnixSignals
 
 /// SIGHUP (`systemctl reload plunkd`): read the configuration again and apply what can
 /// change without dropping a connection or an event: the API key, the retry policy, the
 /// roots trusted for Plunk (`plunk.ca_file`) and who may use the socket. Anything else that changed is named in the log as needing a
 /// restart. A configuration that does not load is refused with one line; the running one stays.
 final class ReloadOnHangup: @unchecked Sendable {
-    private let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
     private let sender: Sender
     private let client: PlunkClient
     private let policy: PeerPolicyBox
@@ -49,19 +50,14 @@ final class ReloadOnHangup: @unchecked Sendable {
         ("log.level", { $0.logLevel }),
     ]
 
-    func start() {
-        signal(SIGHUP, SIG_IGN)
-        source.setEventHandler { [self] in
-            Task { await apply() }
+    /// Applies SIGHUP until graceful shutdown: its part of the daemon's `ServiceGroup`.
+    func serve() async {
+        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+            await apply()
         }
-        source.resume()
     }
 
-    func stop() {
-        source.cancel()
-    }
-
-    private func apply() async {
+    func apply() async {
         let config: DaemonConfiguration
         do {
             config = try await reload()

@@ -1,0 +1,101 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import PlunkdTestSupport
+import Synchronization
+import Testing
+@testable import PlunkdCore
+
+/// Start-up in order, shutdown in reverse, and a failed start that tears down only what
+/// had started: the daemon's parts in a real ServiceGroup, with no sleeps (a part's start
+/// is held open by the test until it has looked).
+@Suite("The daemon's parts")
+struct DaemonPartTests {
+    final class Journal: Sendable {
+        private let entries = Mutex<[String]>([])
+        func note(_ entry: String) { entries.withLock { $0.append(entry) } }
+        var all: [String] { entries.withLock { $0 } }
+    }
+
+    struct Refused: Error {}
+
+    var logger: Logger {
+        var logger = Logger(label: "parts")
+        logger.logLevel = .critical
+        return logger
+    }
+
+    /// Waits (bounded) until `journal` holds `count` entries.
+    func waitFor(_ journal: Journal, count: Int) async -> Bool {
+        await Poll.until(timeout: 10) { journal.all.count >= count }
+    }
+
+    @Test("parts start one after another, in order, even when a start takes its time; they stop in reverse")
+    func orderedStartReverseStop() async throws {
+        let journal = Journal()
+        let (release, releaser) = AsyncStream.makeStream(of: Void.self)
+        var parts = DaemonParts()
+        parts.add("slow", start: {
+            journal.note("start slow")
+            for await _ in release { break }
+        }, stop: { journal.note("stop slow") })
+        for name in ["b", "c"] {
+            parts.add(name, start: { journal.note("start \(name)") }, stop: { journal.note("stop \(name)") })
+        }
+        let group = parts.group(signals: [], backstop: .seconds(30), logger: logger)
+        async let run: Void = group.run()
+        #expect(await waitFor(journal, count: 1))
+        // The second part waits for the first, however long it takes; a yield gives it every chance not to.
+        for _ in 0..<100 { await Task.yield() }
+        #expect(journal.all == ["start slow"])
+        releaser.yield()
+        #expect(await waitFor(journal, count: 3))
+        #expect(journal.all == ["start slow", "start b", "start c"])
+        await group.triggerGracefulShutdown()
+        try await run
+        #expect(journal.all == ["start slow", "start b", "start c", "stop c", "stop b", "stop slow"])
+    }
+
+    @Test("a part that fails to start: later parts never start, earlier ones stop in reverse, the error comes out")
+    func failedStartUnwinds() async throws {
+        let journal = Journal()
+        var parts = DaemonParts()
+        for name in ["a", "b"] {
+            parts.add(name, start: { journal.note("start \(name)") }, stop: { journal.note("stop \(name)") })
+        }
+        parts.add("refusing", start: { throw Refused() }, stop: { journal.note("stop refusing") })
+        parts.add("after", start: { journal.note("start after") }, stop: { journal.note("stop after") })
+        await #expect(throws: Refused.self) {
+            try await parts.group(signals: [], backstop: .seconds(30), logger: logger).run()
+        }
+        #expect(journal.all == ["start a", "start b", "stop b", "stop a"])
+    }
+
+    @Test("shutdown during start-up: the part starting finishes; every part that started stops, in reverse")
+    func shutdownDuringStartUp() async throws {
+        let journal = Journal()
+        let (release, releaser) = AsyncStream.makeStream(of: Void.self)
+        var parts = DaemonParts()
+        parts.add("a", start: { journal.note("start a") }, stop: { journal.note("stop a") })
+        parts.add("slow", start: {
+            journal.note("start slow")
+            for await _ in release { break }
+        }, stop: { journal.note("stop slow") })
+        parts.add("never", start: { journal.note("start never") }, stop: { journal.note("stop never") })
+        let group = parts.group(signals: [], backstop: .seconds(30), logger: logger)
+        async let run: Void = group.run()
+        #expect(await waitFor(journal, count: 2))
+        await group.triggerGracefulShutdown()
+        releaser.yield()
+        try await run
+        // Whether "never" was told to stop before its turn came is a race with the release;
+        // either way, what started stops, in reverse, and nothing stops that did not start.
+        let started = journal.all.filter { $0.hasPrefix("start ") }.map { $0.dropFirst(6) }
+        let stopped = journal.all.filter { $0.hasPrefix("stop ") }.map { $0.dropFirst(5) }
+        #expect(Array(started.prefix(2)) == ["a", "slow"])
+        #expect(stopped == started.reversed())
+        #expect(journal.all.firstIndex { $0.hasPrefix("stop ") } == started.count)
+    }
+}
