@@ -45,7 +45,7 @@ struct StatusTests {
     ])
     func severities(state: DeliveryState, severity: StatusReport.Severity, exit: Int32) {
         let report = running(state, inFlight: state == .delivering ? 3 : 0)
-        #expect(report.state == state.rawValue)
+        #expect(report.state.rawValue == state.rawValue)
         #expect(report.severity == severity)
         #expect(report.severity.exitCode == exit)
         #expect(!report.reason.isEmpty)
@@ -100,13 +100,13 @@ struct StatusTests {
     func storageError() {
         struct Broken: Error, CustomStringConvertible { var description: String { "disk I/O error" } }
         let report = StatusAssessment.running(snapshot: snapshot(.idle), stored: .failure(Broken()), context: context, now: now)
-        #expect(report.state == "storage_error")
+        #expect(report.state.rawValue == "storage_error")
         #expect(report.severity == .critical)
         #expect(report.storageError?.contains("disk I/O error") == true)
         var failing = snapshot(.idle)
         failing.storageFailing = true
         let refusing = StatusAssessment.running(snapshot: failing, stored: .success(stored()), context: context, now: now)
-        #expect(refusing.state == "storage_error")
+        #expect(refusing.state.rawValue == "storage_error")
         #expect(refusing.severity == .critical)
     }
 
@@ -115,7 +115,7 @@ struct StatusTests {
         var status = stored(inLine: 4)
         status.hold.pausedUntil = Date(timeIntervalSince1970: 1_801_000_000)
         let report = StatusAssessment.notRunning(stored: .success(status), unreachable: "nothing answers", context: context, now: now)
-        #expect(report.state == "not_running")
+        #expect(report.state.rawValue == "not_running")
         #expect(report.severity == .critical)
         #expect(!report.running)
         #expect(report.pending == 4)
@@ -125,15 +125,15 @@ struct StatusTests {
 
         let missing = StatusAssessment.notRunning(
             stored: .failure(OutboxError(.missing, path: "/x", detail: "none")), unreachable: "nothing", context: context, now: now)
-        #expect(missing.state == "not_running")
+        #expect(missing.state.rawValue == "not_running")
         #expect(missing.storageError == nil)
         let unreadable = StatusAssessment.notRunning(
             stored: .failure(OutboxError(.failed, path: "/x", detail: "/var/lib/plunkd: Permission denied")), unreachable: "nothing", context: context, now: now)
-        #expect(unreadable.state == "not_running")
+        #expect(unreadable.state.rawValue == "not_running")
         #expect(unreadable.reason.contains("Permission denied"))
         let damaged = StatusAssessment.notRunning(
             stored: .failure(OutboxError(.unusable, path: "/x", detail: "file is not a database")), unreachable: "nothing", context: context, now: now)
-        #expect(damaged.state == "storage_error")
+        #expect(damaged.state.rawValue == "storage_error")
         #expect(damaged.severity == .critical)
     }
 

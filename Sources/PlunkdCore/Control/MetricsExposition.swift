@@ -5,9 +5,6 @@ import Prometheus
 /// `GET /metrics`: the counters that ingest and delivery keep, plus gauges read at
 /// scrape time from the sender and the store, in Prometheus text format.
 public final class MetricsExposition: Sendable {
-    /// Every state `plunkd status` can report while running; one gauge each, 1 for the current.
-    static let states = ["delivering", "idle", "backing_off", "rate_limited", "quota_paused", "auth_held", "no_api_key", "storage_error"]
-
     public let registry: PrometheusCollectorRegistry
     public let factory: PrometheusMetricsFactory
     private let pending: CoreMetrics.Gauge
@@ -15,7 +12,8 @@ public final class MetricsExposition: Sendable {
     private let oldestAge: CoreMetrics.Gauge
     private let storeBytes: CoreMetrics.Gauge
     private let parked: [ParkReason: CoreMetrics.Gauge]
-    private let state: [String: CoreMetrics.Gauge]
+    /// One gauge per state of a running daemon, 1 for the current one.
+    private let state: [ReportedState: CoreMetrics.Gauge]
 
     public init() {
         registry = PrometheusCollectorRegistry()
@@ -32,8 +30,8 @@ public final class MetricsExposition: Sendable {
         parked = Dictionary(uniqueKeysWithValues: ParkReason.allCases.map {
             ($0, CoreMetrics.Gauge(label: "plunkd_parked_events", dimensions: [("reason", $0.rawValue)], factory: factory))
         })
-        state = Dictionary(uniqueKeysWithValues: Self.states.map {
-            ($0, CoreMetrics.Gauge(label: "plunkd_delivery_state", dimensions: [("state", $0)], factory: factory))
+        state = Dictionary(uniqueKeysWithValues: ReportedState.whileRunning.map {
+            ($0, CoreMetrics.Gauge(label: "plunkd_delivery_state", dimensions: [("state", $0.rawValue)], factory: factory))
         })
     }
 

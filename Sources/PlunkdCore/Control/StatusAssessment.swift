@@ -34,7 +34,7 @@ public enum StatusAssessment {
             StatusReport.LastError(status: snapshot.lastErrorStatus, message: String($0.prefix(500)), at: snapshot.lastErrorAt)
         }
         report.uptimeSeconds = context.startedAt.map { now.timeIntervalSince($0) }
-        report.state = snapshot.state.rawValue
+        report.state = ReportedState(snapshot.state)
         switch stored {
         case .success(let status):
             fill(&report, from: status, now: now)
@@ -45,7 +45,7 @@ public enum StatusAssessment {
         if snapshot.storageFailing && report.storageError == nil {
             report.storageError = "the store refuses delivery updates (see the log); retrying every second"
         }
-        if report.storageError != nil { report.state = "storage_error" }
+        if report.storageError != nil { report.state = .storageError }
         return judged(report, snapshot: snapshot, context: context, now: now)
     }
 
@@ -55,7 +55,7 @@ public enum StatusAssessment {
         stored: Result<StoredStatus, any Error>, unreachable: String, context: StatusContext, now: Date
     ) -> StatusReport {
         var report = base(context: context, now: now, running: false)
-        report.state = "not_running"
+        report.state = .notRunning
         switch stored {
         case .success(let status):
             fill(&report, from: status, now: now)
@@ -70,13 +70,13 @@ public enum StatusAssessment {
             report.reason = "plunkd is not running (\(unreachable)); its store cannot be read from here: \(error.detail)"
         case .failure(let error):
             report.storageError = "\(error)"
-            report.state = "storage_error"
+            report.state = .storageError
         }
         if report.reason.isEmpty {
             report.reason = report.storageError.map { "plunkd is not running and its store cannot be read: \($0)" }
                 ?? "plunkd is not running (\(unreachable))"
         }
-        report.severity = .critical
+        report.severity = report.state.severity
         report.hint = report.storageError != nil
             ? "check the database file and the disk (df -h \(directory(of: context.databasePath))); journalctl -u plunkd says why it stopped"
             : "systemctl start plunkd (or: plunkd run); journalctl -u plunkd says why it stopped"
@@ -86,15 +86,15 @@ public enum StatusAssessment {
     /// Something answered on the socket that could not be understood.
     public static func unknown(_ why: String, context: StatusContext, now: Date) -> StatusReport {
         var report = base(context: context, now: now, running: false)
-        report.state = "unknown"
+        report.state = .unknown
         report.reason = "cannot tell: \(why)"
-        report.severity = .unknown
+        report.severity = report.state.severity
         return report
     }
 
     private static func base(context: StatusContext, now: Date, running: Bool) -> StatusReport {
         StatusReport(
-            state: "", reason: "", severity: .unknown, running: running,
+            state: .unknown, reason: "", severity: .unknown, running: running,
             parked: Dictionary(uniqueKeysWithValues: ParkReason.allCases.map { ($0.rawValue, 0) }),
             socket: context.socketPath, database: .init(path: context.databasePath, sizeBytes: nil),
             version: PlunkdVersion.string, checkedAt: now)
@@ -114,37 +114,30 @@ public enum StatusAssessment {
         var report = report
         let pending = report.pending ?? 0
         let when = { (date: Date?) in date.map(iso) ?? "unknown" }
+        report.severity = report.state.severity
         switch report.state {
-        case "storage_error":
-            report.severity = .critical
+        case .storageError:
             report.reason = "storage error: \(report.storageError ?? "unknown")"
             report.hint = "check the disk and the file (df -h \(directory(of: context.databasePath))); events already stored are kept"
-        case "quota_paused":
-            report.severity = .critical
+        case .quotaPaused:
             report.reason = "paused until \(when(report.pausedUntil)): Plunk's monthly quota is spent (402); \(pending) events wait"
             report.hint = "after upgrading the Plunk plan: plunkd resume"
-        case "auth_held":
-            report.severity = .critical
+        case .authHeld:
             report.reason = "held since \(when(report.heldSince)): Plunk refused the API key; \(pending) events wait"
             report.hint = "put a valid key in place (plunk.api_key_file or the plunk-api-key credential), then: systemctl reload plunkd"
-        case "no_api_key":
-            report.severity = .critical
+        case .noAPIKey:
             report.reason = "no API key configured: \(pending) events are kept, nothing is sent"
             report.hint = "set plunk.api_key_file (or PLUNK_API_KEY, or the plunk-api-key credential), then restart plunkd"
-        case "rate_limited":
-            report.severity = .warning
+        case .rateLimited:
             report.reason = "rate limited by Plunk (429) until \(when(report.blockedUntil)); \(pending) events wait"
             report.hint = "nothing to do: delivery resumes by itself"
-        case "backing_off":
-            report.severity = .warning
+        case .backingOff:
             let next = report.blockedUntil.map { "; next attempt at \(iso($0))" } ?? ""
             report.reason = "backing off: \(snapshot.consecutiveFailures) failed attempts in a row\(next)"
             report.hint = "delivery retries by itself; last_error says what Plunk answered"
-        case "delivering":
-            report.severity = .ok
+        case .delivering:
             report.reason = "delivering: \(snapshot.inFlight) requests in flight, \(pending) pending"
-        default:
-            report.severity = .ok
+        case .idle, .notRunning, .unknown:
             report.reason = pending == 0 ? "idle: nothing to send" : "idle: \(pending) pending events wait for their next attempt"
         }
         guard report.severity == .ok else { return report }

@@ -36,9 +36,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         }
     }
 
-    /// `delivering`, `idle`, `backing_off`, `rate_limited`, `quota_paused`, `auth_held`,
-    /// `no_api_key`, `not_running`, or `storage_error` (the store cannot be read or written).
-    public var state: String
+    public var state: ReportedState
     /// The state and why, in one sentence.
     public var reason: String
     public var severity: Severity

@@ -9,7 +9,7 @@ public enum StatusText {
         case .warning: mark = "▲"
         case .critical, .unknown: mark = "✖"
         }
-        var lines = ["\(mark) plunkd: \(report.state) (\(report.severity.rawValue.uppercased()))"]
+        var lines = ["\(mark) plunkd: \(report.state.rawValue) (\(report.severity.rawValue.uppercased()))"]
         func row(_ label: String, _ value: String) {
             lines.append(label.padding(toLength: 14, withPad: " ", startingAt: 0) + value)
         }

@@ -52,7 +52,7 @@ public enum Daemon {
                 apiKey: config.apiKey, concurrency: config.concurrency,
                 retry: RetryPolicy(initialBackoff: config.initialBackoff, maxBackoff: config.maxBackoff, maxAge: config.maxAge)),
             logger: logger, metrics: DeliveryMetrics(factory: metrics.factory))
-        sender.observeState { state in notifier.notify("STATUS=\(SystemdStatusLine.text(for: state))") }
+        sender.observeState { state in notifier.notify("STATUS=\(ReportedState(state).systemdStatus)") }
         let committer = GroupCommitter(
             outbox: outbox, maxPending: config.maxPending, logger: logger,
             metrics: IngestMetrics(factory: metrics.factory), didCommit: { sender.wake() })
@@ -119,7 +119,7 @@ public enum Daemon {
             try await server.start()
             logger.info("listening", metadata: ["socket": "\(socketPath)", "activated_by_systemd": "\(inherited != nil)"])
             // The store is open and the socket accepts: only now may systemd start what depends on plunkd.
-            notifier.notify("READY=1", "STATUS=\(SystemdStatusLine.text(for: sender.snapshot().state))")
+            notifier.notify("READY=1", "STATUS=\(ReportedState(sender.snapshot().state).systemdStatus)")
         }, stop: {
             notifier.notify("STOPPING=1", "STATUS=shutting down: answering clients, finishing requests in flight")
             logger.info("shutting down: no new connections; answering clients")

@@ -55,16 +55,3 @@ final class DeliveryWatchdog: @unchecked Sendable {
 }
 
 /// The one line systemd shows for the service (`STATUS=`), by delivery state.
-enum SystemdStatusLine {
-    static func text(for state: DeliveryState) -> String {
-        switch state {
-        case .delivering: "delivering"
-        case .idle: "idle: everything stored has been handed to Plunk or waits for its retry"
-        case .backingOff: "backing off: Plunk is failing; retrying with backoff (plunkd status)"
-        case .rateLimited: "rate limited by Plunk (429); waiting"
-        case .quotaPaused: "paused: Plunk's monthly quota is spent; after a plan upgrade run plunkd resume"
-        case .authHeld: "held: Plunk refused the API key; fix the key, then systemctl reload plunkd"
-        case .noAPIKey: "no API key configured: events are kept, nothing is sent"
-        }
-    }
-}
