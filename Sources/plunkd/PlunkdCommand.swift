@@ -19,12 +19,6 @@ struct ConfigOptions: ParsableArguments {
     @Option(name: .long, help: "Configuration file (default: $PLUNKD_CONFIG, else /etc/plunkd/plunkd.yaml when it exists).")
     var config: String?
 
-    /// `explicit` when given, else `socket.path` from the configuration.
-    func socketPath(_ explicit: String?) async throws -> String {
-        if let explicit { return explicit }
-        return try await load().configuration.socketPath
-    }
-
     func load() async throws -> LoadedConfiguration {
         do {
             return try await ConfigLoader.load(
@@ -34,6 +28,20 @@ struct ConfigOptions: ParsableArguments {
         }
     }
 }
+
+/// Options of every command that talks to the running daemon.
+struct ClientOptions: ParsableArguments {
+    @Option(help: "Socket path (default: socket.path from the configuration).") var socket: String?
+    @OptionGroup var configuration: ConfigOptions
+
+    /// `--socket` when given, else `socket.path` from the configuration.
+    func socketPath() async throws -> String {
+        if let socket { return socket }
+        return try await configuration.load().configuration.socketPath
+    }
+}
+
+extension ParkReason: ExpressibleByArgument {}
 
 /// An error whose message is all the user needs; printed as `plunkd: <message>`.
 struct CommandFailure: Error, CustomStringConvertible {

@@ -16,12 +16,11 @@ struct SendCommand: AsyncParsableCommand {
     @Option(help: "Subscribe (true) or unsubscribe (false) the contact.") var subscribed: Bool?
     @Option(name: .customLong("data"), help: "A data field as key=value (string value); repeatable.")
     var dataFields: [String] = []
-    @Option(help: "Socket path (default: socket.path from the configuration).") var socket: String?
-    @OptionGroup var options: ConfigOptions
+    @OptionGroup var options: ClientOptions
 
     func run() async throws {
         try await reportingFailures {
-            let socketPath = try await options.socketPath(socket)
+            let socketPath = try await options.socketPath()
             let reply: IngestClient.Reply
             do {
                 reply = try await IngestClient.send(body: try body(), socketPath: socketPath)

@@ -15,8 +15,7 @@ struct StatusCommand: AsyncParsableCommand {
             """)
 
     @Flag(help: "Print the stable JSON object (documented in README.md) instead of text.") var json = false
-    @Option(help: "Socket path (default: socket.path from the configuration).") var socket: String?
-    @OptionGroup var options: ConfigOptions
+    @OptionGroup var options: ClientOptions
 
     func run() async throws {
         let report = await makeReport()
@@ -28,12 +27,12 @@ struct StatusCommand: AsyncParsableCommand {
         let now = Date()
         let config: DaemonConfiguration
         do {
-            config = try await options.load().configuration
+            config = try await options.configuration.load().configuration
         } catch {
-            let context = StatusContext(socketPath: socket ?? "unknown", databasePath: "unknown", warnOldestAge: 900)
+            let context = StatusContext(socketPath: options.socket ?? "unknown", databasePath: "unknown", warnOldestAge: 900)
             return StatusAssessment.unknown("\(error)", context: context, now: now)
         }
-        let socketPath = socket ?? config.socketPath
+        let socketPath = options.socket ?? config.socketPath
         let context = StatusContext(socketPath: socketPath, databasePath: config.storagePath, warnOldestAge: config.warnOldestAge)
         do {
             let answer = try await IngestClient.control(method: "GET", path: "/status", socketPath: socketPath, timeout: .seconds(10))
