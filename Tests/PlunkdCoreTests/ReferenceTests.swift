@@ -9,9 +9,9 @@ import Testing
 struct ReferenceTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 
-    @Test("every key plunkd reads is in ConfigReference, the README's table and config/plunkd.yaml, and no other")
+    @Test("every key plunkd reads is in Settings, the README's table and config/plunkd.yaml, and no other")
     func configurationKeys() throws {
-        let documented = ConfigReference.entries.map(\.key)
+        let documented = Settings.all.map(\.key)
         #expect(documented.sorted() == ConfigKeys.all.sorted())
         let readme = try String(contentsOfFile: "\(Self.root)/README.md", encoding: .utf8)
         let table = readme.split(separator: "\n").filter { $0.hasPrefix("| `") && $0.contains("| `PLUNK") }
@@ -86,5 +86,35 @@ enum Sources {
             guard !file.hasSuffix("MetricHelp.swift") else { return false }
             return ((try? String(contentsOfFile: "\(directory)/\(file)", encoding: .utf8)) ?? "").contains("\"\(metric)\"")
         }
+    }
+}
+
+/// Reload's restart-only list comes from the same table as everything else.
+@Suite("Settings")
+struct SettingsTests {
+    @Test("a reload names exactly the changed settings that need a restart, a proxy's new password included")
+    func restartList() {
+        let old = DaemonConfiguration.defaults(uid: 1000, environment: ["HOME": "/home/u"])
+        var new = old
+        new.concurrency = 3
+        new.apiKey = APIKey("pk_new")
+        new.maxBackoff = 10
+        new.adminUIDs = [7]
+        #expect(Settings.needingRestart(from: old, to: new) == ["plunk.concurrency"])
+        var proxied = old
+        proxied.proxy = ProxyEndpoint.parse("http://u:one@proxy:3128")
+        var repassworded = proxied
+        repassworded.proxy = ProxyEndpoint.parse("http://u:two@proxy:3128")
+        #expect(Settings.needingRestart(from: proxied, to: repassworded) == ["plunk.proxy"])
+        #expect(Settings.all.filter(\.reloads).map(\.key).sorted() == [
+            "plunk.api_key", "plunk.api_key_file", "plunk.ca_file", "retry.initial_backoff", "retry.max_age",
+            "retry.max_backoff", "socket.admin_uids", "socket.allowed_gids", "socket.allowed_uids",
+        ])
+    }
+
+    @Test("the list keys and the secret keys are what the loader treats as such")
+    func kinds() {
+        #expect(Settings.listKeys == ["socket.allowed_uids", "socket.allowed_gids", "socket.admin_uids"])
+        #expect(Set(Settings.all.filter(\.isSecret).map(\.key)) == ["plunk.api_key", "plunk.proxy"])
     }
 }

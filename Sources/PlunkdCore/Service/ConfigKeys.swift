@@ -1,25 +1,14 @@
-/// The configuration keys plunkd knows, and the environment variable that overrides each.
+/// The configuration keys plunkd knows (declared in `Settings`), and the environment
+/// variable that overrides each.
 ///
 /// Keys under `plunk.` map to `PLUNK_…` (so the usual `PLUNK_API_KEY` works); all others
 /// to `PLUNKD_…`, e.g. `socket.path` → `PLUNKD_SOCKET_PATH`.
 public enum ConfigKeys {
-    public static let all: [String] = [
-        "plunk.base_url", "plunk.api_key", "plunk.api_key_file", "plunk.concurrency", "plunk.request_timeout",
-        "plunk.ca_file", "plunk.proxy",
-        "socket.path", "socket.mode", "socket.max_connections", "socket.idle_timeout",
-        "socket.allowed_uids", "socket.allowed_gids", "socket.admin_uids",
-        "storage.path", "storage.max_pending", "storage.max_bytes",
-        "ingest.max_event_bytes",
-        "retry.initial_backoff", "retry.max_backoff", "retry.max_age",
-        "shutdown_grace",
-        "status.warn_oldest_age",
-        "metrics.listen",
-        "log.level",
-    ]
+    public static var all: [String] { Settings.all.map(\.key) }
 
     /// Keys that take a list: a YAML list, or one comma-separated string (as environment
     /// variables must give them).
-    public static let lists: Set<String> = ["socket.allowed_uids", "socket.allowed_gids", "socket.admin_uids"]
+    public static var lists: Set<String> { Settings.listKeys }
 
     /// Environment variable naming the config file; not a key itself.
     public static let configFileVariable = "PLUNKD_CONFIG"

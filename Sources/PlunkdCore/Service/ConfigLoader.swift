@@ -62,37 +62,15 @@ private struct ConfigValues {
     let file: String?
 
     func apply(to config: inout DaemonConfiguration) throws(ConfigurationError) {
-        if let v = value("plunk.base_url") { config.plunkBaseURL = try v.httpURL() }
-        if let v = value("plunk.concurrency") { config.concurrency = try v.integer(in: 1...1024) }
-        if let v = value("plunk.request_timeout") { config.requestTimeout = try v.duration(min: 0.001, max: 3600) }
-        if let v = value("plunk.ca_file") {
-            let path = try v.path()
-            // Read whole here so a bad bundle stops start-up (or a reload) with this key named.
-            _ = try TrustedRoots.load(path)
-            config.caFile = path
-        }
-        if let v = value("socket.path") { config.socketPath = try v.path() }
-        if let v = value("socket.mode") { config.socketMode = try v.fileMode() }
-        if let v = value("socket.max_connections") { config.maxConnections = try v.integer(in: 1...1_000_000) }
-        if let v = value("socket.idle_timeout") { config.idleTimeout = try v.duration(min: 0.001) }
-        if let v = list("socket.allowed_uids") { config.allowedUIDs = try v.ids(kind: .user) }
-        if let v = list("socket.allowed_gids") { config.allowedGIDs = try v.ids(kind: .group) }
-        if let v = list("socket.admin_uids") { config.adminUIDs = try v.ids(kind: .user) }
-        if let v = value("storage.path") { config.storagePath = try v.path() }
-        if let v = value("storage.max_pending") { config.maxPending = try v.integer(in: 1...Int(Int32.max)) }
-        if let v = value("storage.max_bytes") {
-            let bytes = try v.byteSize(min: 0)
-            config.maxStorageBytes = bytes == 0 ? nil : max(bytes, 64 * 1024)
-        }
-        if let v = value("ingest.max_event_bytes") { config.maxEventBytes = try v.integer(in: 256...(16 << 20)) }
-        if let v = value("retry.initial_backoff") { config.initialBackoff = try v.duration(min: 0.001) }
-        if let v = value("retry.max_backoff") { config.maxBackoff = try v.duration(min: 0.001) }
-        if let v = value("retry.max_age") { config.maxAge = try v.duration(min: 1) }
-        if let v = value("shutdown_grace") { config.shutdownGrace = try v.duration(min: 0, max: 3600) }
-        if let v = value("metrics.listen") { config.metricsListen = try v.hostAndPort() }
-        if let v = value("status.warn_oldest_age") { config.warnOldestAge = try v.duration(min: 1) }
-        if let v = value("log.level") {
-            config.logLevel = try v.oneOf(["trace", "debug", "info", "notice", "warning", "error", "critical"])
+        for setting in Settings.all {
+            switch setting.reading {
+            case .value(let read):
+                if let text = value(setting.key, secret: setting.isSecret) { try read(text, &config) }
+            case .list(let read):
+                if let items = list(setting.key) { try read(items, &config) }
+            case .derived:
+                break
+            }
         }
         guard config.initialBackoff <= config.maxBackoff else {
             throw ConfigurationError("retry.initial_backoff (\(config.initialBackoff) s) must not exceed retry.max_backoff (\(config.maxBackoff) s)")

@@ -1,7 +1,7 @@
 import Foundation
 
 /// Writes man pages in roff (man(7) macros), so `plunkd manual` needs no tool beyond the
-/// binary: plunkd.yaml(5) from `ConfigReference`, and plunkd(8) around the help texts
+/// binary: plunkd.yaml(5) from `Settings`, and plunkd(8) around the help texts
 /// ArgumentParser gives, so neither can drift from the code. ArgumentParser's own
 /// generate-manual plugin writes one page per command and knows nothing of files,
 /// signals or exit codes, which an operator's page needs.
@@ -38,7 +38,7 @@ public enum ManualPage {
             "Durations are seconds, fractions allowed, or carry a unit: 1.5, 300s, 5m, 2h, 7d. Sizes are bytes or carry k, m or g (binary units). Lists are YAML lists or comma-separated text. A wrong value stops start-up with an error naming the key and where the value came from; an unknown key is a warning naming the likely intended one.",
             "Keys marked (reload) are applied by SIGHUP (systemctl reload plunkd); the others need a restart.",
         ])
-        page += ".SH KEYS\n" + ConfigReference.entries.map { entry in
+        page += ".SH KEYS\n" + Settings.all.map { entry in
             ".TP\n.B \(escape(entry.key))\(entry.reloads ? " (reload)" : "")\n\(escape(entry.meaning))\n.br\nEnvironment: \(escape(ConfigKeys.environmentVariable(for: entry.key))). Default: \(escape(entry.defaultValue)).\n"
         }.joined()
         page += section("FILES", ["/etc/plunkd/plunkd.yaml, /etc/plunkd/api-key (read by plunkd.service through PLUNK_API_KEY_FILE, at start and on SIGHUP)."])

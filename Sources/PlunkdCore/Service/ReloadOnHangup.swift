@@ -30,26 +30,6 @@ final class ReloadOnHangup: @unchecked Sendable {
         self.logger = logger
     }
 
-    /// Settings read only at start-up, by the name an operator knows them by.
-    private static let restartOnly: [(String, @Sendable (DaemonConfiguration) -> String)] = [
-        ("plunk.base_url", { $0.plunkBaseURL.absoluteString }),
-        ("plunk.concurrency", { "\($0.concurrency)" }),
-        ("plunk.request_timeout", { "\($0.requestTimeout)" }),
-        ("plunk.proxy", { "\(String(describing: $0.proxy))/\($0.proxy?.password?.hashValue ?? 0)" }),
-        ("socket.path", { $0.socketPath }),
-        ("socket.mode", { "\($0.socketMode)" }),
-        ("socket.max_connections", { "\($0.maxConnections)" }),
-        ("socket.idle_timeout", { "\($0.idleTimeout)" }),
-        ("storage.path", { $0.storagePath }),
-        ("storage.max_pending", { "\($0.maxPending)" }),
-        ("storage.max_bytes", { "\(String(describing: $0.maxStorageBytes))" }),
-        ("ingest.max_event_bytes", { "\($0.maxEventBytes)" }),
-        ("shutdown_grace", { "\($0.shutdownGrace)" }),
-        ("status.warn_oldest_age", { "\($0.warnOldestAge)" }),
-        ("metrics.listen", { "\(String(describing: $0.metricsListen))" }),
-        ("log.level", { $0.logLevel }),
-    ]
-
     /// Applies SIGHUP until graceful shutdown: its part of the daemon's `ServiceGroup`.
     func serve() async {
         for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
@@ -72,7 +52,7 @@ final class ReloadOnHangup: @unchecked Sendable {
                 try sender.update(apiKey: config.apiKey, retry: retry)
                 client.trust(extraRoots: roots)
                 policy.replace(with: config.peerPolicy)
-                let needRestart = Self.restartOnly.filter { $0.1(config) != $0.1(current) }.map(\.0)
+                let needRestart = Settings.needingRestart(from: current, to: config)
                 current = config
                 let restartNote = needRestart.isEmpty ? "" : "; needs a restart to take effect: \(needRestart.joined(separator: ", "))"
                 logger.info("configuration reloaded (SIGHUP): API key \(config.apiKey.map { "\($0)" } ?? "not configured"), retry policy, trusted roots and socket access applied\(restartNote)")

@@ -1,0 +1,59 @@
+import Foundation
+
+/// One configuration key: see `Settings`.
+public struct Setting: Sendable {
+    public let key: String
+    public let defaultValue: String
+    public let meaning: String
+    /// Applied by SIGHUP (`systemctl reload plunkd`); the others need a restart.
+    public let reloads: Bool
+    /// A YAML list, or one comma-separated string.
+    public let isList: Bool
+    /// Never shown: read with swift-configuration's secret flag, so its value stays out of
+    /// access logs and errors.
+    public let isSecret: Bool
+
+    /// How the key's text is read into the configuration.
+    enum Reading: Sendable {
+        case value(@Sendable (ConfigValueParser, inout DaemonConfiguration) throws(ConfigurationError) -> Void)
+        case list(@Sendable (ConfigListParser, inout DaemonConfiguration) throws(ConfigurationError) -> Void)
+        /// Read by a rule of its own after the others (the API key's sources, the proxy's
+        /// fallback to the environment): see `ConfigValues`.
+        case derived
+    }
+
+    let reading: Reading
+    /// Whether two configurations differ in this key's field.
+    let changed: @Sendable (DaemonConfiguration, DaemonConfiguration) -> Bool
+
+    static func value<T: Equatable & Sendable>(
+        _ key: String, _ field: WritableKeyPath<DaemonConfiguration, T> & Sendable, default defaultValue: String,
+        reloads: Bool = false, _ meaning: String,
+        parse: @escaping @Sendable (ConfigValueParser) throws(ConfigurationError) -> T
+    ) -> Setting {
+        Setting(
+            key: key, defaultValue: defaultValue, meaning: meaning, reloads: reloads, isList: false, isSecret: false,
+            reading: .value { text, config throws(ConfigurationError) in config[keyPath: field] = try parse(text) },
+            changed: { $0[keyPath: field] != $1[keyPath: field] })
+    }
+
+    static func list<T: Equatable & Sendable>(
+        _ key: String, _ field: WritableKeyPath<DaemonConfiguration, T> & Sendable, default defaultValue: String,
+        reloads: Bool = false, _ meaning: String,
+        parse: @escaping @Sendable (ConfigListParser) throws(ConfigurationError) -> T
+    ) -> Setting {
+        Setting(
+            key: key, defaultValue: defaultValue, meaning: meaning, reloads: reloads, isList: true, isSecret: false,
+            reading: .list { items, config throws(ConfigurationError) in config[keyPath: field] = try parse(items) },
+            changed: { $0[keyPath: field] != $1[keyPath: field] })
+    }
+
+    static func derived<T: Equatable & Sendable>(
+        _ key: String, _ field: KeyPath<DaemonConfiguration, T> & Sendable, default defaultValue: String,
+        reloads: Bool = false, secret: Bool = false, _ meaning: String
+    ) -> Setting {
+        Setting(
+            key: key, defaultValue: defaultValue, meaning: meaning, reloads: reloads, isList: false, isSecret: secret,
+            reading: .derived, changed: { $0[keyPath: field] != $1[keyPath: field] })
+    }
+}

@@ -1,0 +1,125 @@
+import Foundation
+
+/// Every configuration key, declared once: its name, default, meaning, whether SIGHUP
+/// applies it, and how its text becomes a field of `DaemonConfiguration`. Loading,
+/// validation, `check-config`, reload's restart-only list, the environment variables and
+/// `plunkd.yaml(5)` all come from this table; a test holds the README's table and
+/// `config/plunkd.yaml` to it.
+public enum Settings {
+    public static let all: [Setting] = [
+        .value(
+            "plunk.base_url", \DaemonConfiguration.plunkBaseURL, default: "https://api.useplunk.com/v1",
+            "Plunk's API up to and including /v1; events go to <base_url>/track. v2: https://next-api.useplunk.com/v1.",
+            parse: { v throws(ConfigurationError) in try v.httpURL() }),
+        .derived(
+            "plunk.api_key", \DaemonConfiguration.apiKey, default: "none", reloads: true, secret: true,
+            "The API key (v2 track takes the public pk_ key). Prefer plunk.api_key_file or the systemd credential plunk-api-key. Without a key, events are kept and nothing is sent. Never logged."),
+        .derived(
+            "plunk.api_key_file", \DaemonConfiguration.apiKey, default: "none", reloads: true,
+            "A file holding the key, read when plunk.api_key is unset; then the credential plunk-api-key in $CREDENTIALS_DIRECTORY."),
+        .value(
+            "plunk.concurrency", \DaemonConfiguration.concurrency, default: "8",
+            "Requests to Plunk in flight at once (1 to 1024).",
+            parse: { v throws(ConfigurationError) in try v.integer(in: 1...1024) }),
+        .value(
+            "plunk.request_timeout", \DaemonConfiguration.requestTimeout, default: "10s",
+            "Time allowed for one request to Plunk; also bounds connecting.",
+            parse: { v throws(ConfigurationError) in try v.duration(min: 0.001, max: 3600) }),
+        .value(
+            "plunk.ca_file", \DaemonConfiguration.caFile, default: "none", reloads: true,
+            "A PEM bundle of roots trusted for Plunk in addition to the system's, for a Plunk behind a private CA.",
+            parse: { v throws(ConfigurationError) in
+                // Read whole here so a bad bundle stops start-up (or a reload) with this key named.
+                let path = try v.path()
+                _ = try TrustedRoots.load(path)
+                return path
+            }),
+        .derived(
+            "plunk.proxy", \DaemonConfiguration.proxy, default: "none (else https_proxy or HTTPS_PROXY unless no_proxy or NO_PROXY names Plunk's host)", secret: true,
+            "An HTTP proxy, http://[user:password@]host:port; HTTPS to Plunk is tunnelled with CONNECT. The password is never shown."),
+        .value(
+            "socket.path", \DaemonConfiguration.socketPath, default: "/run/plunkd/plunkd.sock for root, $XDG_RUNTIME_DIR/plunkd/plunkd.sock, else /tmp/plunkd-<uid>/plunkd.sock",
+            "The Unix socket apps write events to. Its directory must not be writable by others (unless sticky); /tmp/plunkd-<uid> must be the user's own, mode 0700.",
+            parse: { v throws(ConfigurationError) in try v.path() }),
+        .value(
+            "socket.mode", \DaemonConfiguration.socketMode, default: "0660",
+            "The socket's file mode (octal).",
+            parse: { v throws(ConfigurationError) in try v.fileMode() }),
+        .value(
+            "socket.max_connections", \DaemonConfiguration.maxConnections, default: "1024",
+            "Client connections open at once; more are closed at once.",
+            parse: { v throws(ConfigurationError) in try v.integer(in: 1...1_000_000) }),
+        .value(
+            "socket.idle_timeout", \DaemonConfiguration.idleTimeout, default: "300s",
+            "A connection idle this long is closed.",
+            parse: { v throws(ConfigurationError) in try v.duration(min: 0.001) }),
+        .list(
+            "socket.allowed_uids", \DaemonConfiguration.allowedUIDs, default: "empty (anyone the socket's mode lets in)", reloads: true,
+            "Users (numbers or names) who may submit events, checked by the peer's credentials.",
+            parse: { v throws(ConfigurationError) in try v.ids(kind: .user) }),
+        .list(
+            "socket.allowed_gids", \DaemonConfiguration.allowedGIDs, default: "empty", reloads: true,
+            "Groups whose members may submit events.",
+            parse: { v throws(ConfigurationError) in try v.ids(kind: .group) }),
+        .list(
+            "socket.admin_uids", \DaemonConfiguration.adminUIDs, default: "empty (root and the daemon's user only)", reloads: true,
+            "Users who may run control commands (resume, parked retry and drop).",
+            parse: { v throws(ConfigurationError) in try v.ids(kind: .user) }),
+        .value(
+            "storage.path", \DaemonConfiguration.storagePath, default: "/var/lib/plunkd/outbox.sqlite for root, else $XDG_STATE_HOME/plunkd/outbox.sqlite (~/.local/state)",
+            "The SQLite outbox.",
+            parse: { v throws(ConfigurationError) in try v.path() }),
+        .value(
+            "storage.max_pending", \DaemonConfiguration.maxPending, default: "5000000",
+            "Events kept at most; past it new events are refused retryably.",
+            parse: { v throws(ConfigurationError) in try v.integer(in: 1...Int(Int32.max)) }),
+        .value(
+            "storage.max_bytes", \DaemonConfiguration.maxStorageBytes, default: "0 (only the disk limits it)",
+            "Upper bound on the store's size; past it new events are refused retryably.",
+            parse: { v throws(ConfigurationError) in
+                let bytes = try v.byteSize(min: 0)
+                return bytes == 0 ? nil : max(bytes, 64 * 1024)
+            }),
+        .value(
+            "ingest.max_event_bytes", \DaemonConfiguration.maxEventBytes, default: "65536",
+            "The largest event body accepted (256 to 16 MiB).",
+            parse: { v throws(ConfigurationError) in try v.integer(in: 256...(16 << 20)) }),
+        .value(
+            "retry.initial_backoff", \DaemonConfiguration.initialBackoff, default: "1s", reloads: true,
+            "The first retry waits a random time up to this; each further one up to twice as long.",
+            parse: { v throws(ConfigurationError) in try v.duration(min: 0.001) }),
+        .value(
+            "retry.max_backoff", \DaemonConfiguration.maxBackoff, default: "300s", reloads: true,
+            "The longest wait between attempts, and the cap on Retry-After.",
+            parse: { v throws(ConfigurationError) in try v.duration(min: 0.001) }),
+        .value(
+            "retry.max_age", \DaemonConfiguration.maxAge, default: "7d", reloads: true,
+            "An event failing for longer than this is parked expired, never dropped.",
+            parse: { v throws(ConfigurationError) in try v.duration(min: 1) }),
+        .value(
+            "shutdown_grace", \DaemonConfiguration.shutdownGrace, default: "10s",
+            "On SIGTERM, how long to wait for requests in flight.",
+            parse: { v throws(ConfigurationError) in try v.duration(min: 0, max: 3600) }),
+        .value(
+            "status.warn_oldest_age", \DaemonConfiguration.warnOldestAge, default: "15m",
+            "plunkd status warns when the oldest pending event is older.",
+            parse: { v throws(ConfigurationError) in try v.duration(min: 1) }),
+        .value(
+            "metrics.listen", \DaemonConfiguration.metricsListen, default: "empty (metrics on the socket only)",
+            "Also serve /metrics on this TCP address: a port (loopback) or host:port.",
+            parse: { v throws(ConfigurationError) in try v.hostAndPort() }),
+        .value(
+            "log.level", \DaemonConfiguration.logLevel, default: "info",
+            "trace, debug, info, notice, warning, error or critical.",
+            parse: { v throws(ConfigurationError) in try v.oneOf(["trace", "debug", "info", "notice", "warning", "error", "critical"]) }),
+    ]
+
+    /// The keys that take a list: a YAML list, or one comma-separated string (as
+    /// environment variables must give them).
+    public static var listKeys: Set<String> { Set(all.filter(\.isList).map(\.key)) }
+
+    /// Settings read only at start-up that differ between `old` and `new`, by name.
+    static func needingRestart(from old: DaemonConfiguration, to new: DaemonConfiguration) -> [String] {
+        all.filter { !$0.reloads && $0.changed(old, new) }.map(\.key)
+    }
+}
