@@ -15,13 +15,12 @@ import PlunkdCore
 import PlunkdTestSupport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 let option = BenchmarkSupport.option
 let largeBacklog = option("--large", 1_000_000)
 let smallBacklog = option("--small", 10_000)
-
 
 /// A loopback HTTP server answering every request with 200 after `delay`.
 final class StandIn: Sendable {
@@ -92,23 +91,31 @@ func fillBacklog(path: String, count: Int) throws {
     var done = 0
     while done < count {
         let batch = min(20_000, count - done)
-        try outbox.enqueue((done..<done + batch).map { n in
-            let email = "user\(n % 1000)@example.com"
-            return TrackEvent(contact: email, body: Data(#"{"event":"bench","email":"\#(email)","data":{"n":"\#(n)"}}"#.utf8))
-        })
+        try outbox.enqueue(
+            (done..<done + batch).map { n in
+                let email = "user\(n % 1000)@example.com"
+                return TrackEvent(contact: email, body: Data(#"{"event":"bench","email":"\#(email)","data":{"n":"\#(n)"}}"#.utf8))
+            })
         done += batch
     }
 }
 
 func cpuSeconds(pid: Int32) -> Double {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-          let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 13
+        let fields = stat.split(separator: ")").last?.split(separator: " "), fields.count > 13
     else { return 0 }
     return (Double(fields[11])! + Double(fields[12])!) / Double(sysconf(Int32(_SC_CLK_TCK)))
 }
 
 func delivered(path: String) -> Int {
-    (try? DatabaseQueue(path: path, configuration: { var c = Configuration(); c.readonly = true; return c }()).read {
+    (try? DatabaseQueue(
+        path: path,
+        configuration: {
+            var c = Configuration()
+            c.readonly = true
+            return c
+        }()
+    ).read {
         try Int.fetchOne($0, sql: "SELECT value FROM counter WHERE name = 'delivered_total'")
     }) ?? nil ?? 0
 }
@@ -127,11 +134,13 @@ func drain(backlog: Int, port: Int, concurrency: Int) throws -> Drain {
     let directory = try DaemonProcess.makeScratchDirectory()
     defer { try? FileManager.default.removeItem(atPath: directory) }
     try fillBacklog(path: "\(directory)/outbox.sqlite", count: backlog)
-    let daemon = try DaemonProcess(directory: directory, environment: [
-        "PLUNK_BASE_URL": "http://127.0.0.1:\(port)/v1", "PLUNK_API_KEY": "pk_bench_key",
-        "PLUNK_CONCURRENCY": String(concurrency), "PLUNKD_LOG_LEVEL": "warning",
-        "PLUNKD_STORAGE_MAX_PENDING": String(max(5_000_000, backlog * 2)),
-    ])
+    let daemon = try DaemonProcess(
+        directory: directory,
+        environment: [
+            "PLUNK_BASE_URL": "http://127.0.0.1:\(port)/v1", "PLUNK_API_KEY": "pk_bench_key",
+            "PLUNK_CONCURRENCY": String(concurrency), "PLUNKD_LOG_LEVEL": "warning",
+            "PLUNKD_STORAGE_MAX_PENDING": String(max(5_000_000, backlog * 2)),
+        ])
     defer { daemon.cleanUp(removeDirectory: false) }
     try daemon.waitUntilServing(timeout: 300)
     let start = BenchmarkSupport.now()
@@ -141,8 +150,9 @@ func drain(backlog: Int, port: Int, concurrency: Int) throws -> Drain {
         usleep(50_000)
     }
     let seconds = BenchmarkSupport.now() - start
-    let result = Drain(events: delivered(path: daemon.storagePath), seconds: seconds,
-                       cpu: cpuSeconds(pid: daemon.pid) - cpuStart, peakRSS: daemon.peakResidentBytes() ?? 0)
+    let result = Drain(
+        events: delivered(path: daemon.storagePath), seconds: seconds,
+        cpu: cpuSeconds(pid: daemon.pid) - cpuStart, peakRSS: daemon.peakResidentBytes() ?? 0)
     return result
 }
 
@@ -168,6 +178,12 @@ if let nginx = startNginx(directory: scratch) {
 let instant = try StandIn(delay: .zero)
 let small = try drain(backlog: smallBacklog, port: instant.port, concurrency: 16)
 let large = try drain(backlog: largeBacklog, port: instant.port, concurrency: 16)
-show("instant stand-in, \(smallBacklog)-event backlog", String(format: "%7.0f events/s, %.2f CPU s per 10,000, peak RSS %.1f MB", small.rate, small.cpuPer10k, Double(small.peakRSS) / 1e6))
-show("instant stand-in, \(largeBacklog)-event backlog", String(format: "%7.0f events/s, %.2f CPU s per 10,000, peak RSS %.1f MB", large.rate, large.cpuPer10k, Double(large.peakRSS) / 1e6))
-show("per-event cost, large vs small backlog", String(format: "%+.0f%% wall, %+.0f%% CPU", (small.rate / large.rate - 1) * 100, (large.cpuPer10k / small.cpuPer10k - 1) * 100))
+show(
+    "instant stand-in, \(smallBacklog)-event backlog",
+    String(format: "%7.0f events/s, %.2f CPU s per 10,000, peak RSS %.1f MB", small.rate, small.cpuPer10k, Double(small.peakRSS) / 1e6))
+show(
+    "instant stand-in, \(largeBacklog)-event backlog",
+    String(format: "%7.0f events/s, %.2f CPU s per 10,000, peak RSS %.1f MB", large.rate, large.cpuPer10k, Double(large.peakRSS) / 1e6))
+show(
+    "per-event cost, large vs small backlog",
+    String(format: "%+.0f%% wall, %+.0f%% CPU", (small.rate / large.rate - 1) * 100, (large.cpuPer10k / small.cpuPer10k - 1) * 100))

@@ -16,12 +16,11 @@ import GRDB
 import PlunkdTestSupport
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 let option = BenchmarkSupport.option
 let rounds = option("--rounds", 3)
-
 
 func median(_ values: [Double]) -> Double {
     let sorted = values.sorted()
@@ -69,8 +68,9 @@ final class SingleRowCommits {
         let start = BenchmarkSupport.now()
         for n in 0..<count {
             try pool.write { db in
-                try db.execute(sql: "INSERT INTO t (id, contact, body, received_at, due_at) VALUES (?, ?, ?, ?, ?)",
-                               arguments: [UUID().uuidString, "user\(n)@example.com", body, 1.0, 1.0])
+                try db.execute(
+                    sql: "INSERT INTO t (id, contact, body, received_at, due_at) VALUES (?, ?, ?, ?, ?)",
+                    arguments: [UUID().uuidString, "user\(n)@example.com", body, 1.0, 1.0])
             }
         }
         return Double(count) / (BenchmarkSupport.now() - start)
@@ -94,18 +94,42 @@ final class SharedDoubles: @unchecked Sendable {
     private var values: [Double]
     init(count: Int) { values = [Double](repeating: 0, count: count) }
     subscript(index: Int) -> Double {
-        get { lock.lock(); defer { lock.unlock() }; return values[index] }
-        set { lock.lock(); values[index] = newValue; lock.unlock() }
+        get {
+            lock.lock()
+            defer { lock.unlock() }
+            return values[index]
+        }
+        set {
+            lock.lock()
+            values[index] = newValue
+            lock.unlock()
+        }
     }
-    func append(_ more: [Double]) { lock.lock(); values += more; lock.unlock() }
-    var all: [Double] { lock.lock(); defer { lock.unlock() }; return values }
+    func append(_ more: [Double]) {
+        lock.lock()
+        values += more
+        lock.unlock()
+    }
+    var all: [Double] {
+        lock.lock()
+        defer { lock.unlock() }
+        return values
+    }
 }
 
 final class Counter: @unchecked Sendable {
     private let lock = NSLock()
     private var value = 0
-    func add(_ n: Int) { lock.lock(); value += n; lock.unlock() }
-    var total: Int { lock.lock(); defer { lock.unlock() }; return value }
+    func add(_ n: Int) {
+        lock.lock()
+        value += n
+        lock.unlock()
+    }
+    var total: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return value
+    }
 }
 
 func pipelinedNDJSON(socket: String, clients: Int, perClient: Int) throws -> Double {
@@ -247,15 +271,21 @@ final class PrivateMemorySampler: @unchecked Sendable {
         Thread { [self] in
             while lock.withLock({ running }) {
                 if let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-                   let line = status.split(separator: "\n").first(where: { $0.hasPrefix("RssAnon:") }),
-                   let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) {
+                    let line = status.split(separator: "\n").first(where: { $0.hasPrefix("RssAnon:") }),
+                    let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) })
+                {
                     lock.withLock { peak = max(peak, kilobytes * 1024) }
                 }
                 usleep(20_000)
             }
         }.start()
     }
-    func stop() -> Int { lock.withLock { running = false; return peak } }
+    func stop() -> Int {
+        lock.withLock {
+            running = false
+            return peak
+        }
+    }
 }
 let privateMemory = PrivateMemorySampler(pid: daemon.pid)
 
@@ -264,7 +294,9 @@ print("plunkd ingest benchmark: \(rounds) rounds, medians; machine: \(machine)")
 
 // The floor and the single client alternate in short blocks, so that the machine's
 // noise (shared disk, neighbours) hits both alike; their ratio is taken per pair.
-var baseline: [Double] = [], single: [Double] = [], ratios: [Double] = []
+var baseline: [Double] = []
+var single: [Double] = []
+var ratios: [Double] = []
 let floor = try SingleRowCommits(path: "\(directory)/baseline.sqlite")
 let singleClient = try BlockingUnixSocket(path: daemon.socketPath)
 for _ in 0..<(rounds * 5) {
@@ -275,14 +307,17 @@ for _ in 0..<(rounds * 5) {
     ratios.append(singleRate / floorRate)
 }
 
-
-var pipelined: [Double] = [], http: [Double] = []
+var pipelined: [Double] = []
+var http: [Double] = []
 for _ in 0..<rounds {
     pipelined.append(try pipelinedNDJSON(socket: daemon.socketPath, clients: 16, perClient: 10_000))
     http.append(try httpKeepAlive(socket: daemon.socketPath, clients: 16, perClient: 1_000))
 }
 // Latency: one 5 s window per round; medians over the rounds, like the rates.
-var p50s: [Double] = [], p99s: [Double] = [], slowestDisk: [Double] = [], latencyCount = 0
+var p50s: [Double] = []
+var p99s: [Double] = []
+var slowestDisk: [Double] = []
+var latencyCount = 0
 for round in 0..<rounds {
     let probe = DiskProbe(path: "\(directory)/probe-\(round)")
     let latencies = try steadyLatencies(socket: daemon.socketPath, rate: 5000, seconds: 5, connections: 8)
@@ -296,12 +331,16 @@ let privatePeak = privateMemory.stop()
 
 let show = BenchmarkSupport.show
 show("single-row fsync'd SQLite commits (floor)", String(format: "%8.0f commits/s", median(baseline)))
-show("1 client, one event at a time", String(format: "%8.0f events/s  (%.0f%% of the floor, median of %d paired blocks)", median(single), 100 * median(ratios), ratios.count))
+show(
+    "1 client, one event at a time",
+    String(format: "%8.0f events/s  (%.0f%% of the floor, median of %d paired blocks)", median(single), 100 * median(ratios), ratios.count))
 show("16 clients pipelining NDJSON", String(format: "%8.0f events/s", median(pipelined)))
 show("16 HTTP keep-alive clients", String(format: "%8.0f events/s", median(http)))
-show("ack latency, 5,000 events/s offered (\(latencyCount) events)",
-     String(format: "p50 %.2f ms, p99 %.2f ms", median(p50s) * 1000, median(p99s) * 1000))
-show("  p99 of each window; the disk's slowest 4 KiB fsync in it",
-     zip(p99s, slowestDisk).map { String(format: "%.2f; %.1f ms", $0 * 1000, $1 * 1000) }.joined(separator: "  "))
+show(
+    "ack latency, 5,000 events/s offered (\(latencyCount) events)",
+    String(format: "p50 %.2f ms, p99 %.2f ms", median(p50s) * 1000, median(p99s) * 1000))
+show(
+    "  p99 of each window; the disk's slowest 4 KiB fsync in it",
+    zip(p99s, slowestDisk).map { String(format: "%.2f; %.1f ms", $0 * 1000, $1 * 1000) }.joined(separator: "  "))
 show("daemon peak RSS (VmHWM)", String(format: "%8.1f MB", Double(rss) / 1_000_000))
 show("  of which private (peak anonymous RSS, sampled)", String(format: "%8.1f MB", Double(privatePeak) / 1_000_000))

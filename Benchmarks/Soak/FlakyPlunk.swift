@@ -128,15 +128,18 @@ private final class FlakyHandler: ChannelInboundHandler, @unchecked Sendable {
 
     @discardableResult
     private func answer(_ status: Int, html: Bool, headers extra: [(String, String)] = [], context: ChannelHandlerContext) -> EventLoopFuture<Void> {
-        let body = html
+        let body =
+            html
             ? "<html><head><title>\(status)</title></head><body><h1>\(status)</h1><hr>nginx</body></html>"
-            : status == 200 ? #"{"success":true,"contact":"c","event":"e","timestamp":"2026-11-29T00:00:00.000Z"}"#
-            : #"{"code":429,"error":"Too Many Requests","message":"slow down"}"#
+            : status == 200
+                ? #"{"success":true,"contact":"c","event":"e","timestamp":"2026-11-29T00:00:00.000Z"}"#
+                : #"{"code":429,"error":"Too Many Requests","message":"slow down"}"#
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: html ? "text/html" : "application/json")
         headers.add(name: "Content-Length", value: String(body.utf8.count))
         for (name, value) in extra { headers.add(name: name, value: value) }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: headers))), promise: nil)
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
         return context.writeAndFlush(wrapOutboundOut(.end(nil)))
     }

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import PlunkdTestSupport
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Clients that keep handing events to the daemon through kills and restarts, half over
 /// NDJSON (pipelining a few lines at a time) and half over HTTP keep-alive, and remember
@@ -46,11 +47,27 @@ final class Producers: @unchecked Sendable {
         }
     }
 
-    var acknowledged: Set<String> { lock.lock(); defer { lock.unlock() }; return acked }
-    var acknowledgedByContact: [String: [String]] { lock.lock(); defer { lock.unlock() }; return ackedByContact }
-    var retryableRefusals: Int { lock.lock(); defer { lock.unlock() }; return refusedRetryably }
+    var acknowledged: Set<String> {
+        lock.lock()
+        defer { lock.unlock() }
+        return acked
+    }
+    var acknowledgedByContact: [String: [String]] {
+        lock.lock()
+        defer { lock.unlock() }
+        return ackedByContact
+    }
+    var retryableRefusals: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return refusedRetryably
+    }
 
-    private var isRunning: Bool { lock.lock(); defer { lock.unlock() }; return running }
+    private var isRunning: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return running
+    }
 
     private func record(_ ids: [(id: String, contact: String)], refused: Int) {
         lock.lock()
@@ -63,7 +80,11 @@ final class Producers: @unchecked Sendable {
     }
 
     private func produce(index: Int, http: Bool) {
-        defer { lock.lock(); finished += 1; lock.unlock() }
+        defer {
+            lock.lock()
+            finished += 1
+            lock.unlock()
+        }
         let batch = http ? 1 : 5
         let interval = Double(batch) / eventsPerSecondEach
         var sequence = 0
@@ -72,7 +93,10 @@ final class Producers: @unchecked Sendable {
         while isRunning {
             if client == nil {
                 client = try? BlockingUnixSocket(path: socketPath, receiveTimeout: 5)
-                if client == nil { usleep(50_000); continue }
+                if client == nil {
+                    usleep(50_000)
+                    continue
+                }
             }
             let events = (0..<batch).map { _ -> (body: String, contact: String) in
                 sequence += 1
@@ -108,7 +132,8 @@ final class Producers: @unchecked Sendable {
     }
 
     private func sendHTTP(_ event: (body: String, contact: String), _ client: BlockingUnixSocket) throws -> Outcome {
-        try client.write("POST /v1/track HTTP/1.1\r\nHost: plunkd\r\nContent-Type: application/json\r\nContent-Length: \(event.body.utf8.count)\r\n\r\n\(event.body)")
+        try client.write(
+            "POST /v1/track HTTP/1.1\r\nHost: plunkd\r\nContent-Type: application/json\r\nContent-Length: \(event.body.utf8.count)\r\n\r\n\(event.body)")
         guard let response = try client.readHTTPResponse() else { throw BlockingUnixSocket.Failure(description: "closed") }
         let object = try JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any]
         if response.status == 200, let id = object?["id"] as? String { return ([(id, event.contact)], 0) }

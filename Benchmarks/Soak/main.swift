@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import PlunkdTestSupport
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 // Crash-loop soak: the plunkd binary, a Plunk stand-in failing ~30% of requests, 8
 // producers over both framings, and `kill -9` at random moments, each followed by a
@@ -91,7 +92,8 @@ BenchmarkSupport.show("kills", "\(kills); restart to serving median \(String(for
 BenchmarkSupport.show("requests / failures injected", "\(tally.requests) / \(tally.failuresInjected)")
 BenchmarkSupport.show("peak request rate, failing phase / drain", "\(peakWhileFailing)/s / \(peak)/s (bound: \(rateBound)/s)")
 BenchmarkSupport.show("retryable refusals seen by producers", "\(producers.retryableRefusals)")
-BenchmarkSupport.show("drain after the last kill", "\(String(format: "%.1f", BenchmarkSupport.now() - drainStart)) s; SIGTERM exit \(exit.map(String.init) ?? "none")")
+BenchmarkSupport.show(
+    "drain after the last kill", "\(String(format: "%.1f", BenchmarkSupport.now() - drainStart)) s; SIGTERM exit \(exit.map(String.init) ?? "none")")
 
 var failures: [String] = []
 if acked.isEmpty { failures.append("no event was acknowledged") }

@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// What both benchmarks need: a monotonic clock, integer options, the machine's name.
 public enum BenchmarkSupport {
@@ -23,7 +24,8 @@ public enum BenchmarkSupport {
     public static var machine: String {
         var text = "\(ProcessInfo.processInfo.activeProcessorCount) cores"
         if let cpu = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
-            .split(separator: "\n").first(where: { $0.hasPrefix("model name") }) {
+            .split(separator: "\n").first(where: { $0.hasPrefix("model name") })
+        {
             text += ", " + (cpu.split(separator: ":").last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "")
         }
         return text

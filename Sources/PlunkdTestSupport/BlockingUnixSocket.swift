@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A plain blocking client socket for tests and benchmarks.
 ///
@@ -101,7 +102,7 @@ public final class BlockingUnixSocket: @unchecked Sendable {
             headerLines.append(line)
         }
         guard let statusLine = headerLines.first, statusLine.split(separator: " ").count >= 2,
-              let status = Int(statusLine.split(separator: " ")[1])
+            let status = Int(statusLine.split(separator: " ")[1])
         else { throw Failure(description: "bad status line: \(headerLines.first ?? "")") }
         var headers: [String: String] = [:]
         for line in headerLines.dropFirst() {

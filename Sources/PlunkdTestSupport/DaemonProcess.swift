@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A `plunkd` process started from the binary built next to the running test or
 /// benchmark, in its own scratch directory, so tests can kill it for real.
@@ -74,8 +75,9 @@ public final class DaemonProcess {
         // after a spawn (see `SpawnedCommand`).
         let pid: pid_t
         if let launcher, let program = launcher.first {
-            pid = try SpawnedCommand.start(program, Array(launcher.dropFirst()) + [Self.binaryPath] + arguments,
-                                           environment: environment, outputPath: logPath)
+            pid = try SpawnedCommand.start(
+                program, Array(launcher.dropFirst()) + [Self.binaryPath] + arguments,
+                environment: environment, outputPath: logPath)
         } else {
             pid = try SpawnedCommand.start(Self.binaryPath, arguments, environment: environment, outputPath: logPath)
         }

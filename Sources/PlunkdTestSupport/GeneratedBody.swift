@@ -44,8 +44,10 @@ public enum GeneratedBody {
     }
 
     static func wellFormed(_ random: inout SplitMix) -> String {
-        var fields = ["\"event\":\(["\"signup\"", "\"e\"", "\" \"", "1", "null"][random.below(5)])",
-                      "\"email\":\(["\"a@b.io\"", "\"Ann@Example.COM\"", "\"nope\"", "7", "\"ü@é.de\""][random.below(5)])"]
+        var fields = [
+            "\"event\":\(["\"signup\"", "\"e\"", "\" \"", "1", "null"][random.below(5)])",
+            "\"email\":\(["\"a@b.io\"", "\"Ann@Example.COM\"", "\"nope\"", "7", "\"ü@é.de\""][random.below(5)])",
+        ]
         if random.below(2) == 0 { fields.append("\"subscribed\":\(["true", "false", "1", "\"yes\""][random.below(4)])") }
         if random.below(2) == 0 { fields.append("\"data\":\(["{}", "{\"n\":[1,2,{\"x\":null}]}", "[]", "\"s\""][random.below(4)])") }
         if random.below(4) == 0 { fields.append("\"extra\":{\"event\":1}") }
@@ -76,7 +78,9 @@ public enum GeneratedBody {
 
     /// A comma right before `}` or `]`, outside strings.
     public static func hasTrailingComma(_ body: Data) -> Bool {
-        var inString = false, escaped = false, lastToken: UInt8 = 0
+        var inString = false
+        var escaped = false
+        var lastToken: UInt8 = 0
         for byte in body {
             if inString {
                 if escaped { escaped = false } else if byte == UInt8(ascii: "\\") { escaped = true } else if byte == UInt8(ascii: "\"") { inString = false }

@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Runs a program with `posix_spawn` and collects its output, for tests that run many
 /// short commands beside SwiftNIO event loops. Foundation's `Process` closes descriptors
@@ -13,12 +14,14 @@ public enum SpawnedCommand {
     public static func run(
         _ executable: String, _ arguments: [String], environment: [String: String]
     ) throws -> (status: Int32, stdout: String, stderr: String) {
-        var outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
+        var outPipe: [Int32] = [0, 0]
+        var errPipe: [Int32] = [0, 0]
         // Descriptors NIO makes are close-on-exec; these pipes are made so too, so a
         // command spawned meanwhile on another thread does not hold them open.
         guard pipe(&outPipe) == 0 else { throw DaemonProcess.Failure(description: "pipe: \(String(cString: strerror(errno)))") }
         guard pipe(&errPipe) == 0 else {
-            close(outPipe[0]); close(outPipe[1])
+            close(outPipe[0])
+            close(outPipe[1])
             throw DaemonProcess.Failure(description: "pipe: \(String(cString: strerror(errno)))")
         }
         for fd in outPipe + errPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
@@ -37,7 +40,8 @@ public enum SpawnedCommand {
             for fd in outPipe + errPipe { close(fd) }
             throw error
         }
-        var out = Data(), err = Data()
+        var out = Data()
+        var err = Data()
         var open: [(fd: Int32, isOut: Bool)] = [(outPipe[0], true), (errPipe[0], false)]
         var buffer = [UInt8](repeating: 0, count: 65536)
         while !open.isEmpty {

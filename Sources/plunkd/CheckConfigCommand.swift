@@ -30,7 +30,8 @@ struct CheckConfigCommand: AsyncParsableCommand {
             } else {
                 keyLine = "not configured: events are kept, nothing is sent"
             }
-            print("""
+            print(
+                """
                 configuration is valid (\(loaded.file ?? "no file: defaults and environment"))
                   plunk.base_url   \(config.plunkBaseURL.absoluteString)
                   plunk.api_key    \(keyLine)

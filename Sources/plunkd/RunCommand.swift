@@ -32,12 +32,14 @@ struct RunCommand: AsyncParsableCommand {
             for warning in loaded.warnings + ConfigAdvice.warnings(for: config) {
                 logger.warning("\(warning)")
             }
-            logger.info("plunkd \(PlunkdVersion.string) starting", metadata: [
-                "config": "\(loaded.file ?? "none (defaults and environment)")",
-                "socket": "\(config.socketPath)",
-                "storage": "\(config.storagePath)",
-                "api_key": "\(config.apiKey.map { "configured (\($0))" } ?? "not configured")",
-            ])
+            logger.info(
+                "plunkd \(PlunkdVersion.string) starting",
+                metadata: [
+                    "config": "\(loaded.file ?? "none (defaults and environment)")",
+                    "socket": "\(config.socketPath)",
+                    "storage": "\(config.storagePath)",
+                    "api_key": "\(config.apiKey.map { "configured (\($0))" } ?? "not configured")",
+                ])
             let options = self.options
             try await Daemon.run(config, logger: logger, reload: { try await options.load().configuration })
         }

@@ -10,7 +10,8 @@ enum DifferentialCheck {
         case (.accepted(let a), .accepted(let b)):
             precondition(a == b || hasSurrogateEscape(body), "contacts differ: \(a) / \(b) for \(show(body))")
         case (.refused(let a), .refused(let b)):
-            let agree = a.hasPrefix(b)
+            let agree =
+                a.hasPrefix(b)
                 || foundationRefusesWhatJavaScriptAccepts(body)
                 || (a.hasPrefix("body is not valid JSON") && foundationAcceptsWhatJavaScriptRefuses(body))
             precondition(agree, "refusals differ: plunkd \(a) / Foundation \(b) for \(show(body))")

@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import Logging
 import NIOCore
 import NIOPosix
 import PlunkdCore
 import PlunkdTestSupport
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 // libFuzzer entry: every input goes (1) to the event validator directly and (2) over a
 // real connection to a real ingest server (framing sniffer, NDJSON and HTTP handlers,
@@ -99,10 +100,12 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     // Over the socket. NDJSON answers must each be one JSON object with "ok".
     let reply = harness.exchange(bytes)
     if let first = bytes.first(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }),
-       !(UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(first) {
+        !(UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(first)
+    {
         for line in reply.split(separator: "\n") {
             guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                  object["ok"] is Bool else {
+                object["ok"] is Bool
+            else {
                 fatalError("an NDJSON reply is not a JSON object with ok: \(line.prefix(300))")
             }
         }

@@ -1,6 +1,7 @@
 import Foundation
 import PlunkdTestSupport
 import Testing
+
 @testable import PlunkdCore
 
 @Suite("Configuration")
@@ -39,7 +40,8 @@ struct ConfigLoaderTests {
 
     @Test("the YAML file sets every key; the environment overrides it")
     func fileAndEnvironment() async throws {
-        let (directory, file) = try writeConfig("""
+        let (directory, file) = try writeConfig(
+            """
             plunk:
               base_url: https://next-api.useplunk.com/v1/
               api_key: pk_from_file
@@ -87,17 +89,19 @@ struct ConfigLoaderTests {
         #expect(config.logLevel == "debug")
     }
 
-    @Test("a wrong value is an error naming the key and its source", arguments: [
-        ("plunk:\n  concurrency: eight\n", "plunk.concurrency", "whole number"),
-        ("plunk:\n  concurrency: 0\n", "plunk.concurrency", "from 1 to"),
-        ("plunk:\n  request_timeout: soon\n", "plunk.request_timeout", "duration"),
-        ("plunk:\n  base_url: ftp://x\n", "plunk.base_url", "http(s) URL"),
-        ("socket:\n  mode: 0999\n", "socket.mode", "octal"),
-        ("socket:\n  path: relative.sock\n", "socket.path", "absolute path"),
-        ("storage:\n  max_pending: -5\n", "storage.max_pending", "whole number"),
-        ("retry:\n  max_backoff: [1, 2]\n", "retry.max_backoff", "single value"),
-        ("log:\n  level: loud\n", "log.level", "one of"),
-    ])
+    @Test(
+        "a wrong value is an error naming the key and its source",
+        arguments: [
+            ("plunk:\n  concurrency: eight\n", "plunk.concurrency", "whole number"),
+            ("plunk:\n  concurrency: 0\n", "plunk.concurrency", "from 1 to"),
+            ("plunk:\n  request_timeout: soon\n", "plunk.request_timeout", "duration"),
+            ("plunk:\n  base_url: ftp://x\n", "plunk.base_url", "http(s) URL"),
+            ("socket:\n  mode: 0999\n", "socket.mode", "octal"),
+            ("socket:\n  path: relative.sock\n", "socket.path", "absolute path"),
+            ("storage:\n  max_pending: -5\n", "storage.max_pending", "whole number"),
+            ("retry:\n  max_backoff: [1, 2]\n", "retry.max_backoff", "single value"),
+            ("log:\n  level: loud\n", "log.level", "one of"),
+        ])
     func wrongValues(yaml: String, key: String, expected: String) async throws {
         let (directory, file) = try writeConfig(yaml)
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -199,7 +203,8 @@ struct ConfigLoaderTests {
 
     @Test("socket access lists: YAML lists or comma-separated text, numbers or names; an unknown name is an error")
     func accessLists() async throws {
-        let (directory, file) = try writeConfig("""
+        let (directory, file) = try writeConfig(
+            """
             socket:
               allowed_uids: [0, 1000]
               allowed_gids: root

@@ -1,10 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import PlunkdTestSupport
 import Testing
+
 @testable import PlunkdCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A burst of connections is queued by the kernel, not refused: the daemon is stopped
 /// (SIGSTOP) so that nothing is accepted while 500 clients connect at once, as a web
@@ -15,15 +17,18 @@ import Testing
 struct ConnectionBurstTests {
     @Test("500 connections while the daemon accepts none are all queued, then all served")
     func burstIsQueued() async throws {
-        let somaxconn = (try? String(contentsOfFile: "/proc/sys/net/core/somaxconn", encoding: .utf8))
+        let somaxconn =
+            (try? String(contentsOfFile: "/proc/sys/net/core/somaxconn", encoding: .utf8))
             .flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 4096
         try #require(somaxconn >= 500, "the kernel caps the backlog at \(somaxconn)")
         let directory = try DaemonProcess.makeScratchDirectory()
         let socketPath = "\(directory)/plunkd.sock"
-        let pid = try SpawnedCommand.start(DaemonProcess.binaryPath, ["run"], environment: [
-            "PATH": "/usr/bin:/bin", "HOME": directory,
-            "PLUNKD_SOCKET_PATH": socketPath, "PLUNKD_STORAGE_PATH": "\(directory)/outbox.sqlite",
-        ])
+        let pid = try SpawnedCommand.start(
+            DaemonProcess.binaryPath, ["run"],
+            environment: [
+                "PATH": "/usr/bin:/bin", "HOME": directory,
+                "PLUNKD_SOCKET_PATH": socketPath, "PLUNKD_STORAGE_PATH": "\(directory)/outbox.sqlite",
+            ])
         defer {
             kill(pid, SIGCONT)
             kill(pid, SIGTERM)
@@ -48,7 +53,12 @@ struct ConnectionBurstTests {
             let result = withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
             }
-            if result != 0 { refused += 1; close(fd) } else { descriptors.append(fd) }
+            if result != 0 {
+                refused += 1
+                close(fd)
+            } else {
+                descriptors.append(fd)
+            }
         }
         kill(pid, SIGCONT)
         #expect(refused == 0)

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Testing
+
 @testable import PlunkdCore
 
 /// Control routes on their own: who may do what, and parked events listed, retried, dropped.
@@ -84,8 +85,10 @@ struct ControlTests {
         #expect(noSelection?.status == 400)
 
         // Drop: one by id needs no confirmation; several do.
-        let dropOne = json(await routes.respond(method: "POST", path: "/control/parked/drop",
-            body: Data("{\"ids\":[\"\(events[3].id.uuidString)\"]}".utf8), peer: Self.root))
+        let dropOne = json(
+            await routes.respond(
+                method: "POST", path: "/control/parked/drop",
+                body: Data("{\"ids\":[\"\(events[3].id.uuidString)\"]}".utf8), peer: Self.root))
         #expect(dropOne["count"] as? Int == 1)
         let unconfirmed = await routes.respond(method: "POST", path: "/control/parked/drop", body: Data("{\"all\":true}".utf8), peer: Self.root)
         #expect(unconfirmed?.status == 409)

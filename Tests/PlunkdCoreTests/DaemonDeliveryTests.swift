@@ -1,18 +1,22 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import GRDB
 import PlunkdTestSupport
 import Testing
+
 @testable import PlunkdCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Delivery through the real `plunkd` binary: killed mid-request, stopped mid-request, resumed.
 @Suite("Delivery by the plunkd process", .serialized)
 struct DaemonDeliveryTests {
     func environment(_ fake: FakePlunk, timeout: String = "30") -> [String: String] {
-        ["PLUNK_BASE_URL": fake.baseURL.absoluteString, "PLUNK_API_KEY": "pk_process_test", "PLUNK_REQUEST_TIMEOUT": timeout,
-         "PLUNKD_RETRY_INITIAL_BACKOFF": "0.05", "PLUNKD_RETRY_MAX_BACKOFF": "0.5"]
+        [
+            "PLUNK_BASE_URL": fake.baseURL.absoluteString, "PLUNK_API_KEY": "pk_process_test", "PLUNK_REQUEST_TIMEOUT": timeout,
+            "PLUNKD_RETRY_INITIAL_BACKOFF": "0.05", "PLUNKD_RETRY_MAX_BACKOFF": "0.5",
+        ]
     }
 
     func submit(_ socketPath: String, event: String = "e") throws -> String {
@@ -129,7 +133,8 @@ extension DaemonDeliveryTests {
     @Test("SIGHUP with a new key in the key file ends the auth hold and the parked events are delivered")
     func hangupWithNewKey() async throws {
         let fake = try await FakePlunk { request in
-            request.headers["authorization"] == "Bearer pk_new_key" ? FakePlunk.v2Success()
+            request.headers["authorization"] == "Bearer pk_new_key"
+                ? FakePlunk.v2Success()
                 : FakePlunk.v2Error(401, "INVALID_API_KEY", "Invalid API key")
         }
         let directory = try DaemonProcess.makeScratchDirectory()

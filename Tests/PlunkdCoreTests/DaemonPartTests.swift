@@ -1,12 +1,14 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import Logging
 import PlunkdTestSupport
 import Synchronization
 import Testing
+
 @testable import PlunkdCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Start-up in order, shutdown in reverse, and a failed start that tears down only what
 /// had started: the daemon's parts in a real ServiceGroup, with no sleeps (a part's start
@@ -37,10 +39,12 @@ struct DaemonPartTests {
         let journal = Journal()
         let (release, releaser) = AsyncStream.makeStream(of: Void.self)
         var parts = DaemonParts()
-        parts.add("slow", start: {
-            journal.note("start slow")
-            for await _ in release { break }
-        }, stop: { journal.note("stop slow") })
+        parts.add(
+            "slow",
+            start: {
+                journal.note("start slow")
+                for await _ in release { break }
+            }, stop: { journal.note("stop slow") })
         for name in ["b", "c"] {
             parts.add(name, start: { journal.note("start \(name)") }, stop: { journal.note("stop \(name)") })
         }
@@ -79,10 +83,12 @@ struct DaemonPartTests {
         let (release, releaser) = AsyncStream.makeStream(of: Void.self)
         var parts = DaemonParts()
         parts.add("a", start: { journal.note("start a") }, stop: { journal.note("stop a") })
-        parts.add("slow", start: {
-            journal.note("start slow")
-            for await _ in release { break }
-        }, stop: { journal.note("stop slow") })
+        parts.add(
+            "slow",
+            start: {
+                journal.note("start slow")
+                for await _ in release { break }
+            }, stop: { journal.note("stop slow") })
         parts.add("never", start: { journal.note("start never") }, stop: { journal.note("stop never") })
         let group = parts.group(signals: [], backstop: .seconds(30), logger: logger)
         async let run: Void = group.run()

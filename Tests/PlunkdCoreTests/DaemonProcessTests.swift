@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import GRDB
 import PlunkdTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Tests of the real `plunkd` binary: killed, corrupted, started twice.
 @Suite("The plunkd process", .serialized)
@@ -102,8 +103,10 @@ struct DaemonProcessTests {
         let daemon = try DaemonProcess()
         defer { daemon.cleanUp() }
         try daemon.waitUntilServing()
-        let ok = try run(["send", "--socket", daemon.socketPath, "--event", "signup", "--email", "ann@example.com",
-                          "--subscribed", "true", "--data", "plan=pro", "--data", "note=a=b"])
+        let ok = try run([
+            "send", "--socket", daemon.socketPath, "--event", "signup", "--email", "ann@example.com",
+            "--subscribed", "true", "--data", "plan=pro", "--data", "note=a=b",
+        ])
         #expect(ok.status == 0)
         let id = ok.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let queue = try DatabaseQueue(path: daemon.storagePath)
@@ -126,7 +129,8 @@ struct DaemonProcessTests {
 
     static func ackedID(_ reply: String?) -> String? {
         guard let reply, let object = try? JSONSerialization.jsonObject(with: Data(reply.utf8)) as? [String: Any],
-              object["ok"] as? Bool == true else { return nil }
+            object["ok"] as? Bool == true
+        else { return nil }
         return object["id"] as? String
     }
 
@@ -139,9 +143,21 @@ struct DaemonProcessTests {
 final class AckedIDs: @unchecked Sendable {
     private let lock = NSLock()
     private var ids: Set<String> = []
-    func insert(_ id: String) { lock.lock(); ids.insert(id); lock.unlock() }
-    var count: Int { lock.lock(); defer { lock.unlock() }; return ids.count }
-    var all: Set<String> { lock.lock(); defer { lock.unlock() }; return ids }
+    func insert(_ id: String) {
+        lock.lock()
+        ids.insert(id)
+        lock.unlock()
+    }
+    var count: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return ids.count
+    }
+    var all: Set<String> {
+        lock.lock()
+        defer { lock.unlock() }
+        return ids
+    }
 }
 
 private func socketIsServed(_ path: String) -> Bool {
@@ -155,9 +171,11 @@ struct StoreLockTests {
         let first = try DaemonProcess()
         defer { first.cleanUp() }
         try first.waitUntilServing()
-        let second = try DaemonProcess.command(["run"], environment: [
-            "PLUNKD_SOCKET_PATH": "\(first.directory)/second.sock", "PLUNKD_STORAGE_PATH": first.storagePath,
-        ])
+        let second = try DaemonProcess.command(
+            ["run"],
+            environment: [
+                "PLUNKD_SOCKET_PATH": "\(first.directory)/second.sock", "PLUNKD_STORAGE_PATH": first.storagePath,
+            ])
         #expect(second.status != 0)
         #expect(second.stderr.contains("another plunkd (pid \(first.pid)) holds this store"), "\(second.stderr)")
         #expect(!FileManager.default.fileExists(atPath: "\(first.directory)/second.sock"))

@@ -1,11 +1,13 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import GRDB
 import PlunkdTestSupport
 import Testing
+
 @testable import PlunkdCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A damaged store through the real binary: start-up fails loudly, naming the file, and
 /// `plunkd status` says storage_error (exit 2), never a healthy-looking idle daemon. A WAL
@@ -35,8 +37,9 @@ struct DamagedStoreTests {
         let status = daemon.waitForExit(timeout: 60)
         #expect(status != nil && status != 0, "\(daemon.log)")
         #expect(daemon.log.contains(path))
-        let report = try DaemonProcess.command(["status", "--json", "--socket", daemon.socketPath],
-                                               environment: ["PLUNKD_STORAGE_PATH": daemon.storagePath])
+        let report = try DaemonProcess.command(
+            ["status", "--json", "--socket", daemon.socketPath],
+            environment: ["PLUNKD_STORAGE_PATH": daemon.storagePath])
         #expect(report.status == 2)
         #expect(report.stdout.contains("\"state\" : \"storage_error\""), "\(report.stdout)")
         return daemon.log
@@ -195,16 +198,22 @@ struct DamagedStoreTests {
         for n in 0..<2000 {
             try client.write("{\"event\":\"f\(n)\",\"email\":\"f\(n % 5)@example.com\",\"data\":{\"p\":\"\(padding)\"}}\n")
             let line = try #require(try client.readLine())
-            if let id = DaemonProcessTests.ackedID(line) { acked.append(id) } else { refusal = line; break }
+            if let id = DaemonProcessTests.ackedID(line) {
+                acked.append(id)
+            } else {
+                refusal = line
+                break
+            }
         }
         #expect(refusal?.contains("storage full") == true, "\(refusal ?? "no refusal")")
         #expect(refusal?.contains("\"retryable\":true") == true)
         #expect(!acked.isEmpty)
         // Plunk recovers: every acknowledged event is delivered, which frees the room.
         fake.respond { _ in FakePlunk.legacySuccess() }
-        #expect(await fake.waitFor(timeout: 60) { requests in
-            Set(requests.compactMap(\.idempotencyKey)).isSuperset(of: acked)
-        })
+        #expect(
+            await fake.waitFor(timeout: 60) { requests in
+                Set(requests.compactMap(\.idempotencyKey)).isSuperset(of: acked)
+            })
         #expect(try await DaemonDeliveryTests().waitForStoredCount(daemon.storagePath, 0))
         // The same daemon and the same connection accept again.
         try client.write("{\"event\":\"after\",\"email\":\"a@example.com\",\"data\":{\"p\":\"\(padding)\"}}\n")

@@ -3,6 +3,7 @@ import GRDB
 import Logging
 import NIOPosix
 import PlunkdTestSupport
+
 @testable import PlunkdCore
 
 /// A real sender with a real outbox and the real HTTP client, against a `FakePlunk`.
@@ -27,8 +28,9 @@ final class DeliveryFixture: @unchecked Sendable {
         fake = try await FakePlunk(responder: responder)
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         settings = Sender.Settings(apiKey: apiKey, concurrency: concurrency, retry: retry)
-        sender = Self.makeSender(outbox: outbox, fake: fake, group: group, settings: settings, timeout: requestTimeout,
-                                 clock: { clock?.now ?? Date() })
+        sender = Self.makeSender(
+            outbox: outbox, fake: fake, group: group, settings: settings, timeout: requestTimeout,
+            clock: { clock?.now ?? Date() })
         try sender.start()
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import PlunkdCore
 
 @Suite("Validation at the door")
@@ -26,46 +27,50 @@ struct EventValidatorTests {
         #expect(try validator.validate(body).id != validator.validate(body).id)
     }
 
-    @Test("refusals say what is wrong", arguments: [
-        ("", "body is not valid JSON: it ends too soon at byte 0"),
-        ("not json", "body is not valid JSON: unexpected 'n' at byte 0"),
-        (#"{"event":"e","email":"a@b.io""#, "body is not valid JSON: it ends too soon at byte 29"),
-        (#"{"event":"e","email":"a@b.io",}"#, "body is not valid JSON: unexpected '}' at byte 30"),
-        ("{\"event\":\"e\u{01}\",\"email\":\"a@b.io\"}", "body is not valid JSON: a control character (byte 0x1) in a string must be escaped at byte 11"),
-        (#"{"event":"\x","email":"a@b.io"}"#, "body is not valid JSON: invalid escape in a string at byte 10"),
-        (#"{"event":"e","email":"a@b.io","n":01}"#, "body is not valid JSON: unexpected '1' at byte 35"),
-        (#"{"event":"e","email":"a@b.io"} {}"#, "body is not valid JSON: unexpected '{' at byte 31"),
-        ("[1,2]", "body must be a JSON object"),
-        ("\"text\"", "body must be a JSON object"),
-        (#"{"email":"a@b.io"}"#, "\"event\" is required"),
-        (#"{"event":"","email":"a@b.io"}"#, "\"event\" must be a non-empty string"),
-        (#"{"event":"   ","email":"a@b.io"}"#, "\"event\" must be a non-empty string"),
-        (#"{"event":7,"email":"a@b.io"}"#, "\"event\" must be a non-empty string"),
-        (#"{"event":null,"email":"a@b.io"}"#, "\"event\" must be a non-empty string"),
-        (#"{"event":"e"}"#, "\"email\" is required"),
-        (#"{"event":"e","email":42}"#, "\"email\" must be a string holding an email address"),
-        (#"{"event":"e","email":"a@b.io","subscribed":"yes"}"#, "\"subscribed\" must be true or false"),
-        (#"{"event":"e","email":"a@b.io","subscribed":1}"#, "\"subscribed\" must be true or false"),
-        (#"{"event":"e","email":"a@b.io","data":[1]}"#, "\"data\" must be a JSON object"),
-        (#"{"event":"e","email":"a@b.io","data":"x"}"#, "\"data\" must be a JSON object"),
-        (#"{"event":"e","email":"a@b.io","data":null}"#, "\"data\" must be a JSON object"),
-    ])
+    @Test(
+        "refusals say what is wrong",
+        arguments: [
+            ("", "body is not valid JSON: it ends too soon at byte 0"),
+            ("not json", "body is not valid JSON: unexpected 'n' at byte 0"),
+            (#"{"event":"e","email":"a@b.io""#, "body is not valid JSON: it ends too soon at byte 29"),
+            (#"{"event":"e","email":"a@b.io",}"#, "body is not valid JSON: unexpected '}' at byte 30"),
+            ("{\"event\":\"e\u{01}\",\"email\":\"a@b.io\"}", "body is not valid JSON: a control character (byte 0x1) in a string must be escaped at byte 11"),
+            (#"{"event":"\x","email":"a@b.io"}"#, "body is not valid JSON: invalid escape in a string at byte 10"),
+            (#"{"event":"e","email":"a@b.io","n":01}"#, "body is not valid JSON: unexpected '1' at byte 35"),
+            (#"{"event":"e","email":"a@b.io"} {}"#, "body is not valid JSON: unexpected '{' at byte 31"),
+            ("[1,2]", "body must be a JSON object"),
+            ("\"text\"", "body must be a JSON object"),
+            (#"{"email":"a@b.io"}"#, "\"event\" is required"),
+            (#"{"event":"","email":"a@b.io"}"#, "\"event\" must be a non-empty string"),
+            (#"{"event":"   ","email":"a@b.io"}"#, "\"event\" must be a non-empty string"),
+            (#"{"event":7,"email":"a@b.io"}"#, "\"event\" must be a non-empty string"),
+            (#"{"event":null,"email":"a@b.io"}"#, "\"event\" must be a non-empty string"),
+            (#"{"event":"e"}"#, "\"email\" is required"),
+            (#"{"event":"e","email":42}"#, "\"email\" must be a string holding an email address"),
+            (#"{"event":"e","email":"a@b.io","subscribed":"yes"}"#, "\"subscribed\" must be true or false"),
+            (#"{"event":"e","email":"a@b.io","subscribed":1}"#, "\"subscribed\" must be true or false"),
+            (#"{"event":"e","email":"a@b.io","data":[1]}"#, "\"data\" must be a JSON object"),
+            (#"{"event":"e","email":"a@b.io","data":"x"}"#, "\"data\" must be a JSON object"),
+            (#"{"event":"e","email":"a@b.io","data":null}"#, "\"data\" must be a JSON object"),
+        ])
     func refusals(body: String, message: String) {
         #expect(throws: EventRejection(message)) { try validator.validate(Data(body.utf8)) }
     }
 
-    @Test("a malformed email is refused with the reason and the value", arguments: [
-        ("", "it is empty"),
-        ("plainaddress", "no @"),
-        ("@example.com", "nothing before the @"),
-        ("ann@", "nothing after the @"),
-        ("ann@localhost", "the domain has no dot"),
-        ("ann@@example.com", "more than one @"),
-        ("ann@example..com", "the domain has an empty label"),
-        ("ann@-example.com", "a domain label starts or ends with a hyphen"),
-        ("ann smith@example.com", "contains whitespace or control characters"),
-        (" ann@example.com", "contains whitespace or control characters"),
-    ])
+    @Test(
+        "a malformed email is refused with the reason and the value",
+        arguments: [
+            ("", "it is empty"),
+            ("plainaddress", "no @"),
+            ("@example.com", "nothing before the @"),
+            ("ann@", "nothing after the @"),
+            ("ann@localhost", "the domain has no dot"),
+            ("ann@@example.com", "more than one @"),
+            ("ann@example..com", "the domain has an empty label"),
+            ("ann@-example.com", "a domain label starts or ends with a hyphen"),
+            ("ann smith@example.com", "contains whitespace or control characters"),
+            (" ann@example.com", "contains whitespace or control characters"),
+        ])
     func badEmails(email: String, reason: String) {
         #expect(EmailShape.problem(with: email) == reason)
         let body = Data("{\"event\":\"e\",\"email\":\(JSONText.quoted(email))}".utf8)
@@ -77,9 +82,11 @@ struct EventValidatorTests {
         }
     }
 
-    @Test("ordinary addresses pass the shape check", arguments: [
-        "a@b.co", "first.last+tag@sub.example.org", "x_y-z@example-mail.com", "Ünï@exämple.de",
-    ])
+    @Test(
+        "ordinary addresses pass the shape check",
+        arguments: [
+            "a@b.co", "first.last+tag@sub.example.org", "x_y-z@example-mail.com", "Ünï@exämple.de",
+        ])
     func goodEmails(email: String) {
         #expect(EmailShape.problem(with: email) == nil)
     }
@@ -117,8 +124,10 @@ struct EventIDTests {
 
     @Test("the text form is Foundation's, in lower case")
     func text() {
-        for id in (0..<1000).map({ _ in UUID.randomEventID() }) + [UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)),
-                                                                   UUID(uuid: (255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255))] {
+        for id in (0..<1000).map({ _ in UUID.randomEventID() }) + [
+            UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)),
+            UUID(uuid: (255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255)),
+        ] {
             #expect(id.lowercasedText == id.uuidString.lowercased())
         }
     }

@@ -28,8 +28,9 @@ final class FakePlunk: Sendable {
     }
 
     enum Reply: Sendable {
-        case answer(status: Int, body: String, headers: [(String, String)] = [], delay: TimeAmount = .zero,
-                    whenSent: (@Sendable () -> Void)? = nil)
+        case answer(
+            status: Int, body: String, headers: [(String, String)] = [], delay: TimeAmount = .zero,
+            whenSent: (@Sendable () -> Void)? = nil)
         /// Read the request, never answer.
         case hang
         /// Close the connection without answering.
@@ -92,10 +93,12 @@ final class FakePlunk: Sendable {
 
     /// Closes the listener and its connections; safe to call more than once.
     func stop() async {
-        guard stopped.withLockedValue({ wasStopped in
-            defer { wasStopped = true }
-            return !wasStopped
-        }) else { return }
+        guard
+            stopped.withLockedValue({ wasStopped in
+                defer { wasStopped = true }
+                return !wasStopped
+            })
+        else { return }
         try? await channel.close()
         try? await group.shutdownGracefully()
     }
@@ -117,12 +120,17 @@ final class FakePlunk: Sendable {
     static func v2Error(_ status: Int, _ code: String, _ message: String, headers: [(String, String)] = []) -> Reply {
         .answer(
             status: status,
-            body: #"{"success":false,"error":{"code":"\#(code)","message":"\#(message)","statusCode":\#(status),"requestId":"r1","errors":[]},"timestamp":"2026-11-29T00:00:00.000Z"}"#,
+            body:
+                #"{"success":false,"error":{"code":"\#(code)","message":"\#(message)","statusCode":\#(status),"requestId":"r1","errors":[]},"timestamp":"2026-11-29T00:00:00.000Z"}"#,
             headers: headers)
     }
 
     static func htmlPage(_ status: Int) -> Reply {
-        .answer(status: status, body: "<html><head><title>\(status) Bad Gateway</title></head><body><center><h1>\(status) Bad Gateway</h1></center><hr><center>nginx</center></body></html>")
+        .answer(
+            status: status,
+            body:
+                "<html><head><title>\(status) Bad Gateway</title></head><body><center><h1>\(status) Bad Gateway</h1></center><hr><center>nginx</center></body></html>"
+        )
     }
 }
 
@@ -174,8 +182,11 @@ private final class FakePlunkHandler: ChannelInboundHandler, @unchecked Sendable
                     response.add(name: "Content-Type", value: text.hasPrefix("<") ? "text/html" : "application/json")
                     response.add(name: "Content-Length", value: String(text.utf8.count))
                     for (name, value) in extra { response.add(name: name, value: value) }
-                    context.write(handler.wrapOutboundOut(.head(HTTPResponseHead(
-                        version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: response))), promise: nil)
+                    context.write(
+                        handler.wrapOutboundOut(
+                            .head(
+                                HTTPResponseHead(
+                                    version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: response))), promise: nil)
                     context.write(handler.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
                     context.writeAndFlush(handler.wrapOutboundOut(.end(nil)), promise: nil)
                 }

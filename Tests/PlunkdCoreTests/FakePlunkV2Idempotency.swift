@@ -50,7 +50,11 @@ final class V2IdempotentPlunk: Sendable {
         }
         if let earlier {
             let original = earlier.map(String.init) ?? "null"
-            return .answer(status: 409, body: #"{"success":false,"error":{"code":"IDEMPOTENCY_KEY_REUSED","message":"This idempotency key was already used","statusCode":409,"requestId":"r9","details":{"originalStatusCode":\#(original)}},"timestamp":"2026-12-01T00:00:00.000Z"}"#)
+            return .answer(
+                status: 409,
+                body:
+                    #"{"success":false,"error":{"code":"IDEMPOTENCY_KEY_REUSED","message":"This idempotency key was already used","statusCode":409,"requestId":"r9","details":{"originalStatusCode":\#(original)}},"timestamp":"2026-12-01T00:00:00.000Z"}"#
+            )
         }
         return respond(request, key: key)
     }

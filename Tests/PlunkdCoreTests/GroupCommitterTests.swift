@@ -5,6 +5,7 @@ import Logging
 import PlunkdTestSupport
 import Synchronization
 import Testing
+
 @testable import PlunkdCore
 
 /// Group commit: when a lone event is committed on the caller's thread, and that it is
@@ -26,8 +27,9 @@ struct GroupCommitterTests {
         let path = "\(directory)/o.sqlite"
         let outbox = try Outbox(path: path)
         let commits = Atomic(0)
-        let committer = GroupCommitter(outbox: outbox, maxPending: 100, logger: Logger(label: "test"),
-                                       didCommit: { commits.add(1, ordering: .relaxed) })
+        let committer = GroupCommitter(
+            outbox: outbox, maxPending: 100, logger: Logger(label: "test"),
+            didCommit: { commits.add(1, ordering: .relaxed) })
         committer.start()
         defer { committer.shutdown() }
         for n in 0..<3 {

@@ -1,6 +1,7 @@
 import Foundation
 import PlunkdTestSupport
 import Testing
+
 @testable import PlunkdCore
 
 @Suite("HTTP over the socket")

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import Testing
+
 @testable import PlunkdCore
 
 /// v2's 409 answers against a stand-in that keeps keys the way v2's middleware does: each

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import PlunkdTestSupport
+
 @testable import PlunkdCore
 
 /// A real ingest server on a real socket over a real SQLite file, in this process.

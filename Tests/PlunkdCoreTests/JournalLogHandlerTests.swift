@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import PlunkdCore
 
 @Suite("Log lines for the journal")

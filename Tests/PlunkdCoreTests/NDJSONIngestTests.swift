@@ -1,6 +1,7 @@
 import Foundation
 import PlunkdTestSupport
 import Testing
+
 @testable import PlunkdCore
 
 @Suite("NDJSON over the socket")
@@ -128,7 +129,12 @@ struct NDJSONIngestTests {
         for n in 0..<1000 {
             try client.write("{\"event\":\"e\(n)\",\"email\":\"a@b.io\",\"data\":{\"p\":\"\(padding)\"}}\n")
             let reply = try NDJSONReply(client.readLine())
-            if reply.ok { acked.insert(reply.id!) } else { refusal = reply; break }
+            if reply.ok {
+                acked.insert(reply.id!)
+            } else {
+                refusal = reply
+                break
+            }
         }
         #expect(refusal?.retryable == true)
         #expect(refusal?.error?.contains("storage full") == true)

@@ -1,18 +1,21 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import PlunkdTestSupport
 import Testing
+
 @testable import PlunkdCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The operator's commands against the real binary: status and its exit codes, metrics,
 /// reload, check-config, and the peer policy with a real second user.
 @Suite("Operating the plunkd process", .serialized)
 struct OperateProcessTests {
     func status(_ daemon: DaemonProcess, socket: String? = nil) throws -> (exit: Int32, json: [String: Any], text: String) {
-        let run = try DaemonProcess.command(["status", "--json", "--socket", socket ?? daemon.socketPath],
-                                            environment: ["PLUNKD_STORAGE_PATH": daemon.storagePath])
+        let run = try DaemonProcess.command(
+            ["status", "--json", "--socket", socket ?? daemon.socketPath],
+            environment: ["PLUNKD_STORAGE_PATH": daemon.storagePath])
         let object = (try? JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any]) ?? [:]
         return (run.status, object, run.stdout + run.stderr)
     }
@@ -63,8 +66,9 @@ struct OperateProcessTests {
             daemon.signal(SIGTERM)
             #expect(daemon.waitForExit() == 0)
         }
-        let stopped = try DaemonProcess.command(["status", "--json", "--socket", "\(directory)/plunkd.sock"],
-                                                environment: ["PLUNKD_STORAGE_PATH": "\(directory)/outbox.sqlite"])
+        let stopped = try DaemonProcess.command(
+            ["status", "--json", "--socket", "\(directory)/plunkd.sock"],
+            environment: ["PLUNKD_STORAGE_PATH": "\(directory)/outbox.sqlite"])
         let object = try #require(try JSONSerialization.jsonObject(with: Data(stopped.stdout.utf8)) as? [String: Any])
         #expect(stopped.status == 2)
         #expect(object["state"] as? String == "not_running")
@@ -80,8 +84,9 @@ struct OperateProcessTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = "\(directory)/outbox.sqlite"
         try Data(repeating: 0x41, count: 8192).write(to: URL(fileURLWithPath: path))
-        let run = try DaemonProcess.command(["status", "--json", "--socket", "\(directory)/none.sock"],
-                                            environment: ["PLUNKD_STORAGE_PATH": path])
+        let run = try DaemonProcess.command(
+            ["status", "--json", "--socket", "\(directory)/none.sock"],
+            environment: ["PLUNKD_STORAGE_PATH": path])
         let object = try #require(try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
         #expect(run.status == 2)
         #expect(object["state"] as? String == "storage_error")
@@ -111,7 +116,8 @@ struct OperateProcessTests {
         #expect(DaemonProcessTests.ackedID(try client.readLine()) != nil)
         #expect(daemon.process.isRunning)
         // A good config applies; a setting that needs a restart is named.
-        try "plunk:\n  concurrency: 4\nsocket:\n  admin_uids: [0]\nretry:\n  max_backoff: 60\nlog:\n  level: debug\n".write(toFile: config, atomically: true, encoding: .utf8)
+        try "plunk:\n  concurrency: 4\nsocket:\n  admin_uids: [0]\nretry:\n  max_backoff: 60\nlog:\n  level: debug\n".write(
+            toFile: config, atomically: true, encoding: .utf8)
         daemon.signal(SIGHUP)
         while !daemon.log.contains("configuration reloaded") && Date() < deadline { usleep(20_000) }
         #expect(daemon.log.contains("needs a restart to take effect: log.level"))
@@ -136,9 +142,11 @@ struct OperateProcessTests {
         #expect(missing.status == 1)
     }
 
-    @Test("a real second user: refused by socket.allowed_uids, refused control commands, allowed status",
-          .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"),
-                   "needs root and setpriv to act as another user"))
+    @Test(
+        "a real second user: refused by socket.allowed_uids, refused control commands, allowed status",
+        .enabled(
+            if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"),
+            "needs root and setpriv to act as another user"))
     func secondUser() throws {
         let directory = try DaemonProcess.makeScratchDirectory()
         chmod(directory, 0o755)
@@ -148,8 +156,9 @@ struct OperateProcessTests {
         defer { daemon.cleanUp() }
         try daemon.waitUntilServing()
         let asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups", DaemonProcess.binaryPath]
-        let send = try DaemonProcess.command(asNobody + ["send", "--socket", daemon.socketPath, "--event", "x", "--email", "a@b.io"],
-                                             executable: "/usr/bin/setpriv")
+        let send = try DaemonProcess.command(
+            asNobody + ["send", "--socket", daemon.socketPath, "--event", "x", "--email", "a@b.io"],
+            executable: "/usr/bin/setpriv")
         #expect(send.status == 1)
         #expect(send.stderr.contains("uid 65534 may not use plunkd's socket"))
         let resume = try DaemonProcess.command(asNobody + ["resume", "--socket", daemon.socketPath], executable: "/usr/bin/setpriv")
@@ -164,8 +173,9 @@ struct OperateProcessTests {
         daemon.signal(SIGHUP)
         let deadline = Date().addingTimeInterval(30)
         while !daemon.log.contains("configuration reloaded") && Date() < deadline { usleep(20_000) }
-        let allowed = try DaemonProcess.command(asNobody + ["send", "--socket", daemon.socketPath, "--event", "x", "--email", "a@b.io"],
-                                                executable: "/usr/bin/setpriv")
+        let allowed = try DaemonProcess.command(
+            asNobody + ["send", "--socket", daemon.socketPath, "--event", "x", "--email", "a@b.io"],
+            executable: "/usr/bin/setpriv")
         #expect(allowed.status == 0, "\(allowed.stderr)")
         let status = try DaemonProcess.command(asNobody + ["status", "--json", "--socket", daemon.socketPath], executable: "/usr/bin/setpriv")
         #expect(status.stdout.contains("\"state\" : \"no_api_key\""), "\(status.stdout) \(status.stderr)")
@@ -208,7 +218,10 @@ struct OperateProcessTests {
         fake.respond { _ in FakePlunk.legacySuccess() }
         let retry = try DaemonProcess.command(["parked", "retry", "--reason", "rejected"] + socket)
         #expect(retry.status == 0, "\(retry.stderr)")
-        #expect(await fake.waitFor { requests in requests.filter { $0.idempotencyKey == ids[0] }.count == 2 && requests.filter { $0.idempotencyKey == ids[1] }.count == 2 })
+        #expect(
+            await fake.waitFor { requests in
+                requests.filter { $0.idempotencyKey == ids[0] }.count == 2 && requests.filter { $0.idempotencyKey == ids[1] }.count == 2
+            })
         #expect(try await DaemonDeliveryTests().waitForStoredCount(daemon.storagePath, 0))
         let status = try status(daemon)
         #expect(status.json["dropped_total"] as? Int == 1)

@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import PlunkdTestSupport
 import Testing
+
 @testable import PlunkdCore
 
 /// The store's operator side: parked counts through their own index, the read-only view.
@@ -107,10 +108,11 @@ struct OutboxOperatorTests {
                     (1, "c@x.io", "in_flight", t, 0), (2, "c@x.io", "pending", waiting, 0), (3, "d@x.io", "pending", t + 3660, 2),
                     (4, "c@x.io", "pending", waiting, 0), (5, "e@x.io", "parked", t, 1),
                 ] as [(Int, String, String, Double, Int)] {
-                    try db.execute(sql: """
-                        INSERT INTO event (seq, id, contact, body, state, received_at, due_at, attempts, park_reason)
-                        VALUES (?, ?, ?, '{}', ?, ?, ?, ?, ?)
-                        """, arguments: [seq, UUID().uuidString.lowercased(), contact, state, t, due, attempts, state == "parked" ? "rejected" : nil])
+                    try db.execute(
+                        sql: """
+                            INSERT INTO event (seq, id, contact, body, state, received_at, due_at, attempts, park_reason)
+                            VALUES (?, ?, ?, '{}', ?, ?, ?, ?, ?)
+                            """, arguments: [seq, UUID().uuidString.lowercased(), contact, state, t, due, attempts, state == "parked" ? "rejected" : nil])
                 }
             }
         }

@@ -3,6 +3,7 @@ import GRDB
 import Logging
 import PlunkdTestSupport
 import Testing
+
 @testable import PlunkdCore
 
 @Suite("Outbox")
@@ -51,8 +52,9 @@ struct OutboxTests {
         try queue.writeWithoutTransaction { db in
             let version = try Int.fetchOne(db, sql: "PRAGMA schema_version") ?? 0
             try db.execute(sql: "PRAGMA writable_schema = ON")
-            try db.execute(sql: "UPDATE sqlite_master SET sql = replace(sql, ?, ?) WHERE name = 'event'",
-                           arguments: ["CHECK (state IN ('new', 'pending', 'waiting', 'in_flight', 'parked'))", unusual])
+            try db.execute(
+                sql: "UPDATE sqlite_master SET sql = replace(sql, ?, ?) WHERE name = 'event'",
+                arguments: ["CHECK (state IN ('new', 'pending', 'waiting', 'in_flight', 'parked'))", unusual])
             try db.execute(sql: "PRAGMA schema_version = \(version + 1)")
             try db.execute(sql: "PRAGMA writable_schema = OFF")
         }
@@ -83,9 +85,11 @@ struct OutboxTests {
         // A stored event enters no index: ingest writes the table's own B-tree and nothing else.
         for index in ["event_due", "event_line", "event_parked"] {
             let entries = try other.read { db in
-                try Int.fetchOne(db, sql: "SELECT count(*) FROM event INDEXED BY \(index) WHERE " + [
-                    "event_due": "state = 'pending'", "event_line": OutboxSchema.lineCondition, "event_parked": "state = 'parked'",
-                ][index]!)
+                try Int.fetchOne(
+                    db,
+                    sql: "SELECT count(*) FROM event INDEXED BY \(index) WHERE " + [
+                        "event_due": "state = 'pending'", "event_line": OutboxSchema.lineCondition, "event_parked": "state = 'parked'",
+                    ][index]!)
             }
             #expect(entries == 0, "\(index)")
         }

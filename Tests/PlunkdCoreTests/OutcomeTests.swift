@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import PlunkdCore
 
 @Suite("What each Plunk answer means")
@@ -20,19 +21,21 @@ struct OutcomeTests {
         return #"{"success":false,"error":{"code":"IDEMPOTENCY_KEY_REUSED","message":"reused","statusCode":409,"requestId":"r1"\#(tail)},"timestamp":"t"}"#
     }
 
-    @Test("409 IDEMPOTENCY_KEY_REUSED is read by what became of the first attempt", arguments: [
-        (#"{"originalStatusCode":200}"#, DeliveryOutcome.duplicate(confirmed: true)),
-        (#"{"originalStatusCode":201}"#, .duplicate(confirmed: true)),
-        (#"{"originalStatusCode":null}"#, .firstAttemptRunning(detail: "409: IDEMPOTENCY_KEY_REUSED reused")),
-        (#"{"originalStatusCode":500}"#, .keyBurned(originalStatus: 500, detail: "409: IDEMPOTENCY_KEY_REUSED reused")),
-        (#"{"originalStatusCode":503}"#, .keyBurned(originalStatus: 503, detail: "409: IDEMPOTENCY_KEY_REUSED reused")),
-        (#"{"originalStatusCode":302}"#, .keyBurned(originalStatus: 302, detail: "409: IDEMPOTENCY_KEY_REUSED reused")),
-        // Unreadable details: delivered as the best reading (and warned about once).
-        (#"{}"#, .duplicate(confirmed: false)),
-        (#"{"originalStatusCode":"500"}"#, .duplicate(confirmed: false)),
-        (#"{"originalStatusCode":true}"#, .duplicate(confirmed: false)),
-        (#""text""#, .duplicate(confirmed: false)),
-    ])
+    @Test(
+        "409 IDEMPOTENCY_KEY_REUSED is read by what became of the first attempt",
+        arguments: [
+            (#"{"originalStatusCode":200}"#, DeliveryOutcome.duplicate(confirmed: true)),
+            (#"{"originalStatusCode":201}"#, .duplicate(confirmed: true)),
+            (#"{"originalStatusCode":null}"#, .firstAttemptRunning(detail: "409: IDEMPOTENCY_KEY_REUSED reused")),
+            (#"{"originalStatusCode":500}"#, .keyBurned(originalStatus: 500, detail: "409: IDEMPOTENCY_KEY_REUSED reused")),
+            (#"{"originalStatusCode":503}"#, .keyBurned(originalStatus: 503, detail: "409: IDEMPOTENCY_KEY_REUSED reused")),
+            (#"{"originalStatusCode":302}"#, .keyBurned(originalStatus: 302, detail: "409: IDEMPOTENCY_KEY_REUSED reused")),
+            // Unreadable details: delivered as the best reading (and warned about once).
+            (#"{}"#, .duplicate(confirmed: false)),
+            (#"{"originalStatusCode":"500"}"#, .duplicate(confirmed: false)),
+            (#"{"originalStatusCode":true}"#, .duplicate(confirmed: false)),
+            (#""text""#, .duplicate(confirmed: false)),
+        ])
     func conflict(details: String, expected: DeliveryOutcome) {
         #expect(classify(409, Self.conflict(details: details)) == expected)
     }
@@ -40,22 +43,26 @@ struct OutcomeTests {
     @Test("a 409 IDEMPOTENCY_KEY_REUSED without details is an unconfirmed duplicate; another 409 is transient")
     func conflictWithoutDetails() {
         #expect(classify(409, Self.conflict(details: nil)) == .duplicate(confirmed: false))
-        if case .transient(409, _) = classify(409, #"{"success":false,"error":{"code":"SOMETHING_ELSE","details":{"originalStatusCode":200}}}"#) {} else {
+        if case .transient(409, _) = classify(409, #"{"success":false,"error":{"code":"SOMETHING_ELSE","details":{"originalStatusCode":200}}}"#) {
+        } else {
             Issue.record("other 409 not transient")
         }
-        if case .transient(409, _) = classify(409, "<html>409 Conflict</html>") {} else {
+        if case .transient(409, _) = classify(409, "<html>409 Conflict</html>") {
+        } else {
             Issue.record("an HTML 409 not transient")
         }
     }
 
-    @Test("refusals of the event itself are rejected, in both generations' shapes", arguments: [
-        (400, #"{"code":400,"error":"Bad Request","message":"Email is required","time":1}"#),
-        (422, #"{"success":false,"error":{"code":"VALIDATION_ERROR","message":"Invalid","errors":[{"field":"email"}]}}"#),
-        (404, #"{"code":404,"error":"Not Found","message":"Unknown route","time":1}"#),
-        (413, "<html>too large</html>"),
-        (403, #"{"code":403,"error":"Forbidden","message":"subscribe is a reserved event name","time":1}"#),
-        (410, ""),
-    ])
+    @Test(
+        "refusals of the event itself are rejected, in both generations' shapes",
+        arguments: [
+            (400, #"{"code":400,"error":"Bad Request","message":"Email is required","time":1}"#),
+            (422, #"{"success":false,"error":{"code":"VALIDATION_ERROR","message":"Invalid","errors":[{"field":"email"}]}}"#),
+            (404, #"{"code":404,"error":"Not Found","message":"Unknown route","time":1}"#),
+            (413, "<html>too large</html>"),
+            (403, #"{"code":403,"error":"Forbidden","message":"subscribe is a reserved event name","time":1}"#),
+            (410, ""),
+        ])
     func rejected(status: Int, body: String) {
         guard case .rejected(let got, let detail) = classify(status, body) else {
             Issue.record("\(status) not rejected")
@@ -144,14 +151,16 @@ struct RetryPolicyTests {
 
     func date(_ text: String) -> Date { ISO8601DateFormatter().date(from: text)! }
 
-    @Test("a 402 pause ends at 00:00 UTC on the first day of the next month", arguments: [
-        ("2026-12-31T23:59:59Z", "2027-01-01T00:00:00Z"),
-        ("2027-02-10T12:00:00Z", "2027-03-01T00:00:00Z"),
-        ("2028-02-29T08:30:00Z", "2028-03-01T00:00:00Z"),
-        ("2027-06-30T23:59:59Z", "2027-07-01T00:00:00Z"),
-        ("2027-01-31T00:00:00Z", "2027-02-01T00:00:00Z"),
-        ("2027-04-01T00:00:00Z", "2027-05-01T00:00:00Z"),
-    ])
+    @Test(
+        "a 402 pause ends at 00:00 UTC on the first day of the next month",
+        arguments: [
+            ("2026-12-31T23:59:59Z", "2027-01-01T00:00:00Z"),
+            ("2027-02-10T12:00:00Z", "2027-03-01T00:00:00Z"),
+            ("2028-02-29T08:30:00Z", "2028-03-01T00:00:00Z"),
+            ("2027-06-30T23:59:59Z", "2027-07-01T00:00:00Z"),
+            ("2027-01-31T00:00:00Z", "2027-02-01T00:00:00Z"),
+            ("2027-04-01T00:00:00Z", "2027-05-01T00:00:00Z"),
+        ])
     func nextMonth(from: String, to: String) {
         #expect(MonthBoundary.startOfNextMonth(after: date(from)) == date(to))
     }

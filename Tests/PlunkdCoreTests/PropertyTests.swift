@@ -1,6 +1,7 @@
 import Foundation
 import PropertyBased
 import Testing
+
 @testable import PlunkdCore
 
 /// Properties over many generated inputs (shrunk to a small example on failure): the

@@ -1,10 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import PlunkdTestSupport
 import Testing
+
 @testable import PlunkdCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Reaching Plunk through an HTTP proxy: a real tinyproxy tunnelling TLS to a local
 /// HTTPS Plunk, and a stand-in proxy that refuses CONNECT.
@@ -17,9 +19,12 @@ struct ProxyTests {
         let proxy = try TinyProxy()
         defer { proxy.stop() }
         let fake = try await FakePlunk(tls: try certificates.serverTLS(.trusted))
-        let daemon = try DaemonProcess(environment: TLSDeliveryTests.environment(fake, [
-            "PLUNK_CA_FILE": certificates.caFile, "PLUNK_PROXY": proxy.url,
-        ]))
+        let daemon = try DaemonProcess(
+            environment: TLSDeliveryTests.environment(
+                fake,
+                [
+                    "PLUNK_CA_FILE": certificates.caFile, "PLUNK_PROXY": proxy.url,
+                ]))
         defer { daemon.cleanUp() }
         try daemon.waitUntilServing()
         let id = try DaemonDeliveryTests().submit(daemon.socketPath)
@@ -39,15 +44,20 @@ struct ProxyTests {
         defer { proxy.stop() }
         let fake = try await FakePlunk(tls: try certificates.serverTLS(.trusted))
         let wrong = "wr0ng-pa55word"
-        let daemon = try DaemonProcess(environment: TLSDeliveryTests.environment(fake, [
-            "PLUNK_CA_FILE": certificates.caFile, "PLUNK_PROXY": "http://\(TinyProxy.user):\(wrong)@127.0.0.1:\(proxy.port)",
-        ]))
+        let daemon = try DaemonProcess(
+            environment: TLSDeliveryTests.environment(
+                fake,
+                [
+                    "PLUNK_CA_FILE": certificates.caFile, "PLUNK_PROXY": "http://\(TinyProxy.user):\(wrong)@127.0.0.1:\(proxy.port)",
+                ]))
         defer { daemon.cleanUp() }
         try daemon.waitUntilServing()
         _ = try DaemonDeliveryTests().submit(daemon.socketPath)
         let message = try #require(try await TLSDeliveryTests.waitForLastError(daemon) { $0.contains("proxy") })
         // tinyproxy refuses bad credentials on CONNECT with 401, not 407.
-        #expect(message == "proxy 127.0.0.1:\(proxy.port): refused the tunnel to 127.0.0.1:\(fake.port) (its answer to CONNECT was not 200, for example 403 or 502)")
+        #expect(
+            message == "proxy 127.0.0.1:\(proxy.port): refused the tunnel to 127.0.0.1:\(fake.port) (its answer to CONNECT was not 200, for example 403 or 502)"
+        )
         let status = try TLSDeliveryTests.statusJSON(daemon)
         #expect(!status.text.contains(wrong))
         #expect(!daemon.log.contains(wrong))
@@ -84,9 +94,12 @@ struct ProxyTests {
         let proxy = try TinyProxy()
         defer { proxy.stop() }
         let fake = try await FakePlunk(tls: try certificates.serverTLS(.trusted))
-        let viaProxy = try DaemonProcess(environment: TLSDeliveryTests.environment(fake, [
-            "PLUNK_CA_FILE": certificates.caFile, "HTTPS_PROXY": proxy.url,
-        ]))
+        let viaProxy = try DaemonProcess(
+            environment: TLSDeliveryTests.environment(
+                fake,
+                [
+                    "PLUNK_CA_FILE": certificates.caFile, "HTTPS_PROXY": proxy.url,
+                ]))
         defer { viaProxy.cleanUp() }
         try viaProxy.waitUntilServing()
         _ = try DaemonDeliveryTests().submit(viaProxy.socketPath)
@@ -96,9 +109,12 @@ struct ProxyTests {
         _ = viaProxy.waitForExit(timeout: 30)
 
         // A proxy nobody listens on, bypassed for 127.0.0.1.
-        let direct = try DaemonProcess(environment: TLSDeliveryTests.environment(fake, [
-            "PLUNK_CA_FILE": certificates.caFile, "https_proxy": "http://127.0.0.1:9", "NO_PROXY": "localhost,127.0.0.1",
-        ]))
+        let direct = try DaemonProcess(
+            environment: TLSDeliveryTests.environment(
+                fake,
+                [
+                    "PLUNK_CA_FILE": certificates.caFile, "https_proxy": "http://127.0.0.1:9", "NO_PROXY": "localhost,127.0.0.1",
+                ]))
         defer { direct.cleanUp() }
         try direct.waitUntilServing()
         _ = try DaemonDeliveryTests().submit(direct.socketPath)

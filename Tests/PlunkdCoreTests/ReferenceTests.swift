@@ -1,6 +1,7 @@
 import Foundation
 import PlunkdTestSupport
 import Testing
+
 @testable import PlunkdCore
 
 /// The places that describe plunkd to operators, held to the code: one source for the
@@ -106,10 +107,11 @@ struct SettingsTests {
         var repassworded = proxied
         repassworded.proxy = ProxyEndpoint.parse("http://u:two@proxy:3128")
         #expect(Settings.needingRestart(from: proxied, to: repassworded) == ["plunk.proxy"])
-        #expect(Settings.all.filter(\.reloads).map(\.key).sorted() == [
-            "plunk.api_key", "plunk.api_key_file", "plunk.ca_file", "retry.initial_backoff", "retry.max_age",
-            "retry.max_backoff", "socket.admin_uids", "socket.allowed_gids", "socket.allowed_uids",
-        ])
+        #expect(
+            Settings.all.filter(\.reloads).map(\.key).sorted() == [
+                "plunk.api_key", "plunk.api_key_file", "plunk.ca_file", "retry.initial_backoff", "retry.max_age",
+                "retry.max_backoff", "socket.admin_uids", "socket.allowed_gids", "socket.allowed_uids",
+            ])
     }
 
     @Test("the list keys and the secret keys are what the loader treats as such")

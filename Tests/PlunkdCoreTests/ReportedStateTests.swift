@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import PlunkdCore
 
 /// One table of states drives the JSON, the exit status, the metrics and systemd's

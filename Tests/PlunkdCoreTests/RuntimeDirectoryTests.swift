@@ -1,16 +1,20 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import PlunkdTestSupport
 import Testing
+
 @testable import PlunkdCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The fallback socket directory `/tmp/plunkd-<uid>` (no `XDG_RUNTIME_DIR`), trusted only
 /// as tmux trusts `/tmp/tmux-<uid>`: tried with a real victim uid and a real other uid.
-@Suite("The fallback socket directory", .serialized,
-       .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"),
-                "needs root and setpriv to act as two other users"))
+@Suite(
+    "The fallback socket directory", .serialized,
+    .enabled(
+        if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"),
+        "needs root and setpriv to act as two other users"))
 struct RuntimeDirectoryTests {
     static let victim: uid_t = 4242
     static let other: uid_t = 4343
@@ -39,7 +43,10 @@ struct RuntimeDirectoryTests {
     @Test("a directory another user made first is refused by run and by every client command, saying what to fix")
     func plantedByAnotherUser() throws {
         let home = try victimHome()
-        defer { try? FileManager.default.removeItem(atPath: home); try? FileManager.default.removeItem(atPath: fallback) }
+        defer {
+            try? FileManager.default.removeItem(atPath: home)
+            try? FileManager.default.removeItem(atPath: fallback)
+        }
         try plant(owner: Self.other, mode: 0o777)
         let run = try asVictim(["run"], home: home)
         #expect(run.status != 0)
@@ -56,7 +63,10 @@ struct RuntimeDirectoryTests {
     @Test("the user's own directory open to others (0777) is refused; 0700 is served")
     func ownButOpen() async throws {
         let home = try victimHome()
-        defer { try? FileManager.default.removeItem(atPath: home); try? FileManager.default.removeItem(atPath: fallback) }
+        defer {
+            try? FileManager.default.removeItem(atPath: home)
+            try? FileManager.default.removeItem(atPath: fallback)
+        }
         try plant(owner: Self.victim, mode: 0o777)
         let run = try asVictim(["run"], home: home)
         #expect(run.status != 0)
@@ -73,7 +83,10 @@ struct RuntimeDirectoryTests {
         let daemon = try DaemonProcess(
             directory: home, environment: ["PLUNKD_SOCKET_PATH": "\(fallback)/plunkd.sock"],
             launcher: ["/usr/bin/setpriv", "--reuid=\(Self.victim)", "--regid=\(Self.victim)", "--clear-groups"])
-        defer { daemon.cleanUp(); try? FileManager.default.removeItem(atPath: fallback) }
+        defer {
+            daemon.cleanUp()
+            try? FileManager.default.removeItem(atPath: fallback)
+        }
         let deadline = Date().addingTimeInterval(30)
         while !FileManager.default.fileExists(atPath: "\(fallback)/plunkd.sock") && Date() < deadline { usleep(20_000) }
         var info = stat()

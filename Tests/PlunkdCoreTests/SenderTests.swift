@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Testing
+
 @testable import PlunkdCore
 
 @Suite("Delivery to a fake Plunk")
@@ -28,7 +29,8 @@ struct SenderTests {
     @Test("a v2 success body and a 409 IDEMPOTENCY_KEY_REUSED without details both count as delivered")
     func v2AndDuplicates() async throws {
         let fixture = try await DeliveryFixture { request in
-            request.index % 2 == 0 ? FakePlunk.v2Success()
+            request.index % 2 == 0
+                ? FakePlunk.v2Success()
                 : FakePlunk.v2Error(409, "IDEMPOTENCY_KEY_REUSED", "Idempotency key already used")
         }
         try fixture.enqueue(10)
@@ -59,7 +61,8 @@ struct SenderTests {
     @Test("401 parks `unauthorized` and holds delivery; a new key puts them back in line in order")
     func unauthorizedHold() async throws {
         let fixture = try await DeliveryFixture(concurrency: 1) { request in
-            request.headers["authorization"] == "Bearer pk_good_key" ? FakePlunk.legacySuccess()
+            request.headers["authorization"] == "Bearer pk_good_key"
+                ? FakePlunk.legacySuccess()
                 : FakePlunk.legacyError(401, "Invalid API key")
         }
         let events = try fixture.enqueue(5, contact: { _ in "same@example.com" })
@@ -81,7 +84,8 @@ struct SenderTests {
     @Test("an auth hold survives a restart with the same key and ends with another")
     func holdAcrossRestart() async throws {
         let fixture = try await DeliveryFixture { request in
-            request.headers["authorization"] == "Bearer pk_other" ? FakePlunk.v2Success()
+            request.headers["authorization"] == "Bearer pk_other"
+                ? FakePlunk.v2Success()
                 : FakePlunk.v2Error(403, "PROJECT_DISABLED", "Project disabled")
         }
         try fixture.enqueue(1)
@@ -141,7 +145,8 @@ struct SenderTests {
     func rateLimit() async throws {
         // Retry-After is capped by retry.max_backoff, so the cap here is above the 1 s asked for.
         let fixture = try await DeliveryFixture(retry: RetryPolicy(initialBackoff: 0.02, maxBackoff: 5, maxAge: 3600)) { request in
-            request.index == 0 ? FakePlunk.v2Error(429, "RATE_LIMIT_EXCEEDED", "Too many", headers: [("Retry-After", "1")])
+            request.index == 0
+                ? FakePlunk.v2Error(429, "RATE_LIMIT_EXCEEDED", "Too many", headers: [("Retry-After", "1")])
                 : FakePlunk.v2Success()
         }
         try fixture.enqueue(1)
@@ -246,9 +251,11 @@ struct SenderTests {
         let fixture = try await DeliveryFixture(concurrency: 8, retry: RetryPolicy(initialBackoff: 0.01, maxBackoff: 0.05, maxAge: 3600)) { request in
             // The first burst answers slowly, so its 8 requests are sure to overlap however slow
             // the machine is; the probes after it answer fast.
-            request.index < 8 ? .answer(status: 503, body: "down", delay: .milliseconds(300))
-                : request.index < 40 ? .answer(status: 503, body: "down", delay: .milliseconds(5))
-                : .answer(status: 200, body: "{}", delay: .milliseconds(20))
+            request.index < 8
+                ? .answer(status: 503, body: "down", delay: .milliseconds(300))
+                : request.index < 40
+                    ? .answer(status: 503, body: "down", delay: .milliseconds(5))
+                    : .answer(status: 200, body: "{}", delay: .milliseconds(20))
         }
         try fixture.enqueue(30)
         #expect(try await fixture.waitUntilEmpty())
@@ -295,6 +302,14 @@ struct SenderTests {
 final class SkewedClock: @unchecked Sendable {
     private let lock = NSLock()
     private var offset: TimeInterval = 0
-    var now: Date { lock.lock(); defer { lock.unlock() }; return Date().addingTimeInterval(offset) }
-    func skew(by seconds: TimeInterval) { lock.lock(); offset += seconds; lock.unlock() }
+    var now: Date {
+        lock.lock()
+        defer { lock.unlock() }
+        return Date().addingTimeInterval(offset)
+    }
+    func skew(by seconds: TimeInterval) {
+        lock.lock()
+        offset += seconds
+        lock.unlock()
+    }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import PlunkdCore
 
 /// Ingest wakes the sender after every commit only when new events could be sent now.

@@ -1,13 +1,15 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import Logging
 import NIOCore
 import NIOPosix
 import PlunkdTestSupport
 import Testing
+
 @testable import PlunkdCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 @Suite("The socket file and connections")
 struct SocketTests {

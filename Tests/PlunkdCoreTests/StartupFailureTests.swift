@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import PlunkdTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A part that cannot start, through the binary: plunkd exits 1 with the reason, after
 /// stopping what had started (no trap from a client left open, no stale store lock), and
@@ -45,9 +46,11 @@ struct StartupFailureTests {
         let directory = try DaemonProcess.makeScratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try Data().write(to: URL(fileURLWithPath: "\(directory)/file"))
-        let daemon = try DaemonProcess(directory: directory, environment: [
-            "PLUNKD_SOCKET_PATH": "\(directory)/file/plunkd.sock", "PLUNKD_METRICS_LISTEN": "127.0.0.1:\(try OperateProcessTests.freePort())",
-        ])
+        let daemon = try DaemonProcess(
+            directory: directory,
+            environment: [
+                "PLUNKD_SOCKET_PATH": "\(directory)/file/plunkd.sock", "PLUNKD_METRICS_LISTEN": "127.0.0.1:\(try OperateProcessTests.freePort())",
+            ])
         defer { daemon.cleanUp(removeDirectory: false) }
         // 1: an exit, not a signal (a trap would be 128 + SIGILL or SIGTRAP).
         #expect(daemon.waitForExit(timeout: 60) == 1, "\(daemon.log)")

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import PlunkdCore
 
 /// The status report: state, severity (the exit status), reason and hint for every state,
@@ -7,8 +8,9 @@ import Testing
 @Suite("Status report")
 struct StatusTests {
     let now = Date(timeIntervalSince1970: 1_800_000_000)
-    let context = StatusContext(socketPath: "/run/plunkd/plunkd.sock", databasePath: "/var/lib/plunkd/outbox.sqlite",
-                                warnOldestAge: 600, startedAt: Date(timeIntervalSince1970: 1_799_999_000))
+    let context = StatusContext(
+        socketPath: "/run/plunkd/plunkd.sock", databasePath: "/var/lib/plunkd/outbox.sqlite",
+        warnOldestAge: 600, startedAt: Date(timeIntervalSince1970: 1_799_999_000))
 
     func snapshot(_ state: DeliveryState, inFlight: Int = 0, failures: Int = 0) -> SenderSnapshot {
         SenderSnapshot(
@@ -30,19 +32,22 @@ struct StatusTests {
     }
 
     func running(_ state: DeliveryState, inFlight: Int = 0, stored: StoredStatus? = nil) -> StatusReport {
-        StatusAssessment.running(snapshot: snapshot(state, inFlight: inFlight, failures: state == .backingOff ? 4 : 0),
-                                 stored: .success(stored ?? self.stored()), context: context, now: now)
+        StatusAssessment.running(
+            snapshot: snapshot(state, inFlight: inFlight, failures: state == .backingOff ? 4 : 0),
+            stored: .success(stored ?? self.stored()), context: context, now: now)
     }
 
-    @Test("every running state has its severity and exit status", arguments: [
-        (DeliveryState.delivering, StatusReport.Severity.ok, Int32(0)),
-        (.idle, .ok, 0),
-        (.backingOff, .warning, 1),
-        (.rateLimited, .warning, 1),
-        (.quotaPaused, .critical, 2),
-        (.authHeld, .critical, 2),
-        (.noAPIKey, .critical, 2),
-    ])
+    @Test(
+        "every running state has its severity and exit status",
+        arguments: [
+            (DeliveryState.delivering, StatusReport.Severity.ok, Int32(0)),
+            (.idle, .ok, 0),
+            (.backingOff, .warning, 1),
+            (.rateLimited, .warning, 1),
+            (.quotaPaused, .critical, 2),
+            (.authHeld, .critical, 2),
+            (.noAPIKey, .critical, 2),
+        ])
     func severities(state: DeliveryState, severity: StatusReport.Severity, exit: Int32) {
         let report = running(state, inFlight: state == .delivering ? 3 : 0)
         #expect(report.state.rawValue == state.rawValue)
@@ -128,7 +133,8 @@ struct StatusTests {
         #expect(missing.state.rawValue == "not_running")
         #expect(missing.storageError == nil)
         let unreadable = StatusAssessment.notRunning(
-            stored: .failure(OutboxError(.failed, path: "/x", detail: "/var/lib/plunkd: Permission denied")), unreachable: "nothing", context: context, now: now)
+            stored: .failure(OutboxError(.failed, path: "/x", detail: "/var/lib/plunkd: Permission denied")), unreachable: "nothing", context: context, now: now
+        )
         #expect(unreadable.state.rawValue == "not_running")
         #expect(unreadable.reason.contains("Permission denied"))
         let damaged = StatusAssessment.notRunning(
@@ -141,9 +147,11 @@ struct StatusTests {
     func json() throws {
         let report = running(.quotaPaused)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(report.json().utf8)) as? [String: Any])
-        for key in ["state", "reason", "severity", "running", "pending", "in_flight", "oldest_pending_age_seconds",
-                    "delivered_total", "delivered_last_hour", "parked", "paused_until", "held_since", "last_error",
-                    "last_success", "storage_error", "socket", "database", "version", "uptime_seconds", "hint", "checked_at"] {
+        for key in [
+            "state", "reason", "severity", "running", "pending", "in_flight", "oldest_pending_age_seconds",
+            "delivered_total", "delivered_last_hour", "parked", "paused_until", "held_since", "last_error",
+            "last_success", "storage_error", "socket", "database", "version", "uptime_seconds", "hint", "checked_at",
+        ] {
             #expect(object.keys.contains(key), "missing \(key)")
         }
         #expect(object["held_since"] is NSNull)

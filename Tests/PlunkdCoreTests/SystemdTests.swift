@@ -1,10 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import PlunkdTestSupport
 import Testing
+
 @testable import PlunkdCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// systemd integration of the real binary: notifications on a NOTIFY_SOCKET the test
 /// makes, socket activation through systemd-socket-activate, and the unit files checked
@@ -19,9 +21,11 @@ struct SystemdTests {
     func notifications() throws {
         let directory = try DaemonProcess.makeScratchDirectory()
         let listener = try NotifyListener(path: "\(directory)/notify.sock")
-        let daemon = try DaemonProcess(directory: directory, environment: [
-            "NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "200000",
-        ])
+        let daemon = try DaemonProcess(
+            directory: directory,
+            environment: [
+                "NOTIFY_SOCKET": listener.path, "WATCHDOG_USEC": "200000",
+            ])
         defer { daemon.cleanUp() }
         let ready = listener.receive(timeout: 60) { $0.contains("READY=1") }
         #expect(ready != nil, "\(daemon.log)")
@@ -90,8 +94,10 @@ struct SystemdTests {
         let daemon = try DaemonProcess(
             directory: directory, arguments: ["run"],
             environment: ["PLUNKD_SOCKET_PATH": socketPath],
-            launcher: ["/usr/bin/perl", "-e", "exit(system(@ARGV) >> 8)",
-                       activate, "-l", socketPath, "-E", "PLUNKD_SOCKET_PATH", "-E", "PLUNKD_STORAGE_PATH", "-E", "HOME", "-E", "PATH"])
+            launcher: [
+                "/usr/bin/perl", "-e", "exit(system(@ARGV) >> 8)",
+                activate, "-l", socketPath, "-E", "PLUNKD_SOCKET_PATH", "-E", "PLUNKD_STORAGE_PATH", "-E", "HOME", "-E", "PATH",
+            ])
         defer { daemon.cleanUp() }
         // systemd-socket-activate listens first and starts plunkd at the first connection.
         var client: BlockingUnixSocket?
@@ -142,8 +148,10 @@ struct SystemdTests {
         let level = security.stdout.split(separator: "\n").last { $0.contains("Overall exposure level") }
         let score = level.flatMap { line in line.split(separator: " ").compactMap { Double($0) }.first }
         #expect(score.map { $0 <= 2.0 } == true, "\(String(describing: level))")
-        for required in ["Type=notify", "WatchdogSec=", "Environment=PLUNK_API_KEY_FILE=/etc/plunkd/api-key\n", "StateDirectory=plunkd",
-                         "ConfigurationDirectory=plunkd", "SystemCallFilter=setpriority\n", "Restart=on-failure", "StartLimitIntervalSec=0", "CapabilityBoundingSet=\n"] {
+        for required in [
+            "Type=notify", "WatchdogSec=", "Environment=PLUNK_API_KEY_FILE=/etc/plunkd/api-key\n", "StateDirectory=plunkd",
+            "ConfigurationDirectory=plunkd", "SystemCallFilter=setpriority\n", "Restart=on-failure", "StartLimitIntervalSec=0", "CapabilityBoundingSet=\n",
+        ] {
             #expect(service.contains(required), "\(required)")
         }
         // A runtime directory would be handed to plunkd:plunkd at every start, socket and all.
@@ -203,6 +211,14 @@ final class ManualClock: @unchecked Sendable {
     private let lock = NSLock()
     private var current: Date
     init(_ start: Date) { current = start }
-    var now: Date { lock.lock(); defer { lock.unlock() }; return current }
-    func advance(_ seconds: TimeInterval) { lock.lock(); current += seconds; lock.unlock() }
+    var now: Date {
+        lock.lock()
+        defer { lock.unlock() }
+        return current
+    }
+    func advance(_ seconds: TimeInterval) {
+        lock.lock()
+        current += seconds
+        lock.unlock()
+    }
 }

@@ -1,19 +1,23 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import Logging
 import NIOPosix
 import PlunkdTestSupport
 import Testing
+
 @testable import PlunkdCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Delivery over real TLS: a local HTTPS Plunk with a certificate from a test CA.
 @Suite("TLS to Plunk", .serialized)
 struct TLSDeliveryTests {
     static func environment(_ fake: FakePlunk, _ extra: [String: String] = [:]) -> [String: String] {
-        var environment = ["PLUNK_BASE_URL": fake.baseURL.absoluteString, "PLUNK_API_KEY": "pk_tls_test_secret",
-                           "PLUNKD_RETRY_INITIAL_BACKOFF": "0.05", "PLUNKD_RETRY_MAX_BACKOFF": "0.5"]
+        var environment = [
+            "PLUNK_BASE_URL": fake.baseURL.absoluteString, "PLUNK_API_KEY": "pk_tls_test_secret",
+            "PLUNKD_RETRY_INITIAL_BACKOFF": "0.05", "PLUNKD_RETRY_MAX_BACKOFF": "0.5",
+        ]
         environment.merge(extra) { _, new in new }
         return environment
     }
@@ -82,7 +86,10 @@ struct TLSDeliveryTests {
         let message = try #require(try await Self.waitForLastError(daemon, timeout: 9) { $0.contains("TLS") })
         // Generous: the old behaviour reported at the 10 s connect deadline.
         #expect(Date().timeIntervalSince(submitted) < 8)
-        #expect(message == "TLS: the certificate of 127.0.0.1 is not trusted (CERTIFICATE_VERIFY_FAILED): it is expired, self-signed or signed by a CA this machine does not trust; for a private CA set plunk.ca_file")
+        #expect(
+            message
+                == "TLS: the certificate of 127.0.0.1 is not trusted (CERTIFICATE_VERIFY_FAILED): it is expired, self-signed or signed by a CA this machine does not trust; for a private CA set plunk.ca_file"
+        )
         let status = try Self.statusJSON(daemon)
         for leak in ["NIOSSL", "BoringSSL", ".build", "handshake.cc", "pk_tls_test_secret"] {
             #expect(!status.text.contains(leak))
@@ -123,8 +130,10 @@ struct TLSDeliveryTests {
             return
         }
         #expect(untrusted.contains("is not trusted (CERTIFICATE_VERIFY_FAILED)"))
-        #expect(try await Self.answer(to: trusted, trusting: certificates.caFile) == .response(
-            status: 200, retryAfter: nil, body: Data(#"{"success":true,"contact":"c6a1","event":"e7b2","timestamp":"2026-11-29T00:00:00.000Z"}"#.utf8)))
+        #expect(
+            try await Self.answer(to: trusted, trusting: certificates.caFile)
+                == .response(
+                    status: 200, retryAfter: nil, body: Data(#"{"success":true,"contact":"c6a1","event":"e7b2","timestamp":"2026-11-29T00:00:00.000Z"}"#.utf8)))
         await trusted.stop()
     }
 

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import PlunkdTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The tests never read the host's configuration or environment: on a machine where
 /// plunkd is installed and `PLUNK_API_KEY` is set, a test's daemon must not pick up the

@@ -17,15 +17,15 @@ final class TinyProxy: @unchecked Sendable {
         directory = try DaemonProcess.makeScratchDirectory()
         port = try OperateProcessTests.freePort()
         try """
-            Port \(port)
-            Listen 127.0.0.1
-            Timeout 30
-            LogFile "\(directory)/tinyproxy.log"
-            LogLevel Connect
-            MaxClients 20
-            Allow 127.0.0.1
-            BasicAuth \(Self.user) \(Self.password)
-            """.write(toFile: "\(directory)/tinyproxy.conf", atomically: true, encoding: .utf8)
+        Port \(port)
+        Listen 127.0.0.1
+        Timeout 30
+        LogFile "\(directory)/tinyproxy.log"
+        LogLevel Connect
+        MaxClients 20
+        Allow 127.0.0.1
+        BasicAuth \(Self.user) \(Self.password)
+        """.write(toFile: "\(directory)/tinyproxy.conf", atomically: true, encoding: .utf8)
         pid = try SpawnedCommand.start("/usr/bin/tinyproxy", ["-d", "-c", "\(directory)/tinyproxy.conf"])
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {

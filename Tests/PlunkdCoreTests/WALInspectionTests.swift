@@ -1,4 +1,5 @@
 import Testing
+
 @testable import PlunkdCore
 
 /// Each rule of the WAL check at its boundary, on logs built frame by frame. A log is

@@ -31,7 +31,7 @@ public struct ControlRoutes: ControlResponder {
             guard let text = metricsText() else { return nil }
             return ControlResponse(status: 200, body: text, contentType: "text/plain; version=0.0.4; charset=utf-8")
         case ("POST", "/control/resume"), ("POST", "/control/parked/list"), ("POST", "/control/parked/retry"),
-             ("POST", "/control/parked/drop"):
+            ("POST", "/control/parked/drop"):
             guard policy.current.isAdmin(peer) else { return Self.forbidden(peer) }
             do {
                 return try adminRoute(path, body: body)
@@ -78,10 +78,12 @@ public struct ControlRoutes: ControlResponder {
                 let count = try outbox.dropParked(request.selection, confirmed: request.confirmed)
                 return Self.success(["count": count, "message": "\(count) parked events dropped"])
             } catch let needed as Outbox.DropNeedsConfirmation {
-                return ControlResponse(status: 409, body: Self.object([
-                    "ok": false, "count": needed.count,
-                    "error": "this would drop \(needed.count) parked events for good; confirm with --yes",
-                ]))
+                return ControlResponse(
+                    status: 409,
+                    body: Self.object([
+                        "ok": false, "count": needed.count,
+                        "error": "this would drop \(needed.count) parked events for good; confirm with --yes",
+                    ]))
             }
         }
     }

@@ -27,12 +27,14 @@ public final class MetricsExposition: Sendable {
         inFlight = CoreMetrics.Gauge(label: "plunkd_in_flight_requests", factory: factory)
         oldestAge = CoreMetrics.Gauge(label: "plunkd_oldest_pending_age_seconds", factory: factory)
         storeBytes = CoreMetrics.Gauge(label: "plunkd_store_bytes", factory: factory)
-        parked = Dictionary(uniqueKeysWithValues: ParkReason.allCases.map {
-            ($0, CoreMetrics.Gauge(label: "plunkd_parked_events", dimensions: [("reason", $0.rawValue)], factory: factory))
-        })
-        state = Dictionary(uniqueKeysWithValues: ReportedState.whileRunning.map {
-            ($0, CoreMetrics.Gauge(label: "plunkd_delivery_state", dimensions: [("state", $0.rawValue)], factory: factory))
-        })
+        parked = Dictionary(
+            uniqueKeysWithValues: ParkReason.allCases.map {
+                ($0, CoreMetrics.Gauge(label: "plunkd_parked_events", dimensions: [("reason", $0.rawValue)], factory: factory))
+            })
+        state = Dictionary(
+            uniqueKeysWithValues: ReportedState.whileRunning.map {
+                ($0, CoreMetrics.Gauge(label: "plunkd_delivery_state", dimensions: [("state", $0.rawValue)], factory: factory))
+            })
     }
 
     /// Sets the gauges from `report`, then renders everything.

@@ -73,11 +73,13 @@ public enum StatusAssessment {
             report.state = .storageError
         }
         if report.reason.isEmpty {
-            report.reason = report.storageError.map { "plunkd is not running and its store cannot be read: \($0)" }
+            report.reason =
+                report.storageError.map { "plunkd is not running and its store cannot be read: \($0)" }
                 ?? "plunkd is not running (\(unreachable))"
         }
         report.severity = report.state.severity
-        report.hint = report.storageError != nil
+        report.hint =
+            report.storageError != nil
             ? "check the database file and the disk (df -h \(directory(of: context.databasePath))); journalctl -u plunkd says why it stopped"
             : "systemctl start plunkd (or: plunkd run); journalctl -u plunkd says why it stopped"
         return report

@@ -37,8 +37,9 @@ enum CertificateDiagnosis {
                         context: context, serverHostname: isAddress ? nil : host,
                         customVerificationCallback: { chain, verdict in
                             let leaf = chain.first.map {
-                                Validity(notBefore: Date(timeIntervalSince1970: Double($0.notValidBefore)),
-                                         notAfter: Date(timeIntervalSince1970: Double($0.notValidAfter)))
+                                Validity(
+                                    notBefore: Date(timeIntervalSince1970: Double($0.notValidBefore)),
+                                    notAfter: Date(timeIntervalSince1970: Double($0.notValidAfter)))
                             }
                             found.succeed(leaf)
                             // Refused on purpose: only the certificate was wanted.
@@ -64,7 +65,8 @@ enum CertificateDiagnosis {
             return "TLS: the certificate of \(host) has expired (on \(iso(validity.notAfter))) (CERTIFICATE_VERIFY_FAILED)"
         }
         if validity.notBefore > now {
-            return "TLS: the certificate of \(host) is not valid yet (from \(iso(validity.notBefore))); is this machine's clock right? (CERTIFICATE_VERIFY_FAILED)"
+            return
+                "TLS: the certificate of \(host) is not valid yet (from \(iso(validity.notBefore))); is this machine's clock right? (CERTIFICATE_VERIFY_FAILED)"
         }
         return nil
     }

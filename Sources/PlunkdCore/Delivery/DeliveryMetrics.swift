@@ -19,12 +19,14 @@ public struct DeliveryMetrics: Sendable {
         duplicatesSuppressed = Counter(label: "plunkd_duplicates_suppressed_total", factory: factory)
         rekeyed = Counter(label: "plunkd_rekeyed_total", factory: factory)
         requestDuration = CoreMetrics.Timer(label: "plunkd_request_duration_seconds", factory: factory)
-        parkedByReason = Dictionary(uniqueKeysWithValues: ParkReason.allCases.map {
-            ($0, Counter(label: "plunkd_parked_total", dimensions: [("reason", $0.rawValue)], factory: factory))
-        })
-        attemptsByOutcome = Dictionary(uniqueKeysWithValues: DeliveryOutcome.labels.map {
-            ($0, Counter(label: "plunkd_attempts_total", dimensions: [("outcome", $0)], factory: factory))
-        })
+        parkedByReason = Dictionary(
+            uniqueKeysWithValues: ParkReason.allCases.map {
+                ($0, Counter(label: "plunkd_parked_total", dimensions: [("reason", $0.rawValue)], factory: factory))
+            })
+        attemptsByOutcome = Dictionary(
+            uniqueKeysWithValues: DeliveryOutcome.labels.map {
+                ($0, Counter(label: "plunkd_attempts_total", dimensions: [("outcome", $0)], factory: factory))
+            })
     }
 
     func parked(_ reason: ParkReason) -> Counter? { parkedByReason[reason] }

@@ -56,7 +56,9 @@ public enum DeliveryOutcome: Sendable, Equatable {
     }
 
     /// Every `label`, for metrics that must exist before the first attempt.
-    public static let labels = ["delivered", "duplicate", "first_attempt_running", "rekeyed", "rejected", "unauthorized", "quota_exceeded", "rate_limited", "transient"]
+    public static let labels = [
+        "delivered", "duplicate", "first_attempt_running", "rekeyed", "rejected", "unauthorized", "quota_exceeded", "rate_limited", "transient",
+    ]
 
     /// The HTTP status behind the outcome, when there was an answer.
     var status: Int? {
@@ -157,7 +159,7 @@ enum PlunkErrorReader {
 
     static func originalStatus(in body: Data) -> OriginalStatus {
         guard body.first == UInt8(ascii: "{"),
-              let reading = try? JSONDecoder().decode(ConflictBody.self, from: body).error?.details?.originalStatusCode
+            let reading = try? JSONDecoder().decode(ConflictBody.self, from: body).error?.details?.originalStatusCode
         else { return .unknown }
         switch reading {
         case .none: return .stillRunning

@@ -30,8 +30,8 @@ public struct ProxyEndpoint: Sendable, Equatable, CustomStringConvertible {
         // `host:port` without a scheme is what curl and most tools take too.
         if !text.contains("://") { text = "http://" + text }
         guard let components = URLComponents(string: text), components.scheme?.lowercased() == "http",
-              let host = components.host, !host.isEmpty,
-              components.path.isEmpty || components.path == "/", components.query == nil
+            let host = components.host, !host.isEmpty,
+            components.path.isEmpty || components.path == "/", components.query == nil
         else { return nil }
         let port = components.port ?? 80
         guard (1...65535).contains(port) else { return nil }

@@ -23,7 +23,9 @@ extension Sender {
                 metrics.duplicatesSuppressed.increment()
                 if !confirmed && !warnedUnconfirmedDuplicate {
                     warnedUnconfirmedDuplicate = true
-                    logger.warning("Plunk answered 409 IDEMPOTENCY_KEY_REUSED without saying what became of the first attempt (an older v2, or a proxy): counted as delivered, which loses the event if that attempt failed. Logged once per run.", metadata: ["id": "\(event.key)"])
+                    logger.warning(
+                        "Plunk answered 409 IDEMPOTENCY_KEY_REUSED without saying what became of the first attempt (an older v2, or a proxy): counted as delivered, which loses the event if that attempt failed. Logged once per run.",
+                        metadata: ["id": "\(event.key)"])
                 }
             }
             recordSuccess(now: now)
@@ -43,9 +45,11 @@ extension Sender {
             moves.append(.rekey(seq: event.seq, due: now.addingTimeInterval(delay), status: 409, error: detail))
             counters[.rekeyed, default: 0] += 1
             metrics.rekeyed.increment()
-            logger.notice("Plunk kept this event's Idempotency-Key burned after a failed first attempt (originalStatusCode \(original)); sending it again under a new key", metadata: [
-                "id": "\(event.key)", "old_key": "\(event.idempotencyKey)", "generation": "\(event.keyGeneration + 1)",
-            ])
+            logger.notice(
+                "Plunk kept this event's Idempotency-Key burned after a failed first attempt (originalStatusCode \(original)); sending it again under a new key",
+                metadata: [
+                    "id": "\(event.key)", "old_key": "\(event.idempotencyKey)", "generation": "\(event.keyGeneration + 1)",
+                ])
             recordSuccess(now: now, delivered: false)
         case .rejected(let status, let detail):
             moves.append(.park(seq: event.seq, reason: .rejected, status: status, error: Self.excerpt(answer)))
@@ -73,12 +77,14 @@ extension Sender {
                 hold.pausedUntil = MonthBoundary.startOfNextMonth(after: now)
                 hold.pauseReason = "quota"
                 holdDirty = true
-                logger.error("Plunk's monthly quota is spent (\(detail)); delivery paused until \(Self.iso(hold.pausedUntil!)). After a plan upgrade: plunkd resume")
+                logger.error(
+                    "Plunk's monthly quota is spent (\(detail)); delivery paused until \(Self.iso(hold.pausedUntil!)). After a plan upgrade: plunkd resume")
             }
         case .rateLimited(let retryAfter, let detail):
             consecutiveRateLimits += 1
-            let wait = min(settings.retry.maxBackoff,
-                           retryAfter ?? settings.retry.delay(afterFailures: consecutiveRateLimits, unit: unitRandom))
+            let wait = min(
+                settings.retry.maxBackoff,
+                retryAfter ?? settings.retry.delay(afterFailures: consecutiveRateLimits, unit: unitRandom))
             moves.append(.retry(seq: event.seq, due: now.addingTimeInterval(wait), countsAsAttempt: false, status: 429, error: detail))
             recordError(detail, status: outcome.status, now: now)
             block(until: now.addingTimeInterval(wait), rateLimit: true)

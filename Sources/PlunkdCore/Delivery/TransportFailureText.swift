@@ -33,9 +33,11 @@ public enum TransportFailureText {
             case .remoteConnectionClosed:
                 return "connection closed by \(host) before an answer"
             case .proxyAuthenticationRequired:
-                return "proxy \(destination.proxy ?? "?"): refused the tunnel to \(host): proxy authentication required (407); check the user and password in plunk.proxy or HTTPS_PROXY"
+                return
+                    "proxy \(destination.proxy ?? "?"): refused the tunnel to \(host): proxy authentication required (407); check the user and password in plunk.proxy or HTTPS_PROXY"
             case .invalidProxyResponse:
-                return "proxy \(destination.proxy ?? "?"): refused the tunnel to \(host):\(destination.port) (its answer to CONNECT was not 200, for example 403 or 502)"
+                return
+                    "proxy \(destination.proxy ?? "?"): refused the tunnel to \(host):\(destination.port) (its answer to CONNECT was not 200, for example 403 or 502)"
             case .httpProxyHandshakeTimeout:
                 return "proxy \(destination.proxy ?? "?"): no answer to CONNECT \(host):\(destination.port) in time"
             case .tlsHandshakeTimeout:
@@ -80,7 +82,8 @@ public enum TransportFailureText {
         case .handshakeFailed(let boring):
             let reasons = reasonCodes(boring)
             if reasons.contains("CERTIFICATE_VERIFY_FAILED") {
-                return "TLS: the certificate of \(host) is not trusted (CERTIFICATE_VERIFY_FAILED): it is expired, self-signed or signed by a CA this machine does not trust; for a private CA set plunk.ca_file"
+                return
+                    "TLS: the certificate of \(host) is not trusted (CERTIFICATE_VERIFY_FAILED): it is expired, self-signed or signed by a CA this machine does not trust; for a private CA set plunk.ca_file"
             }
             if reasons.contains("WRONG_VERSION_NUMBER") {
                 return "TLS: \(host) did not answer TLS (WRONG_VERSION_NUMBER): is plunk.base_url https:// to a plain HTTP port?"

@@ -1,6 +1,7 @@
 import Foundation
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 extension UUID {
@@ -14,11 +15,11 @@ extension UUID {
         var bytes: uuid_t = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         withUnsafeMutableBytes(of: &bytes) { raw in
             #if canImport(Glibc)
-            arc4random_buf(raw.baseAddress!, 16)
+                arc4random_buf(raw.baseAddress!, 16)
             #else
-            var generator = SystemRandomNumberGenerator()
-            raw.storeBytes(of: generator.next() as UInt64, toByteOffset: 0, as: UInt64.self)
-            raw.storeBytes(of: generator.next() as UInt64, toByteOffset: 8, as: UInt64.self)
+                var generator = SystemRandomNumberGenerator()
+                raw.storeBytes(of: generator.next() as UInt64, toByteOffset: 0, as: UInt64.self)
+                raw.storeBytes(of: generator.next() as UInt64, toByteOffset: 8, as: UInt64.self)
             #endif
         }
         bytes.6 = (bytes.6 & 0x0F) | 0x40

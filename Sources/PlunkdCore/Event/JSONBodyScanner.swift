@@ -192,7 +192,8 @@ enum JSONBodyScanner {
                 var unit = hexValue(bytes, at: index)
                 index += 4
                 if (0xD800...0xDBFF).contains(unit), index + 6 <= range.upperBound,
-                   bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u") {
+                    bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u")
+                {
                     let low = hexValue(bytes, at: index + 2)
                     if (0xDC00...0xDFFF).contains(low) {
                         unit = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)

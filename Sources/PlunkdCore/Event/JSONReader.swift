@@ -53,7 +53,8 @@ struct JSONReader {
                 escaped = true
                 try escape()
             case 0x00..<0x20:
-                throw JSONSyntaxError(offset: offset, reason: "a control character (byte 0x\(String(byte, radix: 16, uppercase: true))) in a string must be escaped")
+                throw JSONSyntaxError(
+                    offset: offset, reason: "a control character (byte 0x\(String(byte, radix: 16, uppercase: true))) in a string must be escaped")
             case 0x20..<0x80:
                 offset += 1
             default:
@@ -69,11 +70,12 @@ struct JSONReader {
         }
         switch bytes[offset + 1] {
         case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"),
-             UInt8(ascii: "f"), UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+            UInt8(ascii: "f"), UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
             offset += 2
         case UInt8(ascii: "u"):
             guard offset + 6 <= bytes.count,
-                  bytes[(offset + 2)..<(offset + 6)].allSatisfy({ Self.hexDigit($0) != nil }) else {
+                bytes[(offset + 2)..<(offset + 6)].allSatisfy({ Self.hexDigit($0) != nil })
+            else {
                 throw JSONSyntaxError(offset: start, reason: "\\u must be followed by four hex digits")
             }
             offset += 6
@@ -90,16 +92,25 @@ struct JSONReader {
         var second: ClosedRange<UInt8> = 0x80...0xBF
         switch lead {
         case 0xC2...0xDF: length = 2
-        case 0xE0: length = 3; second = 0xA0...0xBF
+        case 0xE0:
+            length = 3
+            second = 0xA0...0xBF
         case 0xE1...0xEC, 0xEE...0xEF: length = 3
-        case 0xED: length = 3; second = 0x80...0x9F
-        case 0xF0: length = 4; second = 0x90...0xBF
+        case 0xED:
+            length = 3
+            second = 0x80...0x9F
+        case 0xF0:
+            length = 4
+            second = 0x90...0xBF
         case 0xF1...0xF3: length = 4
-        case 0xF4: length = 4; second = 0x80...0x8F
+        case 0xF4:
+            length = 4
+            second = 0x80...0x8F
         default: throw JSONSyntaxError(offset: offset, reason: "it is not valid UTF-8")
         }
         guard offset + length <= bytes.count, second.contains(bytes[offset + 1]),
-              bytes[(offset + 2)..<(offset + length)].allSatisfy({ (0x80...0xBF).contains($0) }) else {
+            bytes[(offset + 2)..<(offset + length)].allSatisfy({ (0x80...0xBF).contains($0) })
+        else {
             throw JSONSyntaxError(offset: offset, reason: "it is not valid UTF-8")
         }
         offset += length
@@ -139,7 +150,8 @@ struct JSONReader {
         let start = offset - 1
         let expected = UnsafeRawBufferPointer(start: rest.utf8Start, count: rest.utf8CodeUnitCount)
         guard offset + expected.count <= bytes.count,
-              bytes[offset..<(offset + expected.count)].elementsEqual(expected) else {
+            bytes[offset..<(offset + expected.count)].elementsEqual(expected)
+        else {
             throw unexpected(at: start)
         }
         offset += expected.count

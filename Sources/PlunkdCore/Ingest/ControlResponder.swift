@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import NIOCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Who is on the other end of a Unix socket connection, as the kernel says (SO_PEERCRED).
 public struct PeerCredentials: Sendable, Equatable {
@@ -41,15 +42,15 @@ extension Channel {
     /// The connecting process's pid, uid and gid; nil when the kernel cannot say.
     func peerCredentials() -> EventLoopFuture<PeerCredentials?> {
         #if os(Linux)
-        guard let provider = self as? any SocketOptionProvider else {
-            return eventLoop.makeSucceededFuture(nil)
-        }
-        let future: EventLoopFuture<KernelPeerCredentials> = provider.unsafeGetSocketOption(
-            level: NIOBSDSocket.OptionLevel(rawValue: SOL_SOCKET), name: NIOBSDSocket.Option(rawValue: SO_PEERCRED))
-        return future.map { Optional(PeerCredentials(pid: $0.pid, uid: $0.uid, gid: $0.gid)) }
-            .recover { _ -> PeerCredentials? in nil }
+            guard let provider = self as? any SocketOptionProvider else {
+                return eventLoop.makeSucceededFuture(nil)
+            }
+            let future: EventLoopFuture<KernelPeerCredentials> = provider.unsafeGetSocketOption(
+                level: NIOBSDSocket.OptionLevel(rawValue: SOL_SOCKET), name: NIOBSDSocket.Option(rawValue: SO_PEERCRED))
+            return future.map { Optional(PeerCredentials(pid: $0.pid, uid: $0.uid, gid: $0.gid)) }
+                .recover { _ -> PeerCredentials? in nil }
         #else
-        return eventLoop.makeSucceededFuture(nil)
+            return eventLoop.makeSucceededFuture(nil)
         #endif
     }
 }

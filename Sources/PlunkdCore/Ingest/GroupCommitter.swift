@@ -60,7 +60,8 @@ public final class GroupCommitter: @unchecked Sendable {
         metrics: IngestMetrics = IngestMetrics(), slowCommit: Duration = .milliseconds(20),
         didCommit: @escaping @Sendable () -> Void = {}
     ) {
-        self.slowCommitNanoseconds = UInt64(slowCommit.components.seconds) * 1_000_000_000
+        self.slowCommitNanoseconds =
+            UInt64(slowCommit.components.seconds) * 1_000_000_000
             + UInt64(slowCommit.components.attoseconds / 1_000_000_000)
         self.metrics = metrics
         self.didCommit = didCommit
@@ -218,13 +219,19 @@ public final class GroupCommitter: @unchecked Sendable {
     private func commit(_ events: [TrackEvent]) -> Result<Void, IngestRefusal> {
         do {
             try outbox.enqueue(events)
-            if let previous = lastFailure.withLock({ last in defer { last = nil }; return last }) {
+            if let previous = lastFailure.withLock({ last in
+                defer { last = nil }
+                return last
+            }) {
                 logger.info("storage accepts events again", metadata: ["after": "\(previous)"])
             }
             return .success(())
         } catch {
             let kind = error.kind
-            if lastFailure.withLock({ last in defer { last = kind }; return last != kind }) {
+            if lastFailure.withLock({ last in
+                defer { last = kind }
+                return last != kind
+            }) {
                 logger.error("storage refuses events: \(error)")
             }
             switch error.kind {

@@ -94,8 +94,9 @@ final class HTTPIngestHandler: ChannelInboundHandler {
         guard head.method == .POST else {
             var headers = HTTPHeaders()
             headers.add(name: "Allow", value: "POST")
-            respond(head, .methodNotAllowed, PlunkErrorBody.json(.methodNotAllowed, "Use POST to send an event"),
-                    extraHeaders: headers, context: context)
+            respond(
+                head, .methodNotAllowed, PlunkErrorBody.json(.methodNotAllowed, "Use POST to send an event"),
+                extraHeaders: headers, context: context)
             return
         }
         let event: TrackEvent
@@ -121,9 +122,10 @@ final class HTTPIngestHandler: ChannelInboundHandler {
                 case .failure(let refusal):
                     var headers = HTTPHeaders()
                     headers.add(name: "Retry-After", value: "1")
-                    handler.respond(head, .serviceUnavailable,
-                                    PlunkErrorBody.json(.serviceUnavailable, refusal.description),
-                                    extraHeaders: headers, context: context)
+                    handler.respond(
+                        head, .serviceUnavailable,
+                        PlunkErrorBody.json(.serviceUnavailable, refusal.description),
+                        extraHeaders: headers, context: context)
                 }
             }
         }
@@ -145,8 +147,9 @@ final class HTTPIngestHandler: ChannelInboundHandler {
                     let (handler, context) = loopBound.value
                     handler.responsesOutstanding -= 1
                     if let response {
-                        handler.respond(head, HTTPResponseStatus(statusCode: response.status), response.body,
-                                        contentType: response.contentType, context: context)
+                        handler.respond(
+                            head, HTTPResponseStatus(statusCode: response.status), response.body,
+                            contentType: response.contentType, context: context)
                     } else {
                         handler.respond(head, .notFound, PlunkErrorBody.json(.notFound, "Unknown route"), context: context)
                     }
@@ -160,9 +163,10 @@ final class HTTPIngestHandler: ChannelInboundHandler {
         // The body is not read, so the connection cannot carry another request after this.
         var headers = HTTPHeaders()
         headers.add(name: "Connection", value: "close")
-        respond(head, .payloadTooLarge,
-                PlunkErrorBody.json(.payloadTooLarge, "event is larger than \(validator.maxEventBytes) bytes"),
-                extraHeaders: headers, forceClose: true, context: context)
+        respond(
+            head, .payloadTooLarge,
+            PlunkErrorBody.json(.payloadTooLarge, "event is larger than \(validator.maxEventBytes) bytes"),
+            extraHeaders: headers, forceClose: true, context: context)
     }
 
     private func respond(

@@ -24,7 +24,7 @@ public enum IngestClient {
             received.readableBytesView.contains(UInt8(ascii: "\n"))
         }
         guard let newline = received.readableBytesView.firstIndex(of: UInt8(ascii: "\n")),
-              let line = received.getString(at: received.readerIndex, length: newline - received.readerIndex)
+            let line = received.getString(at: received.readerIndex, length: newline - received.readerIndex)
         else {
             throw Failure(description: "plunkd at \(socketPath) closed the connection without replying")
         }
@@ -35,13 +35,15 @@ public enum IngestClient {
     public static func control(
         method: String, path: String, body: Data = Data(), socketPath: String, timeout: TimeAmount = .seconds(30)
     ) async throws -> (status: Int, body: String) {
-        var request = ByteBuffer(string: "\(method) \(path) HTTP/1.1\r\nHost: plunkd\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n")
+        var request = ByteBuffer(
+            string: "\(method) \(path) HTTP/1.1\r\nHost: plunkd\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+        )
         request.writeBytes(body)
         let received = try await exchange(request, socketPath: socketPath, timeout: timeout) { _ in false }
         let text = String(buffer: received)
         guard let statusLine = text.split(separator: "\r\n", maxSplits: 1).first,
-              let status = statusLine.split(separator: " ").dropFirst().first.flatMap({ Int($0) }),
-              let bodyStart = text.range(of: "\r\n\r\n")
+            let status = statusLine.split(separator: " ").dropFirst().first.flatMap({ Int($0) }),
+            let bodyStart = text.range(of: "\r\n\r\n")
         else {
             throw Failure(description: "unexpected answer from plunkd at \(socketPath): \(text.prefix(200))")
         }
@@ -95,7 +97,7 @@ public enum IngestClient {
 
     static func parse(_ line: String) throws -> Reply {
         guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-              let ok = object["ok"] as? Bool
+            let ok = object["ok"] as? Bool
         else {
             throw Failure(description: "unexpected reply from plunkd: \(line.prefix(200))")
         }

@@ -19,4 +19,3 @@ public enum IngestRefusal: Error, Sendable, Equatable, CustomStringConvertible {
         }
     }
 }
-

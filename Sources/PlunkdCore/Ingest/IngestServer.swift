@@ -85,7 +85,8 @@ public final class IngestServer: Sendable {
                     return channel.close()
                 }
                 let policy = settings.peerPolicy.current
-                let checked: EventLoopFuture<String?> = policy.allowedUIDs.isEmpty && policy.allowedGIDs.isEmpty
+                let checked: EventLoopFuture<String?> =
+                    policy.allowedUIDs.isEmpty && policy.allowedGIDs.isEmpty
                     ? channel.eventLoop.makeSucceededFuture(nil)
                     : channel.peerCredentials().map { policy.refusal(for: $0) }
                 return checked.flatMapThrowing { refusal in

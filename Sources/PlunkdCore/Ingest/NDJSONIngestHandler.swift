@@ -129,9 +129,11 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
             discardingOversizeLine = true
             buffer.moveReaderIndex(to: buffer.writerIndex)
             committer.metrics.refusedTooLarge.increment()
-            replies.append(.ready(Self.refusal(
-                "line is longer than \(validator.maxEventBytes) bytes; it was skipped without being read",
-                retryable: false)))
+            replies.append(
+                .ready(
+                    Self.refusal(
+                        "line is longer than \(validator.maxEventBytes) bytes; it was skipped without being read",
+                        retryable: false)))
             return
         }
         if partialLine == nil {

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// Makes a Unix socket path ready to bind without stealing it from a live daemon.
 ///
@@ -66,21 +67,31 @@ public enum SocketPathGuard {
         // The private directory itself must not be a link someone else planted.
         guard (isPrivate ? lstat(directory, &info) : stat(directory, &info)) == 0 else { return }
         guard (info.st_mode & S_IFMT) == S_IFDIR else {
-            throw Refusal(description: "socket directory \(directory) is not a directory\(isPrivate ? " (a symlink?)" : ""); remove it, or set socket.path elsewhere")
+            throw Refusal(
+                description: "socket directory \(directory) is not a directory\(isPrivate ? " (a symlink?)" : ""); remove it, or set socket.path elsewhere")
         }
         let mode = info.st_mode & 0o7777
         let octal = String(mode, radix: 8)
         if isPrivate {
             guard info.st_uid == uid else {
-                throw Refusal(description: "socket directory \(directory) belongs to uid \(info.st_uid), not to you (uid \(uid)): another user made it first and could take over plunkd's socket. Remove it (as root: rm -r \(directory)), set XDG_RUNTIME_DIR, or set socket.path")
+                throw Refusal(
+                    description:
+                        "socket directory \(directory) belongs to uid \(info.st_uid), not to you (uid \(uid)): another user made it first and could take over plunkd's socket. Remove it (as root: rm -r \(directory)), set XDG_RUNTIME_DIR, or set socket.path"
+                )
             }
             guard mode & 0o077 == 0 else {
-                throw Refusal(description: "socket directory \(directory) has mode \(octal): other users could take over plunkd's socket. chmod 700 \(directory), or remove it and let plunkd make it")
+                throw Refusal(
+                    description:
+                        "socket directory \(directory) has mode \(octal): other users could take over plunkd's socket. chmod 700 \(directory), or remove it and let plunkd make it"
+                )
             }
             return
         }
         guard mode & 0o002 == 0 || mode & 0o1000 != 0 else {
-            throw Refusal(description: "socket directory \(directory) has mode \(octal): anyone could replace plunkd's socket. chmod o-w \(directory), or set socket.path elsewhere")
+            throw Refusal(
+                description:
+                    "socket directory \(directory) has mode \(octal): anyone could replace plunkd's socket. chmod o-w \(directory), or set socket.path elsewhere"
+            )
         }
     }
 

@@ -69,11 +69,15 @@ public final class Outbox: Sendable {
             }
             try OutboxSchema.migrator.migrate(pool)
             let (count, next) = try pool.read { db in
-                (try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM event WHERE state != 'parked'") ?? 0,
-                 try Int64.fetchOne(db, sql: """
-                    SELECT max(coalesce((SELECT max(seq) FROM event), 0),
-                               coalesce((SELECT scanned_through FROM delivery_scan), 0)) + 1
-                    """) ?? 1)
+                (
+                    try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM event WHERE state != 'parked'") ?? 0,
+                    try Int64.fetchOne(
+                        db,
+                        sql: """
+                            SELECT max(coalesce((SELECT max(seq) FROM event), 0),
+                                       coalesce((SELECT scanned_through FROM delivery_scan), 0)) + 1
+                            """) ?? 1
+                )
             }
             storedEvents = Atomic(count)
             nextSeq = Mutex(next)
@@ -104,20 +108,23 @@ public final class Outbox: Sendable {
         guard !events.isEmpty else { return }
         let stamp = now.timeIntervalSince1970
         do {
-            try pool.writeWithoutTransaction { db in try Self.inImmediateTransaction(db) {
-                let insert = try db.cachedStatement(sql: """
-                    INSERT INTO event (seq, id, contact, body, received_at, due_at) VALUES (?, ?, ?, ?, ?, ?)
-                    """)
-                // Taken inside the write, so numbers grow in commit order.
-                var seq = nextSeq.withLock { next in
-                    defer { next += Int64(events.count) }
-                    return next
+            try pool.writeWithoutTransaction { db in
+                try Self.inImmediateTransaction(db) {
+                    let insert = try db.cachedStatement(
+                        sql: """
+                            INSERT INTO event (seq, id, contact, body, received_at, due_at) VALUES (?, ?, ?, ?, ?, ?)
+                            """)
+                    // Taken inside the write, so numbers grow in commit order.
+                    var seq = nextSeq.withLock { next in
+                        defer { next += Int64(events.count) }
+                        return next
+                    }
+                    for event in events {
+                        try insert.execute(arguments: [seq, event.id.lowercasedText, event.contact, event.body, stamp, stamp])
+                        seq += 1
+                    }
                 }
-                for event in events {
-                    try insert.execute(arguments: [seq, event.id.lowercasedText, event.contact, event.body, stamp, stamp])
-                    seq += 1
-                }
-            } }
+            }
         } catch {
             throw Self.classify(error, path: path, opening: false)
         }

@@ -41,12 +41,15 @@ extension Outbox {
                 removed += try record(move, busy: &busy, db: db)
             }
             for (counter, amount) in counters where amount != 0 {
-                try db.cachedStatement(sql: """
-                    INSERT INTO counter (name, value) VALUES (?, ?)
-                    ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
-                    """).execute(arguments: [counter.name, amount])
+                try db.cachedStatement(
+                    sql: """
+                        INSERT INTO counter (name, value) VALUES (?, ?)
+                        ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
+                        """
+                ).execute(arguments: [counter.name, amount])
             }
-            let result = claimLimit > 0
+            let result =
+                claimLimit > 0
                 ? try claim(limit: claimLimit, now: now, busy: &busy, db: db)
                 : ClaimResult(claimed: [], mayHaveMore: false, nextDue: nil)
             let committed = busy
@@ -60,8 +63,9 @@ extension Outbox {
 
     /// Applies one move to a claimed event; returns how many events left the line.
     private func record(_ move: EventMove, busy: inout [String: Int], db: Database) throws -> Int {
-        guard let row = try Row.fetchOne(
-            db.cachedStatement(sql: "SELECT contact, state FROM event WHERE seq = ?"), arguments: [move.seq])
+        guard
+            let row = try Row.fetchOne(
+                db.cachedStatement(sql: "SELECT contact, state FROM event WHERE seq = ?"), arguments: [move.seq])
         else { return 0 }
         let contact: String = row["contact"]
         let state: String = row["state"]
@@ -73,27 +77,33 @@ extension Outbox {
             try db.cachedStatement(sql: "DELETE FROM event WHERE seq = ?").execute(arguments: [seq])
             removed = state == "parked" ? 0 : db.changesCount
         case .retry(let seq, let due, let countsAsAttempt, let status, let error):
-            try db.cachedStatement(sql: """
-                UPDATE event SET state = 'waiting', due_at = ?, attempts = attempts + ?,
-                    last_status = coalesce(?, last_status), last_error = coalesce(?, last_error)
-                WHERE seq = ? AND state = 'in_flight'
-                """).execute(arguments: [due.timeIntervalSince1970, countsAsAttempt ? 1 : 0, status, error, seq])
+            try db.cachedStatement(
+                sql: """
+                    UPDATE event SET state = 'waiting', due_at = ?, attempts = attempts + ?,
+                        last_status = coalesce(?, last_status), last_error = coalesce(?, last_error)
+                    WHERE seq = ? AND state = 'in_flight'
+                    """
+            ).execute(arguments: [due.timeIntervalSince1970, countsAsAttempt ? 1 : 0, status, error, seq])
         case .park(let seq, let reason, let status, let error):
-            try db.cachedStatement(sql: """
-                UPDATE event SET state = 'parked', park_reason = ?, attempts = attempts + 1,
-                    last_status = ?, last_error = ?
-                WHERE seq = ? AND state = 'in_flight'
-                """).execute(arguments: [reason.rawValue, status, error, seq])
+            try db.cachedStatement(
+                sql: """
+                    UPDATE event SET state = 'parked', park_reason = ?, attempts = attempts + 1,
+                        last_status = ?, last_error = ?
+                    WHERE seq = ? AND state = 'in_flight'
+                    """
+            ).execute(arguments: [reason.rawValue, status, error, seq])
             removed = db.changesCount
         case .release(let seq):
             try db.cachedStatement(sql: "UPDATE event SET state = 'waiting' WHERE seq = ? AND state = 'in_flight'")
                 .execute(arguments: [seq])
         case .rekey(let seq, let due, let status, let error):
-            try db.cachedStatement(sql: """
-                UPDATE event SET state = 'waiting', due_at = ?, attempts = attempts + 1, key_generation = key_generation + 1,
-                    last_status = coalesce(?, last_status), last_error = coalesce(?, last_error)
-                WHERE seq = ? AND state = 'in_flight'
-                """).execute(arguments: [due.timeIntervalSince1970, status, error, seq])
+            try db.cachedStatement(
+                sql: """
+                    UPDATE event SET state = 'waiting', due_at = ?, attempts = attempts + 1, key_generation = key_generation + 1,
+                        last_status = coalesce(?, last_status), last_error = coalesce(?, last_error)
+                    WHERE seq = ? AND state = 'in_flight'
+                    """
+            ).execute(arguments: [due.timeIntervalSince1970, status, error, seq])
         }
         if wasClaimed, let count = busy[contact] {
             busy[contact] = count > 1 ? count - 1 : nil
@@ -108,25 +118,28 @@ extension Outbox {
         var claimed: [ClaimedEvent] = []
         var examined = 0
         let toWaiting = try db.cachedStatement(sql: "UPDATE event SET state = 'waiting' WHERE seq = ?")
-        let toInFlight = try db.cachedStatement(sql: """
-            UPDATE event SET state = 'in_flight' WHERE seq = ?
-            RETURNING id, contact, body, attempts, received_at, key_generation
-            """)
+        let toInFlight = try db.cachedStatement(
+            sql: """
+                UPDATE event SET state = 'in_flight' WHERE seq = ?
+                RETURNING id, contact, body, attempts, received_at, key_generation
+                """)
         func take(_ seq: Int64, _ contact: String) throws {
             guard let row = try Row.fetchOne(toInFlight, arguments: [seq]) else { return }
             busy[contact, default: 0] += 1
-            claimed.append(ClaimedEvent(
-                seq: seq, key: row["id"], contact: contact, body: row["body"],
-                attempts: row["attempts"], receivedAt: Date(timeIntervalSince1970: row["received_at"]),
-                keyGeneration: row["key_generation"]))
+            claimed.append(
+                ClaimedEvent(
+                    seq: seq, key: row["id"], contact: contact, body: row["body"],
+                    attempts: row["attempts"], receivedAt: Date(timeIntervalSince1970: row["received_at"]),
+                    keyGeneration: row["key_generation"]))
         }
 
         // Heads that are due. Each row examined leaves the partial index (claimed, or set
         // aside behind a claimed event of its contact), so every page starts at the front.
-        let dueHeads = try db.cachedStatement(sql: """
-            SELECT seq, contact FROM event INDEXED BY event_due
-            WHERE state = 'pending' AND due_at <= ? ORDER BY due_at, seq LIMIT ?
-            """)
+        let dueHeads = try db.cachedStatement(
+            sql: """
+                SELECT seq, contact FROM event INDEXED BY event_due
+                WHERE state = 'pending' AND due_at <= ? ORDER BY due_at, seq LIMIT ?
+                """)
         var headsExhausted = false
         while claimed.count < limit && examined < examineAtMost {
             let rows = try Row.fetchAll(dueHeads, arguments: [now.timeIntervalSince1970, page])
@@ -140,19 +153,24 @@ extension Outbox {
                     try take(seq, contact)
                 }
             }
-            if rows.count < page { headsExhausted = true; break }
+            if rows.count < page {
+                headsExhausted = true
+                break
+            }
         }
 
         // New events, in the order they were stored, from where the last claim stopped.
         let scannedThrough = try Int64.fetchOne(db, sql: "SELECT scanned_through FROM delivery_scan") ?? 0
         var position = scannedThrough
         var newExhausted = false
-        let newEvents = try db.cachedStatement(sql: """
-            SELECT seq, contact, state, due_at, attempts FROM event WHERE seq > ? ORDER BY seq LIMIT ?
-            """)
-        let lineExists = try db.cachedStatement(sql: """
-            SELECT EXISTS (SELECT 1 FROM event INDEXED BY event_line WHERE contact = ? AND \(OutboxSchema.lineCondition))
-            """)
+        let newEvents = try db.cachedStatement(
+            sql: """
+                SELECT seq, contact, state, due_at, attempts FROM event WHERE seq > ? ORDER BY seq LIMIT ?
+                """)
+        let lineExists = try db.cachedStatement(
+            sql: """
+                SELECT EXISTS (SELECT 1 FROM event INDEXED BY event_line WHERE contact = ? AND \(OutboxSchema.lineCondition))
+                """)
         let toPending = try db.cachedStatement(sql: "UPDATE event SET state = 'pending' WHERE seq = ?")
         scanning: while claimed.count < limit && examined < examineAtMost {
             let rows = try Row.fetchAll(newEvents, arguments: [position, page])
@@ -173,7 +191,10 @@ extension Outbox {
                     try take(seq, contact)
                 }
             }
-            if rows.count < page { newExhausted = true; break }
+            if rows.count < page {
+                newExhausted = true
+                break
+            }
         }
         if position != scannedThrough {
             try db.cachedStatement(sql: "UPDATE delivery_scan SET scanned_through = ? WHERE id = 1").execute(arguments: [position])
@@ -182,9 +203,12 @@ extension Outbox {
         let everythingSeen = headsExhausted && newExhausted
         var nextDue: Date?
         if claimed.count < limit && everythingSeen {
-            nextDue = try Double.fetchOne(db, sql: """
-                SELECT min(due_at) FROM event INDEXED BY event_due WHERE state = 'pending'
-                """).map(Date.init(timeIntervalSince1970:))
+            nextDue = try Double.fetchOne(
+                db,
+                sql: """
+                    SELECT min(due_at) FROM event INDEXED BY event_due WHERE state = 'pending'
+                    """
+            ).map(Date.init(timeIntervalSince1970:))
         }
         return ClaimResult(claimed: claimed, mayHaveMore: !everythingSeen, nextDue: nextDue)
     }
@@ -193,21 +217,25 @@ extension Outbox {
     /// an event of the contact is claimed. Called whenever an event left the head.
     func promoteHead(of contact: String, busy: [String: Int], db: Database) throws {
         guard busy[contact] == nil else { return }
-        try db.cachedStatement(sql: """
-            UPDATE event SET state = 'pending'
-            WHERE seq = (SELECT seq FROM event INDEXED BY event_line
-                         WHERE contact = ? AND \(OutboxSchema.lineCondition) ORDER BY seq LIMIT 1)
-              AND state = 'waiting'
-            """).execute(arguments: [contact])
+        try db.cachedStatement(
+            sql: """
+                UPDATE event SET state = 'pending'
+                WHERE seq = (SELECT seq FROM event INDEXED BY event_line
+                             WHERE contact = ? AND \(OutboxSchema.lineCondition) ORDER BY seq LIMIT 1)
+                  AND state = 'waiting'
+                """
+        ).execute(arguments: [contact])
     }
 
     /// Recomputes `contact`'s line after events came back into it (requeued, released):
     /// every event waits, then the first becomes the head.
     func settleLine(of contact: String, busy: [String: Int], db: Database) throws {
-        try db.cachedStatement(sql: """
-            UPDATE event SET state = 'waiting'
-            WHERE contact = ? AND \(OutboxSchema.lineCondition) AND state = 'pending'
-            """).execute(arguments: [contact])
+        try db.cachedStatement(
+            sql: """
+                UPDATE event SET state = 'waiting'
+                WHERE contact = ? AND \(OutboxSchema.lineCondition) AND state = 'pending'
+                """
+        ).execute(arguments: [contact])
         try promoteHead(of: contact, busy: busy, db: db)
     }
 

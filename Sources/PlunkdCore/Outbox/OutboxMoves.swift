@@ -64,7 +64,8 @@ public enum EventMove: Sendable, Equatable {
     var seq: Int64 {
         switch self {
         case .delivered(let seq), .retry(let seq, _, _, _, _), .park(let seq, _, _, _), .release(let seq),
-             .rekey(let seq, _, _, _): seq
+            .rekey(let seq, _, _, _):
+            seq
         }
     }
 }

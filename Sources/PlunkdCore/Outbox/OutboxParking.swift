@@ -15,15 +15,18 @@ extension Outbox {
     public func requeueParked(_ selection: ParkedSelection, now: Date = Date()) throws -> Int {
         let (condition, arguments) = selection.condition
         let count = try pool.write { db -> Int in
-            let contacts = try String.fetchAll(db, sql: """
-                SELECT DISTINCT contact FROM event INDEXED BY event_parked WHERE state = 'parked'\(condition)
-                """, arguments: arguments)
+            let contacts = try String.fetchAll(
+                db,
+                sql: """
+                    SELECT DISTINCT contact FROM event INDEXED BY event_parked WHERE state = 'parked'\(condition)
+                    """, arguments: arguments)
             var all: StatementArguments = [now.timeIntervalSince1970]
             all += arguments
-            try db.execute(sql: """
-                UPDATE event SET state = 'waiting', park_reason = NULL, attempts = 0, due_at = ?
-                WHERE state = 'parked'\(condition)
-                """, arguments: all)
+            try db.execute(
+                sql: """
+                    UPDATE event SET state = 'waiting', park_reason = NULL, attempts = 0, due_at = ?
+                    WHERE state = 'parked'\(condition)
+                    """, arguments: all)
             let changed = db.changesCount
             let busy = claimedContacts.withLock { $0 }
             for contact in contacts {
@@ -49,10 +52,11 @@ extension Outbox {
             if count > 1 && !confirmed { throw DropNeedsConfirmation(count: count) }
             try db.execute(sql: "DELETE FROM event WHERE state = 'parked'\(condition)", arguments: arguments)
             let dropped = db.changesCount
-            try db.execute(sql: """
-                INSERT INTO counter (name, value) VALUES ('dropped_total', ?)
-                ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
-                """, arguments: [dropped])
+            try db.execute(
+                sql: """
+                    INSERT INTO counter (name, value) VALUES ('dropped_total', ?)
+                    ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
+                    """, arguments: [dropped])
             return dropped
         }
     }

@@ -66,18 +66,22 @@ enum OutboxQueries {
     }
 
     static func counters(_ db: Database) throws -> [String: Int] {
-        Dictionary(uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT name, value FROM counter").map {
-            ($0["name"] as String, $0["value"] as Int)
-        })
+        Dictionary(
+            uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT name, value FROM counter").map {
+                ($0["name"] as String, $0["value"] as Int)
+            })
     }
 
     /// Parked events by reason, through the partial index of parked rows.
     static func parkedCounts(_ db: Database) throws -> [ParkReason: Int] {
         var parked: [ParkReason: Int] = [:]
-        for row in try Row.fetchAll(db, sql: """
-            SELECT park_reason, count(*) AS n FROM event INDEXED BY event_parked
-            WHERE state = 'parked' GROUP BY park_reason
-            """) {
+        for row in try Row.fetchAll(
+            db,
+            sql: """
+                SELECT park_reason, count(*) AS n FROM event INDEXED BY event_parked
+                WHERE state = 'parked' GROUP BY park_reason
+                """)
+        {
             parked[ParkReason(rawValue: row["park_reason"] ?? "") ?? .rejected, default: 0] += row["n"] as Int
         }
         return parked
@@ -100,12 +104,15 @@ enum OutboxQueries {
         let (condition, arguments) = selection.condition
         var all = arguments
         all += [limit]
-        return try Row.fetchAll(db, sql: """
-            SELECT id, park_reason, received_at, attempts, last_status, last_error,
-                   CAST(substr(body, 1, 160) AS TEXT) AS excerpt
-            FROM event INDEXED BY event_parked
-            WHERE state = 'parked'\(condition) ORDER BY seq LIMIT ?
-            """, arguments: all).map { row in
+        return try Row.fetchAll(
+            db,
+            sql: """
+                SELECT id, park_reason, received_at, attempts, last_status, last_error,
+                       CAST(substr(body, 1, 160) AS TEXT) AS excerpt
+                FROM event INDEXED BY event_parked
+                WHERE state = 'parked'\(condition) ORDER BY seq LIMIT ?
+                """, arguments: all
+        ).map { row in
             ParkedEvent(
                 id: row["id"], reason: row["park_reason"] ?? "", receivedAt: Date(timeIntervalSince1970: row["received_at"]),
                 attempts: row["attempts"], lastStatus: row["last_status"],
@@ -116,9 +123,11 @@ enum OutboxQueries {
 
     static func countParked(_ db: Database, _ selection: ParkedSelection) throws -> Int {
         let (condition, arguments) = selection.condition
-        return try Int.fetchOne(db, sql: """
-            SELECT count(*) FROM event INDEXED BY event_parked WHERE state = 'parked'\(condition)
-            """, arguments: arguments) ?? 0
+        return try Int.fetchOne(
+            db,
+            sql: """
+                SELECT count(*) FROM event INDEXED BY event_parked WHERE state = 'parked'\(condition)
+                """, arguments: arguments) ?? 0
     }
 
     static func fileBytes(path: String) -> Int64 {

@@ -16,28 +16,29 @@ enum OutboxSchema {
         migrator.registerMigration("v1: events and counters") { db in
             // `seq` is the rowid: acknowledgement order, which delivery keeps per contact.
             // `state` is text so an operator reading the file with sqlite3 understands it.
-            try db.execute(sql: """
-                CREATE TABLE event (
-                    seq INTEGER PRIMARY KEY,
-                    id TEXT NOT NULL,
-                    contact TEXT NOT NULL,
-                    body BLOB NOT NULL,
-                    state TEXT NOT NULL DEFAULT 'pending'
-                        CHECK (state IN ('pending', 'in_flight', 'parked')),
-                    received_at REAL NOT NULL,
-                    due_at REAL NOT NULL,
-                    attempts INTEGER NOT NULL DEFAULT 0,
-                    park_reason TEXT,
-                    last_status INTEGER,
-                    last_error TEXT
-                );
-                -- Lifetime counters (delivered, parked by reason, …), kept here so they
-                -- survive restarts; written by the state changes they count.
-                CREATE TABLE counter (
-                    name TEXT PRIMARY KEY,
-                    value INTEGER NOT NULL
-                ) WITHOUT ROWID;
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE event (
+                        seq INTEGER PRIMARY KEY,
+                        id TEXT NOT NULL,
+                        contact TEXT NOT NULL,
+                        body BLOB NOT NULL,
+                        state TEXT NOT NULL DEFAULT 'pending'
+                            CHECK (state IN ('pending', 'in_flight', 'parked')),
+                        received_at REAL NOT NULL,
+                        due_at REAL NOT NULL,
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        park_reason TEXT,
+                        last_status INTEGER,
+                        last_error TEXT
+                    );
+                    -- Lifetime counters (delivered, parked by reason, …), kept here so they
+                    -- survive restarts; written by the state changes they count.
+                    CREATE TABLE counter (
+                        name TEXT PRIMARY KEY,
+                        value INTEGER NOT NULL
+                    ) WITHOUT ROWID;
+                    """)
         }
         migrator.registerMigration("v2: delivery indexes and hold") { db in
             // Per-contact order: an event behind an earlier one of its contact (pending,
@@ -45,26 +46,28 @@ enum OutboxSchema {
             // the first claim that meets it, and brought back when the event ahead leaves the
             // line. The partial index holds only events that may be due, so set-aside events
             // cost claims nothing, whatever the backlog looks like.
-            try db.execute(sql: """
-                CREATE INDEX event_due ON event (due_at, seq)
-                    WHERE state = 'pending' AND due_at < \(legacyWaitingBehindHead);
-                CREATE INDEX event_contact ON event (contact, seq);
-                CREATE TABLE delivery_hold (
-                    name TEXT PRIMARY KEY,
-                    value
-                ) WITHOUT ROWID;
-                UPDATE event SET due_at = \(legacyWaitingBehindHead)
-                WHERE state = 'pending' AND EXISTS (
-                    SELECT 1 FROM event AS earlier
-                    WHERE earlier.contact = event.contact AND earlier.seq < event.seq AND earlier.state != 'parked');
-                """)
+            try db.execute(
+                sql: """
+                    CREATE INDEX event_due ON event (due_at, seq)
+                        WHERE state = 'pending' AND due_at < \(legacyWaitingBehindHead);
+                    CREATE INDEX event_contact ON event (contact, seq);
+                    CREATE TABLE delivery_hold (
+                        name TEXT PRIMARY KEY,
+                        value
+                    ) WITHOUT ROWID;
+                    UPDATE event SET due_at = \(legacyWaitingBehindHead)
+                    WHERE state = 'pending' AND EXISTS (
+                        SELECT 1 FROM event AS earlier
+                        WHERE earlier.contact = event.contact AND earlier.seq < event.seq AND earlier.state != 'parked');
+                    """)
         }
         migrator.registerMigration("v3: parked index") { db in
             // Parked rows only: status counts them by reason and the operator lists, retries
             // and drops them without reading the backlog. Rows in line never enter it.
-            try db.execute(sql: """
-                CREATE INDEX event_parked ON event (park_reason, seq) WHERE state = 'parked';
-                """)
+            try db.execute(
+                sql: """
+                    CREATE INDEX event_parked ON event (park_reason, seq) WHERE state = 'parked';
+                    """)
         }
         migrator.registerMigration("v4: new events enter no index") { db in
             // Ingest writes one row and nothing else: an event stored since delivery last
@@ -75,44 +78,45 @@ enum OutboxSchema {
             // that wait, back off or are parked enter an index. The state check changes, so
             // the table is rebuilt (sqlite.org/lang_altertable.html#otheralter); everything
             // in line starts over as `new` and keeps its due time and attempts.
-            try db.execute(sql: """
-                CREATE TABLE event_v4 (
-                    seq INTEGER PRIMARY KEY,
-                    id TEXT NOT NULL,
-                    contact TEXT NOT NULL,
-                    body BLOB NOT NULL,
-                    state TEXT NOT NULL DEFAULT 'new'
-                        CHECK (state IN ('new', 'pending', 'waiting', 'in_flight', 'parked')),
-                    received_at REAL NOT NULL,
-                    due_at REAL NOT NULL,
-                    attempts INTEGER NOT NULL DEFAULT 0,
-                    park_reason TEXT,
-                    last_status INTEGER,
-                    last_error TEXT
-                );
-                INSERT INTO event_v4
-                SELECT seq, id, contact, body,
-                       CASE state WHEN 'parked' THEN 'parked' ELSE 'new' END,
-                       received_at,
-                       CASE WHEN due_at >= \(legacyWaitingBehindHead) THEN received_at ELSE due_at END,
-                       attempts, park_reason, last_status, last_error
-                FROM event ORDER BY seq;
-                DROP TABLE event;
-                ALTER TABLE event_v4 RENAME TO event;
-                -- Heads of a line that are due at `due_at` (backing off, or next after a
-                -- delivery); never a `new` or claimed event.
-                CREATE INDEX event_due ON event (due_at, seq) WHERE state = 'pending';
-                -- Everything in line that delivery has met and not claimed, by contact: what
-                -- a new event of that contact must wait behind.
-                CREATE INDEX event_line ON event (contact, seq) WHERE \(lineCondition);
-                CREATE INDEX event_parked ON event (park_reason, seq) WHERE state = 'parked';
-                -- How far delivery has looked: every event after this `seq` is `new`.
-                CREATE TABLE delivery_scan (
-                    id INTEGER PRIMARY KEY CHECK (id = 1),
-                    scanned_through INTEGER NOT NULL
-                );
-                INSERT INTO delivery_scan (id, scanned_through) VALUES (1, 0);
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE event_v4 (
+                        seq INTEGER PRIMARY KEY,
+                        id TEXT NOT NULL,
+                        contact TEXT NOT NULL,
+                        body BLOB NOT NULL,
+                        state TEXT NOT NULL DEFAULT 'new'
+                            CHECK (state IN ('new', 'pending', 'waiting', 'in_flight', 'parked')),
+                        received_at REAL NOT NULL,
+                        due_at REAL NOT NULL,
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        park_reason TEXT,
+                        last_status INTEGER,
+                        last_error TEXT
+                    );
+                    INSERT INTO event_v4
+                    SELECT seq, id, contact, body,
+                           CASE state WHEN 'parked' THEN 'parked' ELSE 'new' END,
+                           received_at,
+                           CASE WHEN due_at >= \(legacyWaitingBehindHead) THEN received_at ELSE due_at END,
+                           attempts, park_reason, last_status, last_error
+                    FROM event ORDER BY seq;
+                    DROP TABLE event;
+                    ALTER TABLE event_v4 RENAME TO event;
+                    -- Heads of a line that are due at `due_at` (backing off, or next after a
+                    -- delivery); never a `new` or claimed event.
+                    CREATE INDEX event_due ON event (due_at, seq) WHERE state = 'pending';
+                    -- Everything in line that delivery has met and not claimed, by contact: what
+                    -- a new event of that contact must wait behind.
+                    CREATE INDEX event_line ON event (contact, seq) WHERE \(lineCondition);
+                    CREATE INDEX event_parked ON event (park_reason, seq) WHERE state = 'parked';
+                    -- How far delivery has looked: every event after this `seq` is `new`.
+                    CREATE TABLE delivery_scan (
+                        id INTEGER PRIMARY KEY CHECK (id = 1),
+                        scanned_through INTEGER NOT NULL
+                    );
+                    INSERT INTO delivery_scan (id, scanned_through) VALUES (1, 0);
+                    """)
         }
         migrator.registerMigration("v5: state check without a list") { db in
             // `state IN (five values)` made SQLite build a temporary b-tree of the values

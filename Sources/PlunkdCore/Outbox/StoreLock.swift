@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// One daemon per store: an exclusive `flock(2)` on `<store>.lock`, held for as long as
 /// the process lives. The kernel drops it on any death, `kill -9` included, so nothing
@@ -33,7 +34,11 @@ public final class StoreLock: Sendable {
             close(fd)
             let holder = count > 0 ? String(decoding: buffer.prefix(count), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : ""
             if reason == EWOULDBLOCK {
-                throw OutboxError(.failed, path: storePath, detail: "another plunkd\(holder.isEmpty ? "" : " (pid \(holder))") holds this store; one store serves one daemon (stop it, or set storage.path elsewhere)")
+                throw OutboxError(
+                    .failed, path: storePath,
+                    detail:
+                        "another plunkd\(holder.isEmpty ? "" : " (pid \(holder))") holds this store; one store serves one daemon (stop it, or set storage.path elsewhere)"
+                )
             }
             throw OutboxError(.failed, path: storePath, detail: "cannot lock \(path): \(String(cString: strerror(reason)))")
         }

@@ -52,9 +52,15 @@ enum WALInspection {
         let report = inspect([UInt8](data))
         guard report.losesAcknowledgedCommits else { return }
         if let header = report.headerDamage {
-            throw Damage(description: "the write-ahead log \(walPath) has a damaged header (\(header)) with \(data.count - 32) bytes of frames after it, which SQLite would silently discard; keep a copy of the file before moving it aside")
+            throw Damage(
+                description:
+                    "the write-ahead log \(walPath) has a damaged header (\(header)) with \(data.count - 32) bytes of frames after it, which SQLite would silently discard; keep a copy of the file before moving it aside"
+            )
         }
-        throw Damage(description: "the write-ahead log \(walPath) is damaged at frame \(report.endOfLog ?? 0): \(report.commitsAfterDamage) committed transactions lie at or after it, which SQLite would silently discard")
+        throw Damage(
+            description:
+                "the write-ahead log \(walPath) is damaged at frame \(report.endOfLog ?? 0): \(report.commitsAfterDamage) committed transactions lie at or after it, which SQLite would silently discard"
+        )
     }
 
     static func inspect(_ bytes: [UInt8]) -> Report {
@@ -72,7 +78,8 @@ enum WALInspection {
             if holdsFrames { report.headerDamage = "impossible page size \(pageSize)" }
             return report
         }
-        let salt1 = bigEndian(bytes, 16), salt2 = bigEndian(bytes, 20)
+        let salt1 = bigEndian(bytes, 16)
+        let salt2 = bigEndian(bytes, 20)
         var sum = checksum(bytes, 0..<24, bigEndian: bigEndianChecksums, seed: (0, 0))
         guard sum.0 == bigEndian(bytes, 24), sum.1 == bigEndian(bytes, 28) else {
             if holdsFrames { report.headerDamage = "bad header checksum" }

@@ -9,7 +9,9 @@ public enum ConfigAdvice {
         var warnings: [String] = []
         let host = config.plunkBaseURL.host?.lowercased() ?? ""
         if config.apiKey?.kindPrefix == "sk_" && v2Hosts.contains(host) {
-            warnings.append("plunk.api_key is a secret (sk_) key, but \(host) runs Plunk v2, where /track needs the public (pk_) key: every event would be refused with 401")
+            warnings.append(
+                "plunk.api_key is a secret (sk_) key, but \(host) runs Plunk v2, where /track needs the public (pk_) key: every event would be refused with 401"
+            )
         }
         if let key = config.apiKey, key.kindPrefix.isEmpty {
             warnings.append("plunk.api_key starts with neither sk_ nor pk_; Plunk keys do")

@@ -24,7 +24,8 @@ public enum ConfigLoader {
     public static func load(
         file explicitFile: String?, environment: [String: String], uid: UInt32, defaultFile: String? = defaultFile
     ) async throws(ConfigurationError) -> LoadedConfiguration {
-        let file = explicitFile ?? environment[ConfigKeys.configFileVariable].flatMap { $0.isEmpty ? nil : $0 }
+        let file =
+            explicitFile ?? environment[ConfigKeys.configFileVariable].flatMap { $0.isEmpty ? nil : $0 }
             ?? defaultFile.flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
         var warnings: [String] = []
         var providers: [any ConfigProvider] = [
@@ -34,7 +35,8 @@ public enum ConfigLoader {
         ]
         if let file {
             guard let data = FileManager.default.contents(atPath: file) else {
-                throw ConfigurationError("cannot read config file \(file): \(FileManager.default.fileExists(atPath: file) ? "permission denied" : "no such file")")
+                throw ConfigurationError(
+                    "cannot read config file \(file): \(FileManager.default.fileExists(atPath: file) ? "permission denied" : "no such file")")
             }
             warnings += try ConfigFileShape.check(yaml: String(decoding: data, as: UTF8.self), file: file)
             do {
@@ -123,7 +125,8 @@ private struct ConfigValues {
             // An empty credential means "no key yet" (the unit's LoadCredential= needs a
             // file to exist): events are kept and status says no_api_key.
             if let data = FileManager.default.contents(atPath: path),
-               !String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
+                !String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
+            {
                 return try Self.readKey(at: path, key: "credential \(ConfigLoader.credentialName)")
             }
         }
@@ -156,7 +159,7 @@ private struct ConfigValues {
     /// The text for `key`, or nil when unset or empty (`key:` with no value, or `~`).
     private func value(_ key: String, secret: Bool = false) -> ConfigValueParser? {
         guard let text = reader.string(forKey: ConfigKey(key), isSecret: secret),
-              !["", "~", "null"].contains(text.trimmingCharacters(in: .whitespaces))
+            !["", "~", "null"].contains(text.trimmingCharacters(in: .whitespaces))
         else { return nil }
         return ConfigValueParser(key: key, text: text.trimmingCharacters(in: .whitespaces), source: source(of: key))
     }

@@ -55,7 +55,7 @@ struct ConfigValueParser {
             scale = multiplier
         }
         guard let value = Int64(number.trimmingCharacters(in: .whitespaces)), value >= 0,
-              value <= Int64.max / scale, value * scale >= min
+            value <= Int64.max / scale, value * scale >= min
         else {
             throw failure("a size in bytes of at least \(min), optionally with k, m or g")
         }
@@ -75,7 +75,7 @@ struct ConfigValueParser {
     func httpURL() throws(ConfigurationError) -> URL {
         let trimmed = text.hasSuffix("/") ? String(text.dropLast()) : text
         guard let url = URL(string: trimmed), let scheme = url.scheme?.lowercased(),
-              scheme == "https" || scheme == "http", url.host != nil
+            scheme == "https" || scheme == "http", url.host != nil
         else {
             throw failure("an http(s) URL such as https://api.useplunk.com/v1")
         }

@@ -27,9 +27,11 @@ public enum Daemon {
         let storeLock = try StoreLock(storePath: config.storagePath)
         defer { withExtendedLifetime(storeLock) {} }
         let outbox = try Outbox(path: config.storagePath, maxBytes: config.maxStorageBytes)
-        logger.info("storage ready", metadata: [
-            "path": "\(outbox.path)", "stored_events": "\(outbox.storedCount)",
-        ])
+        logger.info(
+            "storage ready",
+            metadata: [
+                "path": "\(outbox.path)", "stored_events": "\(outbox.storedCount)",
+            ])
         let extraRoots = try config.caFile.map(TrustedRoots.load)
         // Nothing below throws until the group runs: from here on, every part that holds
         // a resource (the event loops, the HTTP client) is released by its part's stop.
@@ -59,7 +61,9 @@ public enum Daemon {
         let policy = PeerPolicyBox(config.peerPolicy)
         let socketPath = inherited?.path ?? config.socketPath
         if let inherited, inherited.path != config.socketPath {
-            logger.warning("systemd passed the socket \(inherited.path), but socket.path is \(config.socketPath): plunkd serves \(inherited.path); set socket.path to match so that plunkd status and send find it")
+            logger.warning(
+                "systemd passed the socket \(inherited.path), but socket.path is \(config.socketPath): plunkd serves \(inherited.path); set socket.path to match so that plunkd status and send find it"
+            )
         }
         let routes = ControlRoutes(
             sender: sender, outbox: outbox,
@@ -87,44 +91,56 @@ public enum Daemon {
 
         // In start-up order; they stop in reverse (see `DaemonPart`).
         var parts = DaemonParts()
-        parts.add("delivery client", stop: {
-            await client.shutdown()
-            try? await group.shutdownGracefully()
-        })
+        parts.add(
+            "delivery client",
+            stop: {
+                await client.shutdown()
+                try? await group.shutdownGracefully()
+            })
         parts.add("checkpointer", start: { checkpointer.start() }, stop: { checkpointer.stop() })
-        parts.add("sender", start: {
-            try sender.start()
-            if config.apiKey == nil {
-                logger.warning("no API key configured (plunk.api_key, PLUNK_API_KEY, plunk.api_key_file or the plunk-api-key credential): events are kept, nothing is sent")
-            }
-        }, stop: {
-            logger.info("shutting down: waiting for requests in flight to Plunk")
-            await sender.shutdown(grace: grace)
-        })
+        parts.add(
+            "sender",
+            start: {
+                try sender.start()
+                if config.apiKey == nil {
+                    logger.warning(
+                        "no API key configured (plunk.api_key, PLUNK_API_KEY, plunk.api_key_file or the plunk-api-key credential): events are kept, nothing is sent"
+                    )
+                }
+            },
+            stop: {
+                logger.info("shutting down: waiting for requests in flight to Plunk")
+                await sender.shutdown(grace: grace)
+            })
         parts.add("committer", start: { committer.start() }, stop: { committer.shutdown() })
         parts.add("reload on SIGHUP", serve: { await hangup.serve() })
         if let listen = config.metricsListen {
             let listener = Mutex<MetricsListener?>(nil)
-            parts.add("metrics listener", start: {
-                do {
-                    let bound = try await MetricsListener(host: listen.host, port: listen.port, group: group) { routes.metricsText() ?? "" }
-                    listener.withLock { $0 = bound }
-                } catch {
-                    throw ConfigurationError("metrics.listen \(listen): cannot listen: \(error)")
-                }
-                logger.info("serving /metrics over TCP", metadata: ["address": "\(listen)"])
-            }, stop: { await listener.withLock { $0 }?.close() })
+            parts.add(
+                "metrics listener",
+                start: {
+                    do {
+                        let bound = try await MetricsListener(host: listen.host, port: listen.port, group: group) { routes.metricsText() ?? "" }
+                        listener.withLock { $0 = bound }
+                    } catch {
+                        throw ConfigurationError("metrics.listen \(listen): cannot listen: \(error)")
+                    }
+                    logger.info("serving /metrics over TCP", metadata: ["address": "\(listen)"])
+                }, stop: { await listener.withLock { $0 }?.close() })
         }
-        parts.add("ingest socket", start: {
-            try await server.start()
-            logger.info("listening", metadata: ["socket": "\(socketPath)", "activated_by_systemd": "\(inherited != nil)"])
-            // The store is open and the socket accepts: only now may systemd start what depends on plunkd.
-            notifier.notify("READY=1", "STATUS=\(ReportedState(sender.snapshot().state).systemdStatus)")
-        }, stop: {
-            notifier.notify("STOPPING=1", "STATUS=shutting down: answering clients, finishing requests in flight")
-            logger.info("shutting down: no new connections; answering clients")
-            await server.shutdown(grace: socketGrace)
-        })
+        parts.add(
+            "ingest socket",
+            start: {
+                try await server.start()
+                logger.info("listening", metadata: ["socket": "\(socketPath)", "activated_by_systemd": "\(inherited != nil)"])
+                // The store is open and the socket accepts: only now may systemd start what depends on plunkd.
+                notifier.notify("READY=1", "STATUS=\(ReportedState(sender.snapshot().state).systemdStatus)")
+            },
+            stop: {
+                notifier.notify("STOPPING=1", "STATUS=shutting down: answering clients, finishing requests in flight")
+                logger.info("shutting down: no new connections; answering clients")
+                await server.shutdown(grace: socketGrace)
+            })
         if let interval = notifier.watchdogInterval {
             let watchdog = DeliveryWatchdog(
                 sender: sender, notifier: notifier, interval: interval,

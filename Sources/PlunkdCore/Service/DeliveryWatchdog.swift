@@ -37,7 +37,9 @@ final class DeliveryWatchdog: @unchecked Sendable {
                         reportedStuck = false
                     } else if !reportedStuck {
                         reportedStuck = true
-                        logger.critical("a request to Plunk has gone unanswered past its timeout: delivery is stuck; withholding the watchdog ping so systemd restarts plunkd")
+                        logger.critical(
+                            "a request to Plunk has gone unanswered past its timeout: delivery is stuck; withholding the watchdog ping so systemd restarts plunkd"
+                        )
                     }
                 }
             }

@@ -33,14 +33,18 @@ public enum ManualPage {
     /// plunkd.yaml(5).
     public static func configuration() -> String {
         var page = header(name: "plunkd.yaml", section: 5, summary: "configuration of the plunkd event forwarder")
-        page += section("DESCRIPTION", [
-            "plunkd reads /etc/plunkd/plunkd.yaml when it exists (or the file --config or $PLUNKD_CONFIG names), then the environment, which wins: keys under plunk. become PLUNK_<KEY> (plunk.api_key is PLUNK_API_KEY), all others PLUNKD_<SECTION>_<KEY> (socket.path is PLUNKD_SOCKET_PATH).",
-            "Durations are seconds, fractions allowed, or carry a unit: 1.5, 300s, 5m, 2h, 7d. Sizes are bytes or carry k, m or g (binary units). Lists are YAML lists or comma-separated text. A wrong value stops start-up with an error naming the key and where the value came from; an unknown key is a warning naming the likely intended one.",
-            "Keys marked (reload) are applied by SIGHUP (systemctl reload plunkd); the others need a restart.",
-        ])
-        page += ".SH KEYS\n" + Settings.all.map { entry in
-            ".TP\n.B \(escape(entry.key))\(entry.reloads ? " (reload)" : "")\n\(escape(entry.meaning))\n.br\nEnvironment: \(escape(ConfigKeys.environmentVariable(for: entry.key))). Default: \(escape(entry.defaultValue)).\n"
-        }.joined()
+        page += section(
+            "DESCRIPTION",
+            [
+                "plunkd reads /etc/plunkd/plunkd.yaml when it exists (or the file --config or $PLUNKD_CONFIG names), then the environment, which wins: keys under plunk. become PLUNK_<KEY> (plunk.api_key is PLUNK_API_KEY), all others PLUNKD_<SECTION>_<KEY> (socket.path is PLUNKD_SOCKET_PATH).",
+                "Durations are seconds, fractions allowed, or carry a unit: 1.5, 300s, 5m, 2h, 7d. Sizes are bytes or carry k, m or g (binary units). Lists are YAML lists or comma-separated text. A wrong value stops start-up with an error naming the key and where the value came from; an unknown key is a warning naming the likely intended one.",
+                "Keys marked (reload) are applied by SIGHUP (systemctl reload plunkd); the others need a restart.",
+            ])
+        page +=
+            ".SH KEYS\n"
+            + Settings.all.map { entry in
+                ".TP\n.B \(escape(entry.key))\(entry.reloads ? " (reload)" : "")\n\(escape(entry.meaning))\n.br\nEnvironment: \(escape(ConfigKeys.environmentVariable(for: entry.key))). Default: \(escape(entry.defaultValue)).\n"
+            }.joined()
         page += section("FILES", ["/etc/plunkd/plunkd.yaml, /etc/plunkd/api-key (read by plunkd.service through PLUNK_API_KEY_FILE, at start and on SIGHUP)."])
         page += section("SEE ALSO", ["plunkd(8)"])
         return page

@@ -55,7 +55,9 @@ final class ReloadOnHangup: @unchecked Sendable {
                 let needRestart = Settings.needingRestart(from: current, to: config)
                 current = config
                 let restartNote = needRestart.isEmpty ? "" : "; needs a restart to take effect: \(needRestart.joined(separator: ", "))"
-                logger.info("configuration reloaded (SIGHUP): API key \(config.apiKey.map { "\($0)" } ?? "not configured"), retry policy, trusted roots and socket access applied\(restartNote)")
+                logger.info(
+                    "configuration reloaded (SIGHUP): API key \(config.apiKey.map { "\($0)" } ?? "not configured"), retry policy, trusted roots and socket access applied\(restartNote)"
+                )
             } catch {
                 logger.error("configuration reload could not be applied, the running configuration stays: \(error)")
             }

@@ -13,7 +13,8 @@ public enum Settings {
             parse: { v throws(ConfigurationError) in try v.httpURL() }),
         .derived(
             "plunk.api_key", \DaemonConfiguration.apiKey, default: "none", reloads: true, secret: true,
-            "The API key (v2 track takes the public pk_ key). Prefer plunk.api_key_file or the systemd credential plunk-api-key. Without a key, events are kept and nothing is sent. Never logged."),
+            "The API key (v2 track takes the public pk_ key). Prefer plunk.api_key_file or the systemd credential plunk-api-key. Without a key, events are kept and nothing is sent. Never logged."
+        ),
         .derived(
             "plunk.api_key_file", \DaemonConfiguration.apiKey, default: "none", reloads: true,
             "A file holding the key, read when plunk.api_key is unset; then the credential plunk-api-key in $CREDENTIALS_DIRECTORY."),
@@ -35,10 +36,12 @@ public enum Settings {
                 return path
             }),
         .derived(
-            "plunk.proxy", \DaemonConfiguration.proxy, default: "none (else https_proxy or HTTPS_PROXY unless no_proxy or NO_PROXY names Plunk's host)", secret: true,
+            "plunk.proxy", \DaemonConfiguration.proxy, default: "none (else https_proxy or HTTPS_PROXY unless no_proxy or NO_PROXY names Plunk's host)",
+            secret: true,
             "An HTTP proxy, http://[user:password@]host:port; HTTPS to Plunk is tunnelled with CONNECT. The password is never shown."),
         .value(
-            "socket.path", \DaemonConfiguration.socketPath, default: "/run/plunkd/plunkd.sock for root, $XDG_RUNTIME_DIR/plunkd/plunkd.sock, else /tmp/plunkd-<uid>/plunkd.sock",
+            "socket.path", \DaemonConfiguration.socketPath,
+            default: "/run/plunkd/plunkd.sock for root, $XDG_RUNTIME_DIR/plunkd/plunkd.sock, else /tmp/plunkd-<uid>/plunkd.sock",
             "The Unix socket apps write events to. Its directory must not be writable by others (unless sticky); /tmp/plunkd-<uid> must be the user's own, mode 0700.",
             parse: { v throws(ConfigurationError) in try v.path() }),
         .value(
@@ -66,7 +69,8 @@ public enum Settings {
             "Users who may run control commands (resume, parked retry and drop).",
             parse: { v throws(ConfigurationError) in try v.ids(kind: .user) }),
         .value(
-            "storage.path", \DaemonConfiguration.storagePath, default: "/var/lib/plunkd/outbox.sqlite for root, else $XDG_STATE_HOME/plunkd/outbox.sqlite (~/.local/state)",
+            "storage.path", \DaemonConfiguration.storagePath,
+            default: "/var/lib/plunkd/outbox.sqlite for root, else $XDG_STATE_HOME/plunkd/outbox.sqlite (~/.local/state)",
             "The SQLite outbox.",
             parse: { v throws(ConfigurationError) in try v.path() }),
         .value(

@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Tells systemd how the service is doing (sd_notify(3)): `READY=1`, `STATUS=…`,
 /// `STOPPING=1`, `WATCHDOG=1`.
@@ -18,7 +19,8 @@ public final class SystemdNotifier: Sendable {
         let socket = environment["NOTIFY_SOCKET"].flatMap { $0.isEmpty ? nil : $0 }
         address = socket
         if socket != nil, let usec = environment["WATCHDOG_USEC"].flatMap(UInt64.init), usec > 0,
-           environment["WATCHDOG_PID"].flatMap(Int32.init).map({ $0 == pid }) ?? true {
+            environment["WATCHDOG_PID"].flatMap(Int32.init).map({ $0 == pid }) ?? true
+        {
             watchdogInterval = TimeInterval(usec) / 1_000_000
         } else {
             watchdogInterval = nil
