@@ -33,18 +33,18 @@ struct ControlTests {
         let fixture = try await DeliveryFixture(apiKey: nil)
         let routes = routes(fixture, policy: policy)
         for path in ["/control/resume", "/control/parked/list", "/control/parked/retry", "/control/parked/drop"] {
-            let refused = await routes.respond(method: "POST", path: path, body: Data("{\"all\":true}".utf8), peer: Self.stranger)
+            let refused = routes.respond(method: "POST", path: path, body: Data("{\"all\":true}".utf8), peer: Self.stranger)
             #expect(refused?.status == 403, "\(path)")
             #expect(refused?.body.contains("uid 1002") == true)
         }
-        #expect(await routes.respond(method: "POST", path: "/control/resume", body: Data(), peer: Self.root)?.status == 200)
+        #expect(routes.respond(method: "POST", path: "/control/resume", body: Data(), peer: Self.root)?.status == 200)
         // Status and metrics carry counts only: anyone who may use the socket may read them.
-        #expect(await routes.respond(method: "GET", path: "/status", body: Data(), peer: Self.stranger)?.status == 200)
-        let metrics = await routes.respond(method: "GET", path: "/metrics", body: Data(), peer: nil)
+        #expect(routes.respond(method: "GET", path: "/status", body: Data(), peer: Self.stranger)?.status == 200)
+        let metrics = routes.respond(method: "GET", path: "/metrics", body: Data(), peer: nil)
         #expect(metrics?.status == 200)
         #expect(metrics?.contentType.hasPrefix("text/plain") == true)
         #expect(metrics?.body.contains("plunkd_delivery_state{state=\"no_api_key\"} 1") == true)
-        #expect(await routes.respond(method: "GET", path: "/nothing", body: Data(), peer: nil) == nil)
+        #expect(routes.respond(method: "GET", path: "/nothing", body: Data(), peer: nil) == nil)
         await fixture.stop()
     }
 
@@ -72,25 +72,25 @@ struct ControlTests {
         #expect(try await fixture.waitForStore { _, _, parked in parked[.rejected] == 4 })
         let routes = routes(fixture)
 
-        let listed = json(await routes.respond(method: "POST", path: "/control/parked/list", body: Data("{\"reason\":\"rejected\"}".utf8), peer: Self.root))
+        let listed = json(routes.respond(method: "POST", path: "/control/parked/list", body: Data("{\"reason\":\"rejected\"}".utf8), peer: Self.root))
         let rows = try #require(listed["events"] as? [[String: Any]])
         #expect(rows.compactMap { $0["id"] as? String } == events.map { $0.id.uuidString.lowercased() })
         #expect(rows.first?["last_status"] as? Int == 400)
         #expect((rows.first?["body_excerpt"] as? String)?.contains("same@example.com") == true)
         #expect((rows.first?["attempts"] as? Int) == 1)
 
-        let badReason = await routes.respond(method: "POST", path: "/control/parked/retry", body: Data("{\"reason\":\"bogus\"}".utf8), peer: Self.root)
+        let badReason = routes.respond(method: "POST", path: "/control/parked/retry", body: Data("{\"reason\":\"bogus\"}".utf8), peer: Self.root)
         #expect(badReason?.status == 400)
-        let noSelection = await routes.respond(method: "POST", path: "/control/parked/retry", body: Data("{}".utf8), peer: Self.root)
+        let noSelection = routes.respond(method: "POST", path: "/control/parked/retry", body: Data("{}".utf8), peer: Self.root)
         #expect(noSelection?.status == 400)
 
         // Drop: one by id needs no confirmation; several do.
         let dropOne = json(
-            await routes.respond(
+            routes.respond(
                 method: "POST", path: "/control/parked/drop",
                 body: Data("{\"ids\":[\"\(events[3].id.uuidString)\"]}".utf8), peer: Self.root))
         #expect(dropOne["count"] as? Int == 1)
-        let unconfirmed = await routes.respond(method: "POST", path: "/control/parked/drop", body: Data("{\"all\":true}".utf8), peer: Self.root)
+        let unconfirmed = routes.respond(method: "POST", path: "/control/parked/drop", body: Data("{\"all\":true}".utf8), peer: Self.root)
         #expect(unconfirmed?.status == 409)
         #expect(json(unconfirmed)["count"] as? Int == 3)
         #expect(try fixture.outbox.stateCounts().parked[.rejected] == 3)
@@ -99,7 +99,7 @@ struct ControlTests {
         // Retry the rest once Plunk accepts: delivered in their original order.
         fixture.fake.respond { _ in FakePlunk.legacySuccess() }
         let before = fixture.fake.requests.count
-        let retried = json(await routes.respond(method: "POST", path: "/control/parked/retry", body: Data("{\"reason\":\"rejected\"}".utf8), peer: Self.root))
+        let retried = json(routes.respond(method: "POST", path: "/control/parked/retry", body: Data("{\"reason\":\"rejected\"}".utf8), peer: Self.root))
         #expect(retried["count"] as? Int == 3)
         #expect(try await fixture.waitUntilEmpty())
         let resent = fixture.fake.requests.dropFirst(before).compactMap(\.idempotencyKey)

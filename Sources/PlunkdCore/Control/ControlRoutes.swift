@@ -23,7 +23,7 @@ public struct ControlRoutes: ControlResponder {
         self.clock = clock
     }
 
-    public func respond(method: String, path: String, body: Data, peer: PeerCredentials?) async -> ControlResponse? {
+    public func respond(method: String, path: String, body: Data, peer: PeerCredentials?) -> ControlResponse? {
         switch (method, path) {
         case ("GET", "/status"):
             return ControlResponse(status: 200, body: status().json())

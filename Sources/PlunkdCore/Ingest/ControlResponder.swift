@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import NIOCore
 
@@ -34,8 +35,16 @@ public struct ControlResponse: Sendable {
 /// Requests on the socket that are not events (`/status`, `/metrics`, `/control/…`): answered
 /// by the control part, which ingest knows only through this protocol.
 public protocol ControlResponder: Sendable {
-    /// Answers `method path`, or returns nil when the route is not a control route.
-    func respond(method: String, path: String, body: Data, peer: PeerCredentials?) async -> ControlResponse?
+    /// Answers `method path`, or returns nil when the route is not a control route. It
+    /// may block (it reads the store and waits on the sender's queue): the socket calls it
+    /// on `ControlResponderQueue`, never on an event loop or the Swift concurrency pool.
+    func respond(method: String, path: String, body: Data, peer: PeerCredentials?) -> ControlResponse?
+}
+
+/// The one thread control requests run on: they are rare (an operator, a scrape), and
+/// running them one at a time keeps a burst of status calls from piling onto the store.
+enum ControlResponderQueue {
+    static let queue = DispatchQueue(label: "plunkd.control")
 }
 
 extension Channel {

@@ -141,8 +141,8 @@ final class HTTPIngestHandler: ChannelInboundHandler {
         let method = head.method.rawValue
         context.channel.peerCredentials().whenComplete { credentials in
             let peer = (try? credentials.get()) ?? nil
-            Task {
-                let response = await control.respond(method: method, path: path, body: body, peer: peer)
+            ControlResponderQueue.queue.async {
+                let response = control.respond(method: method, path: path, body: body, peer: peer)
                 loopBound.eventLoop.execute {
                     let (handler, context) = loopBound.value
                     handler.responsesOutstanding -= 1
