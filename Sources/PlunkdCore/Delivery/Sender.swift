@@ -36,8 +36,7 @@ public final class Sender: @unchecked Sendable {
     /// while sending is not allowed (no key, a hold, a pause, a block) and while every
     /// slot and the reserve are full. Then the turn that ends that state claims whatever
     /// arrived meanwhile, so waking the sender's thread after every commit would only
-    /// cost ingest a thread wake-up per event (about 5 % of one client's round trip
-    /// here). Set by a turn before its claim reads the store, and read by `wake` after
+    /// cost ingest a thread wake-up per event, on the round trip of every client. Set by a turn before its claim reads the store, and read by `wake` after
     /// the commit: a commit that saw `false` is visible to the claim of that turn.
     let newEventsUseful = Atomic(true)
     /// Wake-ups that reached the sender's queue; for tests.

@@ -3,8 +3,7 @@
 ///
 /// Written here rather than taken from Foundation because `JSONSerialization` builds a
 /// tree of bridged objects for every event only for the validator to look at four
-/// fields: measured here, that was about 25 µs of a 330 µs round trip for one client
-/// sending one event at a time. The pass itself allocates nothing; the validator then
+/// fields, a noticeable share of the round trip of a client sending one event at a time. The pass itself allocates nothing; the validator then
 /// makes text of the email (and of the event name only when it starts with whitespace or
 /// an escape). The body itself is stored and forwarded as received.
 struct JSONBodyScan {

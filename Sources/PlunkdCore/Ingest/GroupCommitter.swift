@@ -13,8 +13,8 @@ import Synchronization
 /// API must not run on the cooperative pool, and a busy store's fsyncs must not stall an
 /// event loop. One case commits on the caller's thread instead: a lone submission to an
 /// idle store right after another lone one, the client sending one event at a time.
-/// Handing it to the committer and the ack back costs two thread wake-ups (one client
-/// went from 55 % to 62 % of the fsync floor without them, in one benchmark run); under load (several submissions per commit) the
+/// Handing it to the committer and the ack back costs two thread wake-ups, a sizeable
+/// share of that client's round trip (the ingest benchmark shows it); under load (several submissions per commit) the
 /// committer thread takes everything, so other connections of the same event loop never
 /// wait behind an fsync; after a slow commit too, so a stalling disk holds the committer
 /// thread and not an event loop.

@@ -103,7 +103,7 @@ public final class Outbox: Sendable {
     /// index entry here would add pages to every commit's WAL write, and the
     /// one-event-at-a-time client pays for every page. Delivery gives each event its place
     /// in its contact's line when it first meets it (a contact index written at the door
-    /// cost 40 % of the pipelined rate).
+    /// cost a large share of the pipelined rate in the ingest benchmark).
     public func enqueue(_ events: [TrackEvent], at now: Date = Date()) throws(OutboxError) {
         guard !events.isEmpty else { return }
         let stamp = now.timeIntervalSince1970

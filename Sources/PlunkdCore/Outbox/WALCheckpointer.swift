@@ -15,9 +15,8 @@ import Logging
 /// A passive pass alone never lets the log start over: commits go on while it copies, so
 /// it always ends a few frames short, and SQLite rewinds the log only when every frame has
 /// been copied. The log then grew by every commit to the backstop, and appending to a file
-/// makes each fsync also write its new size: 215–242 µs per 4 KiB fsync here against
-/// 129–146 µs for overwriting, which a client sending one event at a time waits for on
-/// every event. So after each pass the few frames left are copied on the writer's own
+/// makes each fsync also write its new size: a slower fsync than overwriting, which a
+/// client sending one event at a time waits for on every event. So after each pass the few frames left are copied on the writer's own
 /// connection, between two transactions, and the next commit rewinds the log.
 public final class WALCheckpointer: @unchecked Sendable {
     private let outbox: Outbox
