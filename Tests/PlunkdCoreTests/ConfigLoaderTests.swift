@@ -4,7 +4,7 @@ import Testing
 
 @testable import PlunkdCore
 
-@Suite("Configuration")
+@Suite("Configuration", .timeLimit(.minutes(2)))
 struct ConfigLoaderTests {
     func writeConfig(_ yaml: String) throws -> (directory: String, file: String) {
         let directory = try DaemonProcess.makeScratchDirectory()
@@ -242,7 +242,7 @@ struct ConfigLoaderTests {
     }
 }
 
-@Suite("check-config and the installed unit's credential")
+@Suite("check-config and the installed unit's credential", .timeLimit(.minutes(2)))
 struct ServiceCredentialTests {
     @Test("the unit's key file is found (a drop-in's LoadCredential wins), and its key is told without its value")
     func findsTheUnitsKeyFile() throws {

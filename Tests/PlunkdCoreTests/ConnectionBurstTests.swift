@@ -13,7 +13,7 @@ import Testing
 /// server's workers do after a restart. With the old backlog of 256, the rest got EAGAIN.
 /// The daemon is spawned with posix_spawn, not Foundation's Process, whose child
 /// monitoring must not see a stopped child.
-@Suite("A burst of connections", .serialized)
+@Suite("A burst of connections", .serialized, .timeLimit(.minutes(2)))
 struct ConnectionBurstTests {
     @Test("500 connections while the daemon accepts none are all queued, then all served")
     func burstIsQueued() async throws {

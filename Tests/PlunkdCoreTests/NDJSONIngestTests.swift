@@ -4,7 +4,7 @@ import Testing
 
 @testable import PlunkdCore
 
-@Suite("NDJSON over the socket")
+@Suite("NDJSON over the socket", .timeLimit(.minutes(2)))
 struct NDJSONIngestTests {
     @Test("each line gets one reply in order, and an acked event is already in the database")
     func endToEnd() async throws {

@@ -6,7 +6,7 @@ import Testing
 
 @testable import PlunkdCore
 
-@Suite("Outbox")
+@Suite("Outbox", .timeLimit(.minutes(2)))
 struct OutboxTests {
     func event(_ n: Int) -> TrackEvent {
         TrackEvent(contact: "u\(n)@example.com", body: Data("{\"event\":\"e\",\"email\":\"u\(n)@example.com\"}".utf8))
@@ -137,7 +137,10 @@ struct OutboxTests {
         try handle.seek(toOffset: 4096 * 3)
         handle.write(Data(repeating: 0xA5, count: 4096 * 4))
         try handle.close()
-        #expect(throws: OutboxError.self) { try Outbox(path: path) }
+        let error = try #require(throws: OutboxError.self) { try Outbox(path: path) }
+        // Unusable (the store is damaged), not a passing failure to retry, and the file is named.
+        #expect(error.kind == .unusable, "\(error)")
+        #expect("\(error)".contains(path), "\(error)")
     }
 
     @Test("a full store refuses with `full`, keeps what it had, and accepts again when room returns")
@@ -169,7 +172,7 @@ struct OutboxTests {
     }
 }
 
-@Suite("WAL checkpoints")
+@Suite("WAL checkpoints", .timeLimit(.minutes(2)))
 struct WALCheckpointTests {
     func fileSize(_ path: String) -> Int {
         ((try? FileManager.default.attributesOfItem(atPath: path)[.size]) as? NSNumber)?.intValue ?? 0

@@ -11,7 +11,7 @@ import Testing
     import Glibc
 #endif
 
-@Suite("The socket file and connections")
+@Suite("The socket file and connections", .timeLimit(.minutes(2)))
 struct SocketTests {
     @Test("the socket is created with the configured mode")
     func mode() async throws {

@@ -9,7 +9,7 @@ import Testing
 /// The tests never read the host's configuration or environment: on a machine where
 /// plunkd is installed and `PLUNK_API_KEY` is set, a test's daemon must not pick up the
 /// real key, the real Plunk address or /etc/plunkd/plunkd.yaml.
-@Suite("Tests isolated from the host", .serialized)
+@Suite("Tests isolated from the host", .serialized, .timeLimit(.minutes(2)))
 struct TestIsolationTests {
     @Test("a test's daemon sees only the variables the test gave it, and an empty configuration file")
     func daemonEnvironment() throws {

@@ -1,0 +1,40 @@
+import Foundation
+import Testing
+
+/// "Nothing is deleted except by delivery or `plunkd parked drop`" is a property of the
+/// source: this test fails when a third way to remove events appears anywhere in it.
+@Suite("Only two ways an event is deleted", .timeLimit(.minutes(2)))
+struct DeletionSitesTests {
+    static let sources = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Sources")
+
+    /// Every line of plunkd's own sources that removes rows of `event` or the table itself.
+    func deletingLines() throws -> [String] {
+        let pattern = try Regex(
+            #"(?i)(delete\s+from\s+"?event"?\b|drop\s+table\s+(if\s+exists\s+)?"?event"?\b|replace\s+into\s+"?event"?\b|\.deleteAll\(|\.deleteOne\(|\.delete\(db)"#
+        )
+        var found: [String] = []
+        let files = FileManager.default.enumerator(at: Self.sources, includingPropertiesForKeys: nil)
+        while let file = files?.nextObject() as? URL {
+            guard file.pathExtension == "swift" else { continue }
+            let text = try String(contentsOf: file, encoding: .utf8)
+            for line in text.split(separator: "\n", omittingEmptySubsequences: false) where line.contains(pattern) {
+                found.append("\(file.lastPathComponent): \(line.trimmingCharacters(in: .whitespaces))")
+            }
+        }
+        return found.sorted()
+    }
+
+    @Test("the delivered event's delete and parked drop's delete are the only ones (and migration v4's rebuild, after its copy)")
+    func onlyTwo() throws {
+        let found = try deletingLines()
+        #expect(
+            found == [
+                #"OutboxDelivery.swift: try db.cachedStatement(sql: "DELETE FROM event WHERE seq = ?").execute(arguments: [seq])"#,
+                #"OutboxParking.swift: try db.execute(sql: "DELETE FROM event WHERE state = 'parked'\(condition)", arguments: arguments)"#,
+                // Migration v4 rebuilds the table: every row is copied into event_v4 first, in
+                // the same transaction (`OutboxSchema`, tested by `OutboxTests`' migrations).
+                "OutboxSchema.swift: DROP TABLE event;",
+            ], "\(found)")
+    }
+}
