@@ -104,12 +104,7 @@ public final class DaemonProcess {
     /// Waits (bounded) until the log holds `text`: a line may come after the work it
     /// describes has already been answered on another thread.
     public func waitForLog(containing text: String, timeout: Double = 30) -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while !log.contains(text) {
-            guard Date() < deadline else { return false }
-            usleep(20_000)
-        }
-        return true
+        Poll.blockingUntil(timeout: timeout, every: .milliseconds(20)) { log.contains(text) }
     }
 
     /// Waits until the socket accepts connections; throws if the process exits first.
@@ -132,8 +127,7 @@ public final class DaemonProcess {
     /// Waits for the process to end; returns its exit status, or nil on timeout.
     @discardableResult
     public func waitForExit(timeout: Double = 60) -> Int32? {
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
+        _ = Poll.blockingUntil(timeout: timeout) { !process.isRunning }
         return process.exitStatus
     }
 

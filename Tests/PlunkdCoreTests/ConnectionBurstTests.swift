@@ -36,9 +36,7 @@ struct ConnectionBurstTests {
             while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
             try? FileManager.default.removeItem(atPath: directory)
         }
-        let deadline = Date().addingTimeInterval(60)
-        while !SocketPathGuard.isServed(socketPath) && Date() < deadline { usleep(20_000) }
-        try #require(SocketPathGuard.isServed(socketPath), "plunkd did not serve \(socketPath)")
+        try #require(Poll.blockingUntil(timeout: 60) { SocketPathGuard.isServed(socketPath) }, "plunkd did not serve \(socketPath)")
         kill(pid, SIGSTOP)
         var descriptors: [Int32] = []
         var refused = 0

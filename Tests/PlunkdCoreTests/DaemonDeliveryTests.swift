@@ -130,6 +130,34 @@ struct DaemonDeliveryTests {
 }
 
 extension DaemonDeliveryTests {
+    @Test("after a 401, status says auth_held; plunkd resume lifts the hold with the same key and the parked event is delivered")
+    func resumeAfterAuthHold() async throws {
+        let fake = try await FakePlunk { request in
+            request.index == 0 ? FakePlunk.v2Error(401, "INVALID_API_KEY", "Invalid API key") : FakePlunk.v2Success()
+        }
+        let daemon = try DaemonProcess(environment: environment(fake))
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        _ = try submit(daemon.socketPath)
+        #expect(await fake.waitFor { $0.count == 1 })
+        let held = await SenderTests.eventually {
+            ((try? DatabaseQueue(path: daemon.storagePath).read {
+                try String.fetchOne($0, sql: "SELECT value FROM delivery_hold WHERE name = 'refused_key'")
+            }) ?? nil) != nil
+        }
+        #expect(held)
+        let status = try DaemonProcess.command(["status", "--json", "--socket", daemon.socketPath])
+        #expect(status.status == 2)
+        #expect(status.stdout.contains("\"state\" : \"auth_held\""), "\(status.stdout)")
+        let resume = try DaemonProcessTests().run(["resume", "--socket", daemon.socketPath])
+        #expect(resume.status == 0, "\(resume.stderr)")
+        #expect(resume.stdout.contains("auth hold"), "\(resume.stdout)")
+        #expect(try await waitForStoredCount(daemon.storagePath, 0))
+        #expect(fake.requests.count == 2)
+        #expect(try counterValue(daemon.storagePath, "delivered_total") == 1)
+        await fake.stop()
+    }
+
     @Test("SIGHUP with a new key in the key file ends the auth hold and the parked events are delivered")
     func hangupWithNewKey() async throws {
         let fake = try await FakePlunk { request in

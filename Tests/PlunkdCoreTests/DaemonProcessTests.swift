@@ -39,8 +39,7 @@ struct DaemonProcessTests {
             }.start()
         }
         // Kill mid-stream: once a good share of events is acknowledged, not at a quiet moment.
-        let deadline = Date().addingTimeInterval(60)
-        while acked.count < 8000 && Date() < deadline { usleep(1000) }
+        #expect(Poll.blockingUntil(timeout: 60, every: .milliseconds(1)) { acked.count >= 8000 }, "only \(acked.count) acknowledged")
         daemon.signal(SIGKILL)
         #expect(daemon.waitForExit(timeout: 20) != nil)
         #expect(group.wait(timeout: .now() + 60) == .success)

@@ -87,8 +87,7 @@ struct GroupCommitterTests {
         #expect(submitLone(0), "the first lone event was not committed inline")
         #expect(!submitLone(1), "a lone event was committed inline right after a slow commit")
         // Its completion ran before the committer's bookkeeping: wait for that (bounded).
-        let deadline = Date().addingTimeInterval(10)
-        while !committer.isIdle && Date() < deadline { usleep(1_000) }
+        #expect(Poll.blockingUntil(timeout: 10) { committer.isIdle }, "the committer never went idle")
         #expect(submitLone(2), "inline commits did not come back after a quick one")
     }
 

@@ -106,8 +106,7 @@ struct OperateProcessTests {
         #expect(DaemonProcessTests.ackedID(try client.readLine()) != nil)
         try "plunk:\n  concurrency: lots\n".write(toFile: config, atomically: true, encoding: .utf8)
         daemon.signal(SIGHUP)
-        let deadline = Date().addingTimeInterval(30)
-        while !daemon.log.contains("reload refused") && Date() < deadline { usleep(20_000) }
+        #expect(daemon.waitForLog(containing: "reload refused"))
         let refusals = daemon.log.components(separatedBy: "\n").filter { $0.contains("reload refused") }
         #expect(refusals.count == 1)
         #expect(refusals.first?.contains("plunk.concurrency") == true)
@@ -119,7 +118,7 @@ struct OperateProcessTests {
         try "plunk:\n  concurrency: 4\nsocket:\n  admin_uids: [0]\nretry:\n  max_backoff: 60\nlog:\n  level: debug\n".write(
             toFile: config, atomically: true, encoding: .utf8)
         daemon.signal(SIGHUP)
-        while !daemon.log.contains("configuration reloaded") && Date() < deadline { usleep(20_000) }
+        #expect(daemon.waitForLog(containing: "configuration reloaded"))
         #expect(daemon.log.contains("needs a restart to take effect: log.level"))
     }
 
@@ -171,8 +170,7 @@ struct OperateProcessTests {
         // Without allowed_uids, nobody may submit but still not run control commands.
         try "socket:\n  mode: 0666\n".write(toFile: config, atomically: true, encoding: .utf8)
         daemon.signal(SIGHUP)
-        let deadline = Date().addingTimeInterval(30)
-        while !daemon.log.contains("configuration reloaded") && Date() < deadline { usleep(20_000) }
+        #expect(daemon.waitForLog(containing: "configuration reloaded"))
         let allowed = try DaemonProcess.command(
             asNobody + ["send", "--socket", daemon.socketPath, "--event", "x", "--email", "a@b.io"],
             executable: "/usr/bin/setpriv")

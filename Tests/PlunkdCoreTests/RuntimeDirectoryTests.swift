@@ -87,8 +87,7 @@ struct RuntimeDirectoryTests {
             daemon.cleanUp()
             try? FileManager.default.removeItem(atPath: fallback)
         }
-        let deadline = Date().addingTimeInterval(30)
-        while !FileManager.default.fileExists(atPath: "\(fallback)/plunkd.sock") && Date() < deadline { usleep(20_000) }
+        #expect(Poll.blockingUntil(timeout: 30) { FileManager.default.fileExists(atPath: "\(fallback)/plunkd.sock") })
         var info = stat()
         #expect(lstat(fallback, &info) == 0)
         #expect(info.st_uid == Self.victim)

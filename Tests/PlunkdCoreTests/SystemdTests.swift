@@ -62,8 +62,7 @@ struct SystemdTests {
         #expect(await progress(sender, maxAge: 40))
         try outbox.enqueue([TrackEvent(contact: "a@b.io", body: Data("{}".utf8))], at: clock.now)
         sender.wake()
-        let deadline = Date().addingTimeInterval(10)
-        while sender.snapshot().inFlight == 0 && Date() < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        _ = await Poll.until(timeout: 10) { sender.snapshot().inFlight > 0 }
         #expect(sender.snapshot().inFlight == 1)
         clock.advance(39)
         #expect(await progress(sender, maxAge: 40))
