@@ -64,30 +64,22 @@ extension Sender {
             metrics.parked(.unauthorized)?.increment()
             recordError(detail, status: outcome.status, now: now)
             logger.warning("event parked", metadata: ["id": "\(event.key)", "reason": "unauthorized", "status": "\(status)"])
-            if hold.refusedKeyFingerprint == nil, let key = settings.apiKey {
-                hold.refusedKeyFingerprint = key.fingerprint
-                hold.heldSince = now
-                holdDirty = true
+            if let key = settings.apiKey, gate.keyRefused(fingerprint: key.fingerprint, now: now) != nil {
                 logger.error("Plunk refused the API key (\(detail)); delivery is held until the key changes or `plunkd resume`")
             }
         case .quotaExceeded(let detail):
             moves.append(.retry(seq: event.seq, due: now, countsAsAttempt: false, status: 402, error: detail))
             recordError(detail, status: outcome.status, now: now)
-            if hold.pausedUntil == nil {
-                hold.pausedUntil = MonthBoundary.startOfNextMonth(after: now)
-                hold.pauseReason = "quota"
-                holdDirty = true
+            if case .quotaPaused(let until) = gate.quotaExceeded(now: now) {
                 logger.error(
-                    "Plunk's monthly quota is spent (\(detail)); delivery paused until \(Self.iso(hold.pausedUntil!)). After a plan upgrade: plunkd resume")
+                    "Plunk's monthly quota is spent (\(detail)); delivery paused until \(Self.iso(until)). After a plan upgrade: plunkd resume")
             }
         case .rateLimited(let retryAfter, let detail):
-            consecutiveRateLimits += 1
-            let wait = min(
-                settings.retry.maxBackoff,
-                retryAfter ?? settings.retry.delay(afterFailures: consecutiveRateLimits, unit: unitRandom))
+            let wait = gate.rateLimited(retryAfter: retryAfter, now: now, cap: settings.retry.maxBackoff) { limits in
+                settings.retry.delay(afterFailures: limits, unit: unitRandom)
+            }
             moves.append(.retry(seq: event.seq, due: now.addingTimeInterval(wait), countsAsAttempt: false, status: 429, error: detail))
             recordError(detail, status: outcome.status, now: now)
-            block(until: now.addingTimeInterval(wait), rateLimit: true)
         case .transient(let status, let detail):
             recordError(detail, status: outcome.status, now: now)
             if detail != lastLoggedFailure {
@@ -96,11 +88,7 @@ extension Sender {
                 logger.warning("delivery failed, retrying with backoff: \(detail)", metadata: ["id": "\(event.key)"])
             }
             retryOrExpire(event, answer: answer, status: status, detail: detail, now: now)
-            consecutiveFailures += 1
-            if consecutiveFailures >= settings.failingAfter {
-                let gap = settings.retry.delay(afterFailures: consecutiveFailures - settings.failingAfter + 1, unit: unitRandom)
-                block(until: now.addingTimeInterval(gap), rateLimit: false)
-            }
+            gate.failedTransiently(now: now) { pastThreshold in settings.retry.delay(afterFailures: pastThreshold, unit: unitRandom) }
         }
         dispatchReady(now: now)
         scheduleTurn()
@@ -130,20 +118,12 @@ extension Sender {
     func recordSuccess(now: Date, delivered: Bool = true) {
         if delivered { lastSuccess = now }
         lastLoggedFailure = nil
-        consecutiveFailures = 0
-        consecutiveRateLimits = 0
-        if !blockedByRateLimit { blockedUntil = nil }
+        gate.answeredSanely()
     }
 
     func recordError(_ detail: String, status: Int?, now: Date) {
         lastError = detail
         lastErrorStatus = status
         lastErrorAt = now
-    }
-
-    func block(until date: Date, rateLimit: Bool) {
-        if let current = blockedUntil, current >= date { return }
-        blockedUntil = date
-        blockedByRateLimit = rateLimit
     }
 }

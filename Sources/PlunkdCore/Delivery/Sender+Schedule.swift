@@ -7,34 +7,24 @@ extension Sender {
     // MARK: Pause, hold, timer
 
     func expirePause(now: Date) {
-        if let until = hold.pausedUntil, until <= now {
+        if gate.tick(now: now) == .pauseOver {
             logger.info("quota pause over: a new month began; delivering again")
-            hold.pausedUntil = nil
-            hold.pauseReason = nil
-            holdDirty = true
-        }
-        if let until = blockedUntil, until <= now {
-            blockedUntil = nil
-            blockedByRateLimit = false
         }
     }
 
     func reconcileHoldWithKey() throws {
-        guard let refused = hold.refusedKeyFingerprint, let key = settings.apiKey, key.fingerprint != refused else { return }
+        guard let refused = gate.hold.refusedKeyFingerprint, let key = settings.apiKey, key.fingerprint != refused else { return }
         try recordNow()
         let requeued = try outbox.requeueParked(reason: .unauthorized, now: clock())
-        hold.refusedKeyFingerprint = nil
-        hold.heldSince = nil
-        try outbox.saveHold(hold)
+        gate.liftAuthHold()
+        try outbox.saveHold(gate.hold)
         logger.info("the API key changed: auth hold lifted, \(requeued) unauthorized events back in line")
     }
 
     /// Arms the timer for the end of a pause or block, else for `nextDue` (the earliest
     /// waiting head, when the last claim found nothing more to take).
     func armTimer(now: Date, nextDue: Date?) {
-        var wake: Date?
-        if let until = hold.pausedUntil { wake = until }
-        if let until = blockedUntil { wake = min(wake ?? until, until) }
+        var wake = gate.opensAt
         if wake == nil, let due = nextDue { wake = max(due, now) }
         if let wake { armTimer(at: wake) }
     }
@@ -62,12 +52,7 @@ extension Sender {
     // MARK: State
 
     func currentState(now: Date) -> DeliveryState {
-        if settings.apiKey == nil { return .noAPIKey }
-        if hold.refusedKeyFingerprint != nil { return .authHeld }
-        if hold.pausedUntil != nil { return .quotaPaused }
-        if let blockedUntil, blockedUntil > now { return blockedByRateLimit ? .rateLimited : .backingOff }
-        if consecutiveFailures > 0 { return .backingOff }
-        return inFlight.isEmpty ? .idle : .delivering
+        gate.state(now: now, hasKey: settings.apiKey != nil, inFlight: inFlight.count)
     }
 
     func logStateIfChanged() {

@@ -20,16 +20,12 @@ struct StoreWork: Sendable {
 /// slow Plunk's round trips are not lengthened by the store's.
 extension Sender {
     /// Requests allowed in flight: all slots, or one probe while the destination is failing.
-    var requestSlots: Int {
-        isProbing ? 1 : settings.concurrency
-    }
+    var requestSlots: Int { gate.requestSlots(concurrency: settings.concurrency) }
 
-    var isProbing: Bool { consecutiveFailures >= settings.failingAfter }
+    var isProbing: Bool { gate.isProbing }
 
     func sendingAllowed(now: Date) -> Bool {
-        guard !stopping, settings.apiKey != nil, hold.refusedKeyFingerprint == nil, hold.pausedUntil == nil else { return false }
-        if let blockedUntil, blockedUntil > now { return false }
-        return true
+        !stopping && gate.sendingAllowed(now: now, hasKey: settings.apiKey != nil)
     }
 
     /// How many more events to claim: the free slots plus a ready reserve as large as the
@@ -94,10 +90,10 @@ extension Sender {
     }
 
     func takeStoreWork(claimLimit: Int, now: Date) -> StoreWork {
-        let work = StoreWork(moves: moves, counters: counters, hold: holdDirty ? hold : nil, claimLimit: claimLimit, now: now)
+        let work = StoreWork(moves: moves, counters: counters, hold: gate.holdChanged ? gate.hold : nil, claimLimit: claimLimit, now: now)
         moves.removeAll(keepingCapacity: true)
         counters.removeAll(keepingCapacity: true)
-        holdDirty = false
+        gate.holdChanged = false
         return work
     }
 
@@ -120,7 +116,7 @@ extension Sender {
             dispatchReady(now: now)
             let filled = work.claimLimit > 0 && claim.claimed.count == work.claimLimit
             let room = claimLimit(now: now) > 0
-            if turnDeferred || !moves.isEmpty || !counters.isEmpty || holdDirty || (room && (filled || claim.mayHaveMore)) {
+            if turnDeferred || !moves.isEmpty || !counters.isEmpty || gate.holdChanged || (room && (filled || claim.mayHaveMore)) {
                 turnDeferred = false
                 scheduleTurn()
             } else {
@@ -142,7 +138,7 @@ extension Sender {
     func restore(_ work: StoreWork) {
         moves.insert(contentsOf: work.moves, at: 0)
         for (counter, amount) in work.counters { counters[counter, default: 0] += amount }
-        if work.hold != nil { holdDirty = true }
+        if work.hold != nil { gate.holdChanged = true }
     }
 
     /// Records pending outcomes now, on the caller's turn of the sender's queue: for the

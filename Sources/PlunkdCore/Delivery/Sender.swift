@@ -36,8 +36,9 @@ public final class Sender: @unchecked Sendable {
     /// while sending is not allowed (no key, a hold, a pause, a block) and while every
     /// slot and the reserve are full. Then the turn that ends that state claims whatever
     /// arrived meanwhile, so waking the sender's thread after every commit would only
-    /// cost ingest a thread wake-up per event, on the round trip of every client. Set by a turn before its claim reads the store, and read by `wake` after
-    /// the commit: a commit that saw `false` is visible to the claim of that turn.
+    /// cost ingest a thread wake-up per event, on the round trip of every client. Set by
+    /// a turn before its claim reads the store, and read by `wake` after the commit: a
+    /// commit that saw `false` is visible to the claim of that turn.
     let newEventsUseful = Atomic(true)
     /// Wake-ups that reached the sender's queue; for tests.
     let wakeUps = Atomic(0)
@@ -60,12 +61,8 @@ public final class Sender: @unchecked Sendable {
     var moves: [EventMove] = []
     var counters: [OutboxCounter: Int] = [:]
     var turnScheduled = false
-    var hold = StoredDeliveryHold()
-    var holdDirty = false
-    var blockedUntil: Date?
-    var blockedByRateLimit = false
-    var consecutiveFailures = 0
-    var consecutiveRateLimits = 0
+    /// Pause, hold, block, failure runs: the decisions about Plunk as a whole.
+    var gate: DestinationGate
     var timer: DispatchSourceTimer?
     var timerDeadline: Date?
     var stopping = false
@@ -96,6 +93,7 @@ public final class Sender: @unchecked Sendable {
         self.logger = logger
         self.clock = clock
         self.unitRandom = unitRandom
+        gate = DestinationGate(failingAfter: settings.failingAfter)
     }
 
     /// Puts events left in flight by a crash back in line, restores a stored pause or
@@ -107,7 +105,7 @@ public final class Sender: @unchecked Sendable {
         }
         let stored = try outbox.loadHold()
         try queue.sync {
-            hold = stored
+            gate = DestinationGate(failingAfter: settings.failingAfter, hold: stored)
             try reconcileHoldWithKey()
             logStateIfChanged()
             scheduleTurn()
@@ -132,17 +130,15 @@ public final class Sender: @unchecked Sendable {
         try queue.sync {
             try recordNow()
             var lifted: [String] = []
-            if hold.pausedUntil != nil { lifted.append("quota pause") }
-            if hold.refusedKeyFingerprint != nil {
+            if gate.hold.pausedUntil != nil { lifted.append("quota pause") }
+            if gate.hold.refusedKeyFingerprint != nil {
                 lifted.append("auth hold")
                 let requeued = try outbox.requeueParked(reason: .unauthorized, now: clock())
                 if requeued > 0 { lifted.append("\(requeued) unauthorized events back in line") }
             }
-            hold = StoredDeliveryHold()
-            try outbox.saveHold(hold)
-            blockedUntil = nil
-            blockedByRateLimit = false
-            consecutiveFailures = 0
+            gate.resume()
+            try outbox.saveHold(gate.hold)
+            gate.holdChanged = false
             logger.info("resumed by operator", metadata: ["lifted": "\(lifted.isEmpty ? "nothing was paused" : lifted.joined(separator: ", "))"])
             scheduleTurn()
             return lifted.isEmpty ? "nothing was paused or held" : "lifted: " + lifted.joined(separator: ", ")
@@ -169,9 +165,9 @@ public final class Sender: @unchecked Sendable {
         queue.sync {
             let now = clock()
             return SenderSnapshot(
-                state: currentState(now: now), inFlight: inFlight.count, pausedUntil: hold.pausedUntil,
-                heldSince: hold.refusedKeyFingerprint != nil ? hold.heldSince : nil, blockedUntil: blockedUntil,
-                consecutiveFailures: consecutiveFailures, lastSuccess: lastSuccess, lastError: lastError,
+                state: currentState(now: now), inFlight: inFlight.count, pausedUntil: gate.hold.pausedUntil,
+                heldSince: gate.hold.refusedKeyFingerprint != nil ? gate.hold.heldSince : nil, blockedUntil: gate.blockedUntil,
+                consecutiveFailures: gate.consecutiveFailures, lastSuccess: lastSuccess, lastError: lastError,
                 lastErrorStatus: lastErrorStatus, lastErrorAt: lastErrorAt,
                 deliveredLastHour: recentDeliveries.lastHour(now: now), storageFailing: storageFailing)
         }

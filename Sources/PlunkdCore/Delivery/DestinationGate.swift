@@ -1,0 +1,152 @@
+import Foundation
+
+/// The sender's decisions about Plunk as a whole, as a value: whether anything may be sent
+/// now, how many requests may be in flight, until when to wait, and what `status` calls it.
+///
+/// Events come in as method calls with the time they happen at (an answer's meaning, the
+/// timer, the operator's resume); what the sender must do comes back as values (a wait,
+/// a `Notice` to log, `holdChanged` to store). No queue, clock or store is in here, so
+/// tests drive it directly with made-up times, and the next rules (adaptive concurrency,
+/// pacing) are more state of this type.
+struct DestinationGate: Equatable {
+    /// The quota pause and the auth hold, which outlive a restart.
+    private(set) var hold = StoredDeliveryHold()
+    /// The hold changed since the store last saw it.
+    var holdChanged = false
+    /// Nothing is sent before this: a rate limit's wait, or the gap between probes.
+    private(set) var blockedUntil: Date?
+    private(set) var blockedByRateLimit = false
+    private(set) var consecutiveFailures = 0
+    private(set) var consecutiveRateLimits = 0
+    /// Consecutive transient failures after which only one probe at a time goes out.
+    let failingAfter: Int
+
+    init(failingAfter: Int, hold: StoredDeliveryHold = StoredDeliveryHold()) {
+        self.failingAfter = failingAfter
+        self.hold = hold
+    }
+
+    /// What the sender logs when the gate closes or opens for a reason an operator acts on.
+    enum Notice: Equatable {
+        case quotaPaused(until: Date)
+        case keyRefused
+        case pauseOver
+    }
+
+    // MARK: Questions
+
+    /// One probe at a time, spaced by backoff, until a success.
+    var isProbing: Bool { consecutiveFailures >= failingAfter }
+
+    /// Requests allowed in flight with `concurrency` slots.
+    func requestSlots(concurrency: Int) -> Int { isProbing ? 1 : concurrency }
+
+    /// Whether anything may be sent at `now` (a key given, no hold, no pause, no block).
+    func sendingAllowed(now: Date, hasKey: Bool) -> Bool {
+        guard hasKey, hold.refusedKeyFingerprint == nil, hold.pausedUntil == nil else { return false }
+        if let blockedUntil, blockedUntil > now { return false }
+        return true
+    }
+
+    func state(now: Date, hasKey: Bool, inFlight: Int) -> DeliveryState {
+        if !hasKey { return .noAPIKey }
+        if hold.refusedKeyFingerprint != nil { return .authHeld }
+        if hold.pausedUntil != nil { return .quotaPaused }
+        if let blockedUntil, blockedUntil > now { return blockedByRateLimit ? .rateLimited : .backingOff }
+        if consecutiveFailures > 0 { return .backingOff }
+        return inFlight == 0 ? .idle : .delivering
+    }
+
+    /// When the gate opens by itself: the end of a pause or a block.
+    var opensAt: Date? {
+        switch (hold.pausedUntil, blockedUntil) {
+        case (let pause?, let block?): min(pause, block)
+        case (let pause?, nil): pause
+        case (nil, let block?): block
+        case (nil, nil): nil
+        }
+    }
+
+    // MARK: Events
+
+    /// A sane answer (any 2xx, or an event-level refusal) ends a failure run.
+    mutating func answeredSanely() {
+        consecutiveFailures = 0
+        consecutiveRateLimits = 0
+        if !blockedByRateLimit { blockedUntil = nil }
+    }
+
+    /// A transient failure (5xx, timeout, connection refused): past `failingAfter` in a
+    /// row, the next probe waits `gap(failures past the threshold)`.
+    mutating func failedTransiently(now: Date, gap: (Int) -> TimeInterval) {
+        consecutiveFailures += 1
+        if consecutiveFailures >= failingAfter {
+            block(until: now.addingTimeInterval(gap(consecutiveFailures - failingAfter + 1)), rateLimit: false)
+        }
+    }
+
+    /// A 429: Plunk-wide wait of `Retry-After`, else `backoff(rate limits in a row)`,
+    /// never longer than `cap`. Returns the wait, which the answered event waits too.
+    mutating func rateLimited(retryAfter: TimeInterval?, now: Date, cap: TimeInterval, backoff: (Int) -> TimeInterval) -> TimeInterval {
+        consecutiveRateLimits += 1
+        let wait = min(cap, retryAfter ?? backoff(consecutiveRateLimits))
+        block(until: now.addingTimeInterval(wait), rateLimit: true)
+        return wait
+    }
+
+    /// A 402: nothing is sent until the calendar month rolls over.
+    mutating func quotaExceeded(now: Date) -> Notice? {
+        guard hold.pausedUntil == nil else { return nil }
+        let until = MonthBoundary.startOfNextMonth(after: now)
+        hold.pausedUntil = until
+        hold.pauseReason = "quota"
+        holdChanged = true
+        return .quotaPaused(until: until)
+    }
+
+    /// A 401 for the key with `fingerprint`: held until the key changes or `resume`.
+    mutating func keyRefused(fingerprint: String, now: Date) -> Notice? {
+        guard hold.refusedKeyFingerprint == nil else { return nil }
+        hold.refusedKeyFingerprint = fingerprint
+        hold.heldSince = now
+        holdChanged = true
+        return .keyRefused
+    }
+
+    /// Time passed: a pause or a block that has ended lets go.
+    mutating func tick(now: Date) -> Notice? {
+        var notice: Notice?
+        if let until = hold.pausedUntil, until <= now {
+            hold.pausedUntil = nil
+            hold.pauseReason = nil
+            holdChanged = true
+            notice = .pauseOver
+        }
+        if let until = blockedUntil, until <= now {
+            blockedUntil = nil
+            blockedByRateLimit = false
+        }
+        return notice
+    }
+
+    /// The key is no longer the refused one: the auth hold ends.
+    mutating func liftAuthHold() {
+        hold.refusedKeyFingerprint = nil
+        hold.heldSince = nil
+    }
+
+    /// `plunkd resume`: every pause, hold, block and failure run ends now.
+    mutating func resume() {
+        hold = StoredDeliveryHold()
+        holdChanged = true
+        blockedUntil = nil
+        blockedByRateLimit = false
+        consecutiveFailures = 0
+    }
+
+    private mutating func block(until date: Date, rateLimit: Bool) {
+        if let current = blockedUntil, current >= date { return }
+        blockedUntil = date
+        blockedByRateLimit = rateLimit
+    }
+}

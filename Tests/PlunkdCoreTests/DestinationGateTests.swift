@@ -1,0 +1,102 @@
+import Foundation
+import Testing
+
+@testable import PlunkdCore
+
+/// The sender's decisions about Plunk as a whole, driven directly: events in with made-up
+/// times, decisions out. No queue, no timer, no store, no sleep.
+@Suite("The destination gate", .timeLimit(.minutes(2)))
+struct DestinationGateTests {
+    let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+
+    @Test("failures in a row: backing off at once, one probe at a time from the threshold, spaced by the gap; a sane answer ends it")
+    func failureRun() {
+        var gate = DestinationGate(failingAfter: 3)
+        #expect(gate.state(now: t0, hasKey: true, inFlight: 0) == .idle)
+        var gaps: [Int] = []
+        for n in 1...3 {
+            gate.failedTransiently(now: t0) {
+                gaps.append($0)
+                return 10
+            }
+            #expect(gate.isProbing == (n >= 3))
+        }
+        #expect(gaps == [1])
+        #expect(gate.requestSlots(concurrency: 8) == 1)
+        #expect(gate.state(now: t0, hasKey: true, inFlight: 0) == .backingOff)
+        #expect(!gate.sendingAllowed(now: t0.addingTimeInterval(9), hasKey: true))
+        #expect(gate.opensAt == t0.addingTimeInterval(10))
+        _ = gate.tick(now: t0.addingTimeInterval(10))
+        #expect(gate.sendingAllowed(now: t0.addingTimeInterval(10), hasKey: true))
+        // Still failing: the next probe's gap grows with the run.
+        gate.failedTransiently(now: t0.addingTimeInterval(10)) {
+            gaps.append($0)
+            return 20
+        }
+        #expect(gaps == [1, 2])
+        gate.answeredSanely()
+        #expect(!gate.isProbing && gate.requestSlots(concurrency: 8) == 8)
+        #expect(gate.opensAt == nil)
+        #expect(gate.state(now: t0.addingTimeInterval(11), hasKey: true, inFlight: 2) == .delivering)
+    }
+
+    @Test("a 429 blocks Plunk-wide for Retry-After, capped; a sane answer meanwhile does not lift it, time does")
+    func rateLimit() {
+        var gate = DestinationGate(failingAfter: 3)
+        let wait = gate.rateLimited(retryAfter: 900, now: t0, cap: 300) { _ in 1 }
+        #expect(wait == 300)
+        #expect(gate.state(now: t0, hasKey: true, inFlight: 0) == .rateLimited)
+        gate.answeredSanely()
+        #expect(!gate.sendingAllowed(now: t0.addingTimeInterval(299), hasKey: true))
+        #expect(gate.tick(now: t0.addingTimeInterval(300)) == nil)
+        #expect(gate.sendingAllowed(now: t0.addingTimeInterval(300), hasKey: true))
+        // Without Retry-After: backoff by the count of 429s in a row.
+        var counts: [Int] = []
+        _ = gate.rateLimited(retryAfter: nil, now: t0, cap: 300) {
+            counts.append($0)
+            return 2
+        }
+        _ = gate.rateLimited(retryAfter: nil, now: t0, cap: 300) {
+            counts.append($0)
+            return 4
+        }
+        #expect(counts == [1, 2])
+    }
+
+    @Test("a 402 pauses until the 1st of next month (UTC), stored once, and ends by itself when the month turns")
+    func quotaPauseEndsByItself() {
+        var gate = DestinationGate(failingAfter: 3)
+        let until = MonthBoundary.startOfNextMonth(after: t0)
+        #expect(gate.quotaExceeded(now: t0) == .quotaPaused(until: until))
+        #expect(gate.holdChanged)
+        gate.holdChanged = false
+        #expect(gate.quotaExceeded(now: t0.addingTimeInterval(5)) == nil)
+        #expect(!gate.holdChanged)
+        #expect(gate.state(now: t0, hasKey: true, inFlight: 0) == .quotaPaused)
+        #expect(gate.opensAt == until)
+        #expect(gate.tick(now: until.addingTimeInterval(-1)) == nil)
+        #expect(!gate.sendingAllowed(now: until.addingTimeInterval(-1), hasKey: true))
+        #expect(gate.tick(now: until) == .pauseOver)
+        #expect(gate.holdChanged)
+        #expect(gate.sendingAllowed(now: until, hasKey: true))
+        #expect(gate.state(now: until, hasKey: true, inFlight: 0) == .idle)
+    }
+
+    @Test("a 401 holds until resume; a stored hold comes back held; no key outranks everything")
+    func authHold() {
+        var gate = DestinationGate(failingAfter: 3)
+        #expect(gate.keyRefused(fingerprint: "abc", now: t0) == .keyRefused)
+        #expect(gate.keyRefused(fingerprint: "abc", now: t0.addingTimeInterval(1)) == nil)
+        #expect(gate.hold.heldSince == t0)
+        #expect(gate.state(now: t0, hasKey: true, inFlight: 0) == .authHeld)
+        #expect(gate.state(now: t0, hasKey: false, inFlight: 0) == .noAPIKey)
+        // Time alone never lifts it.
+        _ = gate.tick(now: t0.addingTimeInterval(86_400 * 60))
+        #expect(!gate.sendingAllowed(now: t0.addingTimeInterval(86_400 * 60), hasKey: true))
+        let restarted = DestinationGate(failingAfter: 3, hold: gate.hold)
+        #expect(restarted.state(now: t0, hasKey: true, inFlight: 0) == .authHeld)
+        gate.resume()
+        #expect(gate.holdChanged && gate.hold == StoredDeliveryHold())
+        #expect(gate.sendingAllowed(now: t0, hasKey: true))
+    }
+}
