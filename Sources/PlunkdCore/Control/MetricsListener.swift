@@ -51,17 +51,22 @@ private final class MetricsHTTPHandler: ChannelInboundHandler {
             guard let request = head else { return }
             head = nil
             let path = request.uri.split(separator: "?").first.map(String.init) ?? request.uri
-            let ok = request.method == .GET && path == "/metrics"
-            let body = ok ? render() : "only GET /metrics is served here\n"
-            var headers = HTTPHeaders()
-            headers.add(name: "Content-Type", value: ok ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain")
-            headers.add(name: "Content-Length", value: String(body.utf8.count))
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: ok ? .ok : .notFound, headers: headers))), promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
-            let keepAlive = request.isKeepAlive
-            let channel = context.channel
-            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in
-                if !keepAlive { channel.close(promise: nil) }
+            guard request.method == .GET && path == "/metrics" else {
+                HTTPResponseWriter.write(
+                    .notFound, body: "only GET /metrics is served here\n", contentType: "text/plain", answering: request,
+                    close: !request.isKeepAlive, context: context)
+                return
+            }
+            // Rendering reads the sender and the store, which may block: not on this loop.
+            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            let render = self.render
+            ControlResponderQueue.queue.async {
+                let body = render()
+                loopBound.eventLoop.execute {
+                    HTTPResponseWriter.write(
+                        .ok, body: body, contentType: "text/plain; version=0.0.4; charset=utf-8", answering: request,
+                        close: !request.isKeepAlive, context: loopBound.value)
+                }
             }
         }
     }

@@ -174,23 +174,9 @@ final class HTTPIngestHandler: ChannelInboundHandler {
         contentType: String = "application/json", extraHeaders: HTTPHeaders = [:], forceClose: Bool = false,
         context: ChannelHandlerContext
     ) {
-        let close = forceClose || draining || !request.isKeepAlive
-        var headers = extraHeaders
-        headers.add(name: "Content-Type", value: contentType)
-        headers.add(name: "Content-Length", value: String(body.utf8.count))
-        if !forceClose {
-            headers.add(name: "Connection", value: close ? "close" : "keep-alive")
-        }
-        let response = HTTPResponseHead(version: request.version, status: status, headers: headers)
-        context.write(wrapOutboundOut(.head(response)), promise: nil)
-        var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
-        buffer.writeString(body)
-        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-        let sent = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-        if close {
-            let channel = context.channel
-            sent.whenComplete { _ in channel.close(promise: nil) }
-        }
+        HTTPResponseWriter.write(
+            status, body: body, contentType: contentType, answering: request, extraHeaders: extraHeaders,
+            close: forceClose || draining || !request.isKeepAlive, announce: !forceClose, context: context)
     }
 
     private static let trackPaths: Set<String> = ["/v1/track", "/v1/track/", "/v1", "/v1/"]

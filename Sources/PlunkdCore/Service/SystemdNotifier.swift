@@ -37,6 +37,8 @@ public final class SystemdNotifier: Sendable {
         let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return false }
         defer { close(fd) }
+        // Built by hand, not with NIO's SocketAddress: systemd may name an abstract socket
+        // (`@…`), whose address is a leading NUL and an exact length.
         var target = sockaddr_un()
         target.sun_family = sa_family_t(AF_UNIX)
         var pathBytes = Array(address.utf8)
