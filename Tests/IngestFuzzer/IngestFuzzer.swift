@@ -51,15 +51,30 @@ final class Harness: @unchecked Sendable {
         }
     }
 
-    /// Sends `bytes`, half-closes, and reads what comes back until the server closes or
-    /// goes quiet for a moment (an incomplete HTTP request is answered by the idle timeout).
+    /// Sends `bytes`, half-closes, and reads what comes back until the server closes (an
+    /// incomplete HTTP request is closed by the idle timeout). A server that neither
+    /// answers nor closes within 10 s is a failure, not an empty reply.
     func exchange(_ bytes: [UInt8]) -> String {
-        guard let client = try? BlockingUnixSocket(path: socketPath, receiveTimeout: 2) else {
+        guard let client = try? BlockingUnixSocket(path: socketPath, receiveTimeout: 10) else {
             fatalError("the ingest server stopped accepting connections")
         }
+        // The server may close early (an oversize HTTP body): a failed write is no failure.
         try? client.write(bytes)
         shutdown(client.fd, Int32(SHUT_WR))
-        return (try? client.readToEnd()) ?? ""
+        do {
+            return try client.readToEnd()
+        } catch {
+            fatalError("the ingest server neither answered nor closed after \(inputs) inputs: \(error)")
+        }
+    }
+
+    /// NDJSON's promise: one reply per line that holds more than JSON whitespace (a last
+    /// line without a newline included). Nil when a line is longer than an event may be,
+    /// whose refusal may come before its end is read.
+    func expectedNDJSONReplies(_ bytes: [UInt8]) -> Int? {
+        let lines = bytes.split(separator: 0x0A, omittingEmptySubsequences: false)
+        guard lines.allSatisfy({ $0.count <= validator.maxEventBytes }) else { return nil }
+        return lines.filter { line in line.contains { ![0x20, 0x09, 0x0A, 0x0D].contains($0) } }.count
     }
 
     func checkStillServing() {
@@ -102,7 +117,11 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     if let first = bytes.first(where: { $0 != 0x20 && $0 != 0x0A && $0 != 0x0D && $0 != 0x09 }),
         !(UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(first)
     {
-        for line in reply.split(separator: "\n") {
+        let replies = reply.split(separator: "\n")
+        if let expected = harness.expectedNDJSONReplies(bytes) {
+            precondition(replies.count == expected, "\(replies.count) NDJSON replies for \(expected) lines: \(DifferentialCheck.show(body))")
+        }
+        for line in replies {
             guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
                 object["ok"] is Bool
             else {
