@@ -1,8 +1,13 @@
 import Foundation
 import PlunkdTestSupport
+import Synchronization
 import Testing
 
 @testable import PlunkdCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 @Suite("NDJSON over the socket", .timeLimit(.minutes(2)))
 struct NDJSONIngestTests {
@@ -143,25 +148,48 @@ struct NDJSONIngestTests {
         await fixture.stop()
     }
 
-    @Test("a client that does not read its replies does not stall another client")
+    @Test("a client that does not read its replies does not stall another client, while its replies back up")
     func slowReader() async throws {
         let fixture = try await IngestFixture()
         let slow = try fixture.connect()
         let count = 40_000
+        let writeFailure = Mutex<String?>(nil)
+        let writerDone = Atomic(false)
         let writer = Thread {
-            try? slow.write((0..<count).map { line("s\($0)") }.joined())
+            do {
+                try slow.write((0..<count).map { line("s\($0)") }.joined())
+            } catch {
+                writeFailure.withLock { $0 = "\(error)" }
+            }
+            writerDone.store(true, ordering: .sequentiallyConsistent)
         }
         writer.start()
+        // The slow client's unread replies pile up in its receive buffer while its own
+        // writes (2 MB, far more than the buffers hold) are still going: it is backed up.
+        let backedUp = await Poll.until(timeout: 30) { Self.unreadBytes(slow.fd) >= 64 * 1024 }
+        try #require(backedUp, "the slow client's replies never piled up")
         let other = try fixture.connect()
         for n in 0..<20 {
             try other.write(line("quick\(n)"))
             #expect(try NDJSONReply(other.readLine()).ok)
         }
+        // The quick client was served while the slow one could not finish writing.
+        let finishedMeanwhile = writerDone.load(ordering: .sequentiallyConsistent)
+        #expect(!finishedMeanwhile)
         var acked = 0
         for _ in 0..<count {
             if try NDJSONReply(slow.readLine()).ok { acked += 1 }
         }
         #expect(acked == count)
+        #expect(await Poll.until(timeout: 30) { writerDone.load(ordering: .sequentiallyConsistent) })
+        let failure = writeFailure.withLock { $0 }
+        #expect(failure == nil)
         await fixture.stop()
+    }
+
+    /// Bytes received on `fd` and not read yet (FIONREAD).
+    static func unreadBytes(_ fd: Int32) -> Int {
+        var count: Int32 = 0
+        return ioctl(fd, UInt(0x541B), &count) == 0 ? Int(count) : 0
     }
 }
