@@ -97,14 +97,18 @@ struct OperateProcessTests {
     func brokenReload() throws {
         let directory = try DaemonProcess.makeScratchDirectory()
         let config = "\(directory)/plunkd.yaml"
-        try "plunk:\n  concurrency: 4\n".write(toFile: config, atomically: true, encoding: .utf8)
+        // Plunk's address is a closed loopback port: nothing leaves the machine.
+        let base = "plunk:\n  base_url: http://127.0.0.1:9/v1\n"
+        try (base + "  concurrency: 4\n").write(toFile: config, atomically: true, encoding: .utf8)
         let daemon = try DaemonProcess(directory: directory, arguments: ["run", "--config", config])
         defer { daemon.cleanUp() }
         try daemon.waitUntilServing()
         let client = try BlockingUnixSocket(path: daemon.socketPath)
         try client.write("{\"event\":\"before\",\"email\":\"a@example.com\"}\n")
         #expect(DaemonProcessTests.ackedID(try client.readLine()) != nil)
-        try "plunk:\n  concurrency: lots\n".write(toFile: config, atomically: true, encoding: .utf8)
+        #expect(try state(of: daemon) == "no_api_key")
+        // Broken: a key that would apply on reload, beside a value that cannot be read.
+        try (base + "  api_key: pk_reload_test\n  concurrency: lots\n").write(toFile: config, atomically: true, encoding: .utf8)
         daemon.signal(SIGHUP)
         #expect(daemon.waitForLog(containing: "reload refused"))
         let refusals = daemon.log.components(separatedBy: "\n").filter { $0.contains("reload refused") }
@@ -114,12 +118,22 @@ struct OperateProcessTests {
         try client.write("{\"event\":\"after\",\"email\":\"a@example.com\"}\n")
         #expect(DaemonProcessTests.ackedID(try client.readLine()) != nil)
         #expect(daemon.process.isRunning)
-        // A good config applies; a setting that needs a restart is named.
-        try "plunk:\n  concurrency: 4\nsocket:\n  admin_uids: [0]\nretry:\n  max_backoff: 60\nlog:\n  level: debug\n".write(
+        // Nothing of the refused file was applied: still no key.
+        #expect(try state(of: daemon) == "no_api_key")
+        // A good config applies (the key is in force); a setting that needs a restart is named.
+        try (base + "  api_key: pk_reload_test\n  concurrency: 4\nsocket:\n  admin_uids: [0]\nretry:\n  max_backoff: 60\nlog:\n  level: debug\n").write(
             toFile: config, atomically: true, encoding: .utf8)
         daemon.signal(SIGHUP)
         #expect(daemon.waitForLog(containing: "configuration reloaded"))
         #expect(daemon.log.contains("needs a restart to take effect: log.level"))
+        #expect(try state(of: daemon) != "no_api_key")
+    }
+
+    /// The daemon's state as `plunkd status --json` reports it.
+    func state(of daemon: DaemonProcess) throws -> String? {
+        let run = try DaemonProcess.command(["status", "--json", "--socket", daemon.socketPath])
+        let object = try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any]
+        return object?["state"] as? String
     }
 
     @Test("check-config: exit 0 for a valid file, 1 with the key named for a wrong one; sk_ on a v2 host warned; the key never printed")
