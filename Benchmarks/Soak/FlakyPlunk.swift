@@ -17,6 +17,8 @@ final class FlakyPlunk: Sendable {
         var requestsPerSecond: [Int: Int] = [:]
         /// The same, only while failures were being injected.
         var requestsPerSecondWhileFailing: [Int: Int] = [:]
+        /// Requests that arrived during `outage(true)`: each was answered 503.
+        var requestsDuringOutage = 0
         var requests = 0
         var failuresInjected = 0
         /// Each id's first 2xx, in the order they were written: (id, contact email).
@@ -28,6 +30,7 @@ final class FlakyPlunk: Sendable {
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private let tally = NIOLockedValueBox(Tally())
     private let failing = NIOLockedValueBox(true)
+    private let down = NIOLockedValueBox(false)
     private let channel: any Channel
     let port: Int
 
@@ -36,13 +39,14 @@ final class FlakyPlunk: Sendable {
         self.slowDelay = slowDelay
         let tally = self.tally
         let failing = self.failing
+        let down = self.down
         channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(
-                        FlakyHandler(tally: tally, failing: failing, minimumDelay: minimumDelay, slowDelay: slowDelay))
+                        FlakyHandler(tally: tally, failing: failing, down: down, minimumDelay: minimumDelay, slowDelay: slowDelay))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
@@ -54,6 +58,9 @@ final class FlakyPlunk: Sendable {
 
     /// Stop injecting failures: the drain at the end of the soak.
     func heal() { failing.withLockedValue { $0 = false } }
+
+    /// A total outage while `on`: every request is answered 503 (after `minimumDelay`).
+    func outage(_ on: Bool) { down.withLockedValue { $0 = on } }
 
     func stop() async {
         try? await channel.close()
@@ -69,14 +76,19 @@ private final class FlakyHandler: ChannelInboundHandler, @unchecked Sendable {
 
     private let tally: NIOLockedValueBox<FlakyPlunk.Tally>
     private let failing: NIOLockedValueBox<Bool>
+    private let down: NIOLockedValueBox<Bool>
     private let minimumDelay: TimeAmount
     private let slowDelay: TimeAmount
     private var key: String?
     private var body = ByteBuffer()
 
-    init(tally: NIOLockedValueBox<FlakyPlunk.Tally>, failing: NIOLockedValueBox<Bool>, minimumDelay: TimeAmount, slowDelay: TimeAmount) {
+    init(
+        tally: NIOLockedValueBox<FlakyPlunk.Tally>, failing: NIOLockedValueBox<Bool>, down: NIOLockedValueBox<Bool>,
+        minimumDelay: TimeAmount, slowDelay: TimeAmount
+    ) {
         self.tally = tally
         self.failing = failing
+        self.down = down
         self.minimumDelay = minimumDelay
         self.slowDelay = slowDelay
     }
@@ -92,9 +104,11 @@ private final class FlakyHandler: ChannelInboundHandler, @unchecked Sendable {
             let email = (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any])?["email"] as? String ?? ""
             let second = Int(Date().timeIntervalSince1970)
             let isFailing = failing.withLockedValue { $0 }
-            let fault: Fault? = isFailing && Double.random(in: 0..<1) < 0.3 ? Fault.allCases.randomElement() : nil
+            let isDown = down.withLockedValue { $0 }
+            let fault: Fault? = isDown ? .html503 : isFailing && Double.random(in: 0..<1) < 0.3 ? Fault.allCases.randomElement() : nil
             tally.withLockedValue {
                 $0.requests += 1
+                if isDown { $0.requestsDuringOutage += 1 }
                 $0.requestsPerSecond[second, default: 0] += 1
                 if isFailing { $0.requestsPerSecondWhileFailing[second, default: 0] += 1 }
                 if fault != nil { $0.failuresInjected += 1 }

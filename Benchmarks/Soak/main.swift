@@ -9,15 +9,17 @@ import PlunkdTestSupport
 // producers over both framings, and `kill -9` at random moments, each followed by a
 // restart. It then lets the daemon drain and checks: nothing acknowledged lost, each
 // contact's events delivered in acknowledgement order, duplicates within kills ×
-// concurrency, no request rate beyond what concurrency allows.
+// concurrency, no request rate beyond what concurrency allows, and no retry storm in a
+// total outage at the end of the run (probes one at a time, spaced by backoff).
 //
-//   swift build -c release && .build/release/plunkd-soak [--seconds 120] [--kills 6] [--rate 400]
+//   swift build -c release && .build/release/plunkd-soak [--seconds 120] [--kills 6] [--rate 400] [--outage 5]
 //
 // Exits 0 when every check holds, 1 otherwise.
 
 let seconds = BenchmarkSupport.option("--seconds", 120)
 let kills = max(BenchmarkSupport.option("--kills", 6), 1)
 let rate = BenchmarkSupport.option("--rate", 400)
+let outageSeconds = max(BenchmarkSupport.option("--outage", 5), 1)
 let concurrency = 8
 let drainLimit = 180.0
 
@@ -52,6 +54,11 @@ for k in 0..<kills {
 }
 let remaining = start + Double(seconds) - BenchmarkSupport.now()
 if remaining > 0 { usleep(UInt32(remaining * 1e6)) }
+// A total outage, producers still writing: the daemon must fall back to one probe at a
+// time, spaced by backoff (at most 1 s here), not retry as fast as answers come back.
+fake.outage(true)
+usleep(UInt32(outageSeconds) * 1_000_000)
+fake.outage(false)
 producers.stop()
 let acked = producers.acknowledged
 
@@ -81,6 +88,10 @@ let peak = tally.requestsPerSecond.values.max() ?? 0
 let peakWhileFailing = tally.requestsPerSecondWhileFailing.values.max() ?? 0
 let rateBound = concurrency * 1000 / Int(fake.minimumDelay.nanoseconds / 1_000_000) + concurrency
 let duplicateBound = kills * concurrency
+// What was in flight and in reserve when the outage began, the failures before probing,
+// then probes spaced by a backoff that grows to 1 s: a few per second at most. A sender
+// that kept retrying would send up to concurrency / minimumDelay, 800 per second.
+let outageBound = 2 * concurrency + 3 + 4 * outageSeconds
 
 BenchmarkSupport.show("events acknowledged", "\(acked.count)")
 BenchmarkSupport.show("delivered (2xx at the stand-in, distinct ids)", "\(tally.deliveries.count)")
@@ -91,6 +102,7 @@ BenchmarkSupport.show("duplicated deliveries", "\(duplicated) (bound: kills × c
 BenchmarkSupport.show("kills", "\(kills); restart to serving median \(String(format: "%.2f", restarts.sorted()[restarts.count / 2])) s")
 BenchmarkSupport.show("requests / failures injected", "\(tally.requests) / \(tally.failuresInjected)")
 BenchmarkSupport.show("peak request rate, failing phase / drain", "\(peakWhileFailing)/s / \(peak)/s (bound: \(rateBound)/s)")
+BenchmarkSupport.show("requests during a \(outageSeconds) s total outage", "\(tally.requestsDuringOutage) (bound: \(outageBound))")
 BenchmarkSupport.show("retryable refusals seen by producers", "\(producers.retryableRefusals)")
 BenchmarkSupport.show(
     "drain after the last kill", "\(String(format: "%.1f", BenchmarkSupport.now() - drainStart)) s; SIGTERM exit \(exit.map(String.init) ?? "none")")
@@ -101,6 +113,9 @@ if !missing.isEmpty { failures.append("\(missing.count) acknowledged events lost
 if outOfOrder > 0 { failures.append("\(outOfOrder) contacts received their events out of order") }
 if duplicated > duplicateBound { failures.append("\(duplicated) duplicates exceed \(duplicateBound)") }
 if peak > rateBound { failures.append("peak rate \(peak)/s exceeds \(rateBound)/s") }
+if tally.requestsDuringOutage > outageBound {
+    failures.append("\(tally.requestsDuringOutage) requests in a \(outageSeconds) s outage exceed \(outageBound): a retry storm")
+}
 if exit != 0 { failures.append("the last daemon did not exit 0 on SIGTERM: \(daemon.log.suffix(500))") }
 if failures.isEmpty {
     print("PASS")
