@@ -268,3 +268,28 @@ struct ServiceCredentialTests {
         #expect(ServiceCredential.installed(root: root)?.path == "/etc/plunkd/other-key")
     }
 }
+
+/// A key file others can read is reported, as OpenSSH reports a private key.
+@Suite("The key file's permissions", .timeLimit(.minutes(2)))
+struct KeyFilePermissionTests {
+    @Test("check-config warns of a key file every user may read or others may change; 0640 and 0600 pass quietly")
+    func keyFileModes() throws {
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let key = "\(directory)/api-key"
+        try "pk_permission_test\n".write(toFile: key, atomically: true, encoding: .utf8)
+        for (mode, expected) in [
+            (0o644, "is readable by every user (mode 0644)"), (0o620, "may be changed by users other than its owner"), (0o640, nil), (0o600, nil),
+        ] as [(mode_t, String?)] {
+            chmod(key, mode)
+            let run = try DaemonProcess.command(["check-config"], environment: ["PLUNK_API_KEY_FILE": key])
+            #expect(run.status == 0, "\(run.stderr)")
+            if let expected {
+                #expect(run.stdout.contains("warning: plunk.api_key_file \(key) \(expected)"), "\(run.stdout)")
+            } else {
+                #expect(!run.stdout.contains("warning"), "\(run.stdout)")
+            }
+            #expect(!run.stdout.contains("pk_permission_test"))
+        }
+    }
+}

@@ -19,9 +19,28 @@ public enum ConfigAdvice {
         if config.plunkBaseURL.scheme?.lowercased() == "http" && !["localhost", "127.0.0.1", "::1"].contains(host) {
             warnings.append("plunk.base_url uses plain http to \(host): the API key would cross the network unencrypted")
         }
+        if let file = config.apiKeyFile, let problem = keyFileProblem(file) {
+            warnings.append(problem)
+        }
         if let listen = config.metricsListen, !listen.isLoopback {
             warnings.append("metrics.listen \(listen) is not a loopback address: anyone who can reach it reads plunkd's counts")
         }
         return warnings
+    }
+
+    /// A key file that every user may read, or that others may change, as OpenSSH warns of
+    /// a private key. Group read is fine: the package's file is root:plunkd 0640.
+    static func keyFileProblem(_ path: String) -> String? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        let mode = info.st_mode & 0o777
+        let octal = String(mode, radix: 8)
+        if mode & 0o022 != 0 {
+            return "plunk.api_key_file \(path) may be changed by users other than its owner (mode 0\(octal)): chmod 0640 \(path)"
+        }
+        if mode & 0o004 != 0 {
+            return "plunk.api_key_file \(path) is readable by every user (mode 0\(octal)): chmod 0640 \(path) (0600 if only its owner runs plunkd)"
+        }
+        return nil
     }
 }

@@ -77,7 +77,7 @@ private struct ConfigValues {
         guard config.initialBackoff <= config.maxBackoff else {
             throw ConfigurationError("retry.initial_backoff (\(config.initialBackoff) s) must not exceed retry.max_backoff (\(config.maxBackoff) s)")
         }
-        config.apiKey = try apiKey()
+        (config.apiKey, config.apiKeyFile) = try apiKey()
         (config.proxy, config.proxySource) = try proxy(for: config.plunkBaseURL)
     }
 
@@ -106,9 +106,9 @@ private struct ConfigValues {
 
     /// The key from `plunk.api_key`, else the file `plunk.api_key_file` names, else the
     /// systemd credential. Errors name the key and the file, never the key's value.
-    private func apiKey() throws(ConfigurationError) -> APIKey? {
+    private func apiKey() throws(ConfigurationError) -> (APIKey?, file: String?) {
         if let v = value("plunk.api_key", secret: true) {
-            return APIKey(v.text.trimmingCharacters(in: .whitespacesAndNewlines))
+            return (APIKey(v.text.trimmingCharacters(in: .whitespacesAndNewlines)), nil)
         }
         if let v = value("plunk.api_key_file") {
             // An empty file means "no key yet", as an empty credential does: the service's
@@ -118,7 +118,7 @@ private struct ConfigValues {
                 throw ConfigurationError("plunk.api_key_file: cannot read \(path)")
             }
             let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            return text.isEmpty ? nil : APIKey(text)
+            return (text.isEmpty ? nil : APIKey(text), path)
         }
         if let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty {
             let path = "\(directory)/\(ConfigLoader.credentialName)"
@@ -127,10 +127,10 @@ private struct ConfigValues {
             if let data = FileManager.default.contents(atPath: path),
                 !String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
             {
-                return try Self.readKey(at: path, key: "credential \(ConfigLoader.credentialName)")
+                return (try Self.readKey(at: path, key: "credential \(ConfigLoader.credentialName)"), nil)
             }
         }
-        return nil
+        return (nil, nil)
     }
 
     private static func readKey(at path: String, key: String) throws(ConfigurationError) -> APIKey {

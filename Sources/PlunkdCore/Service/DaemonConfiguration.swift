@@ -22,6 +22,9 @@ public struct APIKey: Sendable, Equatable, CustomStringConvertible, CustomDebugS
 public struct DaemonConfiguration: Sendable, Equatable {
     public var plunkBaseURL: URL
     public var apiKey: APIKey?
+    /// The file the key was read from (`plunk.api_key_file`), if it came from one: its
+    /// permissions are checked (`ConfigAdvice`).
+    public var apiKeyFile: String? = nil
     public var concurrency: Int
     public var requestTimeout: Double
     /// A PEM bundle of roots trusted for Plunk besides the system's (`plunk.ca_file`).
