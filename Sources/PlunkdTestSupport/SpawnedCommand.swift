@@ -121,7 +121,14 @@ public final class SpawnedProcess: @unchecked Sendable {
         defer { lock.unlock() }
         if exit == nil {
             var status: Int32 = 0
-            if waitpid(pid, &status, WNOHANG) == pid { exit = SpawnedCommand.exitStatus(status) }
+            let reaped = waitpid(pid, &status, WNOHANG)
+            if reaped == pid {
+                exit = SpawnedCommand.exitStatus(status)
+            } else if reaped < 0 && errno == ECHILD {
+                // Reaped elsewhere in this process (a `waitpid(-1)`): it has ended, but
+                // its status is lost; without this, it would look alive forever.
+                exit = -1
+            }
         }
         return exit
     }
