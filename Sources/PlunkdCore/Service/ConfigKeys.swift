@@ -4,7 +4,7 @@
 /// Keys under `plunk.` map to `PLUNK_…` (so the usual `PLUNK_API_KEY` works); all others
 /// to `PLUNKD_…`, e.g. `socket.path` → `PLUNKD_SOCKET_PATH`.
 public enum ConfigKeys {
-    public static var all: [String] { Settings.all.map(\.key) }
+    public static let all: [String] = Settings.all.map(\.key)
 
     /// Keys that take a list: a YAML list, or one comma-separated string (as environment
     /// variables must give them).
