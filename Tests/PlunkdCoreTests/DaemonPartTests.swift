@@ -39,14 +39,9 @@ struct DaemonPartTests {
         let journal = Journal()
         let (release, releaser) = AsyncStream.makeStream(of: Void.self)
         var parts = DaemonParts()
-        parts.add(
-            "slow",
-            start: {
-                journal.note("start slow")
-                for await _ in release { break }
-            }, stop: { journal.note("stop slow") })
+        parts.add("slow", noting: journal, heldBy: release)
         for name in ["b", "c"] {
-            parts.add(name, start: { journal.note("start \(name)") }, stop: { journal.note("stop \(name)") })
+            parts.add(name, noting: journal)
         }
         let group = parts.group(signals: [], backstop: .seconds(30), logger: logger)
         async let run: Void = group.run()
@@ -67,10 +62,10 @@ struct DaemonPartTests {
         let journal = Journal()
         var parts = DaemonParts()
         for name in ["a", "b"] {
-            parts.add(name, start: { journal.note("start \(name)") }, stop: { journal.note("stop \(name)") })
+            parts.add(name, noting: journal)
         }
         parts.add("refusing", start: { throw Refused() }, stop: { journal.note("stop refusing") })
-        parts.add("after", start: { journal.note("start after") }, stop: { journal.note("stop after") })
+        parts.add("after", noting: journal)
         await #expect(throws: Refused.self) {
             try await parts.group(signals: [], backstop: .seconds(30), logger: logger).run()
         }
@@ -82,14 +77,9 @@ struct DaemonPartTests {
         let journal = Journal()
         let (release, releaser) = AsyncStream.makeStream(of: Void.self)
         var parts = DaemonParts()
-        parts.add("a", start: { journal.note("start a") }, stop: { journal.note("stop a") })
-        parts.add(
-            "slow",
-            start: {
-                journal.note("start slow")
-                for await _ in release { break }
-            }, stop: { journal.note("stop slow") })
-        parts.add("never", start: { journal.note("start never") }, stop: { journal.note("stop never") })
+        parts.add("a", noting: journal)
+        parts.add("slow", noting: journal, heldBy: release)
+        parts.add("never", noting: journal)
         let group = parts.group(signals: [], backstop: .seconds(30), logger: logger)
         async let run: Void = group.run()
         #expect(await waitFor(journal, count: 2))
@@ -103,5 +93,17 @@ struct DaemonPartTests {
         #expect(Array(started.prefix(2)) == ["a", "slow"])
         #expect(stopped == started.reversed())
         #expect(journal.all.firstIndex { $0.hasPrefix("stop ") } == started.count)
+    }
+}
+
+extension DaemonParts {
+    /// A part that notes its start and stop in `journal`; its start waits for `held`, when given.
+    mutating func add(_ name: String, noting journal: DaemonPartTests.Journal, heldBy held: AsyncStream<Void>? = nil) {
+        add(
+            name,
+            start: {
+                journal.note("start \(name)")
+                if let held { for await _ in held { break } }
+            }, stop: { journal.note("stop \(name)") })
     }
 }

@@ -19,16 +19,8 @@ struct StartupFailureTests {
 
     @Test("metrics.listen on a port already taken: exit 1 naming it; the sender had started and is stopped")
     func metricsPortTaken() throws {
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let (listener, port) = try OperateProcessTests.boundLoopbackSocket(listening: true)
         defer { close(listener) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        try #require(withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) } } == 0)
-        try #require(listen(listener, 1) == 0)
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
-        let port = Int(UInt16(bigEndian: address.sin_port))
 
         let daemon = try DaemonProcess(environment: ["PLUNKD_METRICS_LISTEN": "127.0.0.1:\(port)"])
         defer { daemon.cleanUp() }
