@@ -3,6 +3,7 @@ import GRDB
 import Logging
 import NIOPosix
 import PlunkdTestSupport
+import Testing
 
 @testable import PlunkdCore
 
@@ -76,6 +77,16 @@ final class DeliveryFixture: @unchecked Sendable {
 
     func waitUntilEmpty(timeout: Double = 30) async throws -> Bool {
         try await waitForStore(timeout: timeout) { pending, inFlight, parked in pending + inFlight + parked.values.reduce(0, +) == 0 }
+    }
+
+    /// Has the sender take a turn now and waits until it and whatever store work it
+    /// started have run: what the turn decided (to send, or not) is decided by then. How a
+    /// test shows that nothing is sent during a hold without sleeping on it.
+    func settle() async throws {
+        let sender = sender
+        sender.queue.sync { sender.step { machine, _ in machine.requestTurn() } }
+        let settled = await Poll.until(timeout: 10) { sender.queue.sync { sender.machine.isSettled } }
+        #expect(settled, "the sender's turn did not end")
     }
 
     func counter(_ name: String) throws -> Int { try outbox.counterValues()[name] ?? 0 }

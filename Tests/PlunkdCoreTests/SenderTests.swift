@@ -71,7 +71,8 @@ struct SenderTests {
         #expect(fixture.sender.snapshot().state == .authHeld)
         let seen = fixture.fake.requests.count
         try fixture.enqueue(3)
-        try await Task.sleep(for: .milliseconds(300))
+        try await fixture.settle()
+        #expect(fixture.sender.snapshot().inFlight == 0, "nothing left for Plunk either")
         #expect(fixture.fake.requests.count == seen, "requests were sent during an auth hold")
 
         try fixture.sender.updateAPIKey(APIKey("pk_good_key"))
@@ -116,7 +117,8 @@ struct SenderTests {
 
         try await fixture.restartSender()
         #expect(fixture.sender.snapshot().state == .quotaPaused)
-        try await Task.sleep(for: .milliseconds(300))
+        try await fixture.settle()
+        #expect(fixture.sender.snapshot().inFlight == 0, "nothing left for Plunk either")
         #expect(fixture.fake.requests.count == 1, "requests were sent during a quota pause")
         let attempts = try Self.maxAttempts(path: fixture.outbox.path)
         #expect(attempts == 0)
@@ -287,7 +289,8 @@ struct SenderTests {
         let fixture = try await DeliveryFixture(apiKey: nil)
         try fixture.enqueue(3)
         #expect(fixture.sender.snapshot().state == .noAPIKey)
-        try await Task.sleep(for: .milliseconds(200))
+        try await fixture.settle()
+        #expect(fixture.sender.snapshot().inFlight == 0, "nothing left for Plunk either")
         #expect(fixture.fake.requests.isEmpty)
         #expect(try fixture.outbox.stateCounts().pending == 3)
         await fixture.stop()

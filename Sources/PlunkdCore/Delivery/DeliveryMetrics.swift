@@ -32,6 +32,17 @@ public struct DeliveryMetrics: Sendable {
     func parked(_ reason: ParkReason) -> Counter? { parkedByReason[reason] }
 
     func attempt(_ outcome: String) -> Counter? { attemptsByOutcome[outcome] }
+
+    /// The metric that mirrors one of the store's counters.
+    func counter(for counter: OutboxCounter) -> Counter? {
+        switch counter {
+        case .delivered: delivered
+        case .duplicatesSuppressed: duplicatesSuppressed
+        case .rekeyed: rekeyed
+        case .parked(let reason): parked(reason)
+        case .attempts(let outcome): attempt(outcome)
+        }
+    }
 }
 
 /// Events delivered in each of the last 60 minutes, for "delivered in the last hour".

@@ -3,15 +3,13 @@ import Foundation
 import Logging
 import Synchronization
 
-/// Delivers stored events to Plunk.
+/// Delivers stored events to Plunk: the shell around `DeliveryMachine`.
 ///
-/// All state lives on one serial `DispatchQueue`. The sender works in turns: a turn
-/// records every outcome that arrived since the last one and claims events for the free
-/// request slots and a ready reserve, in one SQLite transaction that runs on a queue of
-/// its own, so answers keep being handled and ready events sent while it commits. Turns
-/// are triggered by ingest commits, by answers, and by one `DispatchSourceTimer` set for
-/// the next due retry or the end of a pause (wall-clock deadlines, so a suspend or clock
-/// step cannot stretch a pause).
+/// The machine decides; this type carries its actions out. The machine lives on one
+/// serial `DispatchQueue`, the only place it is touched. Store transactions run on a
+/// queue of their own, so answers keep being handled and ready events sent while one
+/// commits. One `DispatchSourceTimer` wakes the machine at the deadline it asks for
+/// (a wall-clock deadline, so a suspend or clock step cannot stretch a pause).
 public final class Sender: @unchecked Sendable {
     public struct Settings: Sendable {
         public var apiKey: APIKey?
@@ -46,38 +44,12 @@ public final class Sender: @unchecked Sendable {
     let transport: any PlunkTransport
     let logger: Logger
     let clock: @Sendable () -> Date
-    let unitRandom: @Sendable () -> Double
     let metrics: DeliveryMetrics
 
     // Confined to `queue`.
-    var settings: Settings
-    var inFlight: [Int64: ClaimedEvent] = [:]
-    /// Claimed, not sent yet, in claim order: sent the moment a slot frees.
-    var ready: [ClaimedEvent] = []
-    /// Set while a store transaction runs; a turn asked for meanwhile runs after it.
-    var storeBusySince: Date?
-    var turnDeferred = false
-    var sentAt: [Int64: Date] = [:]
-    var moves: [EventMove] = []
-    var counters: [OutboxCounter: Int] = [:]
-    var turnScheduled = false
-    /// Pause, hold, block, failure runs: the decisions about Plunk as a whole.
-    var gate: DestinationGate
+    var machine: DeliveryMachine
     var timer: DispatchSourceTimer?
-    var timerDeadline: Date?
-    var stopping = false
     var drainWaiters: [CheckedContinuation<Void, Never>] = []
-    var lastSuccess: Date?
-    var lastError: String?
-    var lastErrorStatus: Int?
-    var lastErrorAt: Date?
-    var loggedState: DeliveryState?
-    /// A 409 without details is warned about once per run.
-    var warnedUnconfirmedDuplicate = false
-    /// The last transient failure logged, so a run of the same failure is logged once.
-    var lastLoggedFailure: String?
-    var storageFailing = false
-    var recentDeliveries = RecentDeliveries()
     var stateObserver: (@Sendable (DeliveryState) -> Void)?
 
     public init(
@@ -89,11 +61,9 @@ public final class Sender: @unchecked Sendable {
         self.metrics = metrics
         self.outbox = outbox
         self.transport = transport
-        self.settings = settings
         self.logger = logger
         self.clock = clock
-        self.unitRandom = unitRandom
-        gate = DestinationGate(failingAfter: settings.failingAfter)
+        machine = DeliveryMachine(settings: settings, unitRandom: unitRandom)
     }
 
     /// Puts events left in flight by a crash back in line, restores a stored pause or
@@ -105,10 +75,10 @@ public final class Sender: @unchecked Sendable {
         }
         let stored = try outbox.loadHold()
         try queue.sync {
-            gate = DestinationGate(failingAfter: settings.failingAfter, hold: stored)
+            machine = DeliveryMachine(settings: machine.settings, hold: stored, unitRandom: machine.unitRandom)
             try reconcileHoldWithKey()
-            logStateIfChanged()
-            scheduleTurn()
+            step { $0.noteState(now: $1) }
+            step { machine, _ in machine.requestTurn() }
         }
     }
 
@@ -121,7 +91,7 @@ public final class Sender: @unchecked Sendable {
         queue.async {
             self.wakeUps.add(1, ordering: .relaxed)
             self.wakePending.store(false, ordering: .releasing)
-            self.scheduleTurn()
+            self.step { machine, _ in machine.requestTurn() }
         }
     }
 
@@ -130,17 +100,17 @@ public final class Sender: @unchecked Sendable {
         try queue.sync {
             try recordNow()
             var lifted: [String] = []
-            if gate.hold.pausedUntil != nil { lifted.append("quota pause") }
-            if gate.hold.refusedKeyFingerprint != nil {
+            if machine.gate.hold.pausedUntil != nil { lifted.append("quota pause") }
+            if machine.gate.hold.refusedKeyFingerprint != nil {
                 lifted.append("auth hold")
                 let requeued = try outbox.requeueParked(reason: .unauthorized, now: clock())
                 if requeued > 0 { lifted.append("\(requeued) unauthorized events back in line") }
             }
-            gate.resume()
-            try outbox.saveHold(gate.hold)
-            gate.holdChanged = false
+            _ = machine.resume()
+            try outbox.saveHold(machine.gate.hold)
+            machine.holdSaved()
             logger.info("resumed by operator", metadata: ["lifted": "\(lifted.isEmpty ? "nothing was paused" : lifted.joined(separator: ", "))"])
-            scheduleTurn()
+            step { machine, _ in machine.requestTurn() }
             return lifted.isEmpty ? "nothing was paused or held" : "lifted: " + lifted.joined(separator: ", ")
         }
     }
@@ -153,24 +123,15 @@ public final class Sender: @unchecked Sendable {
     /// Applies a reloaded key and retry policy; the next turn uses them.
     public func update(apiKey key: APIKey?, retry: RetryPolicy?) throws {
         try queue.sync {
-            if let retry { settings.retry = retry }
-            settings.apiKey = key
+            machine.update(apiKey: key, retry: retry)
             try reconcileHoldWithKey()
-            logStateIfChanged()
-            scheduleTurn()
+            step { $0.noteState(now: $1) }
+            step { machine, _ in machine.requestTurn() }
         }
     }
 
     public func snapshot() -> SenderSnapshot {
-        queue.sync {
-            let now = clock()
-            return SenderSnapshot(
-                state: currentState(now: now), inFlight: inFlight.count, pausedUntil: gate.hold.pausedUntil,
-                heldSince: gate.hold.refusedKeyFingerprint != nil ? gate.hold.heldSince : nil, blockedUntil: gate.blockedUntil,
-                consecutiveFailures: gate.consecutiveFailures, lastSuccess: lastSuccess, lastError: lastError,
-                lastErrorStatus: lastErrorStatus, lastErrorAt: lastErrorAt,
-                deliveredLastHour: recentDeliveries.lastHour(now: now), storageFailing: storageFailing)
-        }
+        queue.sync { machine.snapshot(now: clock()) }
     }
 
     /// Called on the sender's queue with every change of state (systemd's `STATUS=`).
@@ -185,8 +146,7 @@ public final class Sender: @unchecked Sendable {
     public func checkProgress(maxRequestAge: TimeInterval, reply: @escaping @Sendable (Bool) -> Void) {
         queue.async {
             let now = self.clock()
-            let oldest = [self.sentAt.values.min(), self.storeBusySince].compactMap { $0 }.min()
-            reply(oldest.map { now.timeIntervalSince($0) <= maxRequestAge } ?? true)
+            reply(self.machine.oldestOutstanding.map { now.timeIntervalSince($0) <= maxRequestAge } ?? true)
         }
     }
 
@@ -197,13 +157,8 @@ public final class Sender: @unchecked Sendable {
             group.addTask {
                 await withCheckedContinuation { continuation in
                     self.queue.async {
-                        self.stopping = true
-                        self.timer?.cancel()
-                        if self.inFlight.isEmpty {
-                            continuation.resume()
-                        } else {
-                            self.drainWaiters.append(continuation)
-                        }
+                        self.drainWaiters.append(continuation)
+                        self.step { machine, _ in machine.stop() }
                     }
                 }
             }
@@ -214,39 +169,21 @@ public final class Sender: @unchecked Sendable {
         // A store transaction still running ends first; its claims come back before the
         // second block and are given back with everything else.
         queue.sync {
-            stopping = true
-            if storeBusySince != nil { storeQueue.sync {} }
+            step { machine, _ in machine.stop() }
+            if machine.storeBusySince != nil { storeQueue.sync {} }
         }
         queue.sync {
-            releaseReady()
+            machine.releaseReady()
             do {
                 try recordNow()
             } catch {
                 logger.error("cannot record the last delivery outcomes: \(error); those events will be sent again at the next start")
             }
-            if !inFlight.isEmpty {
-                logger.warning("\(inFlight.count) requests still in flight after the shutdown grace; they will be sent again at the next start")
+            if !machine.inFlight.isEmpty {
+                logger.warning("\(machine.inFlight.count) requests still in flight after the shutdown grace; they will be sent again at the next start")
             }
             releaseDrainWaiters()
         }
         await transport.shutdown()
-    }
-
-    /// Lets `shutdown` go on: every request in flight has been answered (or the grace ran out).
-    func releaseDrainWaiters() {
-        let waiters = drainWaiters
-        drainWaiters = []
-        waiters.forEach { $0.resume() }
-    }
-
-    func send(_ event: ClaimedEvent) {
-        guard let key = settings.apiKey else { return }
-        sentAt[event.seq] = clock()
-        let started = DispatchTime.now()
-        let duration = metrics.requestDuration
-        transport.post(body: event.body, idempotencyKey: event.idempotencyKey, apiKey: key) { answer in
-            duration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds))
-            self.queue.async { self.handle(answer, for: event) }
-        }
     }
 }

@@ -1,0 +1,96 @@
+import Dispatch
+import Foundation
+import Logging
+
+/// How the shell carries out what the machine decides. Everything here runs on `queue`.
+extension Sender {
+    /// Feeds one event to the machine at the clock's time and carries out its actions.
+    func step(_ event: (inout DeliveryMachine, Date) -> Void) {
+        event(&machine, clock())
+        for action in machine.takeActions() { perform(action) }
+    }
+
+    private func perform(_ action: DeliveryAction) {
+        switch action {
+        case .send(let event, let key):
+            let started = DispatchTime.now()
+            let duration = metrics.requestDuration
+            transport.post(body: event.body, idempotencyKey: event.idempotencyKey, apiKey: key) { answer in
+                duration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds))
+                self.queue.async { self.step { $0.answered(answer, for: event, now: $1) } }
+            }
+        case .store(let work):
+            storeQueue.async {
+                let result = Result { try self.record(work) }
+                self.queue.async { self.step { $0.storeFinished(work, result, now: $1) } }
+            }
+        case .runTurn:
+            queue.async { self.step { $0.turn(now: $1) } }
+        case .armTimer(let deadline):
+            armTimer(at: deadline)
+        case .cancelTimer:
+            timer?.cancel()
+            timer = nil
+        case .newEventsUseful(let useful):
+            newEventsUseful.store(useful, ordering: .sequentiallyConsistent)
+        case .counted(let counter):
+            metrics.counter(for: counter)?.increment()
+        case .log(let level, let message, let metadata):
+            logger.log(level: level, message, metadata: metadata)
+        case .stateChanged(let state):
+            stateObserver?(state)
+        case .drained:
+            releaseDrainWaiters()
+        }
+    }
+
+    private func armTimer(at deadline: Date) {
+        timer?.cancel()
+        let source = DispatchSource.makeTimerSource(queue: queue)
+        source.schedule(wallDeadline: .now() + max(0, deadline.timeIntervalSince(clock())), leeway: .milliseconds(5))
+        source.setEventHandler { [weak self] in
+            self?.step { $0.timerFired(now: $1) }
+        }
+        source.resume()
+        timer = source
+    }
+
+    /// Runs on `storeQueue`.
+    private func record(_ work: StoreWork) throws -> ClaimResult {
+        if let hold = work.hold { try outbox.saveHold(hold) }
+        return try outbox.recordAndClaim(moves: work.moves, counters: work.counters, claimLimit: work.claimLimit, now: work.now)
+    }
+
+    /// Records pending outcomes now, on the caller's turn of the sender's queue: for the
+    /// operator's commands and shutdown, which must see them stored before they go on.
+    func recordNow() throws {
+        if machine.storeBusySince != nil { storeQueue.sync {} }
+        let work = machine.takeStoreWork(claimLimit: 0, now: clock())
+        guard !work.isEmpty else { return }
+        do {
+            _ = try storeQueue.sync { try record(work) }
+        } catch {
+            machine.restore(work)
+            throw error
+        }
+    }
+
+    /// A key other than the refused one is configured: the events parked for the old key
+    /// go back in line and the hold ends.
+    func reconcileHoldWithKey() throws {
+        guard machine.keyNoLongerRefused else { return }
+        try recordNow()
+        let requeued = try outbox.requeueParked(reason: .unauthorized, now: clock())
+        machine.liftAuthHold()
+        try outbox.saveHold(machine.gate.hold)
+        machine.holdSaved()
+        logger.info("the API key changed: auth hold lifted, \(requeued) unauthorized events back in line")
+    }
+
+    /// Lets `shutdown` go on: every request in flight has been answered (or the grace ran out).
+    func releaseDrainWaiters() {
+        let waiters = drainWaiters
+        drainWaiters = []
+        waiters.forEach { $0.resume() }
+    }
+}
