@@ -107,6 +107,28 @@ struct NDJSONIngestTests {
         await fixture.stop()
     }
 
+    @Test("a half-closed client that reads its replies late still gets every one, in full")
+    func halfClosedSlowReader() async throws {
+        let fixture = try await IngestFixture()
+        let client = try fixture.connect()
+        let count = 20_000
+        let batch = String(repeating: line("bulk"), count: count)
+        nonisolated(unsafe) let writer = client
+        let written = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            try? writer.write(batch)
+            writer.shutdownWrite()
+            written.signal()
+        }
+        // Replies pile up in the server while nothing reads them; then they are read.
+        #expect(await Poll.until(timeout: 30) { (try? fixture.storedIDs().count) ?? 0 > 1_000 })
+        let text = try client.readToEnd()
+        written.wait()
+        #expect(text.split(separator: "\n").count == count)
+        #expect(try fixture.storedIDs().count == count)
+        await fixture.stop()
+    }
+
     @Test("at max_pending, new events get a retryable refusal and stored ones stay")
     func fullQueue() async throws {
         let fixture = try await IngestFixture(maxPending: 5)

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import PlunkdTestSupport
+import Synchronization
 import Testing
 
 @testable import PlunkdCore
@@ -100,5 +101,39 @@ struct SocketTests {
         await fixture.stop()
         #expect(first.ok && second.ok)
         #expect(client.peerClosed())
+    }
+
+    @Test("shutdown: the listener goes first, an idle client is closed at once, one that never reads its answers is closed after the grace")
+    func shutdownGraceClosesNonReader() async throws {
+        let fixture = try await IngestFixture()
+        let idle = try fixture.connect()
+        try idle.write(line("idle"))
+        #expect(try NDJSONReply(idle.readLine()).ok)
+        // Answers to this many pipelined events overflow both socket buffers: a client
+        // that never reads leaves the server unable to finish, so only the grace ends it.
+        let hog = try fixture.connect()
+        let batch = String(repeating: line("h"), count: 40_000)
+        nonisolated(unsafe) let writer = hog
+        DispatchQueue.global().async { try? writer.write(batch) }
+        // The server has stopped reading once its count of stored events stops growing.
+        let lastCount = Mutex(-1)
+        let stalled = await Poll.until(timeout: 30, every: .milliseconds(250)) {
+            let count = (try? fixture.outbox.stateCounts().pending) ?? 0
+            return lastCount.withLock { last in
+                defer { last = count }
+                return count > 1 && count == last && count < 40_001
+            }
+        }
+        #expect(stalled)
+
+        let started = ContinuousClock.now
+        await fixture.server.shutdown(grace: .milliseconds(500))
+        let took = ContinuousClock.now - started
+        #expect(took >= .milliseconds(450), "the busy connection was given its grace")
+        #expect(took < .seconds(20))
+        #expect(idle.peerClosed())
+        #expect(throws: Never.self) { _ = try hog.readToEnd() }
+        #expect(throws: (any Error).self) { _ = try fixture.connect() }
+        await fixture.stop()
     }
 }

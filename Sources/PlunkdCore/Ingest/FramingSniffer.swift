@@ -62,7 +62,7 @@ final class FramingSniffer: ChannelInboundHandler, RemovableChannelHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch event {
-        case ChannelEvent.inputClosed, IngestConnectionEvent.drain:
+        case ChannelEvent.inputClosed, is ChannelShouldQuiesceEvent:
             // Nothing was sent yet: there is nothing to answer.
             context.close(promise: nil)
         case let idle as IdleStateHandler.IdleStateEvent where idle == .all:

@@ -53,7 +53,7 @@ final class HTTPIngestHandler: ChannelInboundHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         switch event {
-        case IngestConnectionEvent.drain:
+        case is ChannelShouldQuiesceEvent:
             draining = true
             if responsesOutstanding == 0, case .idle = state { context.close(promise: nil) }
         case let idle as IdleStateHandler.IdleStateEvent where idle == .all:

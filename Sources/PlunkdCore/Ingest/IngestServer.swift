@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOExtras
 import NIOPosix
 
 /// The socket side of ingest: what the server needs to know about its socket.
@@ -39,9 +40,15 @@ public final class IngestServer: Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let control: (any ControlResponder)?
-    private let connections = ConnectionRegistry()
+    private let connections = OpenConnections()
     private let refusalsLogged = OnceLog()
     private let listener = NIOLockedValueBox<(any Channel)?>(nil)
+    /// Closes the listener and tells every open connection to quiesce at shutdown. Made
+    /// by `start` and kept only once the socket listens: a helper whose listener never
+    /// came is let go at once, while the event loops still run to fail its promise.
+    private let quiescing = NIOLockedValueBox<ServerQuiescingHelper?>(nil)
+    /// How long a connection may take to answer what it read once shutdown begins.
+    private let shutdownGrace = NIOLockedValueBox<TimeAmount>(.seconds(5))
 
     public init(
         settings: IngestSocketSettings, committer: GroupCommitter, validator: EventValidator,
@@ -67,7 +74,14 @@ public final class IngestServer: Sendable {
         let logger = self.logger
         let control = self.control
         let refusalsLogged = self.refusalsLogged
+        let quiescing = ServerQuiescingHelper(group: group)
+        let shutdownGrace = self.shutdownGrace
         let bootstrap = ServerBootstrap(group: group)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
+                }
+            }
             // The kernel's maximum (SOMAXCONN, 4096 on current kernels; it caps larger
             // values): a web server's workers reconnecting at once after a restart are
             // queued, not refused with EAGAIN. plunkd.socket asks for the same.
@@ -95,6 +109,7 @@ public final class IngestServer: Sendable {
                     }
                     try channel.pipeline.syncOperations.addHandlers([
                         IdleStateHandler(allTimeout: settings.idleTimeout),
+                        QuiesceDeadline(grace: shutdownGrace),
                         FramingSniffer(committer: committer, validator: validator, control: control, peerRefusal: refusal),
                     ])
                 }
@@ -102,6 +117,7 @@ public final class IngestServer: Sendable {
         if let inherited = settings.inherited {
             let channel = try await bootstrap.withBoundSocket(inherited.descriptor).get()
             listener.withLockedValue { $0 = channel }
+            self.quiescing.withLockedValue { $0 = quiescing }
             return
         }
         let channel = try await bootstrap.bind(unixDomainSocketPath: settings.path).get()
@@ -111,50 +127,58 @@ public final class IngestServer: Sendable {
             throw SocketPathGuard.Refusal(description: "cannot set mode of \(settings.path): \(reason)")
         }
         listener.withLockedValue { $0 = channel }
+        self.quiescing.withLockedValue { $0 = quiescing }
     }
 
     /// Stops accepting, lets every connection answer what it already received, then
-    /// closes. Connections still busy after `grace` are closed anyway.
+    /// closes (NIO's quiescing: each connection gets `ChannelShouldQuiesceEvent`).
+    /// Connections still busy after `grace` are closed anyway.
     public func shutdown(grace: TimeAmount) async {
-        if let channel = listener.withLockedValue({ $0 }) {
-            try? await channel.close()
-            // An activated socket belongs to systemd, which keeps it (and queues clients)
-            // while the daemon restarts.
-            if settings.inherited == nil { unlink(settings.path) }
-        }
-        let open = connections.all
-        for channel in open {
-            channel.pipeline.fireUserInboundEventTriggered(IngestConnectionEvent.drain)
-        }
-        let everyClosed = EventLoopFuture.andAllComplete(open.map(\.closeFuture), on: group.next())
-        let deadline = group.next().scheduleTask(in: grace) {
-            for channel in open { channel.close(promise: nil) }
-        }
-        try? await everyClosed.get()
-        deadline.cancel()
+        // Never bound: no connection was ever accepted, and the helper never got its
+        // listener, so it would wait for one forever.
+        guard let quiescing = quiescing.withLockedValue({ $0 }) else { return }
+        shutdownGrace.withLockedValue { $0 = grace }
+        let everyClosed = group.next().makePromise(of: Void.self)
+        quiescing.initiateShutdown(promise: everyClosed)
+        // An activated socket belongs to systemd, which keeps it (and queues clients)
+        // while the daemon restarts.
+        if settings.inherited == nil { unlink(settings.path) }
+        try? await everyClosed.futureResult.get()
     }
 }
 
-/// Open client connections, for the connection limit and for draining at shutdown.
-final class ConnectionRegistry: Sendable {
-    private let channels = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+/// Closes a connection still open `grace` after shutdown began: a client that never
+/// reads its answers must not hold up the daemon's exit.
+final class QuiesceDeadline: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    private let grace: NIOLockedValueBox<TimeAmount>
+
+    init(grace: NIOLockedValueBox<TimeAmount>) { self.grace = grace }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            let channel = context.channel
+            context.eventLoop.scheduleTask(in: grace.withLockedValue { $0 }) { channel.close(promise: nil) }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+}
+
+/// How many client connections are open, for `socket.max_connections`.
+final class OpenConnections: Sendable {
+    private let count = NIOLockedValueBox(0)
 
     func admit(_ channel: any Channel, limit: Int) -> Bool {
-        let admitted = channels.withLockedValue { open -> Bool in
-            guard open.count < limit else { return false }
-            open[ObjectIdentifier(channel)] = channel
+        let admitted = count.withLockedValue { open -> Bool in
+            guard open < limit else { return false }
+            open += 1
             return true
         }
         if admitted {
-            let key = ObjectIdentifier(channel)
-            channel.closeFuture.whenComplete { [channels] _ in
-                channels.withLockedValue { _ = $0.removeValue(forKey: key) }
-            }
+            channel.closeFuture.whenComplete { [count] _ in count.withLockedValue { $0 -= 1 } }
         }
         return admitted
     }
-
-    var all: [any Channel] { channels.withLockedValue { Array($0.values) } }
 }
 
 /// Remembers which messages were logged, so a client retrying in a loop leaves one line,

@@ -86,7 +86,7 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
                 submit(events, group: group, context: context)
             }
             flushReplies(context: context)
-        case IngestConnectionEvent.drain:
+        case is ChannelShouldQuiesceEvent:
             draining = true
             flushReplies(context: context)
         case let idle as IdleStateHandler.IdleStateEvent where idle == .all:
@@ -201,12 +201,16 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
             out!.writeString(text)
             replies.removeFirst()
         }
+        if replies.isEmpty && (inputClosed || draining) {
+            // Closing drops writes still queued for a client that reads slowly, so it waits
+            // for the last one (writes complete in order, so an empty one stands for them all).
+            let channel = context.channel
+            let last = out ?? channel.allocator.buffer(capacity: 0)
+            context.writeAndFlush(wrapOutboundOut(last)).whenComplete { _ in channel.close(promise: nil) }
+            return
+        }
         if let out, context.channel.isActive {
             context.writeAndFlush(wrapOutboundOut(out), promise: nil)
-        }
-        if replies.isEmpty && (inputClosed || draining) {
-            context.close(promise: nil)
-            return
         }
         resumeReadingIfPossible(context: context)
     }
@@ -233,10 +237,4 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
     static func refusal(_ message: String, retryable: Bool) -> String {
         "{\"ok\":false,\"error\":\(JSONText.quoted(message)),\"retryable\":\(retryable)}\n"
     }
-}
-
-/// Events the server sends down a connection's pipeline.
-enum IngestConnectionEvent: Sendable {
-    /// Stop reading, answer what was already received, then close.
-    case drain
 }
