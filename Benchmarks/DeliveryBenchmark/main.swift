@@ -22,45 +22,11 @@ let option = BenchmarkSupport.option
 let largeBacklog = option("--large", 1_000_000)
 let smallBacklog = option("--small", 10_000)
 
-/// A loopback HTTP server answering every request with 200 after `delay`.
-final class StandIn: Sendable {
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    let channel: any Channel
-    var port: Int { channel.localAddress!.port! }
-
-    init(delay: TimeAmount) throws {
-        channel = try ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 256)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(Answer(delay: delay))
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0).wait()
-    }
-
-    final class Answer: ChannelInboundHandler, @unchecked Sendable {
-        typealias InboundIn = HTTPServerRequestPart
-        typealias OutboundOut = HTTPServerResponsePart
-        let delay: TimeAmount
-        init(delay: TimeAmount) { self.delay = delay }
-
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            guard case .end = unwrapInboundIn(data) else { return }
-            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            context.eventLoop.scheduleTask(in: delay) {
-                let (handler, context) = bound.value
-                let body = #"{"success":true,"contact":"c","event":"e","timestamp":"2026-11-29T00:00:00Z"}"#
-                var headers = HTTPHeaders()
-                headers.add(name: "Content-Type", value: "application/json")
-                headers.add(name: "Content-Length", value: String(body.utf8.count))
-                context.write(handler.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
-                context.write(handler.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
-                context.writeAndFlush(handler.wrapOutboundOut(.end(nil)), promise: nil)
-            }
-        }
-    }
+/// The shared stand-in for Plunk, answering every request with 200 after `delay`, keeping
+/// no requests (a million of them would weigh on the machine being measured).
+func standIn(delay: TimeAmount) async throws -> FakePlunk {
+    let body = #"{"success":true,"contact":"c","event":"e","timestamp":"2026-11-29T00:00:00Z"}"#
+    return try await FakePlunk(keepsRequests: false) { _ in .answer(status: 200, body: body, delay: delay) }
 }
 
 /// Starts nginx answering a static 200 on a free loopback port, or returns nil without nginx.
@@ -161,7 +127,7 @@ let show = BenchmarkSupport.show
 let machine = BenchmarkSupport.machine
 print("plunkd delivery benchmark; machine: \(machine)")
 
-let slow = try StandIn(delay: .milliseconds(20))
+let slow = try await standIn(delay: .milliseconds(20))
 let slowDrain = try drain(backlog: 5_000, port: slow.port, concurrency: 16)
 show("stand-in answering after 20 ms, concurrency 16", String(format: "%7.0f events/s (%.0f%% of 16 / 0.020 s)", slowDrain.rate, slowDrain.rate / 800 * 100))
 
@@ -175,7 +141,7 @@ if let nginx = startNginx(directory: scratch) {
     show("nginx static 200", "skipped: nginx not installed (apt-get install nginx-light)")
 }
 
-let instant = try StandIn(delay: .zero)
+let instant = try await standIn(delay: .zero)
 let small = try drain(backlog: smallBacklog, port: instant.port, concurrency: 16)
 let large = try drain(backlog: largeBacklog, port: instant.port, concurrency: 16)
 show(

@@ -5,7 +5,7 @@ import Foundation
 /// for and fail clearly when it never comes, instead of sleeping and hoping.
 public enum Poll {
     public static func until(
-        timeout: Double, every interval: Duration = .milliseconds(10), _ condition: @Sendable () async throws -> Bool
+        timeout: Double, every interval: Duration = .milliseconds(10), _ condition: () async throws -> Bool
     ) async rethrows -> Bool {
         let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
         while true {

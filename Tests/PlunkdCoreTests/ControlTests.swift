@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import PlunkdTestSupport
 import Testing
 
 @testable import PlunkdCore

@@ -34,12 +34,7 @@ struct DaemonDeliveryTests {
     }
 
     func waitForStoredCount(_ path: String, _ expected: Int, timeout: Double = 30) async throws -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if try storedCount(path) == expected { return true }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        return false
+        try await Poll.until(timeout: timeout, every: .milliseconds(20)) { try storedCount(path) == expected }
     }
 
     @Test("kill -9 with a request in flight: after restart the event is sent again with the same Idempotency-Key")

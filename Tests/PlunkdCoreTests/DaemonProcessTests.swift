@@ -54,11 +54,11 @@ struct DaemonProcessTests {
 
     @Test("a corrupt database stops start-up with exit != 0 and a message naming the file")
     func corruptDatabase() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let storage = "\(directory)/outbox.sqlite"
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let storage = store.path
         try Data("this is not a database, not at all".utf8 + [UInt8](repeating: 7, count: 5000)).write(to: URL(fileURLWithPath: storage))
-        let daemon = try DaemonProcess(directory: directory)
+        let daemon = try DaemonProcess(directory: store.directory)
         defer { daemon.cleanUp(removeDirectory: false) }
         let status = daemon.waitForExit(timeout: 60)
         #expect(status != nil && status != 0)

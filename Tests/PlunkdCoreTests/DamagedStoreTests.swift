@@ -129,15 +129,15 @@ struct DamagedStoreTests {
 
     @Test("the log as the checkpointer leaves it (rewound, an older generation's frames after it) is no damage")
     func checkpointedLog() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let storage = "\(directory)/outbox.sqlite"
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let storage = store.path
         let outbox = try Outbox(path: storage)
         for n in 0..<40 { try outbox.enqueue([TrackEvent(contact: "a\(n)@x.io", body: Data("{}".utf8))]) }
         try outbox.finishCheckpoint()
         for n in 0..<5 { try outbox.enqueue([TrackEvent(contact: "b\(n)@x.io", body: Data("{}".utf8))]) }
         // A copy of the files as a crash would leave them, the store still open.
-        let copy = "\(directory)/copy.sqlite"
+        let copy = "\(store.directory)/copy.sqlite"
         try FileManager.default.copyItem(atPath: storage, toPath: copy)
         try FileManager.default.copyItem(atPath: storage + "-wal", toPath: copy + "-wal")
         let report = WALInspection.inspect([UInt8](try Data(contentsOf: URL(fileURLWithPath: copy + "-wal"))))
@@ -157,9 +157,9 @@ struct DamagedStoreTests {
 
     @Test("a truncated database file: start-up refuses, naming it; status says storage_error")
     func truncatedDatabase() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let storage = "\(directory)/outbox.sqlite"
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let storage = store.path
         do {
             let outbox = try Outbox(path: storage)
             try outbox.enqueue((0..<3000).map { TrackEvent(contact: "c\($0)@x.io", body: Data(repeating: 0x61, count: 200)) })
@@ -167,20 +167,20 @@ struct DamagedStoreTests {
         let size = (try FileManager.default.attributesOfItem(atPath: storage)[.size] as? NSNumber)?.intValue ?? 0
         #expect(!FileManager.default.fileExists(atPath: storage + "-wal") || size > 100_000)
         truncate(storage, off_t(size / 2))
-        try startFails(directory, naming: storage)
+        try startFails(store.directory, naming: storage)
     }
 
     @Test("garbage over the database header: start-up refuses, naming it; status says storage_error")
     func garbageHeader() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let storage = "\(directory)/outbox.sqlite"
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let storage = store.path
         do {
             let outbox = try Outbox(path: storage)
             try outbox.enqueue((0..<100).map { TrackEvent(contact: "c\($0)@x.io", body: Data("{}".utf8)) })
         }
         try overwrite(storage, at: 0, with: Data(repeating: 0xFF, count: 100))
-        try startFails(directory, naming: storage)
+        try startFails(store.directory, naming: storage)
     }
 
     @Test("a full store: new events refused retryably, everything acknowledged delivered, ingest resumes without a restart")

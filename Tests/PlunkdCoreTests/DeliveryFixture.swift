@@ -65,14 +65,10 @@ final class DeliveryFixture: @unchecked Sendable {
     /// Waits (polling, bounded) until the store's counts satisfy `condition`.
     @discardableResult
     func waitForStore(timeout: Double = 30, _ condition: (_ pending: Int, _ inFlight: Int, _ parked: [ParkReason: Int]) -> Bool) async throws -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
+        try await Poll.until(timeout: timeout) {
             let counts = try outbox.stateCounts()
-            if condition(counts.pending, counts.inFlight, counts.parked) { return true }
-            try await Task.sleep(for: .milliseconds(10))
+            return condition(counts.pending, counts.inFlight, counts.parked)
         }
-        let counts = try outbox.stateCounts()
-        return condition(counts.pending, counts.inFlight, counts.parked)
     }
 
     func waitUntilEmpty(timeout: Double = 30) async throws -> Bool {

@@ -1,6 +1,7 @@
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
+import PlunkdTestSupport
 
 /// v2 Plunk's idempotency middleware (`apps/api`), as `shared/plunk-api.md` gives it: a
 /// key is claimed when its request arrives (`originalStatusCode` null while it runs),

@@ -22,9 +22,9 @@ struct GroupCommitterTests {
 
     @Test("a lone event to an idle store is committed on the caller's thread, durable before its completion")
     func loneEventInline() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let path = "\(directory)/o.sqlite"
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let path = store.path
         let outbox = try Outbox(path: path)
         let commits = Atomic(0)
         let committer = GroupCommitter(
@@ -51,9 +51,9 @@ struct GroupCommitterTests {
 
     @Test("after a slow commit, lone events go to the committer thread until commits are quick again")
     func slowCommitLeavesTheLoop() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let path = "\(directory)/o.sqlite"
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let path = store.path
         let outbox = try Outbox(path: path)
         // Generous on both sides: a commit held 1.5 s by a lock is slow, one under 0.5 s (even
         // under ThreadSanitizer) is quick.
@@ -93,9 +93,9 @@ struct GroupCommitterTests {
 
     @Test("without the opt-in, or while submissions queue up, the committer thread commits")
     func queuedOtherwise() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let path = "\(directory)/o.sqlite"
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let path = store.path
         let outbox = try Outbox(path: path)
         let committer = GroupCommitter(outbox: outbox, maxPending: 10_000, logger: Logger(label: "test"))
         // Not started yet: submissions wait in the queue, so none may run inline.

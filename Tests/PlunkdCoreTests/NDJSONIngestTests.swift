@@ -113,11 +113,10 @@ struct NDJSONIngestTests {
         let client = try fixture.connect()
         let count = 20_000
         let batch = String(repeating: line("bulk"), count: count)
-        nonisolated(unsafe) let writer = client
         let written = DispatchSemaphore(value: 0)
         DispatchQueue.global().async {
-            try? writer.write(batch)
-            writer.shutdownWrite()
+            try? client.write(batch)
+            client.shutdownWrite()
             written.signal()
         }
         // Replies pile up in the server while nothing reads them; then they are read.

@@ -17,9 +17,9 @@ struct OutboxOperatorTests {
 
     @Test("parked counts and lists read the parked index, not the backlog")
     func parkedIndex() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let outbox = try Outbox(path: "\(directory)/o.sqlite")
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let outbox = try store.open()
         let plan = try outbox.pool.read { db in
             try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN SELECT park_reason, count(*) FROM event WHERE state = 'parked' GROUP BY park_reason")
                 .map { $0["detail"] as String }
@@ -36,9 +36,9 @@ struct OutboxOperatorTests {
 
     @Test("the read-only view sees what the daemon stored, and never creates a file")
     func readOnlyView() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let path = "\(directory)/o.sqlite"
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let path = store.path
         #expect(throws: OutboxError.self) { try OutboxReader(path: path) }
         #expect(!FileManager.default.fileExists(atPath: path))
         do {
@@ -55,9 +55,9 @@ struct OutboxOperatorTests {
 
     @Test("a drop of several parked events without confirmation deletes nothing")
     func dropNeedsConfirmation() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let outbox = try Outbox(path: "\(directory)/o.sqlite")
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let outbox = try store.open()
         try outbox.enqueue((0..<2).map { TrackEvent(contact: "c\($0)@x.io", body: Data("{}".utf8)) })
         _ = try parkAll(outbox, reason: .rejected)
         #expect(throws: Outbox.DropNeedsConfirmation(count: 2)) { try outbox.dropParked(.reason(.rejected), confirmed: false) }
@@ -69,9 +69,9 @@ struct OutboxOperatorTests {
 
     @Test("a head that is due later than its follower is still claimed (found by the crash-loop soak)")
     func headDueAfterFollower() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let outbox = try Outbox(path: "\(directory)/o.sqlite")
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let outbox = try store.open()
         let t0 = Date(timeIntervalSince1970: 1_000_000)
         let first = TrackEvent(contact: "c@x.io", body: Data("{\"n\":1}".utf8))
         try outbox.enqueue([first], at: t0)
@@ -92,9 +92,9 @@ struct OutboxOperatorTests {
 
     @Test("a store written before v4 keeps every line, its order and its backoff")
     func migratesLegacyLines() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let path = "\(directory)/o.sqlite"
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let path = store.path
         let now = Date()
         let waiting = OutboxSchema.legacyWaitingBehindHead
         do {
@@ -146,9 +146,9 @@ struct OutboxClaimTests {
 
     @Test("a long line of one contact is read a bounded page per claim, and the others behind it still come through")
     func boundedReading() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let outbox = try Outbox(path: "\(directory)/o.sqlite")
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let outbox = try store.open()
         let long = events(1000, contact: "a@x.io")
         let others = ["b", "c", "d", "e", "f"].flatMap { events(1, contact: "\($0)@x.io") }
         try outbox.enqueue(long)
@@ -174,9 +174,9 @@ struct OutboxClaimTests {
 
     @Test("a claimed event given back unsent goes back to the head of its line, before the ones behind it")
     func releaseKeepsOrder() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let outbox = try Outbox(path: "\(directory)/o.sqlite")
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let outbox = try store.open()
         let line = events(3, contact: "a@x.io")
         try outbox.enqueue(line)
         let now = Date()

@@ -14,17 +14,17 @@ struct OutboxTests {
 
     @Test("the writer runs with synchronous = FULL, read back from SQLite")
     func synchronousFull() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let outbox = try Outbox(path: "\(directory)/o.sqlite")
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let outbox = try store.open()
         #expect(try outbox.synchronousMode() == 2)
     }
 
     @Test("the state check is spelled without a list, still refuses an unknown state, and the store stays sound")
     func stateCheck() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let path = "\(directory)/o.sqlite"
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let path = store.path
         let outbox = try Outbox(path: path)
         try outbox.enqueue([event(1)])
         let other = try DatabaseQueue(path: path)
@@ -43,9 +43,9 @@ struct OutboxTests {
 
     @Test("a state check that reads otherwise is left as it is, and the store opens")
     func stateCheckLeftAlone() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let path = "\(directory)/o.sqlite"
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let path = store.path
         let queue = try DatabaseQueue(path: path)
         try OutboxSchema.migrator.migrate(queue, upTo: "v4: new events enter no index")
         let unusual = "CHECK (state IN ('new','pending','waiting','in_flight','parked'))"
@@ -70,9 +70,9 @@ struct OutboxTests {
 
     @Test("stored events are visible to a separate connection opened afterwards")
     func durableAcrossConnections() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let path = "\(directory)/o.sqlite"
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let path = store.path
         let outbox = try Outbox(path: path)
         let events = (0..<10).map(event)
         try outbox.enqueue(events)
@@ -97,9 +97,9 @@ struct OutboxTests {
 
     @Test("reopening migrates nothing twice and counts what is stored")
     func reopen() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let path = "\(directory)/o.sqlite"
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let path = store.path
         try Outbox(path: path).enqueue((0..<3).map(event))
         let reopened = try Outbox(path: path)
         #expect(reopened.storedCount == 3)
@@ -107,9 +107,9 @@ struct OutboxTests {
 
     @Test("a file that is not a database stops start-up with a message naming it")
     func garbageFile() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let path = "\(directory)/o.sqlite"
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let path = store.path
         try Data(repeating: 0x41, count: 8192).write(to: URL(fileURLWithPath: path))
         do {
             _ = try Outbox(path: path)
@@ -122,9 +122,9 @@ struct OutboxTests {
 
     @Test("a store with damaged pages fails its integrity check at start-up")
     func damagedPages() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let path = "\(directory)/o.sqlite"
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let path = store.path
         do {
             let outbox = try Outbox(path: path)
             try outbox.enqueue((0..<2000).map(event))
@@ -145,9 +145,9 @@ struct OutboxTests {
 
     @Test("a full store refuses with `full`, keeps what it had, and accepts again when room returns")
     func fullStore() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let path = "\(directory)/o.sqlite"
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let path = store.path
         let outbox = try Outbox(path: path, maxBytes: 64 * 1024)
         var stored = 0
         var refusal: OutboxError?
@@ -180,9 +180,9 @@ struct WALCheckpointTests {
 
     @Test("commits never checkpoint below the backstop; the checkpoint thread copies the log back")
     func checkpointsOffTheCommitPath() async throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let path = "\(directory)/o.sqlite"
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let path = store.path
         let outbox = try Outbox(path: path)
         let before = fileSize(path)
         // 1,500 one-event commits: at least 1,500 WAL frames, past SQLite's default of 1,000.
@@ -194,19 +194,16 @@ struct WALCheckpointTests {
         let checkpointer = WALCheckpointer(outbox: outbox, interval: .milliseconds(10), logger: Logger(label: "test"))
         checkpointer.start()
         defer { checkpointer.stop() }
-        let deadline = Date().addingTimeInterval(20)
-        while fileSize(path) == before && Date() < deadline {
-            try await Task.sleep(for: .milliseconds(10))
-        }
+        _ = await Poll.until(timeout: 20) { fileSize(path) != before }
         #expect(fileSize(path) > before + 100 * 4096, "the checkpoint thread did not copy the log back")
         #expect(outbox.writesSinceCheckpoint.load(ordering: .relaxed) == 0)
     }
 
     @Test("with the checkpoint thread running, the log starts over instead of growing with every commit")
     func logStartsOver() throws {
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let path = "\(directory)/o.sqlite"
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let path = store.path
         let outbox = try Outbox(path: path)
         let checkpointer = WALCheckpointer(outbox: outbox, interval: .milliseconds(10), logger: Logger(label: "test"))
         checkpointer.start()

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import PlunkdTestSupport
 import Synchronization
 import Testing
 
@@ -303,12 +304,7 @@ struct SenderTests {
 
     /// Polls `condition` until it holds, for at most `timeout` seconds.
     static func eventually(timeout: Double = 30, _ condition: () -> Bool) async -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if condition() { return true }
-            try? await Task.sleep(for: .milliseconds(5))
-        }
-        return condition()
+        await Poll.until(timeout: timeout, every: .milliseconds(5)) { condition() }
     }
 }
 

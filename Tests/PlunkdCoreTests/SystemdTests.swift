@@ -50,9 +50,9 @@ struct SystemdTests {
             func post(body: Data, idempotencyKey: String, apiKey: APIKey, completion: @escaping @Sendable (PlunkAnswer) -> Void) {}
             func shutdown() async {}
         }
-        let directory = try DaemonProcess.makeScratchDirectory()
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let outbox = try Outbox(path: "\(directory)/o.sqlite")
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let outbox = try store.open()
         let clock = ManualClock(Date(timeIntervalSince1970: 1_000_000))
         let sender = Sender(
             outbox: outbox, transport: NeverAnswers(),

@@ -27,11 +27,7 @@ final class TinyProxy: @unchecked Sendable {
         BasicAuth \(Self.user) \(Self.password)
         """.write(toFile: "\(directory)/tinyproxy.conf", atomically: true, encoding: .utf8)
         pid = try SpawnedCommand.start("/usr/bin/tinyproxy", ["-d", "-c", "\(directory)/tinyproxy.conf"])
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            if Self.accepts(port) { return }
-            usleep(20_000)
-        }
+        if Poll.blockingUntil(timeout: 10, every: .milliseconds(20), { Self.accepts(port) }) { return }
         stop()
         throw DaemonProcess.Failure(description: "tinyproxy did not listen on \(port)")
     }

@@ -5,63 +5,75 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 
-/// A stand-in for Plunk on 127.0.0.1 that answers as either generation and injects
-/// faults: any status and body, `Retry-After`, slow answers, hangs, and connections
-/// closed mid-request.
-final class FakePlunk: Sendable {
-    struct Request: Sendable {
-        let index: Int
-        let path: String
-        let headers: [String: String]
-        let body: Data
-        let at: Date
+/// The one stand-in for Plunk on 127.0.0.1, for the tests, the soak and the delivery
+/// benchmark: it answers as either generation and injects faults (any status and body,
+/// `Retry-After`, slow answers, hangs, connections closed mid-request), each decided per
+/// request by a `Responder`.
+public final class FakePlunk: Sendable {
+    public struct Request: Sendable {
+        public let index: Int
+        public let path: String
+        public let headers: [String: String]
+        public let body: Data
+        public let at: Date
         /// Requests in flight when this one arrived, itself included.
-        let inFlightAtArrival: Int
+        public let inFlightAtArrival: Int
 
-        var idempotencyKey: String? { headers["idempotency-key"] }
-        var eventName: String? {
+        public var idempotencyKey: String? { headers["idempotency-key"] }
+        public var eventName: String? {
             (try? JSONSerialization.jsonObject(with: body) as? [String: Any])?["event"] as? String
         }
-        var email: String? {
+        public var email: String? {
             (try? JSONSerialization.jsonObject(with: body) as? [String: Any])?["email"] as? String
         }
     }
 
-    enum Reply: Sendable {
+    public enum Reply: Sendable {
+        /// `whenSent` runs just before the answer is written (where a real Plunk has
+        /// stored the event); `whenWritten` after, with whether the whole answer reached
+        /// the connection (what a delivery count is measured against).
         case answer(
             status: Int, body: String, headers: [(String, String)] = [], delay: TimeAmount = .zero,
-            whenSent: (@Sendable () -> Void)? = nil)
+            whenSent: (@Sendable () -> Void)? = nil, whenWritten: (@Sendable (Bool) -> Void)? = nil)
         /// Read the request, never answer.
         case hang
-        /// Close the connection without answering.
-        case reset
+        /// Close the connection without answering, after `delay`.
+        case reset(after: TimeAmount)
+
+        public static let reset = Reply.reset(after: .zero)
     }
 
-    typealias Responder = @Sendable (Request) -> Reply
+    public typealias Responder = @Sendable (Request) -> Reply
 
     private let group: MultiThreadedEventLoopGroup
     private let channel: any Channel
-    private let state: NIOLockedValueBox<(requests: [Request], inFlight: Int, maxInFlight: Int, responder: Responder)>
-    let port: Int
+    private let state: NIOLockedValueBox<FakePlunkState>
+    public let port: Int
     private let scheme: String
 
-    var baseURL: URL { URL(string: "\(scheme)://127.0.0.1:\(port)/v1")! }
+    public var baseURL: URL { URL(string: "\(scheme)://127.0.0.1:\(port)/v1")! }
 
-    /// - Parameter tls: serve HTTPS with this configuration (a certificate and its key).
-    init(port: Int = 0, tls: TLSConfiguration? = nil, responder: @escaping Responder = { _ in FakePlunk.legacySuccess() }) async throws {
+    /// - Parameters:
+    ///   - tls: serve HTTPS with this configuration (a certificate and its key).
+    ///   - keepsRequests: keep every request for `requests`; off for long runs, where only
+    ///     the responder's own counts matter.
+    public init(
+        port: Int = 0, tls: TLSConfiguration? = nil, keepsRequests: Bool = true,
+        responder: @escaping Responder = { _ in FakePlunk.legacySuccess() }
+    ) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let state = NIOLockedValueBox<(requests: [Request], inFlight: Int, maxInFlight: Int, responder: Responder)>(
-            ([], 0, 0, responder))
+        let state = NIOLockedValueBox(FakePlunkState(responder: responder))
         let sslContext = try tls.map { try NIOSSLContext(configuration: $0) }
         channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.backlog, value: 256)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let sslContext {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
                     }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(FakePlunkHandler(state: state))
+                    try channel.pipeline.syncOperations.addHandler(FakePlunkHandler(state: state, keepsRequests: keepsRequests))
                 }
             }
             .bind(host: "127.0.0.1", port: port).get()
@@ -71,28 +83,25 @@ final class FakePlunk: Sendable {
         scheme = tls == nil ? "http" : "https"
     }
 
-    func respond(with responder: @escaping Responder) {
+    public func respond(with responder: @escaping Responder) {
         state.withLockedValue { $0.responder = responder }
     }
 
-    var requests: [Request] { state.withLockedValue { $0.requests } }
-    var maxInFlight: Int { state.withLockedValue { $0.maxInFlight } }
+    public var requests: [Request] { state.withLockedValue { $0.requests } }
+    public var maxInFlight: Int { state.withLockedValue { $0.maxInFlight } }
+    /// Requests seen, whether kept or not.
+    public var requestCount: Int { state.withLockedValue { $0.seen } }
 
     /// Waits (polling, bounded by `timeout`) until `condition` holds for the requests seen.
     @discardableResult
-    func waitFor(timeout: Double = 30, _ condition: ([Request]) -> Bool) async -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if condition(requests) { return true }
-            try? await Task.sleep(for: .milliseconds(10))
-        }
-        return condition(requests)
+    public func waitFor(timeout: Double = 30, _ condition: ([Request]) -> Bool) async -> Bool {
+        await Poll.until(timeout: timeout) { condition(requests) }
     }
 
     private let stopped = NIOLockedValueBox(false)
 
     /// Closes the listener and its connections; safe to call more than once.
-    func stop() async {
+    public func stop() async {
         guard
             stopped.withLockedValue({ wasStopped in
                 defer { wasStopped = true }
@@ -105,19 +114,19 @@ final class FakePlunk: Sendable {
 
     // MARK: Answers of both generations
 
-    static func legacySuccess() -> Reply {
+    public static func legacySuccess() -> Reply {
         .answer(status: 200, body: #"{"success":true,"contact":"c6a1","event":"e7b2","timestamp":"2026-11-29T00:00:00.000Z"}"#)
     }
 
-    static func v2Success() -> Reply {
+    public static func v2Success() -> Reply {
         .answer(status: 200, body: #"{"success":true,"data":{"contact":"c6a1","event":"e7b2","timestamp":"2026-11-29T00:00:00.000Z"}}"#)
     }
 
-    static func legacyError(_ status: Int, _ message: String) -> Reply {
+    public static func legacyError(_ status: Int, _ message: String) -> Reply {
         .answer(status: status, body: #"{"code":\#(status),"error":"Error","message":"\#(message)","time":1764374400000}"#)
     }
 
-    static func v2Error(_ status: Int, _ code: String, _ message: String, headers: [(String, String)] = []) -> Reply {
+    public static func v2Error(_ status: Int, _ code: String, _ message: String, headers: [(String, String)] = []) -> Reply {
         .answer(
             status: status,
             body:
@@ -125,7 +134,7 @@ final class FakePlunk: Sendable {
             headers: headers)
     }
 
-    static func htmlPage(_ status: Int) -> Reply {
+    public static func htmlPage(_ status: Int) -> Reply {
         .answer(
             status: status,
             body:
@@ -134,16 +143,29 @@ final class FakePlunk: Sendable {
     }
 }
 
+struct FakePlunkState {
+    var requests: [FakePlunk.Request] = []
+    var seen = 0
+    var inFlight = 0
+    var maxInFlight = 0
+    var responder: FakePlunk.Responder
+}
+
 private final class FakePlunkHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private let state: NIOLockedValueBox<(requests: [FakePlunk.Request], inFlight: Int, maxInFlight: Int, responder: FakePlunk.Responder)>
+    private let state: NIOLockedValueBox<FakePlunkState>
+    private let keepsRequests: Bool
     private var head: HTTPRequestHead?
     private var body = Data()
 
-    init(state: NIOLockedValueBox<(requests: [FakePlunk.Request], inFlight: Int, maxInFlight: Int, responder: FakePlunk.Responder)>) {
+    init(
+        state: NIOLockedValueBox<FakePlunkState>,
+        keepsRequests: Bool
+    ) {
         self.state = state
+        self.keepsRequests = keepsRequests
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -160,9 +182,10 @@ private final class FakePlunkHandler: ChannelInboundHandler, @unchecked Sendable
             let reply = state.withLockedValue { state -> FakePlunk.Reply in
                 state.inFlight += 1
                 let request = FakePlunk.Request(
-                    index: state.requests.count, path: head.uri, headers: headers, body: body, at: Date(),
+                    index: state.seen, path: head.uri, headers: headers, body: body, at: Date(),
                     inFlightAtArrival: state.inFlight)
-                state.requests.append(request)
+                state.seen += 1
+                if keepsRequests { state.requests.append(request) }
                 state.maxInFlight = max(state.maxInFlight, state.inFlight)
                 return state.responder(request)
             }
@@ -170,10 +193,13 @@ private final class FakePlunkHandler: ChannelInboundHandler, @unchecked Sendable
             switch reply {
             case .hang:
                 break
-            case .reset:
-                finished()
-                context.close(promise: nil)
-            case .answer(let status, let text, let extra, let delay, let whenSent):
+            case .reset(let delay):
+                context.eventLoop.scheduleTask(in: delay) {
+                    let (handler, context) = loopBound.value
+                    handler.finished()
+                    context.close(promise: nil)
+                }
+            case .answer(let status, let text, let extra, let delay, let whenSent, let whenWritten):
                 context.eventLoop.scheduleTask(in: delay) {
                     let (handler, context) = loopBound.value
                     whenSent?()
@@ -188,7 +214,12 @@ private final class FakePlunkHandler: ChannelInboundHandler, @unchecked Sendable
                                 HTTPResponseHead(
                                     version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: response))), promise: nil)
                     context.write(handler.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
-                    context.writeAndFlush(handler.wrapOutboundOut(.end(nil)), promise: nil)
+                    let written = context.writeAndFlush(handler.wrapOutboundOut(.end(nil)))
+                    if let whenWritten {
+                        written.whenComplete { result in
+                            if case .success = result { whenWritten(true) } else { whenWritten(false) }
+                        }
+                    }
                 }
             }
         }
