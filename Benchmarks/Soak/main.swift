@@ -14,23 +14,31 @@ import PlunkdTestSupport
 //
 //   swift build -c release && .build/release/plunkd-soak [--seconds 120] [--kills 6] [--rate 400] [--outage 5]
 //
+// With --power-cut 1 (as root, with /dev/fuse and python3-fusepy) the store lives on
+// Tests/PowerCut/cutfs.py, and each kill is a power cut: everything not yet fsynced is
+// thrown away, the daemon dies with the disk, and the restart finds only what was synced.
+//
 // Exits 0 when every check holds, 1 otherwise.
 
 let seconds = BenchmarkSupport.option("--seconds", 120)
 let kills = max(BenchmarkSupport.option("--kills", 6), 1)
 let rate = BenchmarkSupport.option("--rate", 400)
 let outageSeconds = max(BenchmarkSupport.option("--outage", 5), 1)
+let powerCuts = BenchmarkSupport.option("--power-cut", 0) != 0
 let concurrency = 8
 let drainLimit = 180.0
 
-print("plunkd crash-loop soak: \(seconds) s, \(kills) kills, \(rate) events/s offered, \(BenchmarkSupport.machine)")
+let what = powerCuts ? "power cuts" : "kills"
+print("plunkd crash-loop soak: \(seconds) s, \(kills) \(what), \(rate) events/s offered, \(BenchmarkSupport.machine)")
 let fake = try await FlakyPlunk()
 let directory = try DaemonProcess.makeScratchDirectory()
-let environment = [
+var environment = [
     "PLUNK_BASE_URL": fake.baseURL, "PLUNK_API_KEY": "pk_soak_key", "PLUNK_CONCURRENCY": "\(concurrency)",
     "PLUNK_REQUEST_TIMEOUT": "0.5", "PLUNKD_RETRY_INITIAL_BACKOFF": "0.05", "PLUNKD_RETRY_MAX_BACKOFF": "1",
     "PLUNKD_SHUTDOWN_GRACE": "1", "PLUNKD_LOG_LEVEL": "warning",
 ]
+let disk = powerCuts ? try PowerCutMount(directory: directory) : nil
+if let disk { environment["PLUNKD_STORAGE_PATH"] = "\(disk.mountpoint)/outbox.sqlite" }
 var daemon = try DaemonProcess(directory: directory, environment: environment)
 try daemon.waitUntilServing()
 let producers = Producers(socketPath: daemon.socketPath, count: 8, eventsPerSecond: Double(rate))
@@ -44,13 +52,22 @@ for k in 0..<kills {
     let at = start + slot * (Double(k) + Double.random(in: 0.3..<1.0))
     let wait = at - BenchmarkSupport.now()
     if wait > 0 { usleep(UInt32(wait * 1e6)) }
+    // A power cut: the disk loses what was not synced and stops answering, and the
+    // daemon dies with the machine; then the disk is mounted again as it was left.
+    try disk?.cut()
     daemon.signal(SIGKILL)
     daemon.waitForExit(timeout: 30)
     let begin = BenchmarkSupport.now()
+    if let disk {
+        disk.unmount()
+        try disk.mount()
+    }
     daemon = try DaemonProcess(directory: directory, environment: environment)
     try daemon.waitUntilServing()
     restarts.append(BenchmarkSupport.now() - begin)
-    print("kill \(k + 1) at \(String(format: "%.1f", at - start)) s; serving again after \(String(format: "%.2f", restarts.last!)) s")
+    print(
+        "\(powerCuts ? "power cut" : "kill") \(k + 1) at \(String(format: "%.1f", at - start)) s; serving again after \(String(format: "%.2f", restarts.last!)) s"
+    )
 }
 let remaining = start + Double(seconds) - BenchmarkSupport.now()
 if remaining > 0 { usleep(UInt32(remaining * 1e6)) }
@@ -103,6 +120,7 @@ BenchmarkSupport.show("kills", "\(kills); restart to serving median \(String(for
 BenchmarkSupport.show("requests / failures injected", "\(tally.requests) / \(tally.failuresInjected)")
 BenchmarkSupport.show("peak request rate, failing phase / drain", "\(peakWhileFailing)/s / \(peak)/s (bound: \(rateBound)/s)")
 BenchmarkSupport.show("requests during a \(outageSeconds) s total outage", "\(tally.requestsDuringOutage) (bound: \(outageBound))")
+if let disk { BenchmarkSupport.show("unsynced bytes the power cuts threw away", "\(disk.bytesLost)") }
 BenchmarkSupport.show("retryable refusals seen by producers", "\(producers.retryableRefusals)")
 BenchmarkSupport.show(
     "drain after the last kill", "\(String(format: "%.1f", BenchmarkSupport.now() - drainStart)) s; SIGTERM exit \(exit.map(String.init) ?? "none")")
@@ -116,7 +134,9 @@ if peak > rateBound { failures.append("peak rate \(peak)/s exceeds \(rateBound)/
 if tally.requestsDuringOutage > outageBound {
     failures.append("\(tally.requestsDuringOutage) requests in a \(outageSeconds) s outage exceed \(outageBound): a retry storm")
 }
+if let disk, disk.bytesLost == 0 { failures.append("the power cuts found nothing unsynced to throw away: they proved nothing") }
 if exit != 0 { failures.append("the last daemon did not exit 0 on SIGTERM: \(daemon.log.suffix(500))") }
+disk?.unmount()
 if failures.isEmpty {
     print("PASS")
     daemon.cleanUp()

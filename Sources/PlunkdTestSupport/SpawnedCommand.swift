@@ -91,8 +91,26 @@ public enum SpawnedCommand {
             argv.forEach { free($0) }
             envp?.forEach { free($0) }
         }
+        // The child starts with no signal blocked and every signal at its default, as
+        // from a shell: the caller may be a Dispatch or concurrency-pool thread, which
+        // blocks most signals, and a mask is inherited, so the child would never see a
+        // SIGUSR1 or SIGHUP sent to it.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        var all = sigset_t()
+        sigfillset(&all)
+        sigdelset(&all, SIGKILL)
+        sigdelset(&all, SIGSTOP)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
-        let spawned = envp.map { posix_spawn(&pid, executable, &actions, nil, argv, $0) } ?? posix_spawn(&pid, executable, &actions, nil, argv, environ)
+        let spawned =
+            envp.map { posix_spawn(&pid, executable, &actions, &attributes, argv, $0) }
+            ?? posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
         guard spawned == 0 else {
             throw DaemonProcess.Failure(description: "cannot run \(executable): \(String(cString: strerror(spawned)))")
         }

@@ -64,9 +64,11 @@ class CutFS(Operations):
 
     # MARK: the cut
 
-    def cut(self) -> None:
+    def cut(self) -> int:
+        """Returns how many written bytes were thrown away."""
         with self.mutex:
             self.dead = True
+            lost = sum((p.dirty_to - p.dirty_from) for p in self.pending.values() if p.dirty_from is not None)
             self.pending.clear()
             for path in self.unsynced_new:
                 try:
@@ -75,6 +77,7 @@ class CutFS(Operations):
                     pass
             self.unsynced_new.clear()
             os.sync()
+            return lost
 
     def alive(self) -> None:
         if self.dead:
@@ -255,10 +258,12 @@ def main() -> None:
     filesystem = CutFS(backing)
 
     def cut(*_):
-        filesystem.cut()
-        # The harness waits for this file: the cut has happened, not merely been asked for.
-        with open(os.path.realpath(backing) + ".cut", "w") as marker:
-            marker.write("cut\n")
+        lost = filesystem.cut()
+        # The harness waits for this file: the cut has happened, not merely been asked
+        # for. It says how many unsynced bytes the cut threw away.
+        with open(os.path.realpath(backing) + ".cut.tmp", "w") as marker:
+            marker.write(f"{lost}\n")
+        os.rename(os.path.realpath(backing) + ".cut.tmp", os.path.realpath(backing) + ".cut")
 
     signal.signal(signal.SIGUSR1, cut)
     # nothreads: one request at a time, so a cut falls between two calls, never inside
