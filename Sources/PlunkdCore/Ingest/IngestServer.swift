@@ -144,6 +144,9 @@ public final class IngestServer: Sendable {
         // while the daemon restarts.
         if settings.inherited == nil { unlink(settings.path) }
         try? await everyClosed.futureResult.get()
+        // Let the helper go while the event loops still run: its deinit completes a
+        // promise on one, and NIO reports that as an error once they have shut down.
+        self.quiescing.withLockedValue { $0 = nil }
     }
 }
 
