@@ -131,6 +131,19 @@ let slow = try await standIn(delay: .milliseconds(20))
 let slowDrain = try drain(backlog: 5_000, port: slow.port, concurrency: 16)
 show("stand-in answering after 20 ms, concurrency 16", String(format: "%7.0f events/s (%.0f%% of 16 / 0.020 s)", slowDrain.rate, slowDrain.rate / 800 * 100))
 
+// A partial outage: 30 % of requests answered 500 (chosen by a hash of the request's
+// number, so every run fails the same ones), the rest 200, all after 20 ms.
+let flaky = try await FakePlunk(keepsRequests: false) { request in
+    let failing = ((UInt64(request.index) &* 0x9E37_79B9_7F4A_7C15) >> 32) % 100 < 30
+    return failing
+        ? FakePlunk.htmlPage(500)
+        : .answer(status: 200, body: #"{"success":true,"contact":"c","event":"e","timestamp":"2026-11-29T00:00:00Z"}"#, delay: .milliseconds(20))
+}
+let flakyDrain = try drain(backlog: 5_000, port: flaky.port, concurrency: 16)
+show(
+    "30 % answered 500, 20 ms answers, concurrency 16",
+    String(format: "%7.0f events/s (%.0f%% of the healthy rate above)", flakyDrain.rate, flakyDrain.rate / slowDrain.rate * 100))
+
 let scratch = try DaemonProcess.makeScratchDirectory()
 defer { try? FileManager.default.removeItem(atPath: scratch) }
 if let nginx = startNginx(directory: scratch) {

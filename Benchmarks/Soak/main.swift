@@ -105,10 +105,10 @@ let peak = tally.requestsPerSecond.values.max() ?? 0
 let peakWhileFailing = tally.requestsPerSecondWhileFailing.values.max() ?? 0
 let rateBound = concurrency * 1000 / Int(fake.minimumDelay.nanoseconds / 1_000_000) + concurrency
 let duplicateBound = kills * concurrency
-// What was in flight and in reserve when the outage began, the failures before probing,
+// What was in flight and in reserve when the outage began, the 8 failures in a row before probing,
 // then probes spaced by a backoff that grows to 1 s: a few per second at most. A sender
 // that kept retrying would send up to concurrency / minimumDelay, 800 per second.
-let outageBound = 2 * concurrency + 3 + 4 * outageSeconds
+let outageBound = 2 * concurrency + 8 + 4 * outageSeconds
 
 BenchmarkSupport.show("events acknowledged", "\(acked.count)")
 BenchmarkSupport.show("delivered (2xx at the stand-in, distinct ids)", "\(tally.deliveries.count)")

@@ -40,6 +40,57 @@ struct DestinationGateTests {
         #expect(gate.state(now: t0.addingTimeInterval(11), hasKey: true, inFlight: 2) == .delivering)
     }
 
+    @Test("30 % of answers failing, however they bunch short of 8 in a row: never probing, every slot keeps sending")
+    func randomFailuresKeepFlowing() {
+        var gate = DestinationGate(failingAfter: 8)
+        var random = SplitMix64(seed: 30)
+        var run = 0
+        for _ in 0..<5_000 {
+            let fails = random.next() % 100 < 30 && run < 7
+            if fails {
+                run += 1
+                gate.failedTransiently(now: t0) { _ in 1 }
+            } else {
+                run = 0
+                gate.answeredSanely()
+            }
+            #expect(!gate.isProbing)
+            if gate.isProbing { return }
+        }
+        #expect(gate.requestSlots(concurrency: 8) == 8)
+    }
+
+    @Test("more than half failing, never 8 in a row: probing once 50 answers are in; one sane answer restores every slot")
+    func partialOutage() {
+        var gate = DestinationGate(failingAfter: 8)
+        // Three failures in every five answers.
+        for n in 0..<AnswerWindow.size {
+            if n % 5 < 3 { gate.failedTransiently(now: t0) { _ in 1 } } else { gate.answeredSanely() }
+            #expect(!gate.isProbing, "judged before the window was full (answer \(n + 1))")
+        }
+        gate.failedTransiently(now: t0) { _ in 1 }
+        #expect(gate.isProbing)
+        #expect(gate.requestSlots(concurrency: 8) == 1)
+        gate.answeredSanely()
+        #expect(!gate.isProbing && gate.requestSlots(concurrency: 8) == 8)
+        #expect(gate.recentAnswers.count == 0, "the outage is not held against the recovery")
+    }
+
+    @Test("a total outage after a healthy run: probing at the 8th failure in a row, not before")
+    func outageAfterHealth() {
+        var gate = DestinationGate(failingAfter: 8)
+        for _ in 0..<200 { gate.answeredSanely() }
+        var gaps: [Int] = []
+        for n in 1...9 {
+            gate.failedTransiently(now: t0) {
+                gaps.append($0)
+                return 1
+            }
+            #expect(gate.isProbing == (n >= 8))
+        }
+        #expect(gaps == [1, 2], "each failed probe waits longer")
+    }
+
     @Test("a 429 blocks Plunk-wide for Retry-After, capped; a sane answer meanwhile does not lift it, time does")
     func rateLimit() {
         var gate = DestinationGate(failingAfter: 3)

@@ -249,12 +249,8 @@ struct DeliveryMachine {
         gate.holdChanged = true
     }
 
-    /// `plunkd resume`: every pause, hold, block and failure run ends. Returns what it lifted.
-    mutating func resume() -> (quotaPause: Bool, authHold: Bool) {
-        let lifted = (gate.hold.pausedUntil != nil, gate.hold.refusedKeyFingerprint != nil)
-        gate.resume()
-        return lifted
-    }
+    /// `plunkd resume`: every pause, hold, block and failure run ends.
+    mutating func resume() { gate.resume() }
 
     /// The shell stored the hold itself (an operator's command).
     mutating func holdSaved() { gate.holdChanged = false }

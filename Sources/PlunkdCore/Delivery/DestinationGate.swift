@@ -20,6 +20,12 @@ struct DestinationGate: Equatable {
     private(set) var consecutiveRateLimits = 0
     /// Consecutive transient failures after which only one probe at a time goes out.
     let failingAfter: Int
+    /// The last answers, sane or failed: the failure-rate half of the rule.
+    private(set) var recentAnswers = AnswerWindow()
+    /// One probe at a time, spaced by backoff, until a sane answer.
+    private(set) var isProbing = false
+    /// Probes failed since probing began: what the next gap grows with.
+    private var failedProbes = 0
 
     init(failingAfter: Int, hold: StoredDeliveryHold = StoredDeliveryHold()) {
         self.failingAfter = failingAfter
@@ -34,9 +40,6 @@ struct DestinationGate: Equatable {
     }
 
     // MARK: Questions
-
-    /// One probe at a time, spaced by backoff, until a success.
-    var isProbing: Bool { consecutiveFailures >= failingAfter }
 
     /// Requests allowed in flight with `concurrency` slots.
     func requestSlots(concurrency: Int) -> Int { isProbing ? 1 : concurrency }
@@ -74,14 +77,32 @@ struct DestinationGate: Equatable {
         consecutiveFailures = 0
         consecutiveRateLimits = 0
         if !blockedByRateLimit { blockedUntil = nil }
+        if isProbing {
+            // Plunk is back: full speed at once, and the window starts over rather than
+            // holding the outage against it.
+            isProbing = false
+            failedProbes = 0
+            recentAnswers = AnswerWindow()
+        } else {
+            recentAnswers.record(sane: true)
+        }
     }
 
-    /// A transient failure (5xx, timeout, connection refused): past `failingAfter` in a
-    /// row, the next probe waits `gap(failures past the threshold)`.
+    /// A transient failure (5xx, timeout, connection refused). Plunk counts as failing,
+    /// and only one probe at a time goes out, each after `gap(probes failed)`, once
+    /// `failingAfter` fail in a row (an outage, noticed within a few requests) or fewer
+    /// than half of the last `AnswerWindow.size` answers were sane (a partial outage).
+    /// Random failures below that rate, however they bunch, keep every slot sending:
+    /// "3 in a row" alone collapsed delivery to a probe at a time under 30 % of 500s.
     mutating func failedTransiently(now: Date, gap: (Int) -> TimeInterval) {
         consecutiveFailures += 1
-        if consecutiveFailures >= failingAfter {
-            block(until: now.addingTimeInterval(gap(consecutiveFailures - failingAfter + 1)), rateLimit: false)
+        recentAnswers.record(sane: false)
+        if !isProbing, consecutiveFailures >= failingAfter || recentAnswers.mostlyFailing {
+            isProbing = true
+        }
+        if isProbing {
+            failedProbes += 1
+            block(until: now.addingTimeInterval(gap(failedProbes)), rateLimit: false)
         }
     }
 
@@ -142,6 +163,9 @@ struct DestinationGate: Equatable {
         blockedUntil = nil
         blockedByRateLimit = false
         consecutiveFailures = 0
+        isProbing = false
+        failedProbes = 0
+        recentAnswers = AnswerWindow()
     }
 
     private mutating func block(until date: Date, rateLimit: Bool) {
@@ -149,4 +173,31 @@ struct DestinationGate: Equatable {
         blockedUntil = date
         blockedByRateLimit = rateLimit
     }
+}
+
+/// The last `size` answers from Plunk, sane or failed, for the failure-rate rule.
+struct AnswerWindow: Equatable {
+    /// Large enough that 30 % random failures almost never look like an outage (fewer
+    /// than 25 sane of 50 happens with a chance of about 1 in 1,000 per window); a real
+    /// outage is caught sooner by the failures in a row.
+    static let size = 50
+    private var answers: [Bool] = []
+    private var next = 0
+    private(set) var sane = 0
+
+    var count: Int { answers.count }
+
+    mutating func record(sane isSane: Bool) {
+        if answers.count < Self.size {
+            answers.append(isSane)
+        } else {
+            if answers[next] { sane -= 1 }
+            answers[next] = isSane
+            next = (next + 1) % Self.size
+        }
+        if isSane { sane += 1 }
+    }
+
+    /// A full window with fewer than half of its answers sane.
+    var mostlyFailing: Bool { answers.count == Self.size && sane * 2 < Self.size }
 }

@@ -16,8 +16,9 @@ public final class Sender: @unchecked Sendable {
         public var concurrency: Int
         public var retry: RetryPolicy
         /// Consecutive transient failures after which the destination counts as failing:
-        /// one probe at a time, spaced by backoff, until a success.
-        public var failingAfter: Int = 3
+        /// one probe at a time, spaced by backoff, until a success. (Fewer than half of the
+        /// last 50 answers sane counts too: see `DestinationGate.failedTransiently`.)
+        public var failingAfter: Int = 8
 
         public init(apiKey: APIKey?, concurrency: Int, retry: RetryPolicy) {
             self.apiKey = apiKey
@@ -106,7 +107,7 @@ public final class Sender: @unchecked Sendable {
                 let requeued = try outbox.requeueParked(reason: .unauthorized, now: clock())
                 if requeued > 0 { lifted.append("\(requeued) unauthorized events back in line") }
             }
-            _ = machine.resume()
+            machine.resume()
             try outbox.saveHold(machine.gate.hold)
             machine.holdSaved()
             logger.info("resumed by operator", metadata: ["lifted": "\(lifted.isEmpty ? "nothing was paused" : lifted.joined(separator: ", "))"])
