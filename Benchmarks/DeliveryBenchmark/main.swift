@@ -95,8 +95,9 @@ struct Drain {
     var cpuPer10k: Double { cpu / Double(events) * 10_000 }
 }
 
-/// Starts plunkd on a prefilled backlog and waits until all of it is delivered.
-func drain(backlog: Int, port: Int, concurrency: Int) throws -> Drain {
+/// Starts plunkd on a prefilled backlog and waits until all of it is delivered, or for
+/// `window` seconds: a steady rate, without the tail of retries still waiting their backoff.
+func drain(backlog: Int, port: Int, concurrency: Int, window: Double? = nil) throws -> Drain {
     let directory = try DaemonProcess.makeScratchDirectory()
     defer { try? FileManager.default.removeItem(atPath: directory) }
     try fillBacklog(path: "\(directory)/outbox.sqlite", count: backlog)
@@ -111,7 +112,7 @@ func drain(backlog: Int, port: Int, concurrency: Int) throws -> Drain {
     try daemon.waitUntilServing(timeout: 300)
     let start = BenchmarkSupport.now()
     let cpuStart = cpuSeconds(pid: daemon.pid)
-    let deadline = start + 3600
+    let deadline = start + (window ?? 3600)
     while delivered(path: daemon.storagePath) < backlog && BenchmarkSupport.now() < deadline {
         usleep(50_000)
     }
@@ -139,10 +140,12 @@ let flaky = try await FakePlunk(keepsRequests: false) { request in
         ? FakePlunk.htmlPage(500)
         : .answer(status: 200, body: #"{"success":true,"contact":"c","event":"e","timestamp":"2026-11-29T00:00:00Z"}"#, delay: .milliseconds(20))
 }
-let flakyDrain = try drain(backlog: 5_000, port: flaky.port, concurrency: 16)
+// Both over the same 8 s of a backlog larger than they can drain in it.
+let healthyWindow = try drain(backlog: 20_000, port: slow.port, concurrency: 16, window: 8)
+let flakyWindow = try drain(backlog: 20_000, port: flaky.port, concurrency: 16, window: 8)
 show(
-    "30 % answered 500, 20 ms answers, concurrency 16",
-    String(format: "%7.0f events/s (%.0f%% of the healthy rate above)", flakyDrain.rate, flakyDrain.rate / slowDrain.rate * 100))
+    "30 % answered 500 at once, 20 ms answers, 16, 8 s",
+    String(format: "%7.0f events/s (%.0f%% of %.0f events/s healthy)", flakyWindow.rate, flakyWindow.rate / healthyWindow.rate * 100, healthyWindow.rate))
 
 let scratch = try DaemonProcess.makeScratchDirectory()
 defer { try? FileManager.default.removeItem(atPath: scratch) }
