@@ -76,6 +76,20 @@ struct DeliveryMachineTests {
             collect()
         }
 
+        /// A commit's wake-up: a turn is asked for, then everything it leads to runs.
+        mutating func wake(available: inout [ClaimedEvent]) {
+            machine.requestTurn()
+            collect()
+            settle(available: &available)
+        }
+
+        /// The timer fires at `now`, then everything it leads to runs.
+        mutating func fireTimer(available: inout [ClaimedEvent]) {
+            machine.timerFired(now: now)
+            collect()
+            settle(available: &available)
+        }
+
         /// Turns and store transactions until the machine asks for neither.
         mutating func settle(available: inout [ClaimedEvent]) {
             for _ in 0..<20 {
@@ -117,9 +131,7 @@ struct DeliveryMachineTests {
     func fullMeansNotUseful() {
         var drive = Drive(concurrency: 1)
         var available = (0..<5).map { _ in drive.event() }
-        drive.machine.requestTurn()
-        drive.collect()
-        drive.settle(available: &available)
+        drive.wake(available: &available)
         #expect(drive.sent.count == 1 && drive.machine.ready.count == 1)
         drive.machine.requestTurn()
         drive.collect()
@@ -132,9 +144,7 @@ struct DeliveryMachineTests {
     func probing() {
         var drive = Drive(concurrency: 2)
         var available = (0..<10).map { _ in drive.event() }
-        drive.machine.requestTurn()
-        drive.collect()
-        drive.settle(available: &available)
+        drive.wake(available: &available)
         drive.answer(drive.sent[0], Self.status(503))
         drive.answer(drive.sent[1], Self.status(503))
         #expect(!drive.machine.gate.isProbing)
@@ -152,9 +162,7 @@ struct DeliveryMachineTests {
         let gapEnds = try! #require(drive.machine.gate.blockedUntil)
         #expect(drive.timers.last == gapEnds)
         drive.now = gapEnds
-        drive.machine.timerFired(now: drive.now)
-        drive.collect()
-        drive.settle(available: &available)
+        drive.fireTimer(available: &available)
         #expect(drive.machine.inFlight.count == 1, "one probe")
         #expect(drive.machine.ready.isEmpty, "no reserve while probing")
         let probe = drive.sent.last!
@@ -168,9 +176,7 @@ struct DeliveryMachineTests {
     func claimReturningWhileProbing() {
         var drive = Drive(concurrency: 2)
         var available = (0..<10).map { _ in drive.event() }
-        drive.machine.requestTurn()
-        drive.collect()
-        drive.settle(available: &available)
+        drive.wake(available: &available)
         drive.answer(drive.sent[0], Self.status(503))
         drive.answer(drive.sent[1], Self.status(503))
         drive.turn()
@@ -188,9 +194,7 @@ struct DeliveryMachineTests {
     func unauthorizedHolds() {
         var drive = Drive(concurrency: 2)
         var available = (0..<6).map { _ in drive.event() }
-        drive.machine.requestTurn()
-        drive.collect()
-        drive.settle(available: &available)
+        drive.wake(available: &available)
         drive.answer(drive.sent[0], Self.status(401, "{\"error\":\"bad key\"}"))
         #expect(drive.machine.state(now: drive.now) == .authHeld)
         #expect(drive.machine.moves.first == .park(seq: 1, reason: .unauthorized, status: 401, error: "{\"error\":\"bad key\"}"))
@@ -205,16 +209,12 @@ struct DeliveryMachineTests {
         #expect(!drive.logs.contains { $0.contains("pk_test") }, "the key never reaches the log")
         // A later hour changes nothing: the hold waits for a key or resume, not for time.
         drive.now = drive.now.addingTimeInterval(3600)
-        drive.machine.requestTurn()
-        drive.collect()
-        drive.settle(available: &available)
+        drive.wake(available: &available)
         #expect(drive.sent.count == sentBefore)
         drive.machine.update(apiKey: APIKey("pk_test_another"), retry: nil)
         #expect(drive.machine.keyNoLongerRefused)
         drive.machine.liftAuthHold()
-        drive.machine.requestTurn()
-        drive.collect()
-        drive.settle(available: &available)
+        drive.wake(available: &available)
         #expect(drive.sent.count > sentBefore)
     }
 
@@ -223,9 +223,7 @@ struct DeliveryMachineTests {
         var drive = Drive(concurrency: 2)
         drive.now = ISO8601DateFormatter().date(from: "2026-12-31T23:58:00Z")!
         var available = (0..<6).map { _ in drive.event() }
-        drive.machine.requestTurn()
-        drive.collect()
-        drive.settle(available: &available)
+        drive.wake(available: &available)
         drive.answer(drive.sent[0], Self.status(402))
         let boundary = ISO8601DateFormatter().date(from: "2027-01-01T00:00:00Z")!
         #expect(drive.machine.gate.hold.pausedUntil == boundary)
@@ -235,15 +233,11 @@ struct DeliveryMachineTests {
         #expect(drive.timers.last == drive.now.addingTimeInterval(60), "capped at a minute")
         let sentBefore = drive.sent.count
         drive.now = drive.now.addingTimeInterval(60)
-        drive.machine.timerFired(now: drive.now)
-        drive.collect()
-        drive.settle(available: &available)
+        drive.fireTimer(available: &available)
         #expect(drive.sent.count == sentBefore, "a minute before the boundary: still paused")
         #expect(drive.machine.state(now: drive.now) == .quotaPaused)
         drive.now = boundary
-        drive.machine.timerFired(now: drive.now)
-        drive.collect()
-        drive.settle(available: &available)
+        drive.fireTimer(available: &available)
         #expect(drive.logs.contains { $0.contains("quota pause over") })
         #expect(drive.sent.count > sentBefore)
     }
@@ -252,9 +246,7 @@ struct DeliveryMachineTests {
     func rateLimit() {
         var drive = Drive(concurrency: 2)
         var available = (0..<6).map { _ in drive.event() }
-        drive.machine.requestTurn()
-        drive.collect()
-        drive.settle(available: &available)
+        drive.wake(available: &available)
         drive.answer(drive.sent[0], Self.status(429, retryAfter: "7"))
         #expect(drive.machine.gate.blockedUntil == drive.now.addingTimeInterval(7))
         #expect(drive.machine.state(now: drive.now) == .rateLimited)
@@ -269,17 +261,13 @@ struct DeliveryMachineTests {
         var available = (0..<3).map { _ in drive.event() }
         for hour in 0..<3 {
             drive.now = Self.start.addingTimeInterval(Double(hour) * 3600)
-            drive.machine.requestTurn()
-            drive.collect()
-            drive.settle(available: &available)
+            drive.wake(available: &available)
         }
         #expect(drive.sent.isEmpty && drive.stored.isEmpty)
         #expect(drive.machine.state(now: drive.now) == .noAPIKey)
         #expect(drive.useful == false)
         drive.machine.update(apiKey: Self.key, retry: nil)
-        drive.machine.requestTurn()
-        drive.collect()
-        drive.settle(available: &available)
+        drive.wake(available: &available)
         #expect(drive.sent.count == 2)
     }
 
@@ -288,9 +276,7 @@ struct DeliveryMachineTests {
         struct DiskFull: Error {}
         var drive = Drive(concurrency: 1)
         var available = (0..<3).map { _ in drive.event() }
-        drive.machine.requestTurn()
-        drive.collect()
-        drive.settle(available: &available)
+        drive.wake(available: &available)
         drive.answer(drive.sent[0], Self.status(200))
         drive.turn()
         let work = drive.stored.removeFirst()
@@ -309,9 +295,7 @@ struct DeliveryMachineTests {
     func stop() {
         var drive = Drive(concurrency: 2)
         var available = (0..<6).map { _ in drive.event() }
-        drive.machine.requestTurn()
-        drive.collect()
-        drive.settle(available: &available)
+        drive.wake(available: &available)
         drive.machine.stop()
         drive.collect()
         #expect(!drive.drained)
