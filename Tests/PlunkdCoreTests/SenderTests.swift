@@ -285,6 +285,23 @@ struct SenderTests {
         await fixture.stop()
     }
 
+    @Test("shutdown gives up on a request hung past the grace, not at the request's own timeout; the event is sent again at the next start")
+    func shutdownGraceBoundsAHungRequest() async throws {
+        let fixture = try await DeliveryFixture(concurrency: 1, requestTimeout: 120) { request in
+            request.index == 0 ? .hang : FakePlunk.legacySuccess()
+        }
+        try fixture.enqueue(1)
+        #expect(await fixture.fake.waitFor { $0.count == 1 })
+        let started = ContinuousClock.now
+        await fixture.sender.shutdown(grace: .milliseconds(300))
+        #expect(ContinuousClock.now - started < .seconds(30), "shutdown waited for the hung request")
+        try await fixture.restartSender()
+        #expect(try await fixture.waitUntilEmpty())
+        #expect(fixture.fake.requests.count == 2)
+        #expect(Set(fixture.fake.requests.map(\.idempotencyKey)).count == 1, "sent again with the same key")
+        await fixture.stop()
+    }
+
     @Test("without an API key nothing is sent and the state says so")
     func noKey() async throws {
         let fixture = try await DeliveryFixture(apiKey: nil)

@@ -89,8 +89,8 @@ extension Sender {
 
     /// Lets `shutdown` go on: every request in flight has been answered (or the grace ran out).
     func releaseDrainWaiters() {
-        let waiters = drainWaiters
-        drainWaiters = []
+        let waiters = drainWaiters.values
+        drainWaiters = [:]
         waiters.forEach { $0.resume() }
     }
 }

@@ -50,7 +50,9 @@ public final class Sender: @unchecked Sendable {
     // Confined to `queue`.
     var machine: DeliveryMachine
     var timer: DispatchSourceTimer?
-    var drainWaiters: [CheckedContinuation<Void, Never>] = []
+    var drainWaiters: [UUID: CheckedContinuation<Void, Never>] = [:]
+    /// Waiters whose task was cancelled before they were registered.
+    var cancelledDrainWaiters: Set<UUID> = []
     var stateObserver: (@Sendable (DeliveryState) -> Void)?
 
     public init(
@@ -156,10 +158,28 @@ public final class Sender: @unchecked Sendable {
     public func shutdown(grace: Duration) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
-                await withCheckedContinuation { continuation in
+                // The group returns only once this task has, so when the grace runs out
+                // the cancellation lets it go: a request hung past the grace must not
+                // hold shutdown until its own timeout.
+                let waiter = UUID()
+                await withTaskCancellationHandler {
+                    await withCheckedContinuation { continuation in
+                        self.queue.async {
+                            if self.cancelledDrainWaiters.remove(waiter) != nil {
+                                continuation.resume()
+                                return
+                            }
+                            self.drainWaiters[waiter] = continuation
+                            self.step { machine, _ in machine.stop() }
+                        }
+                    }
+                } onCancel: {
                     self.queue.async {
-                        self.drainWaiters.append(continuation)
-                        self.step { machine, _ in machine.stop() }
+                        if let continuation = self.drainWaiters.removeValue(forKey: waiter) {
+                            continuation.resume()
+                        } else {
+                            self.cancelledDrainWaiters.insert(waiter)
+                        }
                     }
                 }
             }
