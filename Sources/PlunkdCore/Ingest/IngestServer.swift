@@ -42,7 +42,6 @@ public final class IngestServer: Sendable {
     private let control: (any ControlResponder)?
     private let connections = OpenConnections()
     private let refusalsLogged = OnceLog()
-    private let listener = NIOLockedValueBox<(any Channel)?>(nil)
     /// Closes the listener and tells every open connection to quiesce at shutdown. Made
     /// by `start` and kept only once the socket listens: a helper whose listener never
     /// came is let go at once, while the event loops still run to fail its promise.
@@ -115,8 +114,7 @@ public final class IngestServer: Sendable {
                 }
             }
         if let inherited = settings.inherited {
-            let channel = try await bootstrap.withBoundSocket(inherited.descriptor).get()
-            listener.withLockedValue { $0 = channel }
+            _ = try await bootstrap.withBoundSocket(inherited.descriptor).get()
             self.quiescing.withLockedValue { $0 = quiescing }
             return
         }
@@ -126,7 +124,6 @@ public final class IngestServer: Sendable {
             try? await channel.close()
             throw SocketPathGuard.Refusal(description: "cannot set mode of \(settings.path): \(reason)")
         }
-        listener.withLockedValue { $0 = channel }
         self.quiescing.withLockedValue { $0 = quiescing }
     }
 
