@@ -22,6 +22,7 @@ whole files is simple and fast enough for a test store of a few tens of MiB.
 import errno
 import os
 import signal
+import subprocess
 import sys
 import threading
 
@@ -273,8 +274,15 @@ def main() -> None:
         target=lambda: FUSE(filesystem, mountpoint, foreground=True, nothreads=True, allow_other=True, default_permissions=True),
         daemon=True)
     loop.start()
+    # A harness that dies (an error, a kill) must not leave the mount behind: when the
+    # process that started cutfs is gone, cutfs unmounts itself and ends.
+    parent = os.getppid()
     while loop.is_alive():
         loop.join(0.1)
+        if os.getppid() != parent:
+            subprocess.run(["umount", "-l", mountpoint], check=False)
+            loop.join(5)
+            break
 
 
 if __name__ == "__main__":
