@@ -243,11 +243,9 @@ struct DeliveryMachine {
         settings.apiKey = apiKey
     }
 
-    /// The store took back the events parked for the refused key: the hold ends.
-    mutating func liftAuthHold() {
-        gate.liftAuthHold()
-        gate.holdChanged = true
-    }
+    /// The store took back the events parked for the refused key: the hold ends (the
+    /// shell stores the hold itself, at once).
+    mutating func liftAuthHold() { gate.liftAuthHold() }
 
     /// `plunkd resume`: every pause, hold, block and failure run ends.
     mutating func resume() { gate.resume() }

@@ -83,7 +83,6 @@ extension Sender {
         let requeued = try outbox.requeueParked(reason: .unauthorized, now: clock())
         machine.liftAuthHold()
         try outbox.saveHold(machine.gate.hold)
-        machine.holdSaved()
         logger.info("the API key changed: auth hold lifted, \(requeued) unauthorized events back in line")
     }
 
