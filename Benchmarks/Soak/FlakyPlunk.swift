@@ -3,7 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import PlunkdTestSupport
 
-/// The soak's Plunk: a `FakePlunk` whose responder fails about 30% of requests at random,
+/// The soak's Plunk: a `FakePlunk` whose responder fails a share of requests (30% unless told) at random,
 /// the ways the real one does: 500/502/503 with HTML bodies, connections reset
 /// mid-request, answers slower than the daemon's request timeout, and 429 with
 /// `Retry-After`. Every answer takes at least `minimumDelay`, so the request rate is
@@ -23,6 +23,9 @@ final class FlakyPlunk: Sendable {
         var failuresInjected = 0
         /// Each id's first 2xx, in the order they were written: (id, contact email).
         var firstDeliveries: [(id: String, email: String)] = []
+        /// The daemon (0 the first, 1 after the first kill, …) each id's first 2xx went to.
+        var firstDeliveryEpoch: [String: Int] = [:]
+        var slowSuccesses = 0
     }
 
     private enum Fault: CaseIterable { case html500, html502, html503, reset, slow, rateLimited }
@@ -30,16 +33,28 @@ final class FlakyPlunk: Sendable {
     private let tally = NIOLockedValueBox(Tally())
     private let failing = NIOLockedValueBox(true)
     private let down = NIOLockedValueBox(false)
+    private let epoch = NIOLockedValueBox(0)
     private let server: FakePlunk
     let minimumDelay: TimeAmount
+    /// One 2xx in five takes this long (under the soak's request timeout), so a kill finds
+    /// requests whose 2xx is on its way: the duplicates a crash can make.
+    let slowSuccessDelay: TimeAmount
 
-    init(minimumDelay: TimeAmount = .milliseconds(10), slowDelay: TimeAmount = .milliseconds(1500)) async throws {
+    /// - Parameter failureShare: the share of requests answered with a fault while failing.
+    init(
+        failureShare: Double = 0.3, minimumDelay: TimeAmount = .milliseconds(10), slowDelay: TimeAmount = .milliseconds(1500),
+        slowSuccessDelay: TimeAmount = .milliseconds(250)
+    ) async throws {
         self.minimumDelay = minimumDelay
+        self.slowSuccessDelay = slowSuccessDelay
         let tally = self.tally
         let failing = self.failing
         let down = self.down
+        let epoch = self.epoch
         server = try await FakePlunk(keepsRequests: false) { request in
-            Self.answer(request, tally: tally, failing: failing, down: down, minimumDelay: minimumDelay, slowDelay: slowDelay)
+            Self.answer(
+                request, tally: tally, failing: failing, down: down, epoch: epoch, failureShare: failureShare,
+                delays: (minimum: minimumDelay, slow: slowDelay, slowSuccess: slowSuccessDelay))
         }
     }
 
@@ -52,16 +67,20 @@ final class FlakyPlunk: Sendable {
     /// A total outage while `on`: every request is answered 503 (after `minimumDelay`).
     func outage(_ on: Bool) { down.withLockedValue { $0 = on } }
 
+    /// The daemon was killed: deliveries from now on go to the next one.
+    func beginEpoch() { epoch.withLockedValue { $0 += 1 } }
+
     func stop() async { await server.stop() }
 
     private static func answer(
         _ request: FakePlunk.Request, tally: NIOLockedValueBox<Tally>, failing: NIOLockedValueBox<Bool>, down: NIOLockedValueBox<Bool>,
-        minimumDelay: TimeAmount, slowDelay: TimeAmount
+        epoch: NIOLockedValueBox<Int>, failureShare: Double, delays: (minimum: TimeAmount, slow: TimeAmount, slowSuccess: TimeAmount)
     ) -> FakePlunk.Reply {
+        let minimumDelay = delays.minimum
         let second = Int(Date().timeIntervalSince1970)
         let isFailing = failing.withLockedValue { $0 }
         let isDown = down.withLockedValue { $0 }
-        let fault: Fault? = isDown ? .html503 : isFailing && Double.random(in: 0..<1) < 0.3 ? Fault.allCases.randomElement() : nil
+        let fault: Fault? = isDown ? .html503 : isFailing && Double.random(in: 0..<1) < failureShare ? Fault.allCases.randomElement() : nil
         tally.withLockedValue {
             $0.requests += 1
             if isDown { $0.requestsDuringOutage += 1 }
@@ -75,7 +94,7 @@ final class FlakyPlunk: Sendable {
         case .html500: return html(500, delay: minimumDelay)
         case .html502: return html(502, delay: minimumDelay)
         case .html503: return html(503, delay: minimumDelay)
-        case .slow: return html(503, delay: slowDelay)
+        case .slow: return html(503, delay: delays.slow)
         case .rateLimited:
             return .answer(
                 status: 429, body: #"{"code":429,"error":"Too Many Requests","message":"slow down"}"#, headers: [("Retry-After", "1")],
@@ -83,13 +102,20 @@ final class FlakyPlunk: Sendable {
         case nil:
             let key = request.idempotencyKey
             let email = request.email ?? ""
+            let slow = Double.random(in: 0..<1) < 0.2
+            if slow { tally.withLockedValue { $0.slowSuccesses += 1 } }
             return .answer(
-                status: 200, body: #"{"success":true,"contact":"c","event":"e","timestamp":"2026-11-29T00:00:00.000Z"}"#, delay: minimumDelay,
+                status: 200, body: #"{"success":true,"contact":"c","event":"e","timestamp":"2026-11-29T00:00:00.000Z"}"#,
+                delay: slow ? delays.slowSuccess : minimumDelay,
                 whenWritten: { written in
                     guard written, let key else { return }
+                    let daemon = epoch.withLockedValue { $0 }
                     tally.withLockedValue {
                         $0.deliveries[key, default: 0] += 1
-                        if $0.deliveries[key] == 1 { $0.firstDeliveries.append((key, email)) }
+                        if $0.deliveries[key] == 1 {
+                            $0.firstDeliveries.append((key, email))
+                            $0.firstDeliveryEpoch[key] = daemon
+                        }
                     }
                 })
         }

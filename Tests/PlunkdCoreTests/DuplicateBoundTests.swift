@@ -1,0 +1,51 @@
+import Foundation
+import Testing
+
+@testable import PlunkdCore
+
+/// What a crash can send twice, bounded: requests in flight plus 2xx answers not yet
+/// committed never pass 2 × concurrency, however slowly the store commits. Each is an
+/// event a legacy host would store again after a restart.
+@Suite("duplicate bound", .timeLimit(.minutes(2)))
+struct DuplicateBoundTests {
+    @Test("a slow store: answers pile up behind its commits, yet in flight plus answered-not-recorded stays within 2 × concurrency", arguments: [1, 2, 4, 8])
+    func slowStoreBoundsUnrecorded(concurrency: Int) {
+        let seed = UInt64(concurrency * 7919)
+        var random = SplitMix64(seed: seed)
+        var drive = DeliveryMachineTests.Drive(concurrency: concurrency)
+        var available = (0..<3000).map { _ in drive.event() }
+        var answeredOK: Set<Int64> = []
+        var committed: Set<Int64> = []
+        var answered: Set<Int64> = []
+        var worst = 0
+        drive.wake(available: &available)
+        for _ in 0..<4000 {
+            let outstanding = drive.sent.map(\.seq).filter { !answered.contains($0) }
+            let roll = Double.random(in: 0..<1, using: &random)
+            if !outstanding.isEmpty && roll < 0.6 {
+                let seq = outstanding[Int(Double.random(in: 0..<1, using: &random) * Double(outstanding.count))]
+                let event = drive.sent.first { $0.seq == seq }!
+                let ok = Double.random(in: 0..<1, using: &random) < 0.9
+                answered.insert(seq)
+                if ok { answeredOK.insert(seq) }
+                drive.answer(event, DeliveryMachineTests.status(ok ? 200 : 503))
+            } else if drive.turnPending && roll < 0.8 {
+                drive.turn()
+            } else if !drive.stored.isEmpty && roll < 0.85 {
+                // The disk: one commit in a while, while answers keep coming.
+                let work = drive.finishStore(available: &available)
+                for case .delivered(let seq) in work.moves { committed.insert(seq) }
+            } else if drive.stored.isEmpty && !drive.turnPending {
+                drive.wake(available: &available)
+            }
+            let unrecorded = drive.sent.count - answered.count + answeredOK.subtracting(committed).count
+            worst = max(worst, unrecorded)
+            if unrecorded > 2 * concurrency {
+                Issue.record("\(unrecorded) requests in flight or answered and not recorded, over 2 × \(concurrency) (seed \(seed))")
+                return
+            }
+        }
+        #expect(answeredOK.count > 200, "the run delivered little: it proved little (seed \(seed))")
+        #expect(worst > concurrency, "answers never piled up behind a commit: the store was not slow enough to test the bound (seed \(seed))")
+    }
+}
