@@ -28,13 +28,18 @@ public final class Outbox: Sendable {
     /// WAL pages after which a commit checkpoints by itself (SQLite's default is 1,000):
     /// only a backstop, for when `WALCheckpointer` is not running or falls behind.
     static let backstopCheckpointPages = 8000
+    /// Space ingest leaves to delivery.
+    let deliveryRoom: DeliveryRoom
+    let pageSize: Int64
 
     /// Opens (creating if needed) the store at `path`, migrates it, and checks its integrity.
     ///
     /// - Parameter maxBytes: an upper bound on the file size (SQLite `max_page_count`);
     ///   reaching it behaves exactly like a full disk. Nil for no bound.
-    public init(path: String, maxBytes: Int64? = nil) throws(OutboxError) {
+    /// - Parameter reserveBytes: disk space new events may not take (`DeliveryRoom`); 0 for none.
+    public init(path: String, maxBytes: Int64? = nil, reserveBytes: Int64 = 0) throws(OutboxError) {
         self.path = path
+        deliveryRoom = DeliveryRoom(bytes: reserveBytes, storePath: path)
         do {
             try FileManager.default.createDirectory(
                 atPath: (path as NSString).deletingLastPathComponent,
@@ -53,7 +58,7 @@ public final class Outbox: Sendable {
             throw Self.classify(error, path: path, opening: true)
         }
         do {
-            try pool.writeWithoutTransaction { db in
+            pageSize = try pool.writeWithoutTransaction { db in
                 // DatabasePool resets `synchronous` to NORMAL in WAL mode after preparing the
                 // connection, so FULL is set here, on the one writer, after the pool is open.
                 try db.execute(sql: "PRAGMA synchronous = FULL")
@@ -61,11 +66,12 @@ public final class Outbox: Sendable {
                 // and the default 2 MB would be most of the daemon's private memory.
                 try db.execute(sql: "PRAGMA cache_size = -512")
                 try db.execute(sql: "PRAGMA wal_autocheckpoint = \(Self.backstopCheckpointPages)")
+                let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
                 if let maxBytes {
-                    let pageSize = try Int64.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
                     try db.execute(sql: "PRAGMA max_page_count = \(max(1, maxBytes / pageSize))")
                 }
                 try Self.checkIntegrity(db, path: path)
+                return pageSize
             }
             try OutboxSchema.migrator.migrate(pool)
             let (count, next) = try pool.read { db in
@@ -106,6 +112,7 @@ public final class Outbox: Sendable {
     /// cost a large share of the pipelined rate in the ingest benchmark).
     public func enqueue(_ events: [TrackEvent], at now: Date = Date()) throws(OutboxError) {
         guard !events.isEmpty else { return }
+        if let shortage = roomShortage() { throw OutboxError(.full, path: path, detail: shortage) }
         let stamp = now.timeIntervalSince1970
         do {
             try pool.writeWithoutTransaction { db in
@@ -130,6 +137,24 @@ public final class Outbox: Sendable {
         }
         storedEvents.add(events.count, ordering: .relaxed)
         writesSinceCheckpoint.add(1, ordering: .relaxed)
+    }
+
+    /// Less room on the store's filesystem than `DeliveryRoom` keeps for delivery.
+    var isShortOfRoom: Bool { deliveryRoom.shortage(freePages: freePageBytes) != nil }
+
+    /// Why a commit of new events would take room delivery needs, or nil.
+    private func roomShortage() -> String? {
+        guard let shortage = deliveryRoom.shortage(freePages: freePageBytes) else { return nil }
+        // After a full disk the log keeps the size it grew to, though delivery has since
+        // freed pages in the database: giving the log's space back may be room enough.
+        guard deliveryRoom.mayTruncateLog() else { return shortage }
+        try? truncateLog()
+        return deliveryRoom.shortage(freePages: freePageBytes)
+    }
+
+    /// The store's free pages, in bytes: room new rows take without growing the file.
+    func freePageBytes() -> Int64 {
+        ((try? pool.read { try Int64.fetchOne($0, sql: "PRAGMA freelist_count") }) ?? 0) * pageSize
     }
 
     /// Copies what the last background checkpoint left of the log, on the writer's

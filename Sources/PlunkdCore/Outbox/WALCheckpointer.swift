@@ -80,11 +80,19 @@ public final class WALCheckpointer: @unchecked Sendable {
             if stop { return }
             guard outbox.writesSinceCheckpoint.exchange(0, ordering: .relaxed) > 0 else { continue }
             do {
-                _ = try connection.writeWithoutTransaction { try $0.checkpoint(.passive) }
-                try outbox.finishCheckpoint()
+                if outbox.isShortOfRoom {
+                    // Near a full disk, the log's space goes back to the filesystem after each
+                    // pass rather than waiting to be reused: room for delivery (`DeliveryRoom`).
+                    try outbox.truncateLog()
+                } else {
+                    _ = try connection.writeWithoutTransaction { try $0.checkpoint(.passive) }
+                    try outbox.finishCheckpoint()
+                }
                 if lastFailure != nil { logger.info("WAL checkpoints work again") }
                 lastFailure = nil
             } catch {
+                // A full disk: the log's own space is what a checkpoint can give back.
+                if (error as? DatabaseError)?.resultCode == .SQLITE_FULL { try? outbox.truncateLog() }
                 let text = "\(error)"
                 if lastFailure != text {
                     logger.warning("WAL checkpoint failed: \(text); SQLite's own checkpoint bounds the log meanwhile")

@@ -26,7 +26,7 @@ public enum Daemon {
         let inherited = try InheritedSocket.fromEnvironment(environment)
         let storeLock = try StoreLock(storePath: config.storagePath)
         defer { withExtendedLifetime(storeLock) {} }
-        let outbox = try Outbox(path: config.storagePath, maxBytes: config.maxStorageBytes)
+        let outbox = try Outbox(path: config.storagePath, maxBytes: config.maxStorageBytes, reserveBytes: config.storageReserveBytes)
         logger.info(
             "storage ready",
             metadata: [

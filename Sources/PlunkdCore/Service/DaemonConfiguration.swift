@@ -48,6 +48,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var maxPending: Int
     /// Upper bound on the store's size in bytes; nil means only the disk limits it.
     public var maxStorageBytes: Int64?
+    /// Disk space new events may not take, so that delivery can always commit (0: none).
+    public var storageReserveBytes: Int64
 
     public var maxEventBytes: Int
 
@@ -83,6 +85,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
             storagePath: paths.storagePath,
             maxPending: 5_000_000,
             maxStorageBytes: nil,
+            storageReserveBytes: 16 << 20,
             maxEventBytes: EventValidator.defaultMaxEventBytes,
             initialBackoff: 1,
             maxBackoff: 300,

@@ -85,6 +85,10 @@ public enum Settings {
                 return bytes == 0 ? nil : max(bytes, 64 * 1024)
             }),
         .value(
+            "storage.reserve_bytes", \DaemonConfiguration.storageReserveBytes, default: "16m",
+            "Disk space kept for delivery: with less free on the store's filesystem (counting the store's free pages), new events are refused retryably, so delivery, which makes room, can always commit. 0 turns it off.",
+            parse: { v throws(ConfigurationError) in try v.byteSize(min: 0) }),
+        .value(
             "ingest.max_event_bytes", \DaemonConfiguration.maxEventBytes, default: "65536",
             "The largest event body accepted (256 to 16 MiB).",
             parse: { v throws(ConfigurationError) in try v.integer(in: 256...(16 << 20)) }),
