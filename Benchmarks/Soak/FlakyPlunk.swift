@@ -33,6 +33,7 @@ final class FlakyPlunk: Sendable {
     private let tally = NIOLockedValueBox(Tally())
     private let failing = NIOLockedValueBox(true)
     private let down = NIOLockedValueBox(false)
+    private let quotaSpent = NIOLockedValueBox(false)
     private let epoch = NIOLockedValueBox(0)
     private let server: FakePlunk
     let minimumDelay: TimeAmount
@@ -50,9 +51,16 @@ final class FlakyPlunk: Sendable {
         let tally = self.tally
         let failing = self.failing
         let down = self.down
+        let quotaSpent = self.quotaSpent
         let epoch = self.epoch
         server = try await FakePlunk(keepsRequests: false) { request in
-            Self.answer(
+            if quotaSpent.withLockedValue({ $0 }) {
+                tally.withLockedValue { $0.requests += 1 }
+                return .answer(
+                    status: 402, body: #"{"code":402,"error":"Payment Required","message":"You have hit your plan's monthly limit"}"#,
+                    delay: minimumDelay)
+            }
+            return Self.answer(
                 request, tally: tally, failing: failing, down: down, epoch: epoch, failureShare: failureShare,
                 delays: (minimum: minimumDelay, slow: slowDelay, slowSuccess: slowSuccessDelay))
         }
@@ -66,6 +74,9 @@ final class FlakyPlunk: Sendable {
 
     /// A total outage while `on`: every request is answered 503 (after `minimumDelay`).
     func outage(_ on: Bool) { down.withLockedValue { $0 = on } }
+
+    /// While `on`, every request is answered 402: the month's quota is spent.
+    func quota(spent on: Bool) { quotaSpent.withLockedValue { $0 = on } }
 
     /// The daemon was killed: deliveries from now on go to the next one.
     func beginEpoch() { epoch.withLockedValue { $0 += 1 } }

@@ -53,6 +53,27 @@ final class PowerCutMount {
         bytesLost += Int(said.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
     }
 
+    /// Arms a cut at the next write to the database file (`SIGUSR2`: a checkpoint) or to
+    /// it or its log (`SIGHUP`: the next commit); `cut(aimed:)` waits for it.
+    func aim(_ signal: Int32) {
+        guard let process else { return }
+        kill(process.pid, signal)
+    }
+
+    /// Waits up to `timeout` for an aimed cut to fall; when none did, cuts now. Returns
+    /// whether the aimed one fell.
+    @discardableResult
+    func cut(aimedWithin timeout: Double) throws -> Bool {
+        let fell = Poll.blockingUntil(timeout: timeout, every: .milliseconds(2)) { FileManager.default.fileExists(atPath: backing + ".cut") }
+        if fell {
+            let said = (try? String(contentsOfFile: backing + ".cut", encoding: .utf8)) ?? ""
+            bytesLost += Int(said.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+            return true
+        }
+        try cut()
+        return false
+    }
+
     func unmount() {
         guard let process else { return }
         _ = try? SpawnedCommand.run("/bin/umount", ["-l", mountpoint], environment: ["PATH": "/usr/bin:/bin"])

@@ -18,6 +18,8 @@ import PlunkdTestSupport
 // With --power-cut 1 (as root, with /dev/fuse and python3-fusepy) the store lives on
 // Tests/PowerCut/cutfs.py, and each kill is a power cut: everything not yet fsynced is
 // thrown away, the daemon dies with the disk, and the restart finds only what was synced.
+// The cuts take turns at a random moment, the next checkpoint and a start-up; at the end a
+// quota pause stored before a cut must still be in force after it.
 //
 // With --kills 0 it is the long soak: one daemon for the whole run, its resident memory,
 // open descriptors and threads sampled (every --sample seconds, by default 1/120 of the
@@ -62,28 +64,79 @@ producers.start()
 let slot = Double(seconds) / Double(max(kills, 1))
 let start = BenchmarkSupport.now()
 var restarts: [Double] = []
+/// What each power cut aims at, in turn: a random moment, a checkpoint copying the log
+/// into the database, and the start-up after a cut (its repair of the lines, the first
+/// commits). Kills without power cuts are all at random moments.
+enum CutMoment: String {
+    case random, checkpoint
+    case startUp = "start-up"
+}
+var aimedCutsThatFell: [CutMoment: Int] = [:]
+
+/// The disk loses what was not synced and stops answering, the daemon dies with the
+/// machine, and the disk is mounted again as it was left.
+@MainActor func powerCycle(_ disk: PowerCutMount?, aimed: Int32?) throws {
+    if let aimed, let disk {
+        disk.aim(aimed)
+        if try disk.cut(aimedWithin: 10) { aimedCutsThatFell[aimed == SIGUSR2 ? .checkpoint : .startUp, default: 0] += 1 }
+    } else {
+        try disk?.cut()
+    }
+    daemon.signal(SIGKILL)
+    daemon.waitForExit(timeout: 30)
+    fake.beginEpoch()
+    if let disk {
+        disk.unmount()
+        try disk.mount()
+    }
+}
+
 for k in 0..<kills {
     let at = start + slot * (Double(k) + Double.random(in: 0.3..<1.0))
     let wait = at - BenchmarkSupport.now()
     if wait > 0 { usleep(UInt32(wait * 1e6)) }
-    // A power cut: the disk loses what was not synced and stops answering, and the
-    // daemon dies with the machine; then the disk is mounted again as it was left.
-    try disk?.cut()
-    daemon.signal(SIGKILL)
-    daemon.waitForExit(timeout: 30)
-    fake.beginEpoch()
+    let moment: CutMoment = powerCuts ? [.random, .checkpoint, .startUp][k % 3] : .random
+    try powerCycle(disk, aimed: moment == .checkpoint ? SIGUSR2 : nil)
     let begin = BenchmarkSupport.now()
-    if let disk {
-        disk.unmount()
-        try disk.mount()
+    if moment == .startUp {
+        // The power goes again during the start-up: at its first write to the store.
+        daemon = try DaemonProcess(directory: directory, environment: environment)
+        try powerCycle(disk, aimed: SIGHUP)
     }
     daemon = try DaemonProcess(directory: directory, environment: environment)
     try daemon.waitUntilServing()
     restarts.append(BenchmarkSupport.now() - begin)
     print(
-        "\(powerCuts ? "power cut" : "kill") \(k + 1) at \(String(format: "%.1f", at - start)) s; serving again after \(String(format: "%.2f", restarts.last!)) s"
+        "\(powerCuts ? "power cut" : "kill") \(k + 1) at \(String(format: "%.1f", at - start)) s (\(moment.rawValue)); serving again after \(String(format: "%.2f", restarts.last!)) s"
     )
 }
+
+// A stored quota pause must outlive a power cut: Plunk answers 402 until the daemon is
+// paused, the power goes a moment after, and Plunk is healthy again by the restart. A
+// daemon that lost the pause would deliver at once; one that kept it sends nothing until
+// `plunkd resume`.
+var pauseKept: Bool?
+if let disk {
+    fake.quota(spent: true)
+    let paused = Poll.blockingUntil(timeout: 30, every: .milliseconds(100)) { deliveryState(daemon) == "quota_paused" }
+    usleep(1_000_000)
+    fake.quota(spent: false)
+    try powerCycle(disk, aimed: nil)
+    daemon = try DaemonProcess(directory: directory, environment: environment)
+    try daemon.waitUntilServing()
+    let before = fake.snapshot.requests
+    usleep(3_000_000)
+    pauseKept = paused && fake.snapshot.requests == before && deliveryState(daemon) == "quota_paused"
+    _ = try DaemonProcess.command(["resume", "--socket", daemon.socketPath])
+}
+
+func deliveryState(_ daemon: DaemonProcess) -> String? {
+    guard let run = try? DaemonProcess.command(["status", "--json", "--socket", daemon.socketPath]),
+        let object = try? JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any]
+    else { return nil }
+    return object["state"] as? String
+}
+
 let remaining = start + Double(seconds) - BenchmarkSupport.now()
 if remaining > 0 { usleep(UInt32(remaining * 1e6)) }
 // A total outage, producers still writing: the daemon must fall back to one probe at a
@@ -149,7 +202,14 @@ if !restarts.isEmpty {
 BenchmarkSupport.show("requests / failures injected", "\(tally.requests) / \(tally.failuresInjected)")
 BenchmarkSupport.show("peak request rate, failing phase / drain", "\(peakWhileFailing)/s / \(peak)/s (bound: \(rateBound)/s)")
 BenchmarkSupport.show("requests during a \(outageSeconds) s total outage", "\(tally.requestsDuringOutage) (bound: \(outageBound))")
-if let disk { BenchmarkSupport.show("unsynced bytes the power cuts threw away", "\(disk.bytesLost)") }
+if let disk {
+    BenchmarkSupport.show("unsynced bytes the power cuts threw away", "\(disk.bytesLost)")
+    BenchmarkSupport.show(
+        "aimed cuts that fell where aimed",
+        "checkpoint \(aimedCutsThatFell[.checkpoint] ?? 0), start-up \(aimedCutsThatFell[.startUp] ?? 0) (of \(kills / 3 + (kills % 3 > 1 ? 1 : 0)) and \(kills / 3))"
+    )
+    BenchmarkSupport.show("a stored quota pause kept across a cut", pauseKept == true ? "yes" : "NO")
+}
 BenchmarkSupport.show("retryable refusals seen by producers", "\(producers.retryableRefusals)")
 BenchmarkSupport.show(
     "drain after the last kill", "\(String(format: "%.1f", BenchmarkSupport.now() - drainStart)) s; SIGTERM exit \(exit.map(String.init) ?? "none")")
@@ -176,6 +236,7 @@ if peak > rateBound { failures.append("peak rate \(peak)/s exceeds \(rateBound)/
 if tally.requestsDuringOutage > outageBound {
     failures.append("\(tally.requestsDuringOutage) requests in a \(outageSeconds) s outage exceed \(outageBound): a retry storm")
 }
+if pauseKept == false { failures.append("the quota pause stored before a power cut was not in force after it") }
 if let disk, disk.bytesLost == 0 { failures.append("the power cuts found nothing unsynced to throw away: they proved nothing") }
 if exit != 0 { failures.append("the last daemon did not exit 0 on SIGTERM: \(daemon.log.suffix(500))") }
 disk?.unmount()

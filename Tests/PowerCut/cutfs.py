@@ -15,6 +15,11 @@ away, and from then on every call fails with EIO, as a dead disk would, until th
 process is stopped (SIGTERM or `umount`). Mounting again on the same BACKING shows
 exactly what had been synced: what a machine sees after the power comes back.
 
+Cuts can also be aimed: SIGUSR2 arms a cut at the next write to a file whose name ends in
+`.sqlite` (a checkpoint copying the log into the database), SIGHUP at the next write to
+such a file or its `-wal` (the first commit of whatever comes next: a start-up's repair
+of the lines, a stored pause). The aimed write is thrown away with the rest.
+
 Written for plunkd's power-cut tests (Debian's python3-fusepy, run as root). A cache of
 whole files is simple and fast enough for a test store of a few tens of MiB.
 """
@@ -62,6 +67,13 @@ class CutFS(Operations):
         self.pending: dict[str, PendingFile] = {}
         self.unsynced_new: set[str] = set()
         self.dead = False
+        # The name endings an aimed cut waits for, and what to call when it falls.
+        self.armed: tuple[str, ...] | None = None
+        self.on_cut = lambda lost: None
+
+    def arm(self, endings: tuple[str, ...]) -> None:
+        with self.mutex:
+            self.armed = endings
 
     # MARK: the cut
 
@@ -164,6 +176,10 @@ class CutFS(Operations):
     def write(self, path, data, offset, fh):
         with self.mutex:
             self.alive()
+            if self.armed and path.endswith(self.armed):
+                self.armed = None
+                self.on_cut(self.cut())
+                raise FuseOSError(errno.EIO)
             self.load(path).write(data, offset)
             return len(data)
 
@@ -258,15 +274,17 @@ def main() -> None:
     backing, mountpoint = sys.argv[1], sys.argv[2]
     filesystem = CutFS(backing)
 
-    def cut(*_):
-        lost = filesystem.cut()
+    def announce(lost: int) -> None:
         # The harness waits for this file: the cut has happened, not merely been asked
         # for. It says how many unsynced bytes the cut threw away.
         with open(os.path.realpath(backing) + ".cut.tmp", "w") as marker:
             marker.write(f"{lost}\n")
         os.rename(os.path.realpath(backing) + ".cut.tmp", os.path.realpath(backing) + ".cut")
 
-    signal.signal(signal.SIGUSR1, cut)
+    filesystem.on_cut = announce
+    signal.signal(signal.SIGUSR1, lambda *_: announce(filesystem.cut()))
+    signal.signal(signal.SIGUSR2, lambda *_: filesystem.arm((".sqlite",)))
+    signal.signal(signal.SIGHUP, lambda *_: filesystem.arm((".sqlite", ".sqlite-wal")))
     # nothreads: one request at a time, so a cut falls between two calls, never inside
     # one. The loop runs off the main thread so that the main thread, waiting in join,
     # runs the cut the moment the signal comes, even while no call arrives.

@@ -39,6 +39,14 @@ class CutMount:
             time.sleep(0.005)
         self.cuts += 1
 
+    def aim(self, sig: int) -> None:
+        """Arms a cut at the next write to the database (SIGUSR2) or its log too (SIGHUP)."""
+        self.process.send_signal(sig)
+        time.sleep(0.2)  # the signal is handled between two calls; nothing is written meanwhile
+
+    def has_cut(self) -> bool:
+        return os.path.exists(self.backing + ".cut")
+
     def stop(self) -> None:
         if self.process is None:
             return
