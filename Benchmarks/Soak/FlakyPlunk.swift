@@ -33,7 +33,8 @@ final class FlakyPlunk: Sendable {
     private let tally = NIOLockedValueBox(Tally())
     private let failing = NIOLockedValueBox(true)
     private let down = NIOLockedValueBox(false)
-    private let quotaSpent = NIOLockedValueBox(false)
+    /// 402 or 401 for every request while set: see `refuseAll`.
+    private let refusal = NIOLockedValueBox<Int?>(nil)
     private let epoch = NIOLockedValueBox(0)
     private let server: FakePlunk
     let minimumDelay: TimeAmount
@@ -51,14 +52,16 @@ final class FlakyPlunk: Sendable {
         let tally = self.tally
         let failing = self.failing
         let down = self.down
-        let quotaSpent = self.quotaSpent
+        let refusal = self.refusal
         let epoch = self.epoch
         server = try await FakePlunk(keepsRequests: false) { request in
-            if quotaSpent.withLockedValue({ $0 }) {
+            if let status = refusal.withLockedValue({ $0 }) {
                 tally.withLockedValue { $0.requests += 1 }
-                return .answer(
-                    status: 402, body: #"{"code":402,"error":"Payment Required","message":"You have hit your plan's monthly limit"}"#,
-                    delay: minimumDelay)
+                let body =
+                    status == 402
+                    ? #"{"code":402,"error":"Payment Required","message":"You have hit your plan's monthly limit"}"#
+                    : #"{"code":401,"error":"Unauthorized","message":"Incorrect Bearer token specified"}"#
+                return .answer(status: status, body: body, delay: minimumDelay)
             }
             return Self.answer(
                 request, tally: tally, failing: failing, down: down, epoch: epoch, failureShare: failureShare,
@@ -75,8 +78,9 @@ final class FlakyPlunk: Sendable {
     /// A total outage while `on`: every request is answered 503 (after `minimumDelay`).
     func outage(_ on: Bool) { down.withLockedValue { $0 = on } }
 
-    /// While `on`, every request is answered 402: the month's quota is spent.
-    func quota(spent on: Bool) { quotaSpent.withLockedValue { $0 = on } }
+    /// Every request is answered `status` (402: the month's quota is spent; 401: the key
+    /// was revoked) until called with nil.
+    func refuseAll(_ status: Int?) { refusal.withLockedValue { $0 = status } }
 
     /// The daemon was killed: deliveries from now on go to the next one.
     func beginEpoch() { epoch.withLockedValue { $0 += 1 } }

@@ -19,7 +19,7 @@ import PlunkdTestSupport
 // Tests/PowerCut/cutfs.py, and each kill is a power cut: everything not yet fsynced is
 // thrown away, the daemon dies with the disk, and the restart finds only what was synced.
 // The cuts take turns at a random moment, the next checkpoint and a start-up; at the end a
-// quota pause stored before a cut must still be in force after it.
+// quota pause and an auth hold stored before a cut must still be in force after it.
 //
 // With --kills 0 it is the long soak: one daemon for the whole run, its resident memory,
 // open descriptors and threads sampled (every --sample seconds, by default 1/120 of the
@@ -111,23 +111,26 @@ for k in 0..<kills {
     )
 }
 
-// A stored quota pause must outlive a power cut: Plunk answers 402 until the daemon is
-// paused, the power goes a moment after, and Plunk is healthy again by the restart. A
-// daemon that lost the pause would deliver at once; one that kept it sends nothing until
-// `plunkd resume`.
-var pauseKept: Bool?
+// A stored quota pause, and an auth hold with the events it parked, must outlive a power
+// cut: Plunk answers 402 (then 401) until the daemon stops sending, the power goes a moment
+// after, and Plunk is healthy again by the restart. A daemon that lost what it stored
+// would deliver at once; one that kept it sends nothing until `plunkd resume`, and then
+// the parked events are delivered with the rest (the "lost" check below).
+var stopsKept: [String: Bool] = [:]
 if let disk {
-    fake.quota(spent: true)
-    let paused = Poll.blockingUntil(timeout: 30, every: .milliseconds(100)) { deliveryState(daemon) == "quota_paused" }
-    usleep(1_000_000)
-    fake.quota(spent: false)
-    try powerCycle(disk, aimed: nil)
-    daemon = try DaemonProcess(directory: directory, environment: environment)
-    try daemon.waitUntilServing()
-    let before = fake.snapshot.requests
-    usleep(3_000_000)
-    pauseKept = paused && fake.snapshot.requests == before && deliveryState(daemon) == "quota_paused"
-    _ = try DaemonProcess.command(["resume", "--socket", daemon.socketPath])
+    for (status, state) in [(402, "quota_paused"), (401, "auth_held")] {
+        fake.refuseAll(status)
+        let stopped = Poll.blockingUntil(timeout: 30, every: .milliseconds(100)) { deliveryState(daemon) == state }
+        usleep(1_000_000)
+        fake.refuseAll(nil)
+        try powerCycle(disk, aimed: nil)
+        daemon = try DaemonProcess(directory: directory, environment: environment)
+        try daemon.waitUntilServing()
+        let before = fake.snapshot.requests
+        usleep(3_000_000)
+        stopsKept[state] = stopped && fake.snapshot.requests == before && deliveryState(daemon) == state
+        _ = try DaemonProcess.command(["resume", "--socket", daemon.socketPath])
+    }
 }
 
 func deliveryState(_ daemon: DaemonProcess) -> String? {
@@ -208,7 +211,9 @@ if let disk {
         "aimed cuts that fell where aimed",
         "checkpoint \(aimedCutsThatFell[.checkpoint] ?? 0), start-up \(aimedCutsThatFell[.startUp] ?? 0) (of \(kills / 3 + (kills % 3 > 1 ? 1 : 0)) and \(kills / 3))"
     )
-    BenchmarkSupport.show("a stored quota pause kept across a cut", pauseKept == true ? "yes" : "NO")
+    for state in ["quota_paused", "auth_held"] {
+        BenchmarkSupport.show("\(state) stored, kept across a cut", stopsKept[state] == true ? "yes" : "NO")
+    }
 }
 BenchmarkSupport.show("retryable refusals seen by producers", "\(producers.retryableRefusals)")
 BenchmarkSupport.show(
@@ -236,7 +241,7 @@ if peak > rateBound { failures.append("peak rate \(peak)/s exceeds \(rateBound)/
 if tally.requestsDuringOutage > outageBound {
     failures.append("\(tally.requestsDuringOutage) requests in a \(outageSeconds) s outage exceed \(outageBound): a retry storm")
 }
-if pauseKept == false { failures.append("the quota pause stored before a power cut was not in force after it") }
+for (state, kept) in stopsKept where !kept { failures.append("\(state), stored before a power cut, was not in force after it") }
 if let disk, disk.bytesLost == 0 { failures.append("the power cuts found nothing unsynced to throw away: they proved nothing") }
 if exit != 0 { failures.append("the last daemon did not exit 0 on SIGTERM: \(daemon.log.suffix(500))") }
 disk?.unmount()

@@ -6,6 +6,13 @@ import Testing
 /// What a crash can send twice, bounded: requests in flight plus 2xx answers not yet
 /// committed never pass 2 × concurrency, however slowly the store commits. Each is an
 /// event a legacy host would store again after a restart.
+///
+/// Nothing in the machine counts them: the bound follows from the claim. A turn claims
+/// at most the free slots plus a reserve as large, minus what is in flight or ready, and
+/// claimed events only arrive when their transaction commits, which also records every
+/// answer handed to it; with one transaction at a time, answered-not-recorded and in
+/// flight together never exceed the events one claim can hold. A reserve of 2 × slots
+/// (a claim target of 3 × concurrency) fails this test at once.
 @Suite("duplicate bound", .timeLimit(.minutes(2)))
 struct DuplicateBoundTests {
     @Test("a slow store: answers pile up behind its commits, yet in flight plus answered-not-recorded stays within 2 × concurrency", arguments: [1, 2, 4, 8])
