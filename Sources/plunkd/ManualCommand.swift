@@ -31,7 +31,7 @@ struct ManualCommand: ParsableCommand {
             ])
         page += ".SH COMMANDS\n"
         let commands: [(String, any ParsableCommand.Type)] = [
-            ("run", RunCommand.self), ("status", StatusCommand.self), ("send", SendCommand.self),
+            ("run", RunCommand.self), ("status", StatusCommand.self), ("track", TrackCommand.self),
             ("resume", ResumeCommand.self), ("parked list", ParkedCommand.List.self), ("parked retry", ParkedCommand.Retry.self),
             ("parked drop", ParkedCommand.Drop.self), ("check-config", CheckConfigCommand.self),
         ]
@@ -44,7 +44,7 @@ struct ManualCommand: ParsableCommand {
                 ("0", "Success; for status: delivering or idle (OK)."),
                 ("1", "Failure: a bad configuration, a refused event, a command refused by the daemon; for status: a warning state."),
                 ("2", "status: critical (not running, no API key, storage error, held or paused)."),
-                ("75", "EX_TEMPFAIL: send or resume could not reach the daemon, or the event was refused retryably (a full store); try again."),
+                ("75", "EX_TEMPFAIL: track or resume could not reach the daemon, or the event was refused retryably (a full store); try again."),
             ])
         page +=
             ".SH SIGNALS\n"

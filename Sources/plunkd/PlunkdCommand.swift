@@ -9,7 +9,7 @@ struct PlunkdCommand: AsyncParsableCommand {
         abstract: "A durable local forwarder of events to Plunk's track API.",
         version: PlunkdVersion.string,
         subcommands: [
-            RunCommand.self, StatusCommand.self, SendCommand.self, ResumeCommand.self, ParkedCommand.self,
+            RunCommand.self, StatusCommand.self, TrackCommand.self, DeprecatedSendCommand.self, ResumeCommand.self, ParkedCommand.self,
             CheckConfigCommand.self, ManualCommand.self,
         ])
 }
@@ -54,7 +54,7 @@ struct CommandFailure: Error, CustomStringConvertible {
     }
 }
 
-extension AsyncParsableCommand {
+extension ParsableArguments {
     /// Runs `body`, turning a failure into one line on stderr and a non-zero exit status.
     func reportingFailures(_ body: () async throws -> Void) async throws {
         do {

@@ -101,13 +101,13 @@ struct DaemonProcessTests {
         #expect(foreign.isEmpty, "lines not written by plunkd's logger: \(foreign)")
     }
 
-    @Test("plunkd send: exit 0 with the id once stored, 1 when refused, 75 when the daemon is unreachable")
-    func sendCommand() throws {
+    @Test("plunkd track: exit 0 with the id once stored, 1 when refused, 75 when the daemon is unreachable")
+    func trackCommand() throws {
         let daemon = try DaemonProcess()
         defer { daemon.cleanUp() }
         try daemon.waitUntilServing()
         let ok = try run([
-            "send", "--socket", daemon.socketPath, "--event", "signup", "--email", "ann@example.com",
+            "track", "--socket", daemon.socketPath, "--event", "signup", "--email", "ann@example.com",
             "--subscribed", "true", "--data", "plan=pro", "--data", "note=a=b",
         ])
         #expect(ok.status == 0)
@@ -119,13 +119,29 @@ struct DaemonProcessTests {
         #expect(object?["subscribed"] as? Bool == true)
         #expect((object?["data"] as? [String: String]) == ["plan": "pro", "note": "a=b"])
 
-        let refused = try run(["send", "--socket", daemon.socketPath, "--event", "x", "--email", "not-an-address"])
+        let refused = try run(["track", "--socket", daemon.socketPath, "--event", "x", "--email", "not-an-address"])
         #expect(refused.status == 1)
         #expect(refused.stderr.contains("not a valid email address"))
 
-        let unreachable = try run(["send", "--socket", "\(daemon.directory)/nobody.sock", "--event", "x", "--email", "a@b.io"])
+        let unreachable = try run(["track", "--socket", "\(daemon.directory)/nobody.sock", "--event", "x", "--email", "a@b.io"])
         #expect(unreachable.status == 75)
         #expect(unreachable.stderr.contains("cannot reach plunkd"))
+    }
+
+    @Test("plunkd send, the old name of track, still queues the event and says it is deprecated; help lists track, not send")
+    func deprecatedSend() throws {
+        let daemon = try DaemonProcess()
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        let old = try run(["send", "--socket", daemon.socketPath, "--event", "legacy", "--email", "ann@example.com"])
+        #expect(old.status == 0, "\(old.stderr)")
+        let id = old.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let queue = try DatabaseQueue(path: daemon.storagePath)
+        #expect(try queue.read { try String.fetchAll($0, sql: "SELECT id FROM event") } == [id])
+        #expect(old.stderr.contains("deprecated") && old.stderr.contains("plunkd track"), "\(old.stderr)")
+        let help = try run(["--help"])
+        #expect(help.stdout.contains("track"))
+        #expect(!help.stdout.contains("  send "), "\(help.stdout)")
     }
 
     // MARK: Helpers

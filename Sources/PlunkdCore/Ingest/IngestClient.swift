@@ -3,7 +3,7 @@ import NIOCore
 import NIOPosix
 
 /// Hands one event to a running daemon over its socket and waits for the reply line:
-/// what `plunkd send` uses, and the simplest way for a script to enqueue an event.
+/// what `plunkd track` uses, and the simplest way for a script to enqueue an event.
 public enum IngestClient {
     /// The daemon's answer to one NDJSON line.
     public enum Reply: Sendable, Equatable {
