@@ -170,7 +170,7 @@ struct OperateProcessTests {
         try daemon.waitUntilServing()
         let asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups", DaemonProcess.binaryPath]
         let send = try DaemonProcess.command(
-            asNobody + ["send", "--socket", daemon.socketPath, "--event", "x", "--email", "a@b.io"],
+            asNobody + ["track", "--socket", daemon.socketPath, "--event", "x", "--email", "a@b.io"],
             executable: "/usr/bin/setpriv")
         #expect(send.status == 1)
         #expect(send.stderr.contains("uid 65534 may not use plunkd's socket"))
@@ -178,7 +178,7 @@ struct OperateProcessTests {
         #expect(resume.status != 0)
         #expect(resume.stderr.contains("uid 65534 may not use plunkd's socket"))
         // Root (the allowed uid) still may.
-        #expect(try DaemonProcess.command(["send", "--socket", daemon.socketPath, "--event", "x", "--email", "a@b.io"]).status == 0)
+        #expect(try DaemonProcess.command(["track", "--socket", daemon.socketPath, "--event", "x", "--email", "a@b.io"]).status == 0)
         #expect(daemon.log.contains("client refused: uid 65534"))
 
         // Without allowed_uids, nobody may submit but still not run control commands.
@@ -186,7 +186,7 @@ struct OperateProcessTests {
         daemon.signal(SIGHUP)
         #expect(daemon.waitForLog(containing: "configuration reloaded"))
         let allowed = try DaemonProcess.command(
-            asNobody + ["send", "--socket", daemon.socketPath, "--event", "x", "--email", "a@b.io"],
+            asNobody + ["track", "--socket", daemon.socketPath, "--event", "x", "--email", "a@b.io"],
             executable: "/usr/bin/setpriv")
         #expect(allowed.status == 0, "\(allowed.stderr)")
         let status = try DaemonProcess.command(asNobody + ["status", "--json", "--socket", daemon.socketPath], executable: "/usr/bin/setpriv")

@@ -53,7 +53,7 @@ struct RuntimeDirectoryTests {
         #expect(run.stderr.contains("socket directory \(fallback) belongs to uid \(Self.other), not to you (uid \(Self.victim))"), "\(run.stderr)")
         // Nothing was served there.
         #expect(!FileManager.default.fileExists(atPath: "\(fallback)/plunkd.sock"))
-        for command in [["send", "--event", "e", "--email", "a@example.com"], ["status"], ["resume"], ["parked", "list"]] {
+        for command in [["track", "--event", "e", "--email", "a@example.com"], ["status"], ["resume"], ["parked", "list"]] {
             let result = try asVictim(command, home: home)
             #expect(result.status != 0, "\(command)")
             #expect((result.stdout + result.stderr).contains("belongs to uid \(Self.other)"), "\(command): \(result.stdout) \(result.stderr)")
@@ -71,7 +71,7 @@ struct RuntimeDirectoryTests {
         let run = try asVictim(["run"], home: home)
         #expect(run.status != 0)
         #expect(run.stderr.contains("has mode 777: other users could take over plunkd's socket. chmod 700 \(fallback)"), "\(run.stderr)")
-        let send = try asVictim(["send", "--event", "e", "--email", "a@example.com"], home: home)
+        let send = try asVictim(["track", "--event", "e", "--email", "a@example.com"], home: home)
         #expect(send.status != 0)
         #expect(send.stderr.contains("has mode 777"))
     }
@@ -92,7 +92,7 @@ struct RuntimeDirectoryTests {
         #expect(lstat(fallback, &info) == 0)
         #expect(info.st_uid == Self.victim)
         #expect(info.st_mode & 0o777 == 0o700)
-        let send = try asVictim(["send", "--event", "e", "--email", "a@example.com"], home: home)
+        let send = try asVictim(["track", "--event", "e", "--email", "a@example.com"], home: home)
         #expect(send.status == 0, "\(send.stderr) \(daemon.log)")
     }
 }
