@@ -26,6 +26,11 @@ final class FlakyPlunk: Sendable {
         /// The daemon (0 the first, 1 after the first kill, …) each id's first 2xx went to.
         var firstDeliveryEpoch: [String: Int] = [:]
         var slowSuccesses = 0
+        /// Repeats of an id, by the daemon (epoch) that first delivered it, counted when a
+        /// later daemon delivers it again.
+        var duplicatesAfterCrash: [Int: Int] = [:]
+        /// Repeats delivered by the same daemon that delivered the first.
+        var duplicatesAfterTimeout = 0
     }
 
     private enum Fault: CaseIterable { case html500, html502, html503, reset, slow, rateLimited }
@@ -130,6 +135,10 @@ final class FlakyPlunk: Sendable {
                         if $0.deliveries[key] == 1 {
                             $0.firstDeliveries.append((key, email))
                             $0.firstDeliveryEpoch[key] = daemon
+                        } else if let first = $0.firstDeliveryEpoch[key], first != daemon {
+                            $0.duplicatesAfterCrash[first, default: 0] += 1
+                        } else {
+                            $0.duplicatesAfterTimeout += 1
                         }
                     }
                 })
