@@ -24,10 +24,14 @@ struct DeliveryMachineTests {
         var drained = false
         private var nextSeq: Int64 = 1
 
-        init(concurrency: Int = 2, apiKey: APIKey? = DeliveryMachineTests.key, hold: StoredDeliveryHold = StoredDeliveryHold()) {
-            var settings = Sender.Settings(apiKey: apiKey, concurrency: concurrency, retry: RetryPolicy(initialBackoff: 1, maxBackoff: 30, maxAge: 3600))
-            settings.failingAfter = 3
-            machine = DeliveryMachine(settings: settings, hold: hold, unitRandom: { 1 })
+        init(
+            concurrency: Int = 2, apiKey: APIKey? = DeliveryMachineTests.key, hold: StoredDeliveryHold = StoredDeliveryHold(),
+            retry: RetryPolicy = RetryPolicy(initialBackoff: 1, maxBackoff: 30, maxAge: 3600), failingAfter: Int = 3,
+            unitRandom: @escaping () -> Double = { 1 }
+        ) {
+            var settings = Sender.Settings(apiKey: apiKey, concurrency: concurrency, retry: retry)
+            settings.failingAfter = failingAfter
+            machine = DeliveryMachine(settings: settings, hold: hold, unitRandom: unitRandom)
         }
 
         mutating func event(receivedAt: Date? = nil) -> ClaimedEvent {
