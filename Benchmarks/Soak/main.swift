@@ -101,7 +101,9 @@ for k in 0..<kills {
     try powerCycle(disk, aimed: moment == .checkpoint ? SIGUSR2 : nil)
     let begin = BenchmarkSupport.now()
     if moment == .startUp {
-        // The power goes again during the start-up: at its first write to the store.
+        // The power goes again during the start-up: at its first write to the store (armed
+        // before the daemon starts, so no write of its can come first).
+        disk?.aim(SIGHUP)
         daemon = try DaemonProcess(directory: directory, environment: environment)
         try powerCycle(disk, aimed: SIGHUP)
     }
