@@ -193,12 +193,14 @@ let rateBound = concurrency * 1000 / Int(fake.minimumDelay.nanoseconds / 1_000_0
 // In flight, plus answered and not yet committed: the claim (slots and a reserve as large)
 // bounds the two together at twice the concurrency (`DuplicateBoundTests`).
 let perCrashBound = 2 * concurrency
-// What was in flight and in reserve when the outage began, the 8 failures in a row before probing,
-// then probes spaced by a backoff that grows to 1 s: a few per second at most. A sender
-// that kept retrying would send up to concurrency / minimumDelay, 800 per second.
-// The backoff starts at 50 ms and doubles to 1 s with full jitter, so the first second
-// of probing can hold up to 8 of them.
-let outageBound = 2 * concurrency + 8 + 8 + 4 * outageSeconds
+// Before probing: what was in flight and in reserve when the outage began, and the reserve
+// refilled once more while the 8 failures in a row came back (3 × concurrency). Then one
+// probe at a time, spaced by a backoff that starts at 50 ms and doubles to 1 s with full
+// jitter: 8 in the first second at most, and on average 2 a second after it (6 allowed).
+// A sender that kept retrying would send up to concurrency / minimumDelay, 800 per second
+// (662 in 5 s, measured); the exact budget on the shipped settings is `OutageBudgetTests`.
+// (2 × concurrency + 8 + 4 per second was too tight: 44 of 52 in a healthy CI run.)
+let outageBound = 3 * concurrency + 8 + 6 * outageSeconds
 
 BenchmarkSupport.show("events acknowledged", "\(acked.count)")
 BenchmarkSupport.show("delivered (2xx at the stand-in, distinct ids)", "\(tally.deliveries.count)")
