@@ -21,9 +21,9 @@ final class DeliveryRoom: Sendable {
     let bytes: Int64
     private let directory: String
     private let logPath: String
-    /// The last look: (monotonic seconds, free bytes, bytes needed).
-    private let lastLook = Mutex<(at: Double, free: Int64, needed: Int64)>((at: -1, free: 0, needed: 0))
-    private let lastTruncation = Mutex<Double>(-1e9)
+    /// The last look (nil: look again), with the free bytes and the bytes needed it found.
+    private let lastLook = Mutex<(at: ContinuousClock.Instant?, free: Int64, needed: Int64)>((at: nil, free: 0, needed: 0))
+    private let lastTruncation = Mutex<ContinuousClock.Instant?>(nil)
 
     init(bytes: Int64, storePath: String) {
         self.bytes = bytes
@@ -41,9 +41,9 @@ final class DeliveryRoom: Sendable {
     ///   filesystem alone is short.
     func shortage(freePages: () -> Int64) -> String? {
         guard bytes > 0 else { return nil }
-        let now = Self.monotonicSeconds()
+        let now = ContinuousClock.now
         var look = lastLook.withLock { $0 }
-        if look.at < 0 || now - look.at > 0.1 || look.free < 4 * look.needed {
+        if look.at.map({ now - $0 > .milliseconds(100) }) ?? true || look.free < 4 * look.needed {
             var info = statvfs()
             guard statvfs(directory, &info) == 0 else { return nil }
             var log = stat()
@@ -60,19 +60,13 @@ final class DeliveryRoom: Sendable {
 
     /// Whether to try emptying the log now: at most once a second, while short of room.
     func mayTruncateLog() -> Bool {
-        let now = Self.monotonicSeconds()
+        let now = ContinuousClock.now
         return lastTruncation.withLock { last in
-            guard now - last >= 1 else { return false }
+            if let last, now - last < .seconds(1) { return false }
             last = now
             // The next look must see what the truncation gave back.
-            lastLook.withLock { $0.at = -1 }
+            lastLook.withLock { $0.at = nil }
             return true
         }
-    }
-
-    private static func monotonicSeconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 }

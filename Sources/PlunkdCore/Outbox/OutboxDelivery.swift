@@ -30,10 +30,6 @@ extension Outbox {
     /// A claim takes due heads in due order, then new events in `seq` order, never one whose
     /// contact has an earlier event in line. It reads a bounded number of rows, so a turn
     /// costs the same with a backlog of ten events or ten million.
-    ///
-    /// On a full disk it empties the log once and tries again: the log is often the
-    /// largest thing delivery can give back (it keeps its size after each rewind), and
-    /// delivery must commit to free anything at all (see `DeliveryRoom`).
     public func recordAndClaim(
         moves: [EventMove], counters: [OutboxCounter: Int], claimLimit: Int, now: Date
     ) throws -> ClaimResult {
@@ -41,16 +37,11 @@ extension Outbox {
         // events rewrites their pages, and a run of turns between two checkpoints could
         // otherwise write more log than the room kept for it.
         if isShortOfRoom { try? truncateLog() }
-        do {
-            return try recordAndClaimOnce(moves: moves, counters: counters, claimLimit: claimLimit, now: now)
-        } catch let error as DatabaseError where error.resultCode == .SQLITE_FULL {
-            try? truncateLog()
-            return try recordAndClaimOnce(moves: moves, counters: counters, claimLimit: claimLimit, now: now)
-        }
+        return try recordAndClaimOnce(moves: moves, counters: counters, claimLimit: claimLimit, now: now)
     }
 
     /// Copies the whole log into the database and cuts the log file to nothing, giving
-    /// its space back to the filesystem. Waits for readers; used only on a full disk.
+    /// its space back to the filesystem. Waits for readers; used only near a full disk.
     func truncateLog() throws {
         _ = try pool.writeWithoutTransaction { try $0.checkpoint(.truncate) }
     }

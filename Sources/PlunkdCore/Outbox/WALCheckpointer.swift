@@ -91,8 +91,6 @@ public final class WALCheckpointer: @unchecked Sendable {
                 if lastFailure != nil { logger.info("WAL checkpoints work again") }
                 lastFailure = nil
             } catch {
-                // A full disk: the log's own space is what a checkpoint can give back.
-                if (error as? DatabaseError)?.resultCode == .SQLITE_FULL { try? outbox.truncateLog() }
                 let text = "\(error)"
                 if lastFailure != text {
                     logger.warning("WAL checkpoint failed: \(text); SQLite's own checkpoint bounds the log meanwhile")
