@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import PlunkdTestSupport
 
 #if canImport(Glibc)
@@ -7,8 +8,8 @@ import PlunkdTestSupport
 
 /// Samples one daemon's resident memory, open descriptors and threads at a fixed interval,
 /// for the long soak's claim that none of them grows while events flow and Plunk fails.
-final class ResourceWatch: @unchecked Sendable {
-    struct Sample {
+final class ResourceWatch: Sendable {
+    struct Sample: Sendable {
         var at: Double
         var residentKB: Int
         var anonymousKB: Int
@@ -18,10 +19,8 @@ final class ResourceWatch: @unchecked Sendable {
 
     private let pid: Int32
     private let interval: Double
-    private let lock = NSLock()
-    private var taken: [Sample] = []
-    private var running = true
-    private var thread: Thread?
+    private let taken = NIOLockedValueBox<[Sample]>([])
+    private let running = NIOLockedValueBox(true)
 
     init(pid: Int32, interval: Double) {
         self.pid = pid
@@ -33,9 +32,7 @@ final class ResourceWatch: @unchecked Sendable {
         let thread = Thread { [self] in
             while isRunning {
                 if let sample = Self.sample(pid: pid, at: BenchmarkSupport.now() - started) {
-                    lock.lock()
-                    taken.append(sample)
-                    lock.unlock()
+                    taken.withLockedValue { $0.append(sample) }
                     print(
                         "  t=\(Int(sample.at)) s  rss \(sample.residentKB / 1024) MB (anon \(sample.anonymousKB / 1024) MB)  fds \(sample.descriptors)  threads \(sample.threads)"
                     )
@@ -47,27 +44,14 @@ final class ResourceWatch: @unchecked Sendable {
                 }
             }
         }
-        self.thread = thread
         thread.start()
     }
 
-    func stop() {
-        lock.lock()
-        running = false
-        lock.unlock()
-    }
+    func stop() { running.withLockedValue { $0 = false } }
 
-    var samples: [Sample] {
-        lock.lock()
-        defer { lock.unlock() }
-        return taken
-    }
+    var samples: [Sample] { taken.withLockedValue { $0 } }
 
-    private var isRunning: Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return running
-    }
+    private var isRunning: Bool { running.withLockedValue { $0 } }
 
     static func sample(pid: Int32, at: Double) -> Sample? {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
