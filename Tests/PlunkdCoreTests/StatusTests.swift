@@ -21,7 +21,7 @@ struct StatusTests {
             consecutiveFailures: failures, lastSuccess: now.addingTimeInterval(-5),
             lastError: state == .idle ? nil : "503 Service Unavailable: <html>upstream</html>",
             lastErrorStatus: state == .idle ? nil : 503, lastErrorAt: now.addingTimeInterval(-2),
-            deliveredLastHour: 42, storageFailing: false)
+            deliveredLastHour: 42, storageFailing: false, concurrencyLimit: 8)
     }
 
     func stored(inLine: Int = 10, parked: [ParkReason: Int] = [:], oldestAge: Double? = 3) -> StoredStatus {

@@ -25,6 +25,7 @@ public enum StatusAssessment {
     ) -> StatusReport {
         var report = base(context: context, now: now, running: true)
         report.inFlight = snapshot.inFlight
+        report.concurrencyLimit = snapshot.concurrencyLimit
         report.deliveredLastHour = snapshot.deliveredLastHour
         report.pausedUntil = snapshot.pausedUntil
         report.heldSince = snapshot.heldSince

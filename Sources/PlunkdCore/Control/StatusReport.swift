@@ -43,6 +43,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var running: Bool
     public var pending: Int?
     public var inFlight: Int?
+    /// Requests allowed in flight while Plunk is healthy: learned with `auto`, else the
+    /// configured number. Null when the daemon is not running.
+    public var concurrencyLimit: Int?
     public var oldestPendingAgeSeconds: Double?
     public var deliveredTotal: Int?
     /// Null when the daemon is not running (it is counted in memory).
@@ -69,6 +72,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case state, reason, severity, running, pending
         case inFlight = "in_flight"
+        case concurrencyLimit = "concurrency_limit"
         case oldestPendingAgeSeconds = "oldest_pending_age_seconds"
         case deliveredTotal = "delivered_total"
         case deliveredLastHour = "delivered_last_hour"
@@ -97,6 +101,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(running, forKey: .running)
         try c.encode(pending, forKey: .pending)
         try c.encode(inFlight, forKey: .inFlight)
+        try c.encode(concurrencyLimit, forKey: .concurrencyLimit)
         try c.encode(oldestPendingAgeSeconds, forKey: .oldestPendingAgeSeconds)
         try c.encode(deliveredTotal, forKey: .deliveredTotal)
         try c.encode(deliveredLastHour, forKey: .deliveredLastHour)

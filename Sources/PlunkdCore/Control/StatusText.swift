@@ -18,6 +18,7 @@ public enum StatusText {
         if let since = report.heldSince { row("Held since:", "\(StatusAssessment.iso(since)) (\(span(now.timeIntervalSince(since))) ago)") }
         if let pending = report.pending {
             var text = "\(pending) pending, \(report.inFlight ?? 0) in flight"
+            if let limit = report.concurrencyLimit { text += " (up to \(limit))" }
             if let age = report.oldestPendingAgeSeconds { text += "; oldest \(span(age)) old" }
             row("Queue:", text)
         }

@@ -5,8 +5,9 @@ import Logging
 extension DeliveryMachine {
     /// Plunk (or the transport) answered the request for `event`.
     mutating func answered(_ answer: PlunkAnswer, for event: ClaimedEvent, now: Date) {
-        guard inFlight.removeValue(forKey: event.seq) != nil else { return }
+        guard let sent = inFlight.removeValue(forKey: event.seq) else { return }
         let outcome = OutcomeClassifier.classify(answer, now: now)
+        adaptive?.answered(sentAt: sent.sentAt, now: now, backPressure: outcome.isBackPressure)
         count(.attempts(outcome: outcome.label))
         switch outcome {
         case .delivered, .duplicate:

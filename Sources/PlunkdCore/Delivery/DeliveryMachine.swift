@@ -19,6 +19,8 @@ struct DeliveryMachine {
     var settings: Sender.Settings
     /// Pause, hold, block and failure runs: the decisions about Plunk as a whole.
     var gate: DestinationGate
+    /// The learned limit on requests in flight, when `plunk.concurrency` is `auto`.
+    var adaptive: AdaptiveConcurrency?
     /// Sent, not answered yet, with the time each left.
     var inFlight: [Int64: (event: ClaimedEvent, sentAt: Date)] = [:]
     /// Claimed, not sent yet, in claim order: sent the moment a slot frees.
@@ -52,6 +54,7 @@ struct DeliveryMachine {
         self.settings = settings
         self.unitRandom = unitRandom
         gate = DestinationGate(failingAfter: settings.failingAfter, hold: hold)
+        adaptive = settings.adaptsConcurrency ? AdaptiveConcurrency(maximum: settings.concurrency) : nil
     }
 
     /// What the shell must do, in order, since the last call.
@@ -65,7 +68,10 @@ struct DeliveryMachine {
     // MARK: Questions
 
     /// Requests allowed in flight: all slots, or one probe while the destination is failing.
-    var requestSlots: Int { gate.requestSlots(concurrency: settings.concurrency) }
+    var requestSlots: Int { gate.requestSlots(concurrency: concurrencyLimit) }
+
+    /// Requests allowed in flight while Plunk is healthy: the learned limit, or the fixed one.
+    var concurrencyLimit: Int { adaptive?.limit ?? settings.concurrency }
 
     func sendingAllowed(now: Date) -> Bool {
         !stopping && gate.sendingAllowed(now: now, hasKey: settings.apiKey != nil)
@@ -75,7 +81,7 @@ struct DeliveryMachine {
     /// slots, none while sending is not allowed, and no reserve while probing.
     func claimLimit(now: Date) -> Int {
         guard sendingAllowed(now: now) else { return 0 }
-        let target = gate.isProbing ? 1 : settings.concurrency * 2
+        let target = gate.isProbing ? 1 : concurrencyLimit * 2
         return max(0, target - inFlight.count - ready.count)
     }
 
@@ -105,7 +111,8 @@ struct DeliveryMachine {
             heldSince: gate.hold.refusedKeyFingerprint != nil ? gate.hold.heldSince : nil, blockedUntil: gate.blockedUntil,
             consecutiveFailures: gate.consecutiveFailures, lastSuccess: lastSuccess, lastError: lastError,
             lastErrorStatus: lastErrorStatus, lastErrorAt: lastErrorAt,
-            deliveredLastHour: recentDeliveries.lastHour(now: now), storageFailing: storageFailing)
+            deliveredLastHour: recentDeliveries.lastHour(now: now), storageFailing: storageFailing,
+            concurrencyLimit: concurrencyLimit)
     }
 
     // MARK: Turns
@@ -205,6 +212,7 @@ struct DeliveryMachine {
             let event = ready.removeFirst()
             inFlight[event.seq] = (event, now)
             emit(.send(event, key))
+            adaptive?.noteInFlight(inFlight.count)
         }
         if gate.isProbing { releaseReady() }
     }

@@ -26,6 +26,8 @@ public struct SenderSnapshot: Sendable {
     public var deliveredLastHour: Int
     /// The store refused the sender's last write; it retries every second.
     public var storageFailing: Bool
+    /// Requests allowed in flight while Plunk is healthy (learned, with `auto`).
+    public var concurrencyLimit: Int
 }
 
 extension APIKey {

@@ -61,6 +61,16 @@ public enum DeliveryOutcome: Sendable, Equatable {
     ]
 
     /// The HTTP status behind the outcome, when there was an answer.
+    /// Plunk (or the path to it) asks for fewer requests at once: what makes an adaptive
+    /// concurrency limit shrink. A plain 500 is not: it is one request's failure.
+    var isBackPressure: Bool {
+        switch self {
+        case .rateLimited: true
+        case .transient(let status, _): status == nil || status == 503 || status == 504
+        default: false
+        }
+    }
+
     var status: Int? {
         switch self {
         case .delivered, .duplicate: 200

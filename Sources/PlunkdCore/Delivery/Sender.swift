@@ -19,6 +19,9 @@ public final class Sender: @unchecked Sendable {
         /// one probe at a time, spaced by backoff, until a success. (Fewer than half of the
         /// last 50 answers sane counts too: see `DestinationGate.failedTransiently`.)
         public var failingAfter: Int = 8
+        /// `plunk.concurrency: auto`: the limit is learned (`AdaptiveConcurrency`), up to
+        /// `concurrency`.
+        public var adaptsConcurrency = false
 
         public init(apiKey: APIKey?, concurrency: Int, retry: RetryPolicy) {
             self.apiKey = apiKey

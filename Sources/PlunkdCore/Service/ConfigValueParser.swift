@@ -13,10 +13,11 @@ struct ConfigValueParser {
         ConfigurationError("\(key): expected \(expected), got \"\(text)\" (from \(source))")
     }
 
-    func integer(in range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
+    /// - Parameter word: a word the key also takes instead of a number, named in the error.
+    func integer(in range: ClosedRange<Int>, orWord word: String? = nil) throws(ConfigurationError) -> Int {
         let digits = text.replacingOccurrences(of: "_", with: "")
         guard let value = Int(digits), range.contains(value) else {
-            throw failure("a whole number from \(range.lowerBound) to \(range.upperBound)")
+            throw failure("\(word.map { "\($0) or " } ?? "")a whole number from \(range.lowerBound) to \(range.upperBound)")
         }
         return value
     }

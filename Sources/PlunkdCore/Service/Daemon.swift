@@ -37,7 +37,7 @@ public enum Daemon {
         // a resource (the event loops, the HTTP client) is released by its part's stop.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let client = PlunkClient(
-            baseURL: config.plunkBaseURL, concurrency: config.concurrency,
+            baseURL: config.plunkBaseURL, concurrency: config.concurrency ?? config.maxConcurrency,
             requestTimeout: config.requestTimeout, eventLoopGroup: group,
             extraTrustRoots: extraRoots, proxy: config.proxy)
         if let proxy = config.proxy {
@@ -48,11 +48,12 @@ public enum Daemon {
         }
         let checkpointer = WALCheckpointer(outbox: outbox, logger: logger)
         let metrics = MetricsExposition()
+        var senderSettings = Sender.Settings(
+            apiKey: config.apiKey, concurrency: config.concurrency ?? config.maxConcurrency,
+            retry: RetryPolicy(initialBackoff: config.initialBackoff, maxBackoff: config.maxBackoff, maxAge: config.maxAge))
+        senderSettings.adaptsConcurrency = config.concurrency == nil
         let sender = Sender(
-            outbox: outbox, transport: client,
-            settings: Sender.Settings(
-                apiKey: config.apiKey, concurrency: config.concurrency,
-                retry: RetryPolicy(initialBackoff: config.initialBackoff, maxBackoff: config.maxBackoff, maxAge: config.maxAge)),
+            outbox: outbox, transport: client, settings: senderSettings,
             logger: logger, metrics: DeliveryMetrics(factory: metrics.factory))
         sender.observeState { state in notifier.notify("STATUS=\(ReportedState(state).systemdStatus)") }
         let committer = GroupCommitter(

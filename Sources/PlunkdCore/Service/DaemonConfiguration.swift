@@ -25,7 +25,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// The file the key was read from (`plunk.api_key_file`), if it came from one: its
     /// permissions are checked (`ConfigAdvice`).
     public var apiKeyFile: String? = nil
-    public var concurrency: Int
+    /// Requests in flight at once; nil for `auto` (learned, up to `maxConcurrency`).
+    public var concurrency: Int?
+    public var maxConcurrency: Int
     public var requestTimeout: Double
     /// A PEM bundle of roots trusted for Plunk besides the system's (`plunk.ca_file`).
     public var caFile: String?
@@ -71,6 +73,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
             plunkBaseURL: URL(string: "https://api.useplunk.com/v1")!,
             apiKey: nil,
             concurrency: 8,
+            maxConcurrency: 64,
             requestTimeout: 10,
             caFile: nil,
             proxy: nil,

@@ -20,7 +20,13 @@ public enum Settings {
             "A file holding the key, read when plunk.api_key is unset; then the credential plunk-api-key in $CREDENTIALS_DIRECTORY."),
         .value(
             "plunk.concurrency", \DaemonConfiguration.concurrency, default: "8",
-            "Requests to Plunk in flight at once (1 to 1024).",
+            "Requests to Plunk in flight at once: auto (learned from Plunk's answers, up to plunk.max_concurrency) or a fixed number (1 to 1024).",
+            parse: { v throws(ConfigurationError) in
+                v.text.trimmingCharacters(in: .whitespaces).lowercased() == "auto" ? nil : try v.integer(in: 1...1024, orWord: "auto")
+            }),
+        .value(
+            "plunk.max_concurrency", \DaemonConfiguration.maxConcurrency, default: "64",
+            "The most requests in flight that auto may learn (1 to 1024): 64 carries Plunk v2's track limit (100/s) at a 600 ms round trip and keeps the connections one host opens to Plunk modest.",
             parse: { v throws(ConfigurationError) in try v.integer(in: 1...1024) }),
         .value(
             "plunk.request_timeout", \DaemonConfiguration.requestTimeout, default: "10s",
