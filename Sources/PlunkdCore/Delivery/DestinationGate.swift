@@ -6,8 +6,9 @@ import Foundation
 /// Events come in as method calls with the time they happen at (an answer's meaning, the
 /// timer, the operator's resume); what the sender must do comes back as values (a wait,
 /// a `Notice` to log, `holdChanged` to store). No queue, clock or store is in here, so
-/// tests drive it directly with made-up times, and the next rules (adaptive concurrency,
-/// pacing) are more state of this type.
+/// tests drive it directly with made-up times; the learned concurrency limit is a value of
+/// the same kind beside it (`AdaptiveConcurrency`), and pacing will be more state of this
+/// type.
 struct DestinationGate: Equatable {
     /// The quota pause and the auth hold, which outlive a restart.
     private(set) var hold = StoredDeliveryHold()
