@@ -1,4 +1,5 @@
 import Foundation
+import PlunkdTestSupport
 import Testing
 
 @testable import PlunkdCore
@@ -125,6 +126,19 @@ struct AdaptiveConcurrencyTests {
         #expect(reached != nil && reached! <= 2, "rates \(run.ratePerSecond)")
     }
 
+    @Test(
+        "a path that becomes slower for good (50 ms to 150 ms) is not taken for a queue for ten minutes: once one request in flight still sees it, it is the new baseline, and the limit grows back"
+    )
+    func slowerPathBecomesBaseline() {
+        let fast = Self.simulate(limiter: AdaptiveConcurrency(maximum: 64), workers: 1000, service: 0.05, seconds: 5)
+        #expect(fast.final.limit == 64)
+        let slow = Self.simulate(
+            limiter: fast.final, workers: 1000, service: 0.15, seconds: 40, from: Self.start.addingTimeInterval(5))
+        #expect(slow.limits.min() == 1, "the limit never came down to one: \(slow.limits.prefix(200))")
+        #expect(slow.final.limit == 64, "\(slow.limits.suffix(40))")
+        #expect(slow.final.baseline.map { $0 >= 0.14 } == true, "baseline \(slow.final.baseline ?? 0)")
+    }
+
     @Test("random plain 500s are answers, not back pressure: with 30 % of them the limit still reaches its maximum")
     func plainFailuresDoNotShrink() {
         #expect(!DeliveryOutcome.transient(status: 500, detail: "").isBackPressure)
@@ -142,6 +156,22 @@ struct AdaptiveConcurrencyTests {
             return failed && DeliveryOutcome.transient(status: 500, detail: "").isBackPressure
         }
         #expect(run.final.limit == 64)
+    }
+
+    @Test("the daemon with PLUNK_CONCURRENCY=auto starts at 2 in flight at most; the shipped default is a fixed 8")
+    func daemonWiresAuto() async throws {
+        let fake = try await FakePlunk()
+        for (value, expected) in [("auto", 2), (nil, 8)] as [(String?, Int)] {
+            let directory = try DaemonProcess.makeScratchDirectory()
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let extra = value.map { ["PLUNK_CONCURRENCY": $0] } ?? [:]
+            let daemon = try DaemonProcess(directory: directory, environment: TLSDeliveryTests.environment(fake, extra))
+            defer { daemon.cleanUp(removeDirectory: false) }
+            try daemon.waitUntilServing()
+            let status = try TLSDeliveryTests.statusJSON(daemon)
+            #expect(status.json["concurrency_limit"] as? Int == expected, "\(value ?? "default"): \(status.text)")
+        }
+        await fake.stop()
     }
 
     @Test("the machine with auto: two requests at first, then more each round trip, up to the maximum; a fixed number stays fixed")

@@ -17,6 +17,15 @@ struct ConfigLoaderTests {
         try await ConfigLoader.load(file: file, environment: environment, uid: uid, defaultFile: nil)
     }
 
+    @Test("plunk.concurrency takes auto (any case) or a number; max_concurrency bounds what auto learns")
+    func concurrencyAuto() async throws {
+        let auto = try await load(nil, ["PLUNKD_CONFIG": "", "PLUNK_CONCURRENCY": "Auto", "PLUNK_MAX_CONCURRENCY": "100"]).configuration
+        #expect(auto.concurrency == nil && auto.maxConcurrency == 100 && auto.requestSlotsCeiling == 100)
+        let fixed = try await load(nil, ["PLUNKD_CONFIG": "", "PLUNK_CONCURRENCY": "12"]).configuration
+        #expect(fixed.concurrency == 12 && fixed.requestSlotsCeiling == 12)
+        await #expect(throws: ConfigurationError.self) { try await load(nil, ["PLUNKD_CONFIG": "", "PLUNK_CONCURRENCY": "automatic"]) }
+    }
+
     @Test("defaults for root are the system paths")
     func rootDefaults() async throws {
         let config = try await load(nil, ["PLUNKD_CONFIG": ""], uid: 0).configuration

@@ -60,7 +60,6 @@ public enum DeliveryOutcome: Sendable, Equatable {
         "delivered", "duplicate", "first_attempt_running", "rekeyed", "rejected", "unauthorized", "quota_exceeded", "rate_limited", "transient",
     ]
 
-    /// The HTTP status behind the outcome, when there was an answer.
     /// Plunk (or the path to it) asks for fewer requests at once: what makes an adaptive
     /// concurrency limit shrink. A plain 500 is not: it is one request's failure.
     var isBackPressure: Bool {
@@ -71,6 +70,7 @@ public enum DeliveryOutcome: Sendable, Equatable {
         }
     }
 
+    /// The HTTP status behind the outcome, when there was an answer.
     var status: Int? {
         switch self {
         case .delivered, .duplicate: 200

@@ -37,7 +37,7 @@ public enum Daemon {
         // a resource (the event loops, the HTTP client) is released by its part's stop.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let client = PlunkClient(
-            baseURL: config.plunkBaseURL, concurrency: config.concurrency ?? config.maxConcurrency,
+            baseURL: config.plunkBaseURL, concurrency: config.requestSlotsCeiling,
             requestTimeout: config.requestTimeout, eventLoopGroup: group,
             extraTrustRoots: extraRoots, proxy: config.proxy)
         if let proxy = config.proxy {
@@ -49,7 +49,7 @@ public enum Daemon {
         let checkpointer = WALCheckpointer(outbox: outbox, logger: logger)
         let metrics = MetricsExposition()
         var senderSettings = Sender.Settings(
-            apiKey: config.apiKey, concurrency: config.concurrency ?? config.maxConcurrency,
+            apiKey: config.apiKey, concurrency: config.requestSlotsCeiling,
             retry: RetryPolicy(initialBackoff: config.initialBackoff, maxBackoff: config.maxBackoff, maxAge: config.maxAge))
         senderSettings.adaptsConcurrency = config.concurrency == nil
         let sender = Sender(

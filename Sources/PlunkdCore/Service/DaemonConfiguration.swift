@@ -28,6 +28,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Requests in flight at once; nil for `auto` (learned, up to `maxConcurrency`).
     public var concurrency: Int?
     public var maxConcurrency: Int
+    /// The most requests in flight ever: the fixed number, or the most `auto` may learn.
+    public var requestSlotsCeiling: Int { concurrency ?? maxConcurrency }
     public var requestTimeout: Double
     /// A PEM bundle of roots trusted for Plunk besides the system's (`plunk.ca_file`).
     public var caFile: String?
