@@ -26,6 +26,24 @@ struct ConfigLoaderTests {
         await #expect(throws: ConfigurationError.self) { try await load(nil, ["PLUNKD_CONFIG": "", "PLUNK_CONCURRENCY": "automatic"]) }
     }
 
+    @Test("plunk.max_rate is off by default and in YAML's own word; a number turns it on, with a burst of one second unless given")
+    func maxRate() async throws {
+        let defaults = try await load(nil, ["PLUNKD_CONFIG": ""]).configuration
+        #expect(defaults.maxRate == nil && defaults.maxRateBurst == nil)
+        let (directory, file) = try writeConfig("plunk:\n  max_rate: off\n")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        #expect(try await load(file).configuration.maxRate == nil)
+        let (onDirectory, onFile) = try writeConfig("plunk:\n  max_rate: 2.5\n  max_rate_burst: 10\n")
+        defer { try? FileManager.default.removeItem(atPath: onDirectory) }
+        let on = try await load(onFile).configuration
+        #expect(on.maxRate == 2.5 && on.maxRateBurst == 10)
+        #expect(try await load(nil, ["PLUNKD_CONFIG": "", "PLUNK_MAX_RATE": "40"]).configuration.maxRate == 40)
+        for bad in ["0", "-1", "fast", "1e9"] {
+            await #expect(throws: ConfigurationError.self, "\(bad)") { try await load(nil, ["PLUNKD_CONFIG": "", "PLUNK_MAX_RATE": bad]) }
+        }
+        await #expect(throws: ConfigurationError.self) { try await load(nil, ["PLUNKD_CONFIG": "", "PLUNK_MAX_RATE_BURST": "0.5"]) }
+    }
+
     @Test("defaults for root are the system paths")
     func rootDefaults() async throws {
         let config = try await load(nil, ["PLUNKD_CONFIG": ""], uid: 0).configuration

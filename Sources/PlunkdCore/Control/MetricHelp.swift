@@ -14,6 +14,7 @@ enum MetricHelp {
         "plunkd_request_duration_seconds": "Time from sending a request to Plunk to its answer or failure.",
         "plunkd_pending_events": "Events in line to be delivered (pending and waiting).",
         "plunkd_in_flight_requests": "Requests to Plunk in flight now.",
+        "plunkd_rate_limit_remaining": "What Plunk's RateLimit-Remaining header last said; -1 when no answer in the last minute carried it.",
         "plunkd_concurrency_limit": "Requests allowed in flight while Plunk is healthy (learned when plunk.concurrency is auto).",
         "plunkd_oldest_pending_age_seconds": "Age of the oldest event still in line.",
         "plunkd_store_bytes": "Size of the outbox file and its write-ahead log.",

@@ -10,6 +10,7 @@ public final class MetricsExposition: Sendable {
     private let pending: CoreMetrics.Gauge
     private let inFlight: CoreMetrics.Gauge
     private let concurrencyLimit: CoreMetrics.Gauge
+    private let rateLimitRemaining: CoreMetrics.Gauge
     private let oldestAge: CoreMetrics.Gauge
     private let storeBytes: CoreMetrics.Gauge
     private let parked: [ParkReason: CoreMetrics.Gauge]
@@ -27,6 +28,7 @@ public final class MetricsExposition: Sendable {
         pending = CoreMetrics.Gauge(label: "plunkd_pending_events", factory: factory)
         inFlight = CoreMetrics.Gauge(label: "plunkd_in_flight_requests", factory: factory)
         concurrencyLimit = CoreMetrics.Gauge(label: "plunkd_concurrency_limit", factory: factory)
+        rateLimitRemaining = CoreMetrics.Gauge(label: "plunkd_rate_limit_remaining", factory: factory)
         oldestAge = CoreMetrics.Gauge(label: "plunkd_oldest_pending_age_seconds", factory: factory)
         storeBytes = CoreMetrics.Gauge(label: "plunkd_store_bytes", factory: factory)
         parked = Dictionary(
@@ -44,6 +46,7 @@ public final class MetricsExposition: Sendable {
         pending.record(report.pending ?? 0)
         inFlight.record(report.inFlight ?? 0)
         concurrencyLimit.record(report.concurrencyLimit ?? 0)
+        rateLimitRemaining.record(report.rateLimitRemaining ?? -1)
         oldestAge.record(report.oldestPendingAgeSeconds ?? 0)
         storeBytes.record(report.database.sizeBytes ?? 0)
         for (reason, gauge) in parked { gauge.record(report.parked[reason.rawValue] ?? 0) }

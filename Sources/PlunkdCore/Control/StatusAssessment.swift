@@ -26,6 +26,9 @@ public enum StatusAssessment {
         var report = base(context: context, now: now, running: true)
         report.inFlight = snapshot.inFlight
         report.concurrencyLimit = snapshot.concurrencyLimit
+        report.maxRate = snapshot.maxRate
+        report.rateLimitRemaining = snapshot.rateLimitRemaining
+        report.rateLimitRefill = snapshot.rateLimitRefill
         report.deliveredLastHour = snapshot.deliveredLastHour
         report.pausedUntil = snapshot.pausedUntil
         report.heldSince = snapshot.heldSince

@@ -46,6 +46,12 @@ public struct StatusReport: Codable, Sendable, Equatable {
     /// Requests allowed in flight while Plunk is healthy: learned with `auto`, else the
     /// configured number. Null when the daemon is not running.
     public var concurrencyLimit: Int?
+    /// `plunk.max_rate`; null when unset.
+    public var maxRate: Double?
+    /// What Plunk's `RateLimit-Remaining` last said, and the refill rate measured from its
+    /// answers: null unless a rate-limiting Plunk answered in the last minute.
+    public var rateLimitRemaining: Int?
+    public var rateLimitRefill: Double?
     public var oldestPendingAgeSeconds: Double?
     public var deliveredTotal: Int?
     /// Null when the daemon is not running (it is counted in memory).
@@ -73,6 +79,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case state, reason, severity, running, pending
         case inFlight = "in_flight"
         case concurrencyLimit = "concurrency_limit"
+        case maxRate = "max_rate"
+        case rateLimitRemaining = "rate_limit_remaining"
+        case rateLimitRefill = "rate_limit_refill_per_second"
         case oldestPendingAgeSeconds = "oldest_pending_age_seconds"
         case deliveredTotal = "delivered_total"
         case deliveredLastHour = "delivered_last_hour"
@@ -102,6 +111,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(pending, forKey: .pending)
         try c.encode(inFlight, forKey: .inFlight)
         try c.encode(concurrencyLimit, forKey: .concurrencyLimit)
+        try c.encode(maxRate, forKey: .maxRate)
+        try c.encode(rateLimitRemaining, forKey: .rateLimitRemaining)
+        try c.encode(rateLimitRefill.map { ($0 * 10).rounded() / 10 }, forKey: .rateLimitRefill)
         try c.encode(oldestPendingAgeSeconds, forKey: .oldestPendingAgeSeconds)
         try c.encode(deliveredTotal, forKey: .deliveredTotal)
         try c.encode(deliveredLastHour, forKey: .deliveredLastHour)

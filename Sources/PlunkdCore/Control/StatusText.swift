@@ -22,6 +22,12 @@ public enum StatusText {
             if let age = report.oldestPendingAgeSeconds { text += "; oldest \(span(age)) old" }
             row("Queue:", text)
         }
+        var pacing: [String] = []
+        if let remaining = report.rateLimitRemaining {
+            pacing.append("Plunk's rate limit has \(remaining) left" + (report.rateLimitRefill.map { String(format: ", refilling %.1f/s", $0) } ?? ""))
+        }
+        if let rate = report.maxRate { pacing.append("plunk.max_rate " + (rate == rate.rounded() ? "\(Int(rate))" : "\(rate)") + "/s") }
+        if !pacing.isEmpty { row("Pacing:", pacing.joined(separator: "; ")) }
         if let total = report.deliveredTotal {
             var text = "\(total) total"
             if let hour = report.deliveredLastHour { text += ", \(hour) in the last hour" }

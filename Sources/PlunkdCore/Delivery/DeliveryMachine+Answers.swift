@@ -7,6 +7,7 @@ extension DeliveryMachine {
     mutating func answered(_ answer: PlunkAnswer, for event: ClaimedEvent, now: Date) {
         guard let sent = inFlight.removeValue(forKey: event.seq) else { return }
         let outcome = OutcomeClassifier.classify(answer, now: now)
+        pacer.answered(answer, number: sent.number, now: now)
         adaptive?.answered(sentAt: sent.sentAt, now: now, backPressure: outcome.isBackPressure)
         count(.attempts(outcome: outcome.label))
         switch outcome {
@@ -135,7 +136,7 @@ extension DeliveryMachine {
 
     static func excerpt(_ answer: PlunkAnswer) -> String {
         switch answer {
-        case .response(_, _, let body): String(decoding: body, as: UTF8.self)
+        case .response(_, _, _, let body): String(decoding: body, as: UTF8.self)
         case .transportFailure(let reason): reason
         }
     }

@@ -21,8 +21,10 @@ struct DeliveryMachine {
     var gate: DestinationGate
     /// The learned limit on requests in flight, when `plunk.concurrency` is `auto`.
     var adaptive: AdaptiveConcurrency?
-    /// Sent, not answered yet, with the time each left.
-    var inFlight: [Int64: (event: ClaimedEvent, sentAt: Date)] = [:]
+    /// How often requests may start: `plunk.max_rate` and Plunk's `RateLimit-*` headers.
+    var pacer = RequestPacer()
+    /// Sent, not answered yet, with the time each left and its number (`RequestPacer`).
+    var inFlight: [Int64: (event: ClaimedEvent, sentAt: Date, number: Int)] = [:]
     /// Claimed, not sent yet, in claim order: sent the moment a slot frees.
     private(set) var ready: [ClaimedEvent] = []
     /// Outcomes and counts not yet handed to the store.
@@ -55,6 +57,9 @@ struct DeliveryMachine {
         self.unitRandom = unitRandom
         gate = DestinationGate(failingAfter: settings.failingAfter, hold: hold)
         adaptive = settings.adaptsConcurrency ? AdaptiveConcurrency(maximum: settings.concurrency) : nil
+        if let rate = settings.maxRate {
+            pacer.configured = TokenBucket(rate: rate, burst: settings.maxRateBurst ?? max(1, rate))
+        }
     }
 
     /// What the shell must do, in order, since the last call.
@@ -112,7 +117,9 @@ struct DeliveryMachine {
             consecutiveFailures: gate.consecutiveFailures, lastSuccess: lastSuccess, lastError: lastError,
             lastErrorStatus: lastErrorStatus, lastErrorAt: lastErrorAt,
             deliveredLastHour: recentDeliveries.lastHour(now: now), storageFailing: storageFailing,
-            concurrencyLimit: concurrencyLimit)
+            concurrencyLimit: concurrencyLimit, maxRate: pacer.configured?.rate,
+            rateLimitRemaining: pacer.plunk.lastRemaining(now: now),
+            rateLimitRefill: pacer.plunk.lastRemaining(now: now) != nil ? pacer.plunk.measuredRate : nil)
     }
 
     // MARK: Turns
@@ -201,16 +208,21 @@ struct DeliveryMachine {
         if work.hold != nil { gate.holdChanged = true }
     }
 
-    /// Sends ready events into free slots. While sending is not allowed, or while probing,
-    /// ready events go back in line: their contacts must not wait behind a pause.
+    /// Sends ready events into free slots, as often as the pacer lets them start (else the
+    /// timer wakes the machine when it will). While sending is not allowed, or while
+    /// probing, ready events go back in line: their contacts must not wait behind a pause.
     mutating func dispatchReady(now: Date) {
         guard sendingAllowed(now: now), let key = settings.apiKey else {
             releaseReady()
             return
         }
         while inFlight.count < requestSlots, !ready.isEmpty {
+            guard pacer.allows(inFlight: inFlight.count, now: now) else {
+                armTimer(at: pacer.nextAllowed(inFlight: inFlight.count, now: now), now: now)
+                break
+            }
             let event = ready.removeFirst()
-            inFlight[event.seq] = (event, now)
+            inFlight[event.seq] = (event, now, pacer.sent(now: now))
             emit(.send(event, key))
             adaptive?.noteInFlight(inFlight.count)
         }

@@ -28,6 +28,12 @@ public struct SenderSnapshot: Sendable {
     public var storageFailing: Bool
     /// Requests allowed in flight while Plunk is healthy (learned, with `auto`).
     public var concurrencyLimit: Int
+    /// `plunk.max_rate`, when set.
+    public var maxRate: Double? = nil
+    /// What Plunk's `RateLimit-Remaining` last said, while recent.
+    public var rateLimitRemaining: Int? = nil
+    /// The refill rate of Plunk's bucket measured from its answers (requests per second).
+    public var rateLimitRefill: Double? = nil
 }
 
 extension APIKey {

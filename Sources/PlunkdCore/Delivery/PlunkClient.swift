@@ -112,18 +112,21 @@ public final class PlunkClient: PlunkTransport {
     }
 }
 
-/// Keeps the status, `Retry-After` and the first 4 KiB of the body; drops the rest, so a
-/// large error page cannot grow memory or turn a clear status into a body-size error.
+/// Keeps the status, `Retry-After`, the `RateLimit-*` headers and the first 4 KiB of the
+/// body; drops the rest, so a large error page cannot grow memory or turn a clear status
+/// into a body-size error.
 private final class AnswerCollector: HTTPClientResponseDelegate, @unchecked Sendable {
     typealias Response = PlunkAnswer
 
     private var status = 0
     private var retryAfter: String?
+    private var rateLimit: RateLimitHeaders?
     private var body = Data()
 
     func didReceiveHead(task: HTTPClient.Task<PlunkAnswer>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
         status = Int(head.status.code)
         retryAfter = head.headers.first(name: "Retry-After")
+        rateLimit = RateLimitHeaders.read { head.headers.first(name: $0) }
         return task.eventLoop.makeSucceededVoidFuture()
     }
 
@@ -136,6 +139,6 @@ private final class AnswerCollector: HTTPClientResponseDelegate, @unchecked Send
     }
 
     func didFinishRequest(task: HTTPClient.Task<PlunkAnswer>) throws -> PlunkAnswer {
-        .response(status: status, retryAfter: retryAfter, body: body)
+        .response(status: status, retryAfter: retryAfter, rateLimit: rateLimit, body: body)
     }
 }

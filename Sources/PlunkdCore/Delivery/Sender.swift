@@ -22,6 +22,9 @@ public final class Sender: @unchecked Sendable {
         /// `plunk.concurrency: auto`: the limit is learned (`AdaptiveConcurrency`), up to
         /// `concurrency`.
         public var adaptsConcurrency = false
+        /// `plunk.max_rate` (requests per second) and its burst; nil for no limit of our own.
+        public var maxRate: Double?
+        public var maxRateBurst: Double?
 
         public init(apiKey: APIKey?, concurrency: Int, retry: RetryPolicy) {
             self.apiKey = apiKey

@@ -22,6 +22,16 @@ struct ConfigValueParser {
         return value
     }
 
+    /// A number, fractions allowed; `word` (such as `off`) gives nil.
+    func number(in range: ClosedRange<Double>, orWord word: String) throws(ConfigurationError) -> Double? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "_", with: "")
+        if trimmed.lowercased() == word { return nil }
+        guard let value = Double(trimmed), value.isFinite, range.contains(value) else {
+            throw failure("\(word) or a number from \(Self.format(range.lowerBound)) to \(Self.format(range.upperBound))")
+        }
+        return value
+    }
+
     /// Seconds, fractions allowed, with an optional unit: `1.5`, `300s`, `5m`, `2h`, `7d`.
     func duration(min: Double, max: Double = 10 * 365 * 86_400) throws(ConfigurationError) -> Double {
         let units: [Character: Double] = ["s": 1, "m": 60, "h": 3600, "d": 86_400]

@@ -52,6 +52,8 @@ public enum Daemon {
             apiKey: config.apiKey, concurrency: config.requestSlotsCeiling,
             retry: RetryPolicy(initialBackoff: config.initialBackoff, maxBackoff: config.maxBackoff, maxAge: config.maxAge))
         senderSettings.adaptsConcurrency = config.concurrency == nil
+        senderSettings.maxRate = config.maxRate
+        senderSettings.maxRateBurst = config.maxRateBurst
         let sender = Sender(
             outbox: outbox, transport: client, settings: senderSettings,
             logger: logger, metrics: DeliveryMetrics(factory: metrics.factory))

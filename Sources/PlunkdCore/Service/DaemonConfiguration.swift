@@ -30,6 +30,10 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var maxConcurrency: Int
     /// The most requests in flight ever: the fixed number, or the most `auto` may learn.
     public var requestSlotsCeiling: Int { concurrency ?? maxConcurrency }
+    /// `plunk.max_rate`: requests per second at most; nil for none of our own.
+    public var maxRate: Double?
+    /// Requests that may leave at once under `maxRate`; nil for one second's worth.
+    public var maxRateBurst: Double?
     public var requestTimeout: Double
     /// A PEM bundle of roots trusted for Plunk besides the system's (`plunk.ca_file`).
     public var caFile: String?
@@ -76,6 +80,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
             apiKey: nil,
             concurrency: 8,
             maxConcurrency: 64,
+            maxRate: nil,
+            maxRateBurst: nil,
             requestTimeout: 10,
             caFile: nil,
             proxy: nil,

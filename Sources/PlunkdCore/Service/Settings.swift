@@ -29,6 +29,14 @@ public enum Settings {
             "The most requests in flight that auto may learn (1 to 1024): 64 carries Plunk v2's track limit (100/s) at a 600 ms round trip and keeps the connections one host opens to Plunk modest.",
             parse: { v throws(ConfigurationError) in try v.integer(in: 1...1024) }),
         .value(
+            "plunk.max_rate", \DaemonConfiguration.maxRate, default: "off",
+            "Requests to Plunk per second at most, on average (0.01 to 100000), so hosts sharing one project share its rate limit. Plunk's own RateLimit headers are heeded without it.",
+            parse: { v throws(ConfigurationError) in try v.number(in: 0.01...100_000, orWord: "off") }),
+        .value(
+            "plunk.max_rate_burst", \DaemonConfiguration.maxRateBurst, default: "one second of plunk.max_rate",
+            "Requests that may leave at once under plunk.max_rate after a quiet spell (1 to 100000).",
+            parse: { v throws(ConfigurationError) in try v.number(in: 1...100_000, orWord: "auto") }),
+        .value(
             "plunk.request_timeout", \DaemonConfiguration.requestTimeout, default: "10s",
             "Time allowed for one request to Plunk; also bounds connecting.",
             parse: { v throws(ConfigurationError) in try v.duration(min: 0.001, max: 3600) }),
