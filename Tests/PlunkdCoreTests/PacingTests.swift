@@ -127,44 +127,62 @@ struct PacingTests {
     }
 
     /// A backlog that never runs out, sent by `concurrency` slots through the pacer to the
-    /// limiter, `roundTrip` seconds away (plus up to a quarter of it at random, seeded), for
-    /// `seconds`. A 429 stops every request for its `Retry-After`, as the sender's gate does.
-    /// `others` requests per second from other hosts take from the same bucket.
+    /// limiter, `roundTrip` seconds away, for `seconds`. Each way takes half the round trip
+    /// plus up to an eighth of it at random (seeded), so requests reach the limiter, and
+    /// answers come back, in another order than they left, as over many connections. A
+    /// 429 stops every request for its `Retry-After`, as the sender's gate does. `others`
+    /// requests per second from other hosts take from the same bucket.
     static func simulate(
         limiter: SimulatedLimiter, concurrency: Int, roundTrip: TimeInterval, seconds: Int, others: Double = 0, paced: Bool = true
     ) -> PacedRun {
+        struct Request {
+            var number: Int
+            var arrivesAt: Date
+            var answer: PlunkAnswer?
+            var answeredAt: Date = .distantFuture
+        }
         var limiter = limiter
         var pacer = RequestPacer()
         var random = SplitMix64(seed: 42)
-        var inFlight: [(answerAt: Date, answer: PlunkAnswer, number: Int)] = []
+        func oneWay() -> TimeInterval { roundTrip / 2 + Double.random(in: 0..<(roundTrip / 8), using: &random) }
+        var inFlight: [Request] = []
         var run = PacedRun(deliveredPerSecond: [Int](repeating: 0, count: seconds))
         var now = start
         var blockedUntil = start
         var othersSent = 0.0
         let end = start.addingTimeInterval(TimeInterval(seconds))
+        func othersNext() -> Date { others > 0 ? start.addingTimeInterval(othersSent / others) : .distantFuture }
         while now < end {
-            // Other hosts' requests, evenly spread, up to now.
-            while others > 0, start.addingTimeInterval(othersSent / others) <= now {
-                _ = limiter.arrive(at: start.addingTimeInterval(othersSent / others))
-                othersSent += 1
-            }
             while now >= blockedUntil, inFlight.count < concurrency, !paced || pacer.allows(inFlight: inFlight.count, now: now) {
-                let arrival = now.addingTimeInterval(roundTrip / 2)
-                let (status, headers, retryAfter) = limiter.arrive(at: arrival)
-                let answer = PlunkAnswer.response(
-                    status: status, retryAfter: retryAfter.map { String(Int($0)) }, rateLimit: headers, body: Data())
-                let back = arrival.addingTimeInterval(roundTrip / 2 + Double.random(in: 0..<(roundTrip / 4), using: &random))
-                inFlight.append((back, answer, pacer.sent(now: now)))
+                inFlight.append(Request(number: pacer.sent(now: now), arrivesAt: now.addingTimeInterval(oneWay())))
             }
-            var next = inFlight.map(\.answerAt).min() ?? end
+            var next = min(end, othersNext())
+            for request in inFlight { next = min(next, request.answer == nil ? request.arrivesAt : request.answeredAt) }
             if now < blockedUntil { next = min(next, blockedUntil) }
             if paced, inFlight.count < concurrency, now >= blockedUntil { next = min(next, pacer.nextAllowed(inFlight: inFlight.count, now: now)) }
-            if others > 0 { next = min(next, max(now, start.addingTimeInterval(othersSent / others))) }
             now = max(now, next)
             guard now < end else { break }
-            while let index = inFlight.firstIndex(where: { $0.answerAt <= now }) {
-                let (_, answer, number) = inFlight.remove(at: index)
-                pacer.answered(answer, number: number, now: now)
+            // Arrivals at the limiter up to now, ours and other hosts', in time order.
+            while true {
+                let ours = inFlight.indices.filter { inFlight[$0].answer == nil && inFlight[$0].arrivesAt <= now }
+                    .min { inFlight[$0].arrivesAt < inFlight[$1].arrivesAt }
+                let theirs = othersNext()
+                if theirs <= now, ours == nil || theirs <= inFlight[ours!].arrivesAt {
+                    _ = limiter.arrive(at: theirs)
+                    othersSent += 1
+                } else if let ours {
+                    let (status, headers, retryAfter) = limiter.arrive(at: inFlight[ours].arrivesAt)
+                    inFlight[ours].answer = .response(
+                        status: status, retryAfter: retryAfter.map { String(Int($0)) }, rateLimit: headers, body: Data())
+                    inFlight[ours].answeredAt = inFlight[ours].arrivesAt.addingTimeInterval(oneWay())
+                } else {
+                    break
+                }
+            }
+            while let index = inFlight.firstIndex(where: { $0.answeredAt <= now }) {
+                let request = inFlight.remove(at: index)
+                guard let answer = request.answer else { continue }
+                pacer.answered(answer, number: request.number, now: now)
                 run.answers += 1
                 guard case .response(let status, let retryAfter, _, _) = answer else { continue }
                 if status == 429 {

@@ -4,11 +4,13 @@ import Foundation
 /// sender slows down before the bucket is empty instead of learning of it from 429s,
 /// each of which stops the whole destination for its `Retry-After`.
 ///
-/// Requests are numbered as they leave. The model starts from the answer to the latest
-/// request answered (by number, not by arrival: answers overtake each other, and an
-/// older request's `Remaining` is older news), adds what has refilled since, and takes
-/// away every request sent after it, answered or not. Requests leave while the model
-/// stays above a margin of a twentieth of the largest `Remaining` seen. The refill rate
+/// Requests are numbered as they leave. Each recent answer gives an estimate: what it
+/// said remained, plus what has refilled since, minus every request sent after it,
+/// answered or not. The model is the lowest of the estimates from the answers of the
+/// last second (at most `recentAnswers`): requests travel over many connections and
+/// reach Plunk in another order than they left, so the answer to the newest request may
+/// predate others' being counted, and only the lowest estimate is safe. Requests leave
+/// while the model stays above a margin of a twentieth of the largest `Remaining` seen. The refill rate
 /// is measured, not read: across recent answers, the rise in `Remaining` plus the
 /// requests Plunk counted in between, over the time it took. That is the rate this host
 /// gets, whatever other hosts on the same project take, and whatever `Limit` and `Reset`
@@ -37,7 +39,10 @@ struct PlunkBudget {
     private(set) var measuredRate: Double?
     /// `Limit / Reset`, the best guess before a measure.
     private var guessedRate: Double?
-    /// The answer the model starts from, and the `Reset` it carried.
+    /// The newest answers, by arrival, that the model takes the lowest estimate of.
+    private var recent: [Sample] = []
+    static let recentAnswers = 32
+    /// The last answer to arrive, and the `Reset` it carried.
     private var latest: (sample: Sample, reset: Double?)?
 
     /// A request leaves: its number, to hand back with its answer.
@@ -48,7 +53,10 @@ struct PlunkBudget {
 
     /// The answer to request `number` carried the headers.
     mutating func observe(_ headers: RateLimitHeaders, tookToken: Bool, number: Int, now: Date) {
-        if let latest, now < latest.sample.at { samples.removeAll() }  // the clock stepped back
+        if let latest, now < latest.sample.at {  // the clock stepped back
+            samples.removeAll()
+            recent.removeAll()
+        }
         let sample = Sample(number: number, at: now, remaining: headers.remaining, tookToken: tookToken)
         largestRemaining = max(largestRemaining, headers.remaining)
         samples.removeAll { now.timeIntervalSince($0.at) > Self.window }
@@ -59,9 +67,10 @@ struct PlunkBudget {
         if let limit = headers.limit, limit > 0 {
             guessedRate = Double(limit) / max(1, headers.reset ?? 1)
         }
-        if latest == nil || number > latest!.sample.number || now.timeIntervalSince(latest!.sample.at) >= Self.staleAfter {
-            latest = (sample, headers.reset)
-        }
+        if recent.count == Self.recentAnswers { recent.removeFirst() }
+        recent.append(sample)
+        recent.removeAll { now.timeIntervalSince($0.at) > 1 }
+        latest = (sample, headers.reset)
     }
 
     /// The refill rate over the newest run of answers that found the bucket well short of
@@ -85,13 +94,18 @@ struct PlunkBudget {
     var rate: Double { measuredRate ?? guessedRate ?? 1 }
 
     /// Tokens left below which requests wait.
-    var margin: Int { max(1, largestRemaining / 20) }
+    var margin: Int { max(2, largestRemaining / 20) }
 
     /// The tokens the model gives Plunk's bucket now, or nil when nothing recent is known.
     func available(now: Date) -> Double? {
         guard let latest, now >= latest.sample.at, now.timeIntervalSince(latest.sample.at) < Self.staleAfter else { return nil }
-        let refilled = Double(latest.sample.remaining) + rate * now.timeIntervalSince(latest.sample.at)
-        return min(Double(largestRemaining), refilled) - Double(sent - latest.sample.number)
+        let rate = rate
+        // Capped once, not per estimate: an answer that found the bucket nearly full must
+        // still see it refill behind the requests sent since.
+        let lowest = recent.map { sample in
+            Double(sample.remaining) + rate * now.timeIntervalSince(sample.at) - Double(sent - sample.number)
+        }.min()
+        return lowest.map { min(Double(largestRemaining), $0) }
     }
 
     func allows(inFlight: Int, now: Date) -> Bool {
