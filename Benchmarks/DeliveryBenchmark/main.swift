@@ -5,6 +5,8 @@
 //   - a stand-in for Plunk answering 200 after 20 ms, concurrency 16
 //   - nginx answering a static 200 (Debian's nginx-light; skipped when nginx is absent)
 //   - an instant stand-in, with a small and a large backlog: per-event cost and peak RSS
+//   - a stand-in rate-limited as v2 can be (100/s, burst 200, RateLimit-* headers), 64 in
+//     flight: the sustained rate and the share of requests answered 429
 // Options: --large N (default 1,000,000), --small N (default 10,000).
 import Foundation
 import GRDB
@@ -97,7 +99,7 @@ struct Drain {
 
 /// Starts plunkd on a prefilled backlog and waits until all of it is delivered, or for
 /// `window` seconds: a steady rate, without the tail of retries still waiting their backoff.
-func drain(backlog: Int, port: Int, concurrency: Int, window: Double? = nil) throws -> Drain {
+func drain(backlog: Int, port: Int, concurrency: Int, window: Double? = nil, extra: [String: String] = [:]) throws -> Drain {
     let directory = try DaemonProcess.makeScratchDirectory()
     defer { try? FileManager.default.removeItem(atPath: directory) }
     try fillBacklog(path: "\(directory)/outbox.sqlite", count: backlog)
@@ -107,7 +109,7 @@ func drain(backlog: Int, port: Int, concurrency: Int, window: Double? = nil) thr
             "PLUNK_BASE_URL": "http://127.0.0.1:\(port)/v1", "PLUNK_API_KEY": "pk_bench_key",
             "PLUNK_CONCURRENCY": String(concurrency), "PLUNKD_LOG_LEVEL": "warning",
             "PLUNKD_STORAGE_MAX_PENDING": String(max(5_000_000, backlog * 2)),
-        ])
+        ].merging(extra) { _, new in new })
     defer { daemon.cleanUp(removeDirectory: false) }
     try daemon.waitUntilServing(timeout: 300)
     let start = BenchmarkSupport.now()
@@ -146,6 +148,20 @@ let flakyWindow = try drain(backlog: 20_000, port: flaky.port, concurrency: 16, 
 show(
     "30 % answered 500 at once, 20 ms answers, 16, 8 s",
     String(format: "%7.0f events/s (%.0f%% of %.0f events/s healthy)", flakyWindow.rate, flakyWindow.rate / healthyWindow.rate * 100, healthyWindow.rate))
+
+// Pacing: 20 s of a backlog larger than the limiter lets through. The first 200 events
+// are the limiter's burst; the rate after them is what the limit allows.
+let limiter = RateLimitedPlunk(rate: 100, burst: 200)
+let limited = try await FakePlunk(keepsRequests: false) { _ in limiter.answer(delay: .milliseconds(20)) }
+let limitedDrain = try drain(backlog: 5_000, port: limited.port, concurrency: 64, window: 20)
+let sustained = limiter.acceptedAt.dropFirst(200)
+let sustainedRate = Double(sustained.count - 1) / max(0.001, sustained.last!.timeIntervalSince(sustained.first!))
+show(
+    "rate-limited stand-in (100/s, burst 200), 20 ms, 64, 20 s",
+    String(
+        format: "%7.1f events/s after the burst, %.2f%% of %d requests answered 429", sustainedRate,
+        Double(limiter.refused) / Double(max(1, limiter.accepted + limiter.refused)) * 100, limiter.accepted + limiter.refused))
+_ = limitedDrain
 
 let scratch = try DaemonProcess.makeScratchDirectory()
 defer { try? FileManager.default.removeItem(atPath: scratch) }
