@@ -9,14 +9,17 @@ import Testing
 /// from 1 s). Issue 14's target: at most 25 requests in 4 s with 300 events pending.
 @Suite("outage budget", .timeLimit(.minutes(2)))
 struct OutageBudgetTests {
-    @Test("300 pending, every answer a 503 after 20 ms: at most 25 requests in the first 4 s", arguments: [UInt64(1), 2, 3, 4, 5, 6, 7, 8])
-    func totalOutage(seed: UInt64) {
+    @Test(
+        "300 pending, every answer a 503 after 20 ms: at most 25 requests in the first 4 s, with 8 fixed or auto up to 64",
+        arguments: [UInt64(1), 2, 3, 4, 5, 6, 7, 8], [false, true])
+    func totalOutage(seed: UInt64, auto: Bool) {
         let random = Mutex(SplitMix64(seed: seed))
         let defaults = DaemonConfiguration.defaults(uid: 1000, environment: [:])
         var drive = DeliveryMachineTests.Drive(
-            concurrency: 8, retry: RetryPolicy(initialBackoff: defaults.initialBackoff, maxBackoff: defaults.maxBackoff, maxAge: defaults.maxAge),
+            concurrency: auto ? defaults.maxConcurrency : 8,
+            retry: RetryPolicy(initialBackoff: defaults.initialBackoff, maxBackoff: defaults.maxBackoff, maxAge: defaults.maxAge),
             failingAfter: Sender.Settings(apiKey: nil, concurrency: 8, retry: RetryPolicy(initialBackoff: 1, maxBackoff: 1, maxAge: 1)).failingAfter,
-            unitRandom: { random.withLock { Double.random(in: 0..<1, using: &$0) } })
+            unitRandom: { random.withLock { Double.random(in: 0..<1, using: &$0) } }, adaptsConcurrency: auto)
         var available = (0..<300).map { _ in drive.event() }
         let end = drive.now.addingTimeInterval(4)
         drive.wake(available: &available)
@@ -37,7 +40,7 @@ struct OutageBudgetTests {
             }
         }
         let sent = drive.sent.count
-        #expect(sent <= 25, "\(sent) requests in 4 s of total outage (seed \(seed))")
+        #expect(sent <= 25, "\(sent) requests in 4 s of total outage (seed \(seed), auto \(auto))")
         #expect(
             drive.machine.timerDeadline != nil || !drive.machine.inFlight.isEmpty,
             "no probe out and no timer: nothing would look again after the outage (seed \(seed))")
