@@ -5,6 +5,8 @@
 //   - a stand-in for Plunk answering 200 after 20 ms, concurrency 16
 //   - nginx answering a static 200 (Debian's nginx-light; skipped when nginx is absent)
 //   - an instant stand-in, with a small and a large backlog: per-event cost and peak RSS
+//   - a far-away Plunk (150 ms) that serves 32 requests at a time, with auto and with a
+//     fixed 8: the rate against its capacity, and the time to reach 90 % of it
 //   - a stand-in rate-limited as v2 can be (100/s, burst 200, RateLimit-* headers), 64 in
 //     flight: the sustained rate and the share of requests answered 429
 // Options: --large N (default 1,000,000), --small N (default 10,000).
@@ -15,6 +17,7 @@ import NIOHTTP1
 import NIOPosix
 import PlunkdCore
 import PlunkdTestSupport
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -148,6 +151,33 @@ let flakyWindow = try drain(backlog: 20_000, port: flaky.port, concurrency: 16, 
 show(
     "30 % answered 500 at once, 20 ms answers, 16, 8 s",
     String(format: "%7.0f events/s (%.0f%% of %.0f events/s healthy)", flakyWindow.rate, flakyWindow.rate / healthyWindow.rate * 100, healthyWindow.rate))
+
+// Adaptive concurrency against a far-away Plunk with a capacity: 150 ms per request, 32
+// served at a time (a request arriving with more in flight waits a service time more per
+// 32 ahead of it), so 213 events/s at most.
+let farAnswers = Mutex<[Date]>([])
+let far = try await FakePlunk(keepsRequests: false) { request in
+    let queued = (request.inFlightAtArrival - 1) / 32
+    let delay = TimeAmount.milliseconds(150 * Int64(queued + 1))
+    farAnswers.withLock { $0.append(Date().addingTimeInterval(Double(delay.nanoseconds) / 1e9)) }
+    return .answer(status: 200, body: #"{"success":true}"#, delay: delay)
+}
+let farCapacity = 32 / 0.150
+for (label, concurrency) in [("auto", "auto"), ("fixed 8", "8")] {
+    farAnswers.withLock { $0.removeAll() }
+    _ = try drain(backlog: 20_000, port: far.port, concurrency: 0, window: 15, extra: ["PLUNK_CONCURRENCY": concurrency])
+    let answers = farAnswers.withLock { $0 }.sorted()
+    guard let first = answers.first else { continue }
+    var perSecond = [Int](repeating: 0, count: 16)
+    for at in answers { perSecond[min(15, Int(at.timeIntervalSince(first)))] += 1 }
+    let reached = perSecond.firstIndex { Double($0) >= 0.9 * farCapacity }
+    let steady = Double(perSecond[5..<14].reduce(0, +)) / 9
+    show(
+        "150 ms, 32 at a time (\(Int(farCapacity))/s), \(label)",
+        String(
+            format: "%7.0f events/s from 5 s on (%.0f%% of capacity), 90%% reached %@", steady, steady / farCapacity * 100,
+            reached.map { "in second \($0 + 1)" } ?? "never"))
+}
 
 // Pacing: 20 s of a backlog larger than the limiter lets through. The first 200 events
 // are the limiter's burst; the rate after them is what the limit allows.

@@ -13,7 +13,9 @@ import PlunkdTestSupport
 // concurrency, no request rate beyond what concurrency allows, and no retry storm in a
 // total outage at the end of the run (probes one at a time, spaced by backoff).
 //
-//   swift build -c release && .build/release/plunkd-soak [--seconds 120] [--kills 6] [--rate 400] [--outage 5]
+//   swift build -c release && .build/release/plunkd-soak [--seconds 120] [--kills 6] [--rate 400] [--outage 5] [--auto 16]
+//
+// (--auto N runs the daemon with plunk.concurrency: auto up to N, every bound taken at N.)
 //
 // With --power-cut 1 (as root, with /dev/fuse and python3-fusepy) the store lives on
 // Tests/PowerCut/cutfs.py, and each kill is a power cut: everything not yet fsynced is
@@ -39,7 +41,9 @@ let rate = BenchmarkSupport.option("--rate", 400)
 let outageSeconds = max(BenchmarkSupport.option("--outage", 5), 1)
 let failurePercent = BenchmarkSupport.option("--failures", 30)
 let powerCuts = BenchmarkSupport.option("--power-cut", 0) != 0
-let concurrency = 8
+/// --auto N: `plunk.concurrency: auto` up to N, and the bounds below taken at N.
+let autoMaximum = max(BenchmarkSupport.option("--auto", 0), 0)
+let concurrency = autoMaximum > 0 ? autoMaximum : 8
 /// The drain ends when every acknowledged event arrived, or when none arrived for this
 /// long: a backlog left by a long run drains for as long as it keeps moving.
 let drainStall = 60.0
@@ -49,7 +53,8 @@ print("plunkd crash-loop soak: \(seconds) s, \(kills) \(what), \(rate) events/s 
 let fake = try await FlakyPlunk(failureShare: Double(failurePercent) / 100)
 let directory = try DaemonProcess.makeScratchDirectory()
 var environment = [
-    "PLUNK_BASE_URL": fake.baseURL, "PLUNK_API_KEY": "pk_soak_key", "PLUNK_CONCURRENCY": "\(concurrency)",
+    "PLUNK_BASE_URL": fake.baseURL, "PLUNK_API_KEY": "pk_soak_key", "PLUNK_CONCURRENCY": autoMaximum > 0 ? "auto" : "\(concurrency)",
+    "PLUNK_MAX_CONCURRENCY": "\(concurrency)",
     "PLUNK_REQUEST_TIMEOUT": "0.5", "PLUNKD_RETRY_INITIAL_BACKOFF": "0.05", "PLUNKD_RETRY_MAX_BACKOFF": "1",
     "PLUNKD_SHUTDOWN_GRACE": "1", "PLUNKD_LOG_LEVEL": "warning",
 ]
