@@ -152,21 +152,26 @@ show(
     "30 % answered 500 at once, 20 ms answers, 16, 8 s",
     String(format: "%7.0f events/s (%.0f%% of %.0f events/s healthy)", flakyWindow.rate, flakyWindow.rate / healthyWindow.rate * 100, healthyWindow.rate))
 
-// Adaptive concurrency against a far-away Plunk with a capacity: 150 ms per request, 32
-// served at a time (a request arriving with more in flight waits a service time more per
-// 32 ahead of it), so 213 events/s at most.
-let farAnswers = Mutex<[Date]>([])
-let far = try await FakePlunk(keepsRequests: false) { request in
-    let queued = (request.inFlightAtArrival - 1) / 32
-    let delay = TimeAmount.milliseconds(150 * Int64(queued + 1))
-    farAnswers.withLock { $0.append(Date().addingTimeInterval(Double(delay.nanoseconds) / 1e9)) }
-    return .answer(status: 200, body: #"{"success":true}"#, delay: delay)
+// Adaptive concurrency against a far-away Plunk with a capacity: 32 workers taking
+// 150 ms per request, first come first served; a request arriving while all are busy
+// waits in line. So 213 events/s at most, and a round trip grows with the queue.
+let farWorkers = Mutex<(free: [Date], answers: [Date])>(([Date](repeating: .distantPast, count: 32), []))
+let far = try await FakePlunk(keepsRequests: false) { _ in
+    let now = Date()
+    let done = farWorkers.withLock { state in
+        let worker = state.free.indices.min { state.free[$0] < state.free[$1] }!
+        let done = max(now, state.free[worker]).addingTimeInterval(0.150)
+        state.free[worker] = done
+        state.answers.append(done)
+        return done
+    }
+    return .answer(status: 200, body: #"{"success":true}"#, delay: .nanoseconds(Int64(done.timeIntervalSince(now) * 1e9)))
 }
 let farCapacity = 32 / 0.150
 for (label, concurrency) in [("auto", "auto"), ("fixed 8", "8")] {
-    farAnswers.withLock { $0.removeAll() }
+    farWorkers.withLock { $0 = ([Date](repeating: .distantPast, count: 32), []) }
     _ = try drain(backlog: 20_000, port: far.port, concurrency: 0, window: 15, extra: ["PLUNK_CONCURRENCY": concurrency])
-    let answers = farAnswers.withLock { $0 }.sorted()
+    let answers = farWorkers.withLock { $0.answers }.sorted()
     guard let first = answers.first else { continue }
     var perSecond = [Int](repeating: 0, count: 16)
     for at in answers { perSecond[min(15, Int(at.timeIntervalSince(first)))] += 1 }
