@@ -158,10 +158,10 @@ struct AdaptiveConcurrencyTests {
         #expect(run.final.limit == 64)
     }
 
-    @Test("the daemon with PLUNK_CONCURRENCY=auto starts at 2 in flight at most; the shipped default is a fixed 8")
+    @Test("the daemon by default (auto) starts at 2 in flight at most; PLUNK_CONCURRENCY=8 pins 8")
     func daemonWiresAuto() async throws {
         let fake = try await FakePlunk()
-        for (value, expected) in [("auto", 2), (nil, 8)] as [(String?, Int)] {
+        for (value, expected) in [(nil, 2), ("auto", 2), ("8", 8)] as [(String?, Int)] {
             let directory = try DaemonProcess.makeScratchDirectory()
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let extra = value.map { ["PLUNK_CONCURRENCY": $0] } ?? [:]

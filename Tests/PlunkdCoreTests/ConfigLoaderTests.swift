@@ -50,7 +50,8 @@ struct ConfigLoaderTests {
         #expect(config.socketPath == "/run/plunkd/plunkd.sock")
         #expect(config.storagePath == "/var/lib/plunkd/outbox.sqlite")
         #expect(config.plunkBaseURL.absoluteString == "https://api.useplunk.com/v1")
-        #expect(config.concurrency == 8)
+        #expect(config.concurrency == nil, "auto")
+        #expect(config.requestSlotsCeiling == 64)
         #expect(config.socketMode == 0o660)
         #expect(config.apiKey == nil)
     }

@@ -78,7 +78,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         return DaemonConfiguration(
             plunkBaseURL: URL(string: "https://api.useplunk.com/v1")!,
             apiKey: nil,
-            concurrency: 8,
+            concurrency: nil,
             maxConcurrency: 64,
             maxRate: nil,
             maxRateBurst: nil,

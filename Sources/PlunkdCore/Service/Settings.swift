@@ -19,7 +19,7 @@ public enum Settings {
             "plunk.api_key_file", \DaemonConfiguration.apiKey, default: "none", reloads: true,
             "A file holding the key, read when plunk.api_key is unset; then the credential plunk-api-key in $CREDENTIALS_DIRECTORY."),
         .value(
-            "plunk.concurrency", \DaemonConfiguration.concurrency, default: "8",
+            "plunk.concurrency", \DaemonConfiguration.concurrency, default: "auto",
             "Requests to Plunk in flight at once: auto (learned from Plunk's answers, up to plunk.max_concurrency) or a fixed number (1 to 1024).",
             parse: { v throws(ConfigurationError) in
                 v.text.trimmingCharacters(in: .whitespaces).lowercased() == "auto" ? nil : try v.integer(in: 1...1024, orWord: "auto")
