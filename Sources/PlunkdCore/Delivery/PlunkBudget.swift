@@ -10,11 +10,11 @@ import Foundation
 /// last second (at most `recentAnswers`): requests travel over many connections and
 /// reach Plunk in another order than they left, so the answer to the newest request may
 /// predate others' being counted, and only the lowest estimate is safe. Requests leave
-/// while the model stays above a margin of a twentieth of the largest `Remaining` seen. The refill rate
-/// is measured, not read: across recent answers, the rise in `Remaining` plus the
-/// requests Plunk counted in between, over the time it took. That is the rate this host
-/// gets, whatever other hosts on the same project take, and whatever `Limit` and `Reset`
-/// mean to the limiter.
+/// while the model stays above a margin of a twentieth of the largest `Remaining` seen.
+/// The refill rate is measured, not read: across recent answers, the rise in `Remaining`
+/// plus the requests Plunk counted in between, over the time it took. That is the rate
+/// this host gets, whatever other hosts on the same project take, and whatever `Limit`
+/// and `Reset` mean to the limiter.
 struct PlunkBudget {
     private struct Sample {
         var number: Int
