@@ -32,6 +32,8 @@ struct PacingProcessTests {
         let status = try TLSDeliveryTests.statusJSON(daemon)
         #expect(status.json["rate_limit_remaining"] is Int, "\(status.text)")
         #expect((status.json["rate_limit_refill_per_second"] as? Double).map { $0 > 20 && $0 < 60 } == true, "\(status.text)")
+        let text = try DaemonProcess.command(["status", "--socket", daemon.socketPath]).stdout
+        #expect(text.contains("Pacing:") && text.contains("Plunk's rate limit has"), "\(text)")
         let delivered = await Poll.until(timeout: 90, every: .milliseconds(100)) { limiter.accepted >= 300 }
         #expect(delivered, "accepted \(limiter.accepted), refused \(limiter.refused)")
         #expect(Double(limiter.refused) <= 0.01 * Double(limiter.accepted + limiter.refused), "accepted \(limiter.accepted), refused \(limiter.refused)")
@@ -55,6 +57,8 @@ struct PacingProcessTests {
         }
         let status = try TLSDeliveryTests.statusJSON(daemon)
         #expect(status.json["max_rate"] as? Double == 20, "\(status.text)")
+        let text = try DaemonProcess.command(["status", "--socket", daemon.socketPath]).stdout
+        #expect(text.contains("Pacing:") && text.contains("plunk.max_rate 20/s"), "\(text)")
         await fake.stop()
     }
 }
