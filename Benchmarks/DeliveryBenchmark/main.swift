@@ -188,7 +188,7 @@ for (label, concurrency) in [("auto", "auto"), ("fixed 8", "8")] {
 // are the limiter's burst; the rate after them is what the limit allows.
 let limiter = RateLimitedPlunk(rate: 100, burst: 200)
 let limited = try await FakePlunk(keepsRequests: false) { _ in limiter.answer(delay: .milliseconds(20)) }
-let limitedDrain = try drain(backlog: 5_000, port: limited.port, concurrency: 64, window: 20)
+_ = try drain(backlog: 5_000, port: limited.port, concurrency: 64, window: 20)
 let sustained = limiter.acceptedAt.dropFirst(200)
 let sustainedRate = Double(sustained.count - 1) / max(0.001, sustained.last!.timeIntervalSince(sustained.first!))
 show(
@@ -196,7 +196,6 @@ show(
     String(
         format: "%7.1f events/s after the burst, %.2f%% of %d requests answered 429", sustainedRate,
         Double(limiter.refused) / Double(max(1, limiter.accepted + limiter.refused)) * 100, limiter.accepted + limiter.refused))
-_ = limitedDrain
 
 let scratch = try DaemonProcess.makeScratchDirectory()
 defer { try? FileManager.default.removeItem(atPath: scratch) }

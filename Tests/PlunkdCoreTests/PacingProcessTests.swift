@@ -34,6 +34,11 @@ struct PacingProcessTests {
         #expect((status.json["rate_limit_refill_per_second"] as? Double).map { $0 > 20 && $0 < 60 } == true, "\(status.text)")
         let text = try DaemonProcess.command(["status", "--socket", daemon.socketPath]).stdout
         #expect(text.contains("Pacing:") && text.contains("Plunk's rate limit has"), "\(text)")
+        let scrape = try BlockingUnixSocket(path: daemon.socketPath)
+        try scrape.write("GET /metrics HTTP/1.1\r\nHost: plunkd\r\n\r\n")
+        let metrics = try #require(try scrape.readHTTPResponse())
+        let gauge = metrics.body.split(separator: "\n").first { $0.hasPrefix("plunkd_rate_limit_remaining ") }
+        #expect(gauge.flatMap { Double($0.split(separator: " ").last ?? "") }.map { $0 >= 0 } == true, "\(gauge ?? "no gauge")")
         let delivered = await Poll.until(timeout: 90, every: .milliseconds(100)) { limiter.accepted >= 300 }
         #expect(delivered, "accepted \(limiter.accepted), refused \(limiter.refused)")
         #expect(Double(limiter.refused) <= 0.01 * Double(limiter.accepted + limiter.refused), "accepted \(limiter.accepted), refused \(limiter.refused)")

@@ -111,15 +111,15 @@ struct DeliveryMachine {
     }
 
     func snapshot(now: Date) -> SenderSnapshot {
-        SenderSnapshot(
+        let remaining = pacer.plunk.lastRemaining(now: now)
+        return SenderSnapshot(
             state: state(now: now), inFlight: inFlight.count, pausedUntil: gate.hold.pausedUntil,
             heldSince: gate.hold.refusedKeyFingerprint != nil ? gate.hold.heldSince : nil, blockedUntil: gate.blockedUntil,
             consecutiveFailures: gate.consecutiveFailures, lastSuccess: lastSuccess, lastError: lastError,
             lastErrorStatus: lastErrorStatus, lastErrorAt: lastErrorAt,
             deliveredLastHour: recentDeliveries.lastHour(now: now), storageFailing: storageFailing,
             concurrencyLimit: concurrencyLimit, maxRate: pacer.configured?.rate,
-            rateLimitRemaining: pacer.plunk.lastRemaining(now: now),
-            rateLimitRefill: pacer.plunk.lastRemaining(now: now) != nil ? pacer.plunk.measuredRate : nil)
+            rateLimitRemaining: remaining, rateLimitRefill: remaining != nil ? pacer.plunk.measuredRate : nil)
     }
 
     // MARK: Turns

@@ -21,13 +21,14 @@ public struct RateLimitHeaders: Sendable, Equatable {
     /// Reads the headers by name (`value(name)` looks one up, any case); nil without a
     /// readable `Remaining`.
     public static func read(_ value: (String) -> String?) -> RateLimitHeaders? {
-        func field(_ name: String) -> String? {
-            (value("RateLimit-\(name)") ?? value("X-RateLimit-\(name)"))?.trimmingCharacters(in: .whitespaces)
+        // Literal names: this runs on every answer, most of which carry none of the headers.
+        func field(_ name: String, _ older: String) -> String? {
+            (value(name) ?? value(older))?.trimmingCharacters(in: .whitespaces)
         }
-        guard let remaining = field("Remaining").flatMap(Self.count) else { return nil }
+        guard let remaining = field("RateLimit-Remaining", "X-RateLimit-Remaining").flatMap(Self.count) else { return nil }
         // A delta in seconds; a larger number is an epoch time (GitHub's style), not read.
-        let reset = field("Reset").flatMap(Double.init).flatMap { $0.isFinite && $0 >= 0 && $0 < 86_400 ? $0 : nil }
-        return RateLimitHeaders(remaining: remaining, limit: field("Limit").flatMap(Self.count), reset: reset)
+        let reset = field("RateLimit-Reset", "X-RateLimit-Reset").flatMap(Double.init).flatMap { $0.isFinite && $0 >= 0 && $0 < 86_400 ? $0 : nil }
+        return RateLimitHeaders(remaining: remaining, limit: field("RateLimit-Limit", "X-RateLimit-Limit").flatMap(Self.count), reset: reset)
     }
 
     /// A count, or the first number of a list (`100, 100;w=1`); nil for anything else.

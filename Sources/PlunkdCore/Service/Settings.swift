@@ -34,7 +34,7 @@ public enum Settings {
             parse: { v throws(ConfigurationError) in try v.number(in: 0.01...100_000, orWord: "off") }),
         .value(
             "plunk.max_rate_burst", \DaemonConfiguration.maxRateBurst, default: "one second of plunk.max_rate",
-            "Requests that may leave at once under plunk.max_rate after a quiet spell (1 to 100000).",
+            "Requests that may leave at once under plunk.max_rate after a quiet spell (1 to 100000; auto: one second's worth).",
             parse: { v throws(ConfigurationError) in try v.number(in: 1...100_000, orWord: "auto") }),
         .value(
             "plunk.request_timeout", \DaemonConfiguration.requestTimeout, default: "10s",
