@@ -2,6 +2,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 import NIOPosix
 import NIOSSL
 
@@ -18,6 +19,8 @@ public final class FakePlunk: Sendable {
         public let at: Date
         /// Requests in flight when this one arrived, itself included.
         public let inFlightAtArrival: Int
+        /// `HTTP/1.1`, or `HTTP/2.0` for a stream of an HTTP/2 connection.
+        public let httpVersion: String
 
         public var idempotencyKey: String? { headers["idempotency-key"] }
         public var eventName: String? {
@@ -55,26 +58,43 @@ public final class FakePlunk: Sendable {
 
     /// - Parameters:
     ///   - tls: serve HTTPS with this configuration (a certificate and its key).
+    ///   - offersHTTP2: with `tls`, offer `h2` before `http/1.1` in ALPN, as Plunk's
+    ///     load balancers do, and serve each HTTP/2 stream as one request.
     ///   - keepsRequests: keep every request for `requests`; off for long runs, where only
     ///     the responder's own counts matter.
     public init(
-        port: Int = 0, tls: TLSConfiguration? = nil, keepsRequests: Bool = true,
+        port: Int = 0, tls: TLSConfiguration? = nil, offersHTTP2: Bool = false, keepsRequests: Bool = true,
         responder: @escaping Responder = { _ in FakePlunk.legacySuccess() }
     ) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let state = NIOLockedValueBox(FakePlunkState(responder: responder))
-        let sslContext = try tls.map { try NIOSSLContext(configuration: $0) }
+        let sslContext = try tls.map { tls in
+            var tls = tls
+            tls.applicationProtocols = offersHTTP2 ? ["h2", "http/1.1"] : []
+            return try NIOSSLContext(configuration: tls)
+        }
         channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 256)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                state.withLockedValue { $0.connections += 1 }
+                let handler: NIOChannelInitializer = { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(FakePlunkHandler(state: state, keepsRequests: keepsRequests))
+                    }
+                }
+                do {
                     if let sslContext {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
                     }
+                    if offersHTTP2 && sslContext != nil {
+                        return channel.configureCommonHTTPServerPipeline(handler)
+                    }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(FakePlunkHandler(state: state, keepsRequests: keepsRequests))
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
                 }
+                return handler(channel)
             }
             .bind(host: "127.0.0.1", port: port).get()
         self.group = group
@@ -89,6 +109,8 @@ public final class FakePlunk: Sendable {
 
     public var requests: [Request] { state.withLockedValue { $0.requests } }
     public var maxInFlight: Int { state.withLockedValue { $0.maxInFlight } }
+    /// Connections accepted so far.
+    public var connectionCount: Int { state.withLockedValue { $0.connections } }
     /// Requests seen, whether kept or not.
     public var requestCount: Int { state.withLockedValue { $0.seen } }
 
@@ -146,6 +168,7 @@ public final class FakePlunk: Sendable {
 struct FakePlunkState {
     var requests: [FakePlunk.Request] = []
     var seen = 0
+    var connections = 0
     var inFlight = 0
     var maxInFlight = 0
     var responder: FakePlunk.Responder
@@ -183,7 +206,7 @@ private final class FakePlunkHandler: ChannelInboundHandler, @unchecked Sendable
                 state.inFlight += 1
                 let request = FakePlunk.Request(
                     index: state.seen, path: head.uri, headers: headers, body: body, at: Date(),
-                    inFlightAtArrival: state.inFlight)
+                    inFlightAtArrival: state.inFlight, httpVersion: "\(head.version)")
                 state.seen += 1
                 if keepsRequests { state.requests.append(request) }
                 state.maxInFlight = max(state.maxInFlight, state.inFlight)

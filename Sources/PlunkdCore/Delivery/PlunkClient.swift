@@ -11,6 +11,16 @@ public protocol PlunkTransport: Sendable {
     func shutdown() async
 }
 
+/// Which HTTP `PlunkClient` speaks (`plunk.http_version`).
+public enum PlunkHTTPVersion: String, Sendable, Equatable {
+    /// HTTP/2 where TLS's ALPN offers it: every request in flight shares one connection
+    /// (one handshake, one slow start) instead of one connection each; HTTP/1.1 otherwise,
+    /// and always over plain http://.
+    case auto
+    /// HTTP/1.1 only: the way out for a proxy or load balancer that mishandles HTTP/2.
+    case http1
+}
+
 /// `POST {base_url}/track` over AsyncHTTPClient, with a pooled keep-alive connection per
 /// request in flight, no redirects followed (a redirect means a wrong `base_url`, which
 /// the operator should see rather than have silently followed), and a per-request deadline.
@@ -35,14 +45,14 @@ public final class PlunkClient: PlunkTransport {
 
     public init(
         baseURL: URL, concurrency: Int, requestTimeout: Double, eventLoopGroup: any EventLoopGroup,
-        extraTrustRoots: [NIOSSLCertificate]? = nil, proxy: ProxyEndpoint? = nil
+        extraTrustRoots: [NIOSSLCertificate]? = nil, proxy: ProxyEndpoint? = nil, httpVersion: PlunkHTTPVersion = .auto
     ) {
         let timeout = TimeAmount.nanoseconds(Int64(requestTimeout * 1e9))
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
             timeout: .init(connect: min(timeout, .seconds(10))),
             connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: concurrency))
-        configuration.httpVersion = .http1Only
+        configuration.httpVersion = httpVersion == .http1 ? .http1Only : .automatic
         configuration.connectionPool.retryConnectionEstablishment = false
         if let proxy {
             let authorization = proxy.username.map { HTTPClient.Authorization.basic(username: $0, password: proxy.password ?? "") }

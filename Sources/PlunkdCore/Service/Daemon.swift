@@ -39,7 +39,7 @@ public enum Daemon {
         let client = PlunkClient(
             baseURL: config.plunkBaseURL, concurrency: config.requestSlotsCeiling,
             requestTimeout: config.requestTimeout, eventLoopGroup: group,
-            extraTrustRoots: extraRoots, proxy: config.proxy)
+            extraTrustRoots: extraRoots, proxy: config.proxy, httpVersion: config.httpVersion)
         if let proxy = config.proxy {
             logger.info("reaching Plunk through a proxy", metadata: ["proxy": "\(proxy)", "from": "\(config.proxySource ?? "?")"])
         }

@@ -35,6 +35,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Requests that may leave at once under `maxRate`; nil for one second's worth.
     public var maxRateBurst: Double?
     public var requestTimeout: Double
+    /// `plunk.http_version`: HTTP/2 when Plunk offers it over TLS, or HTTP/1.1 only.
+    public var httpVersion: PlunkHTTPVersion = .auto
     /// A PEM bundle of roots trusted for Plunk besides the system's (`plunk.ca_file`).
     public var caFile: String?
     /// The HTTP proxy to Plunk, from `plunk.proxy` or the environment's `HTTPS_PROXY`.

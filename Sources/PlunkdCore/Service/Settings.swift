@@ -41,6 +41,10 @@ public enum Settings {
             "Time allowed for one request to Plunk; also bounds connecting.",
             parse: { v throws(ConfigurationError) in try v.duration(min: 0.001, max: 3600) }),
         .value(
+            "plunk.http_version", \DaemonConfiguration.httpVersion, default: "auto",
+            "auto: HTTP/2 when Plunk offers it over TLS (ALPN), many requests over one connection; else HTTP/1.1, one connection per request in flight. http1: HTTP/1.1 only, for a proxy or load balancer that mishandles HTTP/2.",
+            parse: { v throws(ConfigurationError) in PlunkHTTPVersion(rawValue: try v.oneOf(["auto", "http1"]))! }),
+        .value(
             "plunk.ca_file", \DaemonConfiguration.caFile, default: "none", reloads: true,
             "A PEM bundle of roots trusted for Plunk in addition to the system's, for a Plunk behind a private CA.",
             parse: { v throws(ConfigurationError) in
