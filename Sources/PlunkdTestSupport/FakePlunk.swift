@@ -58,8 +58,8 @@ public final class FakePlunk: Sendable {
 
     /// - Parameters:
     ///   - tls: serve HTTPS with this configuration (a certificate and its key).
-    ///   - offersHTTP2: with `tls`, offer `h2` before `http/1.1` in ALPN, as Plunk's
-    ///     load balancers do, and serve each HTTP/2 stream as one request.
+    ///   - offersHTTP2: with `tls`, offer `h2` before `http/1.1` in ALPN, as most HTTPS
+    ///     front ends do, and serve each HTTP/2 stream as one request.
     ///   - keepsRequests: keep every request for `requests`; off for long runs, where only
     ///     the responder's own counts matter.
     public init(

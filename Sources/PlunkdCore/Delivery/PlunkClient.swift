@@ -21,9 +21,10 @@ public enum PlunkHTTPVersion: String, Sendable, Equatable {
     case http1
 }
 
-/// `POST {base_url}/track` over AsyncHTTPClient, with a pooled keep-alive connection per
-/// request in flight, no redirects followed (a redirect means a wrong `base_url`, which
-/// the operator should see rather than have silently followed), and a per-request deadline.
+/// `POST {base_url}/track` over AsyncHTTPClient: the requests in flight as streams of one
+/// HTTP/2 connection where Plunk offers h2, else a pooled keep-alive connection each; no
+/// redirects followed (a redirect means a wrong `base_url`, which the operator should see
+/// rather than have silently followed), and a per-request deadline.
 ///
 /// A connection that cannot be made (refused, DNS, a TLS handshake the certificate
 /// fails) fails its request at once instead of being retried inside the client until the
