@@ -109,14 +109,14 @@ struct SettingsTests {
         #expect(Settings.needingRestart(from: proxied, to: repassworded) == ["plunk.proxy"])
         #expect(
             Settings.all.filter(\.reloads).map(\.key).sorted() == [
-                "plunk.api_key", "plunk.api_key_file", "plunk.ca_file", "retry.initial_backoff", "retry.max_age",
+                "ingest.tokens", "ingest.tokens_file", "plunk.api_key", "plunk.api_key_file", "plunk.ca_file", "retry.initial_backoff", "retry.max_age",
                 "retry.max_backoff", "socket.admin_uids", "socket.allowed_gids", "socket.allowed_uids",
             ])
     }
 
     @Test("the list keys and the secret keys are what the loader treats as such")
     func kinds() {
-        #expect(Settings.listKeys == ["socket.allowed_uids", "socket.allowed_gids", "socket.admin_uids"])
-        #expect(Set(Settings.all.filter(\.isSecret).map(\.key)) == ["plunk.api_key", "plunk.proxy"])
+        #expect(Settings.listKeys == ["socket.allowed_uids", "socket.allowed_gids", "socket.admin_uids", "ingest.tokens"])
+        #expect(Set(Settings.all.filter(\.isSecret).map(\.key)) == ["plunk.api_key", "plunk.proxy", "ingest.tokens"])
     }
 }

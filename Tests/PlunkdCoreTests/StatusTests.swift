@@ -150,7 +150,7 @@ struct StatusTests {
         for key in [
             "state", "reason", "severity", "running", "pending", "in_flight", "oldest_pending_age_seconds",
             "delivered_total", "delivered_last_hour", "parked", "paused_until", "held_since", "last_error",
-            "last_success", "storage_error", "socket", "database", "version", "uptime_seconds", "hint", "checked_at",
+            "last_success", "storage_error", "socket", "listen", "database", "version", "uptime_seconds", "hint", "checked_at",
         ] {
             #expect(object.keys.contains(key), "missing \(key)")
         }

@@ -7,8 +7,11 @@ public struct StatusContext: Sendable {
     /// Pending events older than this make the status a warning (`status.warn_oldest_age`).
     public var warnOldestAge: TimeInterval
     public var startedAt: Date?
+    /// `ingest.listen`, when the HTTP routes are also served over TCP.
+    public var listen: String?
 
-    public init(socketPath: String, databasePath: String, warnOldestAge: TimeInterval, startedAt: Date? = nil) {
+    public init(socketPath: String, databasePath: String, warnOldestAge: TimeInterval, startedAt: Date? = nil, listen: String? = nil) {
+        self.listen = listen
         self.socketPath = socketPath
         self.databasePath = databasePath
         self.warnOldestAge = warnOldestAge
@@ -99,11 +102,13 @@ public enum StatusAssessment {
     }
 
     private static func base(context: StatusContext, now: Date, running: Bool) -> StatusReport {
-        StatusReport(
+        var report = StatusReport(
             state: .unknown, reason: "", severity: .unknown, running: running,
             parked: Dictionary(uniqueKeysWithValues: ParkReason.allCases.map { ($0.rawValue, 0) }),
             socket: context.socketPath, database: .init(path: context.databasePath, sizeBytes: nil),
             version: PlunkdVersion.string, checkedAt: now)
+        report.listen = context.listen
+        return report
     }
 
     private static func fill(_ report: inout StatusReport, from status: StoredStatus, now: Date) {

@@ -68,6 +68,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var lastError: LastError?
     public var storageError: String?
     public var socket: String
+    /// The TCP listener's address (`ingest.listen`), nil when it is off.
+    public var listen: String? = nil
     public var database: Database
     public var version: String
     public var uptimeSeconds: Double?
@@ -95,7 +97,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case lastSuccess = "last_success"
         case lastError = "last_error"
         case storageError = "storage_error"
-        case socket, database, version
+        case socket, listen, database, version
         case uptimeSeconds = "uptime_seconds"
         case hint
         case checkedAt = "checked_at"
@@ -128,6 +130,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(lastError, forKey: .lastError)
         try c.encode(storageError, forKey: .storageError)
         try c.encode(socket, forKey: .socket)
+        try c.encode(listen, forKey: .listen)
         try c.encode(database, forKey: .database)
         try c.encode(version, forKey: .version)
         try c.encode(uptimeSeconds, forKey: .uptimeSeconds)

@@ -46,6 +46,7 @@ public enum StatusText {
         }
         if let storage = report.storageError { row("Storage:", oneLine(storage, limit: 300)) }
         row("Socket:", report.socket)
+        if let listen = report.listen { row("TCP:", "\(listen) (HTTP routes only, bearer token required)") }
         row("Database:", report.database.path + (report.database.sizeBytes.map { " (\(bytes($0)))" } ?? ""))
         row("Version:", report.version + (report.uptimeSeconds.map { ", up \(span($0))" } ?? ""))
         if let hint = report.hint { row("Help:", hint) }

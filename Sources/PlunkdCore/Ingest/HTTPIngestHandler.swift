@@ -19,11 +19,14 @@ final class HTTPIngestHandler: ChannelInboundHandler {
     private let committer: GroupCommitter
     private let validator: EventValidator
     private let control: (any ControlResponder)?
+    /// On the TCP listener: every request must show a token. Nil on the socket.
+    private let gate: BearerGate?
     private var state = RequestState.idle
     private var responsesOutstanding = 0
     private var draining = false
 
-    init(committer: GroupCommitter, validator: EventValidator, control: (any ControlResponder)?) {
+    init(committer: GroupCommitter, validator: EventValidator, control: (any ControlResponder)?, gate: BearerGate? = nil) {
+        self.gate = gate
         self.committer = committer
         self.validator = validator
         self.control = control
@@ -82,6 +85,12 @@ final class HTTPIngestHandler: ChannelInboundHandler {
     }
 
     private func handle(_ head: HTTPRequestHead, body: ByteBuffer, context: ChannelHandlerContext) {
+        if let refusal = gate?.refusal(head) {
+            var headers = HTTPHeaders()
+            headers.add(name: "WWW-Authenticate", value: "Bearer realm=\"plunkd\"")
+            respond(head, .unauthorized, PlunkErrorBody.json(.unauthorized, refusal), extraHeaders: headers, context: context)
+            return
+        }
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
         if let control, !Self.trackPaths.contains(path) {
             answerControl(head, path: path, body: Data(body.readableBytesView), control: control, context: context)
@@ -179,7 +188,9 @@ final class HTTPIngestHandler: ChannelInboundHandler {
             close: forceClose || draining || !request.isKeepAlive, announce: !forceClose, context: context)
     }
 
-    private static let trackPaths: Set<String> = ["/v1/track", "/v1/track/", "/v1", "/v1/"]
+    /// `/track` too: Plunk's Node SDK resolves `track` against its `baseUrl`, which gives
+    /// `/track` when the base is given without `/v1/`.
+    private static let trackPaths: Set<String> = ["/v1/track", "/v1/track/", "/v1", "/v1/", "/track"]
 }
 
 /// Plunk's legacy error shape, `{"code":…,"error":…,"message":…}`, which Plunk's SDKs

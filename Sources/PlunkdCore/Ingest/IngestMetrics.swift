@@ -9,6 +9,7 @@ public struct IngestMetrics: Sendable {
     let refusedStorage: Counter
     let refusedShuttingDown: Counter
     let refusedPeer: Counter
+    let refusedToken: Counter
 
     public init(factory: any MetricsFactory = NOOPMetricsHandler.instance) {
         received = Counter(label: "plunkd_events_received_total", factory: factory)
@@ -21,6 +22,7 @@ public struct IngestMetrics: Sendable {
         refusedStorage = refused("storage")
         refusedShuttingDown = refused("shutting_down")
         refusedPeer = refused("peer_not_allowed")
+        refusedToken = refused("token")
     }
 
     func count(_ refusal: IngestRefusal, events: Int) {

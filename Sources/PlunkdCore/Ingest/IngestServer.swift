@@ -42,12 +42,7 @@ public final class IngestServer: Sendable {
     private let control: (any ControlResponder)?
     private let connections = OpenConnections()
     private let refusalsLogged = OnceLog()
-    /// Closes the listener and tells every open connection to quiesce at shutdown. Made
-    /// by `start` and kept only once the socket listens: a helper whose listener never
-    /// came is let go at once, while the event loops still run to fail its promise.
-    private let quiescing = NIOLockedValueBox<ServerQuiescingHelper?>(nil)
-    /// How long a connection may take to answer what it read once shutdown begins.
-    private let shutdownGrace = NIOLockedValueBox<TimeAmount>(.seconds(5))
+    private let quiescing = ListenerQuiescing()
 
     public init(
         settings: IngestSocketSettings, committer: GroupCommitter, validator: EventValidator,
@@ -74,7 +69,7 @@ public final class IngestServer: Sendable {
         let control = self.control
         let refusalsLogged = self.refusalsLogged
         let quiescing = ServerQuiescingHelper(group: group)
-        let shutdownGrace = self.shutdownGrace
+        let shutdownGrace = self.quiescing.grace
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -115,7 +110,7 @@ public final class IngestServer: Sendable {
             }
         if let inherited = settings.inherited {
             _ = try await bootstrap.withBoundSocket(inherited.descriptor).get()
-            self.quiescing.withLockedValue { $0 = quiescing }
+            self.quiescing.listening(quiescing)
             return
         }
         let channel = try await bootstrap.bind(unixDomainSocketPath: settings.path).get()
@@ -124,26 +119,49 @@ public final class IngestServer: Sendable {
             try? await channel.close()
             throw SocketPathGuard.Refusal(description: "cannot set mode of \(settings.path): \(reason)")
         }
-        self.quiescing.withLockedValue { $0 = quiescing }
+        self.quiescing.listening(quiescing)
     }
 
     /// Stops accepting, lets every connection answer what it already received, then
     /// closes (NIO's quiescing: each connection gets `ChannelShouldQuiesceEvent`).
     /// Connections still busy after `grace` are closed anyway.
     public func shutdown(grace: TimeAmount) async {
+        let settings = self.settings
+        await quiescing.shutdown(grace: grace, group: group) {
+            // An activated socket belongs to systemd, which keeps it (and queues clients)
+            // while the daemon restarts.
+            if settings.inherited == nil { unlink(settings.path) }
+        }
+    }
+}
+
+/// Closes a listener and tells every open connection to quiesce at shutdown (NIO's
+/// `ServerQuiescingHelper`), for the socket and the TCP listener alike.
+final class ListenerQuiescing: Sendable {
+    /// Kept only once the listener listens: a helper whose listener never came is let go
+    /// at once, while the event loops still run to fail its promise.
+    private let helper = NIOLockedValueBox<ServerQuiescingHelper?>(nil)
+    /// How long a connection may take to answer what it read once shutdown begins.
+    let grace = NIOLockedValueBox<TimeAmount>(.seconds(5))
+
+    func listening(_ helper: ServerQuiescingHelper) {
+        self.helper.withLockedValue { $0 = helper }
+    }
+
+    /// - Parameter closed: runs once the listener stops accepting, before the wait for
+    ///   open connections.
+    func shutdown(grace: TimeAmount, group: any EventLoopGroup, closed: () -> Void = {}) async {
         // Never bound: no connection was ever accepted, and the helper never got its
         // listener, so it would wait for one forever.
-        guard let quiescing = quiescing.withLockedValue({ $0 }) else { return }
-        shutdownGrace.withLockedValue { $0 = grace }
+        guard let helper = helper.withLockedValue({ $0 }) else { return }
+        self.grace.withLockedValue { $0 = grace }
         let everyClosed = group.next().makePromise(of: Void.self)
-        quiescing.initiateShutdown(promise: everyClosed)
-        // An activated socket belongs to systemd, which keeps it (and queues clients)
-        // while the daemon restarts.
-        if settings.inherited == nil { unlink(settings.path) }
+        helper.initiateShutdown(promise: everyClosed)
+        closed()
         try? await everyClosed.futureResult.get()
         // Let the helper go while the event loops still run: its deinit completes a
         // promise on one, and NIO reports that as an error once they have shut down.
-        self.quiescing.withLockedValue { $0 = nil }
+        self.helper.withLockedValue { $0 = nil }
     }
 }
 

@@ -22,6 +22,23 @@ public enum ConfigAdvice {
         if let file = config.apiKeyFile, let problem = keyFileProblem(file) {
             warnings.append(problem)
         }
+        if let file = config.ingestTokensFile,
+            let problem = keyFileProblem(
+                file, key: config.ingestTokensInConfigFile ? "ingest.tokens: the config file" : "ingest.tokens_file",
+                movingTo: config.ingestTokensInConfigFile ? "move the tokens to ingest.tokens_file (mode 0640), or" : nil)
+        {
+            // The config file is 0644 as the package installs it: any local user could
+            // read a token there and submit events, whatever socket.allowed_uids says.
+            warnings.append(problem)
+        }
+        if !config.ingestTokens.isEmpty && config.ingestListen == nil {
+            warnings.append("ingest.tokens are set but ingest.listen is not: no TCP listener is served, the tokens admit nothing")
+        }
+        if let listen = config.ingestListen, !listen.isLoopback {
+            warnings.append(
+                "ingest.listen \(listen) is not a loopback address: other hosts may submit events with a token, and tokens and events cross the network in plain HTTP"
+            )
+        }
         if let listen = config.metricsListen, !listen.isLoopback {
             warnings.append("metrics.listen \(listen) is not a loopback address: anyone who can reach it reads plunkd's counts")
         }
@@ -30,16 +47,17 @@ public enum ConfigAdvice {
 
     /// A key file that every user may read, or that others may change, as OpenSSH warns of
     /// a private key. Group read is fine: the package's file is root:plunkd 0640.
-    static func keyFileProblem(_ path: String) -> String? {
+    static func keyFileProblem(_ path: String, key: String = "plunk.api_key_file", movingTo: String? = nil) -> String? {
         var info = stat()
         guard stat(path, &info) == 0 else { return nil }
         let mode = info.st_mode & 0o777
         let octal = String(mode, radix: 8)
         if mode & 0o022 != 0 {
-            return "plunk.api_key_file \(path) may be changed by users other than its owner (mode 0\(octal)): chmod 0640 \(path)"
+            return "\(key) \(path) may be changed by users other than its owner (mode 0\(octal)): chmod 0640 \(path)"
         }
         if mode & 0o004 != 0 {
-            return "plunk.api_key_file \(path) is readable by every user (mode 0\(octal)): chmod 0640 \(path) (0600 if only its owner runs plunkd)"
+            return
+                "\(key) \(path) is readable by every user (mode 0\(octal)): \(movingTo.map { "\($0) " } ?? "")chmod 0640 \(path) (0600 if only its owner runs plunkd)"
         }
         return nil
     }

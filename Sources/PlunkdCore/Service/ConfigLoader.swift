@@ -79,6 +79,40 @@ private struct ConfigValues {
         }
         (config.apiKey, config.apiKeyFile) = try apiKey()
         (config.proxy, config.proxySource) = try proxy(for: config.plunkBaseURL)
+        (config.ingestTokens, config.ingestTokensFile) = try ingestTokens()
+        config.ingestTokensInConfigFile = config.ingestTokensFile != nil && config.ingestTokensFile == file
+        if let listen = config.ingestListen {
+            guard !config.ingestTokens.isEmpty else {
+                throw ConfigurationError(
+                    "ingest.listen \(listen) needs at least one token in ingest.tokens or ingest.tokens_file: TCP carries no peer credentials, so a client proves itself with Authorization: Bearer <token>"
+                )
+            }
+            guard listen.isLoopback || config.ingestListenBeyondLoopback else {
+                throw ConfigurationError(
+                    "ingest.listen \(listen) is not a loopback address: set ingest.listen_beyond_loopback: true to serve other hosts (plain HTTP: tokens and events would cross the network unencrypted)"
+                )
+            }
+        }
+    }
+
+    /// `ingest.tokens`, else the lines of `ingest.tokens_file`. Errors name a token by its
+    /// place, never its text.
+    private func ingestTokens() throws(ConfigurationError) -> (IngestTokens, file: String?) {
+        if let listed = list("ingest.tokens", secret: true), !listed.items.isEmpty {
+            if let problem = IngestTokens.problem(listed.items, key: "ingest.tokens") { throw ConfigurationError(problem) }
+            let fromEnvironment = environment[ConfigKeys.environmentVariable(for: "ingest.tokens")].map { !$0.isEmpty } ?? false
+            return (IngestTokens(listed.items), fromEnvironment ? nil : file)
+        }
+        guard let v = value("ingest.tokens_file") else { return (IngestTokens([]), nil) }
+        let path = try v.path()
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError("ingest.tokens_file: cannot read \(path)")
+        }
+        let tokens = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline)
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty && !$0.hasPrefix("#") }
+        if let problem = IngestTokens.problem(tokens, key: "ingest.tokens_file \(path)") { throw ConfigurationError(problem) }
+        return (IngestTokens(tokens), path)
     }
 
     /// `plunk.proxy`, else the environment's proxy for Plunk's scheme as curl reads it
@@ -143,11 +177,11 @@ private struct ConfigValues {
     }
 
     /// The items of a list key: a YAML list, or one comma-separated string.
-    private func list(_ key: String) -> ConfigListParser? {
+    private func list(_ key: String, secret: Bool = false) -> ConfigListParser? {
         let items: [String]
-        if let array = reader.stringArray(forKey: ConfigKey(key)) {
+        if let array = reader.stringArray(forKey: ConfigKey(key), isSecret: secret) {
             items = array
-        } else if let text = reader.string(forKey: ConfigKey(key)) {
+        } else if let text = reader.string(forKey: ConfigKey(key), isSecret: secret) {
             items = text.split(separator: ",").map(String.init)
         } else {
             return nil

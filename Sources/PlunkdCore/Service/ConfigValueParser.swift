@@ -107,6 +107,15 @@ struct ConfigValueParser {
         return HostAndPort(host: host, port: port)
     }
 
+    /// `true`/`false`, also `yes`/`no`, `on`/`off` and `1`/`0` as YAML and shells write them.
+    func boolean() throws(ConfigurationError) -> Bool {
+        switch text.lowercased() {
+        case "true", "yes", "on", "1": return true
+        case "false", "no", "off", "0": return false
+        default: throw failure("true or false")
+        }
+    }
+
     func path() throws(ConfigurationError) -> String {
         guard text.hasPrefix("/") else { throw failure("an absolute path") }
         return text

@@ -72,7 +72,7 @@ public enum Daemon {
             sender: sender, outbox: outbox,
             context: StatusContext(
                 socketPath: socketPath, databasePath: config.storagePath,
-                warnOldestAge: config.warnOldestAge, startedAt: Date()),
+                warnOldestAge: config.warnOldestAge, startedAt: Date(), listen: config.ingestListen.map { "\($0)" }),
             policy: policy, metrics: metrics)
         let server = IngestServer(
             settings: IngestSocketSettings(
@@ -87,8 +87,9 @@ public enum Daemon {
             group: group,
             logger: logger,
             control: routes)
+        let tokens = IngestTokensBox(config.ingestTokens)
         let hangup = ReloadOnHangup(
-            current: config, sender: sender, client: client, policy: policy, reload: reload, logger: logger)
+            current: config, sender: sender, client: client, policy: policy, tokens: tokens, reload: reload, logger: logger)
         let grace = Duration.nanoseconds(Int64(config.shutdownGrace * 1e9))
         let socketGrace = TimeAmount.nanoseconds(Int64(config.shutdownGrace * 1e9))
 
@@ -130,6 +131,26 @@ public enum Daemon {
                     }
                     logger.info("serving /metrics over TCP", metadata: ["address": "\(listen)"])
                 }, stop: { await listener.withLock { $0 }?.close() })
+        }
+        if let listen = config.ingestListen {
+            let listener = TCPIngestListener(
+                settings: TCPIngestListener.Settings(
+                    address: listen, maxConnections: config.maxConnections,
+                    idleTimeout: .nanoseconds(Int64(config.idleTimeout * 1e9)), tokens: tokens),
+                committer: committer, validator: EventValidator(maxEventBytes: config.maxEventBytes), group: group, logger: logger)
+            parts.add(
+                "ingest listener (TCP)",
+                start: {
+                    do {
+                        try await listener.start()
+                    } catch {
+                        throw ConfigurationError("ingest.listen \(listen): cannot listen: \(error)")
+                    }
+                    logger.info(
+                        "serving the HTTP routes over TCP, bearer tokens required",
+                        metadata: ["address": "\(listen)", "tokens": "\(config.ingestTokens.count)"])
+                },
+                stop: { await listener.shutdown(grace: socketGrace) })
         }
         parts.add(
             "ingest socket",

@@ -62,6 +62,19 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var storageReserveBytes: Int64
 
     public var maxEventBytes: Int
+    /// `ingest.listen`: a loopback TCP address also serving the HTTP routes, for clients
+    /// (Plunk's SDKs) that cannot reach a Unix socket; nil (the default) for none.
+    public var ingestListen: HostAndPort? = nil
+    /// `ingest.listen_beyond_loopback`: lets `ingestListen` be an address other hosts reach.
+    public var ingestListenBeyondLoopback = false
+    /// The bearer tokens the TCP listener admits (`ingest.tokens` or `ingest.tokens_file`).
+    public var ingestTokens = IngestTokens([])
+    /// Where the tokens came from: the file `ingest.tokens_file` names, or the config file
+    /// holding `ingest.tokens` (nil from the environment), so that `ConfigAdvice` can check
+    /// who else may read them.
+    public var ingestTokensFile: String? = nil
+    /// The tokens are listed in the config file (`ingest.tokens`), not a file of their own.
+    public var ingestTokensInConfigFile = false
 
     public var initialBackoff: Double
     public var maxBackoff: Double

@@ -6,12 +6,13 @@ import UnixSignals
 
 /// SIGHUP (`systemctl reload plunkd`): read the configuration again and apply what can
 /// change without dropping a connection or an event: the API key, the retry policy, the
-/// roots trusted for Plunk (`plunk.ca_file`) and who may use the socket. Anything else that changed is named in the log as needing a
+/// roots trusted for Plunk (`plunk.ca_file`), who may use the socket and the TCP listener's tokens. Anything else that changed is named in the log as needing a
 /// restart. A configuration that does not load is refused with one line; the running one stays.
 final class ReloadOnHangup: @unchecked Sendable {
     private let sender: Sender
     private let client: PlunkClient
     private let policy: PeerPolicyBox
+    private let tokens: IngestTokensBox
     private let reload: @Sendable () async throws -> DaemonConfiguration
     private let logger: Logger
     /// Confined to `serial`: the configuration in force.
@@ -19,13 +20,14 @@ final class ReloadOnHangup: @unchecked Sendable {
     private let serial = DispatchQueue(label: "plunkd.reload")
 
     init(
-        current: DaemonConfiguration, sender: Sender, client: PlunkClient, policy: PeerPolicyBox,
+        current: DaemonConfiguration, sender: Sender, client: PlunkClient, policy: PeerPolicyBox, tokens: IngestTokensBox,
         reload: @escaping @Sendable () async throws -> DaemonConfiguration, logger: Logger
     ) {
         self.current = current
         self.sender = sender
         self.client = client
         self.policy = policy
+        self.tokens = tokens
         self.reload = reload
         self.logger = logger
     }
@@ -52,11 +54,12 @@ final class ReloadOnHangup: @unchecked Sendable {
                 try sender.update(apiKey: config.apiKey, retry: retry)
                 client.trust(extraRoots: roots)
                 policy.replace(with: config.peerPolicy)
+                tokens.replace(with: config.ingestTokens)
                 let needRestart = Settings.needingRestart(from: current, to: config)
                 current = config
                 let restartNote = needRestart.isEmpty ? "" : "; needs a restart to take effect: \(needRestart.joined(separator: ", "))"
                 logger.info(
-                    "configuration reloaded (SIGHUP): API key \(config.apiKey.map { "\($0)" } ?? "not configured"), retry policy, trusted roots and socket access applied\(restartNote)"
+                    "configuration reloaded (SIGHUP): API key \(config.apiKey.map { "\($0)" } ?? "not configured"), retry policy, trusted roots, socket access and ingest tokens applied\(restartNote)"
                 )
             } catch {
                 logger.error("configuration reload could not be applied, the running configuration stays: \(error)")

@@ -50,10 +50,10 @@ public struct Setting: Sendable {
 
     static func derived<T: Equatable & Sendable>(
         _ key: String, _ field: KeyPath<DaemonConfiguration, T> & Sendable, default defaultValue: String,
-        reloads: Bool = false, secret: Bool = false, _ meaning: String
+        reloads: Bool = false, secret: Bool = false, list: Bool = false, _ meaning: String
     ) -> Setting {
         Setting(
-            key: key, defaultValue: defaultValue, meaning: meaning, reloads: reloads, isList: false, isSecret: secret,
+            key: key, defaultValue: defaultValue, meaning: meaning, reloads: reloads, isList: list, isSecret: secret,
             reading: .derived, changed: { $0[keyPath: field] != $1[keyPath: field] })
     }
 }

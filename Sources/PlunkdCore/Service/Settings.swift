@@ -111,6 +111,21 @@ public enum Settings {
             "The largest event body accepted (256 to 16 MiB).",
             parse: { v throws(ConfigurationError) in try v.integer(in: 256...(16 << 20)) }),
         .value(
+            "ingest.listen", \DaemonConfiguration.ingestListen, default: "empty (the Unix socket only)",
+            "Also serve the HTTP routes (/v1/track) on this TCP address, a port (loopback) or host:port, for clients that cannot reach a Unix socket, such as Plunk's SDKs. Every request must carry Authorization: Bearer with one of ingest.tokens. Loopback only unless ingest.listen_beyond_loopback.",
+            parse: { v throws(ConfigurationError) in try v.hostAndPort() }),
+        .value(
+            "ingest.listen_beyond_loopback", \DaemonConfiguration.ingestListenBeyondLoopback, default: "false",
+            "Let ingest.listen be an address other hosts can reach. Plain HTTP: tokens and events cross the network unencrypted.",
+            parse: { v throws(ConfigurationError) in try v.boolean() }),
+        .derived(
+            "ingest.tokens", \DaemonConfiguration.ingestTokens, default: "none", reloads: true, secret: true, list: true,
+            "Bearer tokens (at least 16 characters each) that admit a client of ingest.listen; a list, so one can be rotated at a time. Prefer ingest.tokens_file: the config file is readable by every user. Never logged."
+        ),
+        .derived(
+            "ingest.tokens_file", \DaemonConfiguration.ingestTokens, default: "none", reloads: true,
+            "A file holding the tokens, one per line (# starts a comment), read when ingest.tokens is unset."),
+        .value(
             "retry.initial_backoff", \DaemonConfiguration.initialBackoff, default: "1s", reloads: true,
             "The first retry waits a random time up to this; each further one up to twice as long.",
             parse: { v throws(ConfigurationError) in try v.duration(min: 0.001) }),
