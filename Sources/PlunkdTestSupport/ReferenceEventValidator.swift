@@ -37,6 +37,11 @@ public struct ReferenceEventValidator: Sendable {
         if let data = fields["data"], !(data is [String: Any]) {
             return .refused("\"data\" must be a JSON object")
         }
+        if let key = fields["idempotencyKey"] {
+            guard let text = key as? String, (1...240).contains(text.utf8.count), text.utf8.allSatisfy({ (0x20...0x7E).contains($0) }) else {
+                return .refused("\"idempotencyKey\" must be a string of 1 to 240 printable ASCII characters")
+            }
+        }
         return .accepted(contact: email.lowercased())
     }
 

@@ -6,6 +6,8 @@ enum MetricHelp {
     static let texts: [String: String] = [
         "plunkd_events_received_total": "Events acknowledged to clients (committed to the outbox).",
         "plunkd_events_refused_total": "Events refused at the door, by reason.",
+        "plunkd_events_repeated_total":
+            "Events that repeated a client's Idempotency-Key within ingest.idempotency_window, answered with the first event's id and not stored.",
         "plunkd_delivered_total": "Events Plunk accepted (a 2xx, or a 409 whose first attempt was stored).",
         "plunkd_duplicates_suppressed_total": "Events counted as delivered on a 409 IDEMPOTENCY_KEY_REUSED.",
         "plunkd_rekeyed_total": "Events sent again under a derived Idempotency-Key after Plunk kept a failed attempt's key.",

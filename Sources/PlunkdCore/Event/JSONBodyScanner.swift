@@ -25,6 +25,11 @@ struct JSONBodyScan {
     var email: Member?
     var subscribed: Member?
     var data: Member?
+    /// plunkd's own member (`EventValidator.clientKeyMember`), which never reaches Plunk.
+    var idempotencyKey: Member?
+    /// Where each occurrence of it lies, from its name's opening quote to the end of its
+    /// value, so that every one can be cut out of the body.
+    var idempotencyKeySpans: [Range<Int>] = []
 }
 
 struct JSONSyntaxError: Error {
@@ -36,7 +41,7 @@ enum JSONBodyScanner {
     /// Deeper nesting is refused: no event needs it, and the limit bounds the work.
     static let maxDepth = 512
 
-    private enum Field { case none, event, email, subscribed, data }
+    private enum Field { case none, event, email, subscribed, data, idempotencyKey }
 
     static func scan(_ bytes: UnsafeRawBufferPointer) throws(JSONSyntaxError) -> JSONBodyScan {
         var reader = JSONReader(bytes: bytes)
@@ -44,6 +49,16 @@ enum JSONBodyScanner {
         // One bit per open container: set for an object, clear for an array.
         var containers = BitStack()
         var field = Field.none
+        // Where the current top-level member's name starts, and where an idempotencyKey
+        // whose value is a container began, until that container closes.
+        var memberStart = 0
+        var openKeyStart: Int?
+        func closed(_ containers: BitStack, at offset: Int) {
+            if containers.depth == 1, let start = openKeyStart {
+                scan.idempotencyKeySpans.append(start..<offset)
+                openKeyStart = nil
+            }
+        }
 
         reader.skipWhitespace()
         value: while true {
@@ -84,6 +99,13 @@ enum JSONBodyScanner {
                 case .email: scan.email = member
                 case .subscribed: scan.subscribed = member
                 case .data: scan.data = member
+                case .idempotencyKey:
+                    scan.idempotencyKey = member
+                    if kind == .object || kind == .array {
+                        openKeyStart = memberStart
+                    } else {
+                        scan.idempotencyKeySpans.append(memberStart..<reader.offset)
+                    }
                 case .none: break
                 }
             }
@@ -98,7 +120,9 @@ enum JSONBodyScanner {
                 if reader.peek() == close {
                     reader.offset += 1
                     containers.pop()
+                    closed(containers, at: reader.offset)
                 } else if kind == .object {
+                    memberStart = reader.offset
                     field = try member(&reader, depth: containers.depth)
                     continue value
                 } else {
@@ -118,10 +142,14 @@ enum JSONBodyScanner {
                 switch try reader.next() {
                 case UInt8(ascii: ","):
                     reader.skipWhitespace()
-                    if inObject { field = try member(&reader, depth: containers.depth) }
+                    if inObject {
+                        memberStart = reader.offset
+                        field = try member(&reader, depth: containers.depth)
+                    }
                     continue value
                 case UInt8(ascii: "}") where inObject, UInt8(ascii: "]") where !inObject:
                     containers.pop()
+                    closed(containers, at: reader.offset)
                 default:
                     throw reader.unexpected(at: at)
                 }
@@ -152,6 +180,7 @@ enum JSONBodyScanner {
         if named("email") { return .email }
         if named("subscribed") { return .subscribed }
         if named("data") { return .data }
+        if named("idempotencyKey") { return .idempotencyKey }
         return .none
     }
 

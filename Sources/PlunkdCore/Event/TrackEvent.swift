@@ -10,10 +10,14 @@ public struct TrackEvent: Sendable {
     public let id: UUID
     /// Lower-cased email: events for one contact are delivered in acknowledgement order.
     public let contact: String
-    /// The JSON object as received.
+    /// The JSON object as received, less its `idempotencyKey` member when it had one.
     public let body: Data
+    /// The client's `Idempotency-Key` (the HTTP header, or the body's `idempotencyKey`):
+    /// a repeat within `ingest.idempotency_window` is answered with the first event's id.
+    public let clientKey: String?
 
-    public init(id: UUID = .randomEventID(), contact: String, body: Data) {
+    public init(id: UUID = .randomEventID(), contact: String, body: Data, clientKey: String? = nil) {
+        self.clientKey = clientKey
         self.id = id
         self.contact = contact
         self.body = body

@@ -19,7 +19,9 @@ import Synchronization
 /// wait behind an fsync; after a slow commit too, so a stalling disk holds the committer
 /// thread and not an event loop.
 public final class GroupCommitter: @unchecked Sendable {
-    public typealias Completion = @Sendable (Result<Void, IngestRefusal>) -> Void
+    /// Success carries the receipt of the whole transaction (`acknowledgedID(of:)` gives
+    /// each event's answer); every submission of a batch gets the same one.
+    public typealias Completion = @Sendable (Result<EnqueueReceipt, IngestRefusal>) -> Void
 
     private struct Submission {
         let events: [TrackEvent]
@@ -185,10 +187,11 @@ public final class GroupCommitter: @unchecked Sendable {
 
     /// Counted before the completions run: a client holding its ack finds its event in
     /// the metrics. Delivery is woken after them, so the acks go out first.
-    private func count(_ result: Result<Void, IngestRefusal>, events: Int) {
+    private func count(_ result: Result<EnqueueReceipt, IngestRefusal>, events: Int) {
         switch result {
-        case .success:
-            metrics.received.increment(by: events)
+        case .success(let receipt):
+            metrics.received.increment(by: events - receipt.repeats.count)
+            if !receipt.repeats.isEmpty { metrics.repeated.increment(by: receipt.repeats.count) }
         case .failure(let refusal):
             metrics.count(refusal, events: events)
         }
@@ -210,22 +213,22 @@ public final class GroupCommitter: @unchecked Sendable {
         return batch
     }
 
-    private func timedCommit(_ events: [TrackEvent]) -> (Result<Void, IngestRefusal>, slow: Bool) {
+    private func timedCommit(_ events: [TrackEvent]) -> (Result<EnqueueReceipt, IngestRefusal>, slow: Bool) {
         let started = DispatchTime.now().uptimeNanoseconds
         let result = commit(events)
         return (result, DispatchTime.now().uptimeNanoseconds - started > slowCommitNanoseconds)
     }
 
-    private func commit(_ events: [TrackEvent]) -> Result<Void, IngestRefusal> {
+    private func commit(_ events: [TrackEvent]) -> Result<EnqueueReceipt, IngestRefusal> {
         do {
-            try outbox.enqueue(events)
+            let receipt = try outbox.enqueue(events)
             if let previous = lastFailure.withLock({ last in
                 defer { last = nil }
                 return last
             }) {
                 logger.info("storage accepts events again", metadata: ["after": "\(previous)"])
             }
-            return .success(())
+            return .success(receipt)
         } catch {
             let kind = error.kind
             if lastFailure.withLock({ last in

@@ -110,7 +110,7 @@ final class HTTPIngestHandler: ChannelInboundHandler {
         }
         let event: TrackEvent
         do {
-            event = try validator.validate(Data(body.readableBytesView))
+            event = try validator.validate(Data(body.readableBytesView), idempotencyKey: try Self.clientKey(head))
         } catch {
             committer.metrics.refusedInvalid.increment()
             respond(head, .badRequest, PlunkErrorBody.json(.badRequest, error.message), context: context)
@@ -125,8 +125,12 @@ final class HTTPIngestHandler: ChannelInboundHandler {
                 let (handler, context) = loopBound.value
                 handler.responsesOutstanding -= 1
                 switch result {
-                case .success:
-                    let body = "{\"success\":true,\"queued\":true,\"id\":\"\(event.id.lowercasedText)\"}"
+                case .success(let receipt):
+                    let id = receipt.acknowledgedID(of: event).lowercasedText
+                    let body =
+                        receipt.isRepeat(event)
+                        ? "{\"success\":true,\"queued\":true,\"id\":\"\(id)\",\"repeated\":true}"
+                        : "{\"success\":true,\"queued\":true,\"id\":\"\(id)\"}"
                     handler.respond(head, .ok, body, context: context)
                 case .failure(let refusal):
                     var headers = HTTPHeaders()
@@ -186,6 +190,14 @@ final class HTTPIngestHandler: ChannelInboundHandler {
         HTTPResponseWriter.write(
             status, body: body, contentType: contentType, answering: request, extraHeaders: extraHeaders,
             close: forceClose || draining || !request.isKeepAlive, announce: !forceClose, context: context)
+    }
+
+    /// The request's `Idempotency-Key`: one key, so two headers that differ are refused.
+    private static func clientKey(_ head: HTTPRequestHead) throws(EventRejection) -> String? {
+        let values = head.headers["idempotency-key"]
+        guard let first = values.first else { return nil }
+        guard values.allSatisfy({ $0 == first }) else { throw EventRejection("Idempotency-Key is given twice, with different values") }
+        return first
     }
 
     /// `/track` too: Plunk's Node SDK resolves `track` against its `baseUrl`, which gives

@@ -10,6 +10,8 @@ public struct IngestMetrics: Sendable {
     let refusedShuttingDown: Counter
     let refusedPeer: Counter
     let refusedToken: Counter
+    /// Repeats of a client's `Idempotency-Key`, answered with the first event's id.
+    let repeated: Counter
 
     public init(factory: any MetricsFactory = NOOPMetricsHandler.instance) {
         received = Counter(label: "plunkd_events_received_total", factory: factory)
@@ -23,6 +25,7 @@ public struct IngestMetrics: Sendable {
         refusedShuttingDown = refused("shutting_down")
         refusedPeer = refused("peer_not_allowed")
         refusedToken = refused("token")
+        repeated = Counter(label: "plunkd_events_repeated_total", factory: factory)
     }
 
     func count(_ refusal: IngestRefusal, events: Int) {

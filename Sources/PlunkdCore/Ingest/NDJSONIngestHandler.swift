@@ -13,11 +13,11 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
 
     private enum Reply {
         case ready(String)
-        case awaiting(id: UUID, group: UInt64)
+        case awaiting(TrackEvent, group: UInt64)
     }
 
     private struct GroupOutcome {
-        let result: Result<Void, IngestRefusal>
+        let result: Result<EnqueueReceipt, IngestRefusal>
         var remaining: Int
     }
 
@@ -152,7 +152,7 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
         do {
             let event = try validator.validate(Data(view))
             events.append(event)
-            replies.append(.awaiting(id: event.id, group: group))
+            replies.append(.awaiting(event, group: group))
         } catch {
             committer.metrics.refusedInvalid.increment()
             replies.append(.ready(Self.refusal(error.message, retryable: false)))
@@ -174,7 +174,7 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
         }
     }
 
-    private func resolve(group: UInt64, result: Result<Void, IngestRefusal>, count: Int, context: ChannelHandlerContext) {
+    private func resolve(group: UInt64, result: Result<EnqueueReceipt, IngestRefusal>, count: Int, context: ChannelHandlerContext) {
         outcomes[group] = GroupOutcome(result: result, remaining: count)
         flushReplies(context: context)
     }
@@ -187,10 +187,10 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
             switch head {
             case .ready(let reply):
                 text = reply
-            case .awaiting(let id, let group):
+            case .awaiting(let event, let group):
                 guard var outcome = outcomes[group] else { break flushing }
                 switch outcome.result {
-                case .success: text = Self.acknowledgement(id)
+                case .success(let receipt): text = Self.acknowledgement(receipt.acknowledgedID(of: event), repeated: receipt.isRepeat(event))
                 case .failure(let refusal): text = Self.refusal(refusal.description, retryable: true)
                 }
                 outcome.remaining -= 1
@@ -230,8 +230,11 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
         byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D
     }
 
-    static func acknowledgement(_ id: UUID) -> String {
-        "{\"ok\":true,\"id\":\"\(id.lowercasedText)\"}\n"
+    /// `repeated`: the line repeated a client's `Idempotency-Key`; `id` is the first event's.
+    static func acknowledgement(_ id: UUID, repeated: Bool = false) -> String {
+        repeated
+            ? "{\"ok\":true,\"id\":\"\(id.lowercasedText)\",\"repeated\":true}\n"
+            : "{\"ok\":true,\"id\":\"\(id.lowercasedText)\"}\n"
     }
 
     static func refusal(_ message: String, retryable: Bool) -> String {

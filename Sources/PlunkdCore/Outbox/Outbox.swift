@@ -30,6 +30,7 @@ public final class Outbox: Sendable {
     static let backstopCheckpointPages = 8000
     /// Space ingest leaves to delivery.
     let deliveryRoom: DeliveryRoom
+    let idempotencyWindow: Double
     let pageSize: Int64
 
     /// Opens (creating if needed) the store at `path`, migrates it, and checks its integrity.
@@ -37,8 +38,11 @@ public final class Outbox: Sendable {
     /// - Parameter maxBytes: an upper bound on the file size (SQLite `max_page_count`);
     ///   reaching it behaves exactly like a full disk. Nil for no bound.
     /// - Parameter reserveBytes: disk space new events may not take (`DeliveryRoom`); 0 for none.
-    public init(path: String, maxBytes: Int64? = nil, reserveBytes: Int64 = 0) throws(OutboxError) {
+    /// - Parameter idempotencyWindow: how long a client's `Idempotency-Key` is remembered
+    ///   after its event arrived (`ingest.idempotency_window`).
+    public init(path: String, maxBytes: Int64? = nil, reserveBytes: Int64 = 0, idempotencyWindow: Double = 86_400) throws(OutboxError) {
         self.path = path
+        self.idempotencyWindow = idempotencyWindow
         deliveryRoom = DeliveryRoom(bytes: reserveBytes, storePath: path)
         do {
             try FileManager.default.createDirectory(
@@ -110,24 +114,32 @@ public final class Outbox: Sendable {
     /// one-event-at-a-time client pays for every page. Delivery gives each event its place
     /// in its contact's line when it first meets it (a contact index written at the door
     /// cost a large share of the pipelined rate in the ingest benchmark).
-    public func enqueue(_ events: [TrackEvent], at now: Date = Date()) throws(OutboxError) {
-        guard !events.isEmpty else { return }
+    /// Stores `events` in one transaction, except a repeat of a client's key still
+    /// remembered (or given twice in `events`), which is answered with the first event's
+    /// id and stores nothing: the receipt says which.
+    @discardableResult
+    public func enqueue(_ events: [TrackEvent], at now: Date = Date()) throws(OutboxError) -> EnqueueReceipt {
+        guard !events.isEmpty else { return EnqueueReceipt() }
         if let shortage = roomShortage() { throw OutboxError(.full, path: path, detail: shortage) }
         let stamp = now.timeIntervalSince1970
+        var receipt = EnqueueReceipt()
         do {
             try pool.writeWithoutTransaction { db in
                 try Self.inImmediateTransaction(db) {
+                    receipt = try Self.rememberClientKeys(events, at: stamp, window: idempotencyWindow, db: db)
                     let insert = try db.cachedStatement(
                         sql: """
-                            INSERT INTO event (seq, id, contact, body, received_at, due_at) VALUES (?, ?, ?, ?, ?, ?)
+                            INSERT INTO event (seq, id, contact, body, received_at, due_at, client_key) VALUES (?, ?, ?, ?, ?, ?, ?)
                             """)
+                    let stored = events.count - receipt.repeats.count
                     // Taken inside the write, so numbers grow in commit order.
                     var seq = nextSeq.withLock { next in
-                        defer { next += Int64(events.count) }
+                        defer { next += Int64(stored) }
                         return next
                     }
-                    for event in events {
-                        try insert.execute(arguments: [seq, event.id.lowercasedText, event.contact, event.body, stamp, stamp])
+                    for event in events where receipt.repeats[event.id] == nil {
+                        try insert.execute(
+                            arguments: [seq, event.id.lowercasedText, event.contact, event.body, stamp, stamp, event.clientKey])
                         seq += 1
                     }
                 }
@@ -135,8 +147,46 @@ public final class Outbox: Sendable {
         } catch {
             throw Self.classify(error, path: path, opening: false)
         }
-        storedEvents.add(events.count, ordering: .relaxed)
+        storedEvents.add(events.count - receipt.repeats.count, ordering: .relaxed)
         writesSinceCheckpoint.add(1, ordering: .relaxed)
+        return receipt
+    }
+
+    /// Looks up each client key of `events` and remembers the new ones, in the caller's
+    /// transaction. Keys expired by now are let go first, as many as twice this batch's
+    /// keys (at least 64), through the index: the table stays at about one window's keys
+    /// while keyed events flow, and a commit without keys does no work here.
+    private static func rememberClientKeys(
+        _ events: [TrackEvent], at stamp: Double, window: Double, db: Database
+    ) throws -> EnqueueReceipt {
+        var receipt = EnqueueReceipt()
+        let keyed = events.reduce(0) { $0 + ($1.clientKey == nil ? 0 : 1) }
+        guard keyed > 0 else { return receipt }
+        try db.cachedStatement(
+            sql: """
+                DELETE FROM client_key WHERE key IN
+                    (SELECT key FROM client_key WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)
+                """
+        ).execute(arguments: [stamp, max(64, 2 * keyed)])
+        let lookup = try db.cachedStatement(sql: "SELECT id FROM client_key WHERE key = ? AND expires_at > ?")
+        let remember = try db.cachedStatement(
+            sql:
+                "INSERT INTO client_key (key, id, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET id = excluded.id, expires_at = excluded.expires_at"
+        )
+        var firstOfKey: [String: UUID] = [:]
+        for event in events {
+            guard let key = event.clientKey else { continue }
+            if let first = firstOfKey[key] {
+                receipt.repeats[event.id] = first
+            } else if let text = try String.fetchOne(lookup, arguments: [key, stamp]), let first = UUID(uuidString: text) {
+                receipt.repeats[event.id] = first
+                firstOfKey[key] = first
+            } else {
+                try remember.execute(arguments: [key, event.id.lowercasedText, stamp + window])
+                firstOfKey[key] = event.id
+            }
+        }
+        return receipt
     }
 
     /// Less room on the store's filesystem than `DeliveryRoom` keeps for delivery.

@@ -23,8 +23,15 @@ public struct ClaimedEvent: Sendable, Equatable {
     public let receivedAt: Date
     /// How many times the event's key was found burned at Plunk (see `rekey`).
     public let keyGeneration: Int
+    /// The client's own `Idempotency-Key`, sent in place of the id when there is one, so
+    /// that the client's promise holds at Plunk too.
+    public let clientKey: String?
 
-    public init(seq: Int64, key: String, contact: String, body: Data, attempts: Int, receivedAt: Date, keyGeneration: Int = 0) {
+    public init(
+        seq: Int64, key: String, contact: String, body: Data, attempts: Int, receivedAt: Date, keyGeneration: Int = 0,
+        clientKey: String? = nil
+    ) {
+        self.clientKey = clientKey
         self.seq = seq
         self.key = key
         self.contact = contact
@@ -36,11 +43,13 @@ public struct ClaimedEvent: Sendable, Equatable {
 
     public var id: UUID { UUID(uuidString: key) ?? UUID() }
 
-    /// The `Idempotency-Key` sent: the id itself, or after a burned key the id with its
-    /// generation (`<id>.r1`, `<id>.r2`, …): derived, so a resend after a crash carries
-    /// the same key, and within Plunk's 1–255 printable ASCII.
+    /// The `Idempotency-Key` sent: the client's key or else the id, or after a burned key
+    /// that with its generation (`<key>.r1`, `<key>.r2`, …): derived, so a resend after a
+    /// crash carries the same key, and within Plunk's 1–255 printable ASCII (a client's
+    /// key is at most `EventValidator.maxClientKeyLength`).
     public var idempotencyKey: String {
-        keyGeneration == 0 ? key : "\(key).r\(keyGeneration)"
+        let base = clientKey ?? key
+        return keyGeneration == 0 ? base : "\(base).r\(keyGeneration)"
     }
 }
 

@@ -155,6 +155,23 @@ enum OutboxSchema {
             // with a constant default rewrites no row.
             try db.execute(sql: "ALTER TABLE event ADD COLUMN key_generation INTEGER NOT NULL DEFAULT 0")
         }
+        migrator.registerMigration("v7: client idempotency keys") { db in
+            // A client's own `Idempotency-Key`: kept with its event and sent to Plunk in
+            // place of the id, and remembered in `client_key` for `ingest.idempotency_window`
+            // after the event arrived, so a repeat gets the first event's id back and stores
+            // nothing, delivered or not. Expired keys leave through the index on `expires_at`
+            // (`Outbox.enqueue`), so the table holds about one window's keys.
+            try db.execute(
+                sql: """
+                    ALTER TABLE event ADD COLUMN client_key TEXT;
+                    CREATE TABLE client_key (
+                        key TEXT PRIMARY KEY,
+                        id TEXT NOT NULL,
+                        expires_at REAL NOT NULL
+                    ) WITHOUT ROWID;
+                    CREATE INDEX client_key_expiry ON client_key (expires_at);
+                    """)
+        }
         return migrator
     }
 }

@@ -26,7 +26,9 @@ public enum Daemon {
         let inherited = try InheritedSocket.fromEnvironment(environment)
         let storeLock = try StoreLock(storePath: config.storagePath)
         defer { withExtendedLifetime(storeLock) {} }
-        let outbox = try Outbox(path: config.storagePath, maxBytes: config.maxStorageBytes, reserveBytes: config.storageReserveBytes)
+        let outbox = try Outbox(
+            path: config.storagePath, maxBytes: config.maxStorageBytes, reserveBytes: config.storageReserveBytes,
+            idempotencyWindow: config.idempotencyWindow)
         logger.info(
             "storage ready",
             metadata: [

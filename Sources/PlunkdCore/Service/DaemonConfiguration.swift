@@ -75,6 +75,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var ingestTokensFile: String? = nil
     /// The tokens are listed in the config file (`ingest.tokens`), not a file of their own.
     public var ingestTokensInConfigFile = false
+    /// `ingest.idempotency_window`: how long a client's `Idempotency-Key` is remembered.
+    public var idempotencyWindow: Double = 86_400
 
     public var initialBackoff: Double
     public var maxBackoff: Double

@@ -111,6 +111,10 @@ public enum Settings {
             "The largest event body accepted (256 to 16 MiB).",
             parse: { v throws(ConfigurationError) in try v.integer(in: 256...(16 << 20)) }),
         .value(
+            "ingest.idempotency_window", \DaemonConfiguration.idempotencyWindow, default: "24h",
+            "How long a client's Idempotency-Key (the HTTP header, or an NDJSON event's idempotencyKey member) is remembered after its event arrived: a repeat within it gets the first event's id back and stores nothing.",
+            parse: { v throws(ConfigurationError) in try v.duration(min: 1, max: 30 * 86_400) }),
+        .value(
             "ingest.listen", \DaemonConfiguration.ingestListen, default: "empty (the Unix socket only)",
             "Also serve the HTTP routes (/v1/track) on this TCP address, a port (loopback) or host:port, for clients that cannot reach a Unix socket, such as Plunk's SDKs. Every request must carry Authorization: Bearer with one of ingest.tokens. Loopback only unless ingest.listen_beyond_loopback.",
             parse: { v throws(ConfigurationError) in try v.hostAndPort() }),
