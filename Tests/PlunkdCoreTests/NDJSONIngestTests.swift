@@ -197,6 +197,16 @@ struct NDJSONIngestTests {
         // The quick client was served while the slow one could not finish writing.
         let finishedMeanwhile = writerDone.load(ordering: .sequentiallyConsistent)
         #expect(!finishedMeanwhile)
+        // The daemon stopped reading the slow client: what it stores comes to a stop far
+        // short of what was written, the rest waiting in the client's socket. (A handler
+        // that kept reading would store all 40,000 and hold their replies in memory.)
+        var last = -1
+        let stalled = await Poll.until(timeout: 30, every: .seconds(1)) {
+            let now = fixture.outbox.storedCount
+            defer { last = now }
+            return now == last
+        }
+        #expect(stalled && last < count / 2, "stored \(last) of \(count) while the client read nothing")
         var acked = 0
         for _ in 0..<count {
             if try NDJSONReply(slow.readLine()).ok { acked += 1 }
