@@ -9,7 +9,10 @@
 //     fixed 8: the rate against its capacity, and the time to reach 90 % of it
 //   - a stand-in rate-limited as v2 can be (100/s, burst 200, RateLimit-* headers), 64 in
 //     flight: the sustained rate and the share of requests answered 429
-// Options: --large N (default 1,000,000), --small N (default 10,000).
+//   - end to end beside syslog-ng, when it is installed (`SyslogNGComparison`): 16
+//     producers, answers at once and after 20 ms, events/s and CPU s per 10,000 of each
+// Options: --large N (default 1,000,000), --small N (default 10,000), --compare N
+// (events of the syslog-ng comparison, default 20,000), --only-compare 1 (that alone).
 import Foundation
 import GRDB
 import NIOCore
@@ -133,6 +136,11 @@ let show = BenchmarkSupport.show
 let machine = BenchmarkSupport.machine
 print("plunkd delivery benchmark; machine: \(machine)")
 
+if option("--only-compare", 0) == 1 {
+    try await SyslogNGComparison.compare(events: option("--compare", 20_000))
+    exit(0)
+}
+
 let slow = try await standIn(delay: .milliseconds(20))
 let slowDrain = try drain(backlog: 5_000, port: slow.port, concurrency: 16)
 show("stand-in answering after 20 ms, concurrency 16", String(format: "%7.0f events/s (%.0f%% of 16 / 0.020 s)", slowDrain.rate, slowDrain.rate / 800 * 100))
@@ -219,3 +227,5 @@ show(
 show(
     "per-event cost, large vs small backlog",
     String(format: "%+.0f%% wall, %+.0f%% CPU", (small.rate / large.rate - 1) * 100, (large.cpuPer10k / small.cpuPer10k - 1) * 100))
+
+try await SyslogNGComparison.compare(events: option("--compare", 20_000))
