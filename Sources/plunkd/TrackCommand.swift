@@ -38,6 +38,11 @@ struct TrackEventOptions: ParsableArguments {
     @Option(help: "Subscribe (true) or unsubscribe (false) the contact.") var subscribed: Bool?
     @Option(name: .customLong("data"), help: "A data field as key=value (string value); repeatable.")
     var dataFields: [String] = []
+    @Option(
+        help: ArgumentHelp(
+            "A key of your own for this event (1 to 240 printable ASCII): run again with the same key within ingest.idempotency_window, nothing new is stored and the first id is printed.",
+            valueName: "key"))
+    var idempotencyKey: String?
     @OptionGroup var options: ClientOptions
 
     func queue() async throws {
@@ -50,8 +55,11 @@ struct TrackEventOptions: ParsableArguments {
                 throw CommandFailure(failure.description, exitCode: 75)
             }
             switch reply {
-            case .acknowledged(let id):
+            case .acknowledged(let id, let repeated):
                 print(id)
+                if repeated {
+                    FileHandle.standardError.write(Data("plunkd: already stored under this --idempotency-key; nothing new was queued\n".utf8))
+                }
             case .refused(let message, let retryable):
                 throw CommandFailure("refused: \(message)", exitCode: retryable ? 75 : 1)
             }
@@ -61,6 +69,7 @@ struct TrackEventOptions: ParsableArguments {
     private func body() throws -> Data {
         var object: [String: Any] = ["event": event, "email": email]
         if let subscribed { object["subscribed"] = subscribed }
+        if let idempotencyKey { object[EventValidator.clientKeyMember] = idempotencyKey }
         if !dataFields.isEmpty {
             var data: [String: String] = [:]
             for field in dataFields {

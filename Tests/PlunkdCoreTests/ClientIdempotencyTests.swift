@@ -120,6 +120,27 @@ struct ClientIdempotencyTests {
         #expect(try clientKeyRows(outbox) == 4, "200 expired keys, 64 let go per keyed commit, and the 4 live ones kept")
     }
 
+    @Test("plunkd track --idempotency-key run twice (a cron job retrying): one event stored, the same id printed, the repeat said")
+    func trackCommand() throws {
+        let daemon = try DaemonProcess()
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        let arguments = [
+            "track", "--event", "nightly-report", "--email", "ops@example.com", "--idempotency-key", "report-2026-12-03",
+            "--socket", daemon.socketPath,
+        ]
+        let first = try DaemonProcess.command(arguments)
+        let second = try DaemonProcess.command(arguments)
+        #expect(first.status == 0 && second.status == 0, "\(first.stderr) \(second.stderr)")
+        #expect(first.stdout.count == 37 && second.stdout == first.stdout, "\(first.stdout) / \(second.stdout)")
+        #expect(!first.stderr.contains("already stored") && second.stderr.contains("already stored"), "\(second.stderr)")
+        #expect(try DaemonDeliveryTests().storedCount(daemon.storagePath) == 1)
+        let body = try DatabaseQueue(path: daemon.storagePath).read { try String.fetchOne($0, sql: "SELECT CAST(body AS TEXT) FROM event") }
+        #expect(body?.contains("report-2026-12-03") == false, "\(body ?? "none")")
+        let refused = try DaemonProcess.command(arguments.map { $0 == "report-2026-12-03" ? "caf\u{e9}" : $0 })
+        #expect(refused.status == 1 && refused.stderr.contains("idempotencyKey"), "\(refused.stderr)")
+    }
+
     @Test(
         "through the binary: the header and the NDJSON member, a repeat across kill -9 and after delivery, Plunk getting the client's key and a body without it"
     )

@@ -7,7 +7,9 @@ import NIOPosix
 public enum IngestClient {
     /// The daemon's answer to one NDJSON line.
     public enum Reply: Sendable, Equatable {
-        case acknowledged(id: String)
+        /// Stored; or, with `repeated`, a repeat of an `idempotencyKey` already stored
+        /// under `id`, and nothing stored now.
+        case acknowledged(id: String, repeated: Bool = false)
         case refused(message: String, retryable: Bool)
     }
 
@@ -102,7 +104,7 @@ public enum IngestClient {
             throw Failure(description: "unexpected reply from plunkd: \(line.prefix(200))")
         }
         if ok, let id = object["id"] as? String {
-            return .acknowledged(id: id)
+            return .acknowledged(id: id, repeated: object["repeated"] as? Bool ?? false)
         }
         return .refused(message: object["error"] as? String ?? "refused", retryable: object["retryable"] as? Bool ?? false)
     }
