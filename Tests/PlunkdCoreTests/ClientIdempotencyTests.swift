@@ -68,6 +68,20 @@ struct ClientIdempotencyTests {
         #expect(reference.verdict(Data(#"{"event":"e","email":"a@example.com","idempotencyKey":"k"}"#.utf8)) == .accepted(contact: "a@example.com"))
     }
 
+    @Test("ingest.idempotency_window: a duration, 24 h by default; shorter than Plunk's 24 h is advised against")
+    func window() async throws {
+        func load(_ environment: [String: String]) async throws(ConfigurationError) -> DaemonConfiguration {
+            try await ConfigLoader.load(file: nil, environment: environment, uid: 1000, defaultFile: nil).configuration
+        }
+        #expect(try await load([:]).idempotencyWindow == 86_400)
+        #expect(!ConfigAdvice.warnings(for: try await load([:])).contains { $0.contains("idempotency_window") })
+        let short = try await load(["PLUNKD_INGEST_IDEMPOTENCY_WINDOW": "1h"])
+        #expect(short.idempotencyWindow == 3600)
+        #expect(ConfigAdvice.warnings(for: short).contains { $0.contains("ingest.idempotency_window is shorter than Plunk's 24 h") })
+        await #expect(throws: ConfigurationError.self) { try await load(["PLUNKD_INGEST_IDEMPOTENCY_WINDOW": "0"]) }
+        await #expect(throws: ConfigurationError.self) { try await load(["PLUNKD_INGEST_IDEMPOTENCY_WINDOW": "31d"]) }
+    }
+
     func keyed(_ key: String?, _ email: String = "a@example.com") -> TrackEvent {
         TrackEvent(contact: email, body: Data(#"{"event":"e","email":"\#(email)"}"#.utf8), clientKey: key)
     }

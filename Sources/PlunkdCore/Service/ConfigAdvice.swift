@@ -34,6 +34,13 @@ public enum ConfigAdvice {
         if !config.ingestTokens.isEmpty && config.ingestListen == nil {
             warnings.append("ingest.tokens are set but ingest.listen is not: no TCP listener is served, the tokens admit nothing")
         }
+        if config.idempotencyWindow < 86_400 {
+            // Plunk v2 keeps a key at least 24 h: a key reused after plunkd forgot it is
+            // stored as a new event here and answered 409 "already done" there.
+            warnings.append(
+                "ingest.idempotency_window is shorter than Plunk's 24 h: an Idempotency-Key reused after plunkd forgets it would be queued again, and Plunk v2 would answer it as already stored, so the new event would be counted delivered without reaching Plunk"
+            )
+        }
         if let listen = config.ingestListen, !listen.isLoopback {
             warnings.append(
                 "ingest.listen \(listen) is not a loopback address: other hosts may submit events with a token, and tokens and events cross the network in plain HTTP"
