@@ -96,6 +96,11 @@ struct TCPListenerTests {
         #expect(wrong.hasPrefix("HTTP/1.1 401"), "\(wrong)")
         let basic = try Self.request(port: port, "POST", "/v1/track", headers: ["Authorization: Basic \(Self.token)"], body: event)
         #expect(basic.hasPrefix("HTTP/1.1 401"), "\(basic)")
+        // Refused before its body is read or the size limit is told: no 100 Continue, no 413.
+        let large = try Self.raw(
+            port: port,
+            "POST /v1/track HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10000000\r\n\r\n")
+        #expect(large.hasPrefix("HTTP/1.1 401") && !large.contains("100 Continue") && large.contains("Connection: close"), "\(large)")
         let status = try Self.request(port: port, "GET", "/status", headers: ["Authorization: Bearer \(Self.token)"])
         #expect(status.hasPrefix("HTTP/1.1 404"), "\(status)")
         let ndjson = try Self.raw(port: port, event + "\n")
@@ -109,7 +114,7 @@ struct TCPListenerTests {
         let scrape = try BlockingUnixSocket(path: daemon.socketPath)
         try scrape.write("GET /metrics HTTP/1.1\r\nHost: plunkd\r\n\r\n")
         let metrics = try #require(try scrape.readHTTPResponse()).body
-        #expect(metrics.contains(#"plunkd_events_refused_total{reason="token"} 3"#), "\(metrics)")
+        #expect(metrics.contains(#"plunkd_events_refused_total{reason="token"} 4"#), "\(metrics)")
         let text = try DaemonProcess.command(["status", "--socket", daemon.socketPath]).stdout
         #expect(text.contains("TCP:") && text.contains("127.0.0.1:\(port)"), "\(text)")
         #expect(!daemon.log.contains(Self.token), "\(daemon.log)")

@@ -71,6 +71,18 @@ final class HTTPIngestHandler: ChannelInboundHandler {
     }
 
     private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        // Before anything is read or promised (no 100 Continue, no 413 telling the size
+        // limit): a client without a token gets its 401 at once, and its body is not kept.
+        if let refusal = gate?.refusal(head) {
+            state = .answered
+            var headers = HTTPHeaders()
+            headers.add(name: "WWW-Authenticate", value: "Bearer realm=\"plunkd\"")
+            headers.add(name: "Connection", value: "close")
+            respond(
+                head, .unauthorized, PlunkErrorBody.json(.unauthorized, refusal), extraHeaders: headers, forceClose: true,
+                context: context)
+            return
+        }
         if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > validator.maxEventBytes {
             state = .answered
             respondTooLarge(head, context: context)
@@ -85,12 +97,6 @@ final class HTTPIngestHandler: ChannelInboundHandler {
     }
 
     private func handle(_ head: HTTPRequestHead, body: ByteBuffer, context: ChannelHandlerContext) {
-        if let refusal = gate?.refusal(head) {
-            var headers = HTTPHeaders()
-            headers.add(name: "WWW-Authenticate", value: "Bearer realm=\"plunkd\"")
-            respond(head, .unauthorized, PlunkErrorBody.json(.unauthorized, refusal), extraHeaders: headers, context: context)
-            return
-        }
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
         if let control, !Self.trackPaths.contains(path) {
             answerControl(head, path: path, body: Data(body.readableBytesView), control: control, context: context)
