@@ -40,6 +40,9 @@ final class FlakyPlunk: Sendable {
     private let down = NIOLockedValueBox(false)
     /// 402 or 401 for every request while set: see `refuseAll`.
     private let refusal = NIOLockedValueBox<Int?>(nil)
+    /// Called once, just before the next refusal is written (then cleared): where a
+    /// power cut is aimed at the write that stores what the refusal makes the daemon do.
+    private let beforeNextRefusal = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
     private let epoch = NIOLockedValueBox(0)
     private let server: FakePlunk
     let minimumDelay: TimeAmount
@@ -58,6 +61,7 @@ final class FlakyPlunk: Sendable {
         let failing = self.failing
         let down = self.down
         let refusal = self.refusal
+        let beforeNextRefusal = self.beforeNextRefusal
         let epoch = self.epoch
         server = try await FakePlunk(keepsRequests: false) { request in
             if let status = refusal.withLockedValue({ $0 }) {
@@ -66,7 +70,11 @@ final class FlakyPlunk: Sendable {
                     status == 402
                     ? #"{"code":402,"error":"Payment Required","message":"You have hit your plan's monthly limit"}"#
                     : #"{"code":401,"error":"Unauthorized","message":"Incorrect Bearer token specified"}"#
-                return .answer(status: status, body: body, delay: minimumDelay)
+                let hook = beforeNextRefusal.withLockedValue { hook in
+                    defer { hook = nil }
+                    return hook
+                }
+                return .answer(status: status, body: body, delay: minimumDelay, whenSent: hook)
             }
             return Self.answer(
                 request, tally: tally, failing: failing, down: down, epoch: epoch, failureShare: failureShare,
@@ -80,12 +88,18 @@ final class FlakyPlunk: Sendable {
     /// Stop injecting failures: the drain at the end of the soak.
     func heal() { failing.withLockedValue { $0 = false } }
 
+    /// Injects failures again after `heal()`.
+    func resumeFailing() { failing.withLockedValue { $0 = true } }
+
     /// A total outage while `on`: every request is answered 503 (after `minimumDelay`).
     func outage(_ on: Bool) { down.withLockedValue { $0 = on } }
 
     /// Every request is answered `status` (402: the month's quota is spent; 401: the key
     /// was revoked) until called with nil.
     func refuseAll(_ status: Int?) { refusal.withLockedValue { $0 = status } }
+
+    /// Runs `hook` once, just before the next refusal's answer is written.
+    func beforeNextRefusal(_ hook: @escaping @Sendable () -> Void) { beforeNextRefusal.withLockedValue { $0 = hook } }
 
     /// The daemon was killed: deliveries from now on go to the next one.
     func beginEpoch() { epoch.withLockedValue { $0 += 1 } }

@@ -55,6 +55,9 @@ final class PowerCutMount {
 
     /// Arms a cut at the next write to the database file (`SIGUSR2`: a checkpoint) or to
     /// it or its log (`SIGHUP`: the next commit); `cut(aimed:)` waits for it.
+    /// The filesystem process, for aiming a cut from another thread (`aim` is the same).
+    var pid: pid_t? { process?.pid }
+
     func aim(_ signal: Int32) {
         guard let process else { return }
         kill(process.pid, signal)

@@ -18,6 +18,7 @@ final class Producers: @unchecked Sendable {
     private var ackedByContact: [String: [String]] = [:]
     private var refusedRetryably = 0
     private var running = true
+    private var held = false
     private var threads: [Thread] = []
     private var finished = 0
 
@@ -63,6 +64,23 @@ final class Producers: @unchecked Sendable {
         return refusedRetryably
     }
 
+    /// While held, the producers send nothing (and are not sending when this returns
+    /// within a moment: a batch already written still gets its answers).
+    func hold(_ on: Bool) {
+        lock.lock()
+        held = on
+        lock.unlock()
+    }
+
+    private var isHeld: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return held
+    }
+
+    /// An event acknowledged outside the producers, counted with theirs.
+    func noteAcknowledged(id: String, contact: String) { record([(id, contact)], refused: 0) }
+
     private var isRunning: Bool {
         lock.lock()
         defer { lock.unlock() }
@@ -91,6 +109,11 @@ final class Producers: @unchecked Sendable {
         var next = BenchmarkSupport.now()
         var client: BlockingUnixSocket?
         while isRunning {
+            if isHeld {
+                usleep(20_000)
+                next = BenchmarkSupport.now()
+                continue
+            }
             if client == nil {
                 client = try? BlockingUnixSocket(path: socketPath, receiveTimeout: 5)
                 if client == nil {
