@@ -9,6 +9,7 @@
 //     fixed 8: the rate against its capacity, and the time to reach 90 % of it
 //   - a stand-in rate-limited as v2 can be (100/s, burst 200, RateLimit-* headers), 64 in
 //     flight: the sustained rate and the share of requests answered 429
+//   - over TLS against a stand-in offering h2: HTTP/2 (auto) and HTTP/1.1 (http1) pinned
 //   - end to end beside syslog-ng, when it is installed (`SyslogNGComparison`): 16
 //     producers, answers at once and after 20 ms, events/s and CPU s per 10,000 of each
 // Options: --large N (default 1,000,000), --small N (default 10,000), --compare N
@@ -214,6 +215,25 @@ if let nginx = startNginx(directory: scratch) {
 } else {
     show("nginx static 200", "skipped: nginx not installed (apt-get install nginx-light)")
 }
+
+// Over TLS (a test CA), a stand-in offering h2 and answering at once: HTTP/2, every
+// request a stream of one connection, against HTTP/1.1 pinned, 16 connections.
+let certificates = try TestCertificates()
+defer { certificates.remove() }
+let tlsStand = try await FakePlunk(tls: try certificates.serverTLS(.trusted), offersHTTP2: true, keepsRequests: false) { _ in
+    .answer(status: 200, body: #"{"success":true,"contact":"c","event":"e","timestamp":"2026-12-03T00:00:00Z"}"#)
+}
+for version in ["auto", "http1"] {
+    let tls = try drain(
+        backlog: smallBacklog, port: tlsStand.port, concurrency: 16,
+        extra: [
+            "PLUNK_BASE_URL": tlsStand.baseURL.absoluteString, "PLUNK_CA_FILE": certificates.caFile, "PLUNK_HTTP_VERSION": version,
+        ])
+    show(
+        "TLS stand-in at once, \(version == "auto" ? "HTTP/2 (auto)" : "HTTP/1.1 (http1)"), 16, \(smallBacklog)",
+        String(format: "%7.0f events/s, %.2f CPU s per 10,000", tls.rate, tls.cpuPer10k))
+}
+await tlsStand.stop()
 
 let instant = try await standIn(delay: .zero)
 let small = try drain(backlog: smallBacklog, port: instant.port, concurrency: 16)

@@ -1,22 +1,21 @@
 import Foundation
 import NIOSSL
-import PlunkdTestSupport
 
 /// A test CA and server certificates for 127.0.0.1, made by Debian's `openssl` command
 /// in a scratch directory: one the CA signed, one for another name, one expired, and a
 /// self-signed one no one trusts.
-struct TestCertificates {
-    let directory: String
-    var caFile: String { "\(directory)/ca.pem" }
+public struct TestCertificates {
+    public let directory: String
+    public var caFile: String { "\(directory)/ca.pem" }
 
-    enum Server: String {
+    public enum Server: String, Sendable {
         case trusted = "server"
         case otherName = "other"
         case expired = "expired"
         case selfSigned = "self"
     }
 
-    init() throws {
+    public init() throws {
         directory = try DaemonProcess.makeScratchDirectory()
         let d = directory
         try Self.run([
@@ -71,13 +70,13 @@ struct TestCertificates {
     }
 
     /// A server configuration presenting `server`'s certificate.
-    func serverTLS(_ server: Server) throws -> TLSConfiguration {
+    public func serverTLS(_ server: Server) throws -> TLSConfiguration {
         TLSConfiguration.makeServerConfiguration(
             certificateChain: try NIOSSLCertificate.fromPEMFile("\(directory)/\(server.rawValue).pem").map { .certificate($0) },
             privateKey: .privateKey(try NIOSSLPrivateKey(file: "\(directory)/server.key", format: .pem)))
     }
 
-    func remove() {
+    public func remove() {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
