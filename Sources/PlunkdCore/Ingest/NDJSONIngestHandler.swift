@@ -13,7 +13,8 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
 
     private enum Reply {
         case ready(String)
-        case awaiting(TrackEvent, group: UInt64)
+        /// The event's own id: the receipt says whether it was a repeat, and of which id.
+        case awaiting(id: UUID, group: UInt64)
     }
 
     private struct GroupOutcome {
@@ -152,7 +153,7 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
         do {
             let event = try validator.validate(Data(view))
             events.append(event)
-            replies.append(.awaiting(event, group: group))
+            replies.append(.awaiting(id: event.id, group: group))
         } catch {
             committer.metrics.refusedInvalid.increment()
             replies.append(.ready(Self.refusal(error.message, retryable: false)))
@@ -187,10 +188,12 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
             switch head {
             case .ready(let reply):
                 text = reply
-            case .awaiting(let event, let group):
+            case .awaiting(let id, let group):
                 guard var outcome = outcomes[group] else { break flushing }
                 switch outcome.result {
-                case .success(let receipt): text = Self.acknowledgement(receipt.acknowledgedID(of: event), repeated: receipt.isRepeat(event))
+                case .success(let receipt):
+                    let first = receipt.acknowledgedID(ofEventWith: id)
+                    text = Self.acknowledgement(first, repeated: first != id)
                 case .failure(let refusal): text = Self.refusal(refusal.description, retryable: true)
                 }
                 outcome.remaining -= 1
