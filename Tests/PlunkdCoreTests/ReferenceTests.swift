@@ -49,7 +49,9 @@ struct ReferenceTests {
         }
         // Rendered by man itself when it is here, with no warning from groff.
         if FileManager.default.isExecutableFile(atPath: "/usr/bin/groff") {
-            let file = "\(try DaemonProcess.makeScratchDirectory())/plunkd.8"
+            let scratch = try DaemonProcess.makeScratchDirectory()
+            defer { try? FileManager.default.removeItem(atPath: scratch) }
+            let file = "\(scratch)/plunkd.8"
             try daemon.stdout.write(toFile: file, atomically: true, encoding: .utf8)
             let rendered = try DaemonProcess.command(["-man", "-Tutf8", "-ww", "-z", file], executable: "/usr/bin/groff")
             #expect(rendered.status == 0)

@@ -26,7 +26,13 @@ final class TinyProxy: @unchecked Sendable {
         Allow 127.0.0.1
         BasicAuth \(Self.user) \(Self.password)
         """.write(toFile: "\(directory)/tinyproxy.conf", atomically: true, encoding: .utf8)
-        pid = try SpawnedCommand.start("/usr/bin/tinyproxy", ["-d", "-c", "\(directory)/tinyproxy.conf"])
+        do {
+            pid = try SpawnedCommand.start("/usr/bin/tinyproxy", ["-d", "-c", "\(directory)/tinyproxy.conf"])
+        } catch {
+            // Not installed: no scratch directory is left behind for it.
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
+        }
         if Poll.blockingUntil(timeout: 10, every: .milliseconds(20), { Self.accepts(port) }) { return }
         stop()
         throw DaemonProcess.Failure(description: "tinyproxy did not listen on \(port)")
