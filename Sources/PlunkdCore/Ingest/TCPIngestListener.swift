@@ -35,7 +35,6 @@ public final class TCPIngestListener: Sendable {
     private let connections = OpenConnections()
     private let refusalsLogged = OnceLog()
     private let quiescing = ListenerQuiescing()
-    private let boundPort = NIOLockedValueBox<Int?>(nil)
 
     public init(settings: Settings, committer: GroupCommitter, validator: EventValidator, group: any EventLoopGroup, logger: Logger) {
         self.settings = settings
@@ -44,9 +43,6 @@ public final class TCPIngestListener: Sendable {
         self.group = group
         self.logger = logger
     }
-
-    /// The port bound, once `start` has returned.
-    public var port: Int? { boundPort.withLockedValue { $0 } }
 
     public func start() async throws {
         let settings = self.settings
@@ -63,7 +59,7 @@ public final class TCPIngestListener: Sendable {
                 logger.notice("TCP client refused: \(reason) (ingest.tokens; logged once per reason)")
             }
         }
-        let channel = try await ServerBootstrap(group: group)
+        _ = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 4096)
             .serverChannelInitializer { channel in
@@ -86,7 +82,6 @@ public final class TCPIngestListener: Sendable {
                 }
             }
             .bind(host: settings.address.host, port: settings.address.port).get()
-        boundPort.withLockedValue { $0 = channel.localAddress?.port }
         self.quiescing.listening(quiescing)
     }
 
