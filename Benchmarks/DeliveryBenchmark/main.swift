@@ -69,7 +69,7 @@ func fillBacklog(path: String, count: Int) throws {
         try outbox.enqueue(
             (done..<done + batch).map { n in
                 let email = "user\(n % 1000)@example.com"
-                return TrackEvent(contact: email, body: Data(#"{"event":"bench","email":"\#(email)","data":{"n":"\#(n)"}}"#.utf8))
+                return AcceptedEvent(contact: email, body: Data(#"{"event":"bench","email":"\#(email)","data":{"n":"\#(n)"}}"#.utf8))
             })
         done += batch
     }

@@ -92,7 +92,7 @@ private final class FailureBox: @unchecked Sendable {
 
 /// What is left once a body's idempotencyKey members are cut out is still an event, the
 /// same one without a key, and (where Foundation reads both) the same object less that key.
-func checkKeyCutOut(from body: Data, leaving event: TrackEvent, _ validator: EventValidator) {
+func checkKeyCutOut(from body: Data, leaving event: AcceptedEvent, _ validator: EventValidator) {
     let again = try? validator.validate(event.body)
     precondition(
         again?.clientKey == nil && again?.contact == event.contact && again?.body == event.body,

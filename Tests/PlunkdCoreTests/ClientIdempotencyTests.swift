@@ -82,8 +82,8 @@ struct ClientIdempotencyTests {
         await #expect(throws: ConfigurationError.self) { try await load(["PLUNKD_INGEST_IDEMPOTENCY_WINDOW": "31d"]) }
     }
 
-    func keyed(_ key: String?, _ email: String = "a@example.com") -> TrackEvent {
-        TrackEvent(contact: email, body: Data(#"{"event":"e","email":"\#(email)"}"#.utf8), clientKey: key)
+    func keyed(_ key: String?, _ email: String = "a@example.com") -> AcceptedEvent {
+        AcceptedEvent(contact: email, body: Data(#"{"event":"e","email":"\#(email)"}"#.utf8), clientKey: key)
     }
 
     func clientKeyRows(_ outbox: Outbox) throws -> Int {

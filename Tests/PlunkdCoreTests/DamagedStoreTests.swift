@@ -133,9 +133,9 @@ struct DamagedStoreTests {
         defer { store.remove() }
         let storage = store.path
         let outbox = try Outbox(path: storage)
-        for n in 0..<40 { try outbox.enqueue([TrackEvent(contact: "a\(n)@x.io", body: Data("{}".utf8))]) }
+        for n in 0..<40 { try outbox.enqueue([AcceptedEvent(contact: "a\(n)@x.io", body: Data("{}".utf8))]) }
         try outbox.finishCheckpoint()
-        for n in 0..<5 { try outbox.enqueue([TrackEvent(contact: "b\(n)@x.io", body: Data("{}".utf8))]) }
+        for n in 0..<5 { try outbox.enqueue([AcceptedEvent(contact: "b\(n)@x.io", body: Data("{}".utf8))]) }
         // A copy of the files as a crash would leave them, the store still open.
         let copy = "\(store.directory)/copy.sqlite"
         try FileManager.default.copyItem(atPath: storage, toPath: copy)
@@ -162,7 +162,7 @@ struct DamagedStoreTests {
         let storage = store.path
         do {
             let outbox = try Outbox(path: storage)
-            try outbox.enqueue((0..<3000).map { TrackEvent(contact: "c\($0)@x.io", body: Data(repeating: 0x61, count: 200)) })
+            try outbox.enqueue((0..<3000).map { AcceptedEvent(contact: "c\($0)@x.io", body: Data(repeating: 0x61, count: 200)) })
         }
         let size = (try FileManager.default.attributesOfItem(atPath: storage)[.size] as? NSNumber)?.intValue ?? 0
         #expect(!FileManager.default.fileExists(atPath: storage + "-wal") || size > 100_000)
@@ -177,7 +177,7 @@ struct DamagedStoreTests {
         let storage = store.path
         do {
             let outbox = try Outbox(path: storage)
-            try outbox.enqueue((0..<100).map { TrackEvent(contact: "c\($0)@x.io", body: Data("{}".utf8)) })
+            try outbox.enqueue((0..<100).map { AcceptedEvent(contact: "c\($0)@x.io", body: Data("{}".utf8)) })
         }
         try overwrite(storage, at: 0, with: Data(repeating: 0xFF, count: 100))
         try startFails(store.directory, naming: storage)

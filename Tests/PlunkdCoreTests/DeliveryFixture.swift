@@ -53,9 +53,9 @@ final class DeliveryFixture: @unchecked Sendable {
     }
 
     @discardableResult
-    func enqueue(_ count: Int, contact: (Int) -> String = { "c\($0)@example.com" }, name: String = "e") throws -> [TrackEvent] {
+    func enqueue(_ count: Int, contact: (Int) -> String = { "c\($0)@example.com" }, name: String = "e") throws -> [AcceptedEvent] {
         let events = (0..<count).map { n in
-            TrackEvent(contact: contact(n), body: Data("{\"event\":\"\(name)\(n)\",\"email\":\"\(contact(n))\"}".utf8))
+            AcceptedEvent(contact: contact(n), body: Data("{\"event\":\"\(name)\(n)\",\"email\":\"\(contact(n))\"}".utf8))
         }
         try outbox.enqueue(events)
         sender.wake()

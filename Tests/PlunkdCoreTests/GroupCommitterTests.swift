@@ -12,8 +12,8 @@ import Testing
 /// durable before its completion runs either way.
 @Suite("Group commit", .timeLimit(.minutes(2)))
 struct GroupCommitterTests {
-    func event(_ n: Int) -> TrackEvent {
-        TrackEvent(contact: "u\(n)@example.com", body: Data("{\"event\":\"e\",\"email\":\"u\(n)@example.com\"}".utf8))
+    func event(_ n: Int) -> AcceptedEvent {
+        AcceptedEvent(contact: "u\(n)@example.com", body: Data("{\"event\":\"e\",\"email\":\"u\(n)@example.com\"}".utf8))
     }
 
     func storedIDs(_ path: String) throws -> Set<String> {

@@ -25,9 +25,9 @@ struct OutboxOperatorTests {
                 .map { $0["detail"] as String }
         }
         #expect(plan.joined().contains("event_parked"))
-        try outbox.enqueue((0..<3).map { TrackEvent(contact: "c\($0)@x.io", body: Data("{}".utf8)) })
+        try outbox.enqueue((0..<3).map { AcceptedEvent(contact: "c\($0)@x.io", body: Data("{}".utf8)) })
         _ = try parkAll(outbox, reason: .expired)
-        try outbox.enqueue([TrackEvent(contact: "d@x.io", body: Data("{}".utf8))])
+        try outbox.enqueue([AcceptedEvent(contact: "d@x.io", body: Data("{}".utf8))])
         let status = try outbox.storedStatus()
         #expect(status.parked == [.expired: 3])
         #expect(status.inLine == 1)
@@ -43,7 +43,7 @@ struct OutboxOperatorTests {
         #expect(!FileManager.default.fileExists(atPath: path))
         do {
             let outbox = try Outbox(path: path)
-            try outbox.enqueue((0..<5).map { TrackEvent(contact: "c\($0)@x.io", body: Data("{\"n\":\($0)}".utf8)) })
+            try outbox.enqueue((0..<5).map { AcceptedEvent(contact: "c\($0)@x.io", body: Data("{\"n\":\($0)}".utf8)) })
             _ = try outbox.recordAndClaim(moves: [], counters: [.delivered: 7], claimLimit: 2, now: Date())
         }
         let reader = try OutboxReader(path: path)
@@ -58,7 +58,7 @@ struct OutboxOperatorTests {
         let store = try ScratchStore()
         defer { store.remove() }
         let outbox = try store.open()
-        try outbox.enqueue((0..<2).map { TrackEvent(contact: "c\($0)@x.io", body: Data("{}".utf8)) })
+        try outbox.enqueue((0..<2).map { AcceptedEvent(contact: "c\($0)@x.io", body: Data("{}".utf8)) })
         _ = try parkAll(outbox, reason: .rejected)
         #expect(throws: Outbox.DropNeedsConfirmation(count: 2)) { try outbox.dropParked(.reason(.rejected), confirmed: false) }
         #expect(try outbox.stateCounts().parked[.rejected] == 2)
@@ -73,7 +73,7 @@ struct OutboxOperatorTests {
         defer { store.remove() }
         let outbox = try store.open()
         let t0 = Date(timeIntervalSince1970: 1_000_000)
-        let first = TrackEvent(contact: "c@x.io", body: Data("{\"n\":1}".utf8))
+        let first = AcceptedEvent(contact: "c@x.io", body: Data("{\"n\":1}".utf8))
         try outbox.enqueue([first], at: t0)
         let claimed = try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 1, now: t0).claimed
         #expect(claimed.map(\.id) == [first.id])
@@ -81,7 +81,7 @@ struct OutboxOperatorTests {
         _ = try outbox.recordAndClaim(
             moves: [.retry(seq: claimed[0].seq, due: t0 + 5, countsAsAttempt: true, status: 503, error: "x")],
             counters: [:], claimLimit: 0, now: t0)
-        let second = TrackEvent(contact: "c@x.io", body: Data("{\"n\":2}".utf8))
+        let second = AcceptedEvent(contact: "c@x.io", body: Data("{\"n\":2}".utf8))
         try outbox.enqueue([second], at: t0 + 1)
         // Both are due; the follower comes first in due order. The head must be claimed, the follower set aside.
         let next = try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 5, now: t0 + 10).claimed
@@ -132,7 +132,7 @@ struct OutboxOperatorTests {
         // Numbers are never reused, even after the last rows are gone.
         _ = try outbox.recordAndClaim(moves: [.delivered(seq: 3)], counters: [:], claimLimit: 0, now: now)
         #expect(try outbox.dropParked(.all, confirmed: true) == 1)
-        try outbox.enqueue([TrackEvent(contact: "f@x.io", body: Data("{}".utf8))])
+        try outbox.enqueue([AcceptedEvent(contact: "f@x.io", body: Data("{}".utf8))])
         #expect(try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 10, now: now).claimed.map(\.seq) == [6])
     }
 }
@@ -140,8 +140,8 @@ struct OutboxOperatorTests {
 /// Claims: bounded reading however long one contact's line is, and claimed events given back.
 @Suite("Outbox claims", .timeLimit(.minutes(2)))
 struct OutboxClaimTests {
-    func events(_ count: Int, contact: String) -> [TrackEvent] {
-        (0..<count).map { TrackEvent(contact: contact, body: Data("{\"n\":\($0)}".utf8)) }
+    func events(_ count: Int, contact: String) -> [AcceptedEvent] {
+        (0..<count).map { AcceptedEvent(contact: contact, body: Data("{\"n\":\($0)}".utf8)) }
     }
 
     @Test("a long line of one contact is read a bounded page per claim, and the others behind it still come through")

@@ -8,8 +8,8 @@ import Testing
 
 @Suite("Outbox", .timeLimit(.minutes(2)))
 struct OutboxTests {
-    func event(_ n: Int) -> TrackEvent {
-        TrackEvent(contact: "u\(n)@example.com", body: Data("{\"event\":\"e\",\"email\":\"u\(n)@example.com\"}".utf8))
+    func event(_ n: Int) -> AcceptedEvent {
+        AcceptedEvent(contact: "u\(n)@example.com", body: Data("{\"event\":\"e\",\"email\":\"u\(n)@example.com\"}".utf8))
     }
 
     @Test("the writer runs with synchronous = FULL, read back from SQLite")
@@ -187,7 +187,7 @@ struct WALCheckpointTests {
         let before = fileSize(path)
         // 1,500 one-event commits: at least 1,500 WAL frames, past SQLite's default of 1,000.
         for n in 0..<1500 {
-            try outbox.enqueue([TrackEvent(contact: "u\(n)@x.io", body: Data(repeating: UInt8(ascii: "x"), count: 200))])
+            try outbox.enqueue([AcceptedEvent(contact: "u\(n)@x.io", body: Data(repeating: UInt8(ascii: "x"), count: 200))])
         }
         #expect(fileSize(path + "-wal") > 1000 * 4096)
         #expect(fileSize(path) == before, "a commit checkpointed by itself")
@@ -211,7 +211,7 @@ struct WALCheckpointTests {
         // 3,000 one-event commits write at least 3,000 frames; a log that never starts over
         // holds them all (12 MB).
         for n in 0..<3000 {
-            try outbox.enqueue([TrackEvent(contact: "u\(n)@x.io", body: Data(repeating: UInt8(ascii: "x"), count: 200))])
+            try outbox.enqueue([AcceptedEvent(contact: "u\(n)@x.io", body: Data(repeating: UInt8(ascii: "x"), count: 200))])
         }
         #expect(fileSize(path + "-wal") < 1500 * 4096, "the log grew with every commit: \(fileSize(path + "-wal")) bytes")
         #expect(outbox.storedCount == 3000)

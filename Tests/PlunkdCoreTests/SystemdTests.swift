@@ -60,7 +60,7 @@ struct SystemdTests {
             logger: .init(label: "test"), clock: { clock.now })
         try sender.start()
         #expect(await progress(sender, maxAge: 40))
-        try outbox.enqueue([TrackEvent(contact: "a@b.io", body: Data("{}".utf8))], at: clock.now)
+        try outbox.enqueue([AcceptedEvent(contact: "a@b.io", body: Data("{}".utf8))], at: clock.now)
         sender.wake()
         _ = await Poll.until(timeout: 10) { sender.snapshot().inFlight > 0 }
         #expect(sender.snapshot().inFlight == 1)

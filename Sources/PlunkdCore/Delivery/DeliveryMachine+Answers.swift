@@ -6,7 +6,7 @@ extension DeliveryMachine {
     /// Plunk (or the transport) answered the request for `event`.
     mutating func answered(_ answer: PlunkAnswer, for event: ClaimedEvent, now: Date) {
         guard let sent = inFlight.removeValue(forKey: event.seq) else { return }
-        let outcome = OutcomeClassifier.classify(answer, now: now)
+        let outcome = OutcomeClassifier.classify(answer, now: now, kind: settings.kind)
         pacer.answered(answer, number: sent.number, now: now)
         adaptive?.answered(sentAt: sent.sentAt, now: now, backPressure: outcome.isBackPressure)
         count(.attempts(outcome: outcome.label))
@@ -102,11 +102,24 @@ extension DeliveryMachine {
         moves.append(.retry(seq: event.seq, due: now.addingTimeInterval(delay), countsAsAttempt: true, status: status, error: detail))
     }
 
-    /// Parks the event `expired` when it has been retried for longer than `retry.max_age`.
+    /// Parks the event `expired` when it has been retried for longer than `retry.max_age`,
+    /// or an email's deadline has passed.
     private mutating func expire(_ event: ClaimedEvent, answer: PlunkAnswer, status: Int?, detail: String, now: Date) -> Bool {
-        guard now.timeIntervalSince(event.receivedAt) >= settings.retry.maxAge else { return false }
+        let pastDeadline = event.deadline.map { now >= $0 } ?? false
+        guard pastDeadline || now.timeIntervalSince(event.receivedAt) >= settings.retry.maxAge else { return false }
         park(event, .expired, status: status, answer: answer)
         emit(.log(.warning, "event parked", ["id": "\(event.key)", "reason": "expired", "last_error": "\(detail)"]))
+        return true
+    }
+
+    /// An email claimed after its deadline (it waited out a pause, a hold or a backlog)
+    /// is parked `expired` instead of sent: a password reset an hour late does harm.
+    mutating func expireBeforeSending(_ event: ClaimedEvent, now: Date) -> Bool {
+        guard let deadline = event.deadline, now >= deadline else { return false }
+        let late = Int(now.timeIntervalSince(deadline).rounded())
+        moves.append(.park(seq: event.seq, reason: .expired, status: nil, error: "not sent: its deadline passed \(late) s ago, before it could be sent"))
+        count(.parked(.expired))
+        emit(.log(.warning, "\(settings.kind.noun) parked", ["id": "\(event.key)", "reason": "expired", "deadline_passed_seconds_ago": "\(late)"]))
         return true
     }
 

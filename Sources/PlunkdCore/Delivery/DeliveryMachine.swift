@@ -222,6 +222,7 @@ struct DeliveryMachine {
                 break
             }
             let event = ready.removeFirst()
+            if expireBeforeSending(event, now: now) { continue }
             inFlight[event.seq] = (event, now, pacer.sent(now: now))
             emit(.send(event, key))
             adaptive?.noteInFlight(inFlight.count)

@@ -86,7 +86,9 @@ public enum DeliveryOutcome: Sendable, Equatable {
 
 public enum OutcomeClassifier {
     /// Classifies an answer; `now` anchors an HTTP-date `Retry-After`.
-    public static func classify(_ answer: PlunkAnswer, now: Date) -> DeliveryOutcome {
+    /// - Parameter kind: an email's 429 may be the monthly limit, which v2 answers on
+    ///   `/v1/send` in place of a 402 (see `isMonthlyEmailLimit`).
+    public static func classify(_ answer: PlunkAnswer, now: Date, kind: EventKind = .track) -> DeliveryOutcome {
         switch answer {
         case .transportFailure(let reason):
             return .transient(status: nil, detail: reason)
@@ -111,6 +113,8 @@ public enum OutcomeClassifier {
                 return .unauthorized(status: status, detail: detail)
             case 402:
                 return .quotaExceeded(detail: detail)
+            case 429 where kind == .email && retryAfter == nil && isMonthlyEmailLimit(code: code, body: body):
+                return .quotaExceeded(detail: detail)
             case 429:
                 return .rateLimited(retryAfter: retryAfter.flatMap { RetryAfter.seconds(from: $0, now: now) }, detail: detail)
             case 408, 409, 500..<600, 300..<400:
@@ -121,6 +125,15 @@ public enum OutcomeClassifier {
                 return .transient(status: status, detail: detail)
             }
         }
+    }
+
+    /// v2's monthly email limit on `/v1/send`: a 429 without `Retry-After`, not coded
+    /// `RATE_LIMIT_EXCEEDED` (the per-second bucket, which always sends `Retry-After`),
+    /// whose message says a limit was reached. Retrying it before the month turns only
+    /// asks again, so it pauses the email line as a 402 does.
+    static func isMonthlyEmailLimit(code: String?, body: Data) -> Bool {
+        guard code != "RATE_LIMIT_EXCEEDED", let message = PlunkErrorReader.message(in: body)?.lowercased() else { return false }
+        return message.contains("limit") && (message.contains("month") || message.contains("reached"))
     }
 
     /// A one-line account of an answer for status and logs: the status and the message

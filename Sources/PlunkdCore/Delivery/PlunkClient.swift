@@ -21,7 +21,7 @@ public enum PlunkHTTPVersion: String, Sendable, Equatable {
     case http1
 }
 
-/// `POST {base_url}/track` over AsyncHTTPClient: the requests in flight as streams of one
+/// `POST {base_url}/track` (or `/send`, for the email line's client) over AsyncHTTPClient: the requests in flight as streams of one
 /// HTTP/2 connection where Plunk offers h2, else a pooled keep-alive connection each; no
 /// redirects followed (a redirect means a wrong `base_url`, which the operator should see
 /// rather than have silently followed), and a per-request deadline.
@@ -32,7 +32,7 @@ public enum PlunkHTTPVersion: String, Sendable, Equatable {
 /// status seconds sooner.
 public final class PlunkClient: PlunkTransport {
     private let client: HTTPClient
-    private let trackURL: String
+    private let url: String
     /// Built once: every request differs only in headers and body, and building one from
     /// the URL text parses it again, with Foundation's URL, for every event.
     private let template: Result<HTTPClient.Request, any Error>
@@ -46,7 +46,8 @@ public final class PlunkClient: PlunkTransport {
 
     public init(
         baseURL: URL, concurrency: Int, requestTimeout: Double, eventLoopGroup: any EventLoopGroup,
-        extraTrustRoots: [NIOSSLCertificate]? = nil, proxy: ProxyEndpoint? = nil, httpVersion: PlunkHTTPVersion = .auto
+        extraTrustRoots: [NIOSSLCertificate]? = nil, proxy: ProxyEndpoint? = nil, httpVersion: PlunkHTTPVersion = .auto,
+        kind: EventKind = .track
     ) {
         let timeout = TimeAmount.nanoseconds(Int64(requestTimeout * 1e9))
         var configuration = HTTPClient.Configuration(
@@ -61,8 +62,9 @@ public final class PlunkClient: PlunkTransport {
         }
         client = HTTPClient(eventLoopGroupProvider: .shared(eventLoopGroup), configuration: configuration)
         self.eventLoopGroup = eventLoopGroup
-        trackURL = baseURL.absoluteString + "/track"
-        template = Result { try HTTPClient.Request(url: baseURL.absoluteString + "/track", method: .POST) }
+        let url = baseURL.absoluteString + kind.plunkPath
+        self.url = url
+        template = Result { try HTTPClient.Request(url: url, method: .POST) }
         self.requestTimeout = timeout
         let https = baseURL.scheme?.lowercased() == "https"
         destination = .init(host: baseURL.host ?? "?", port: baseURL.port ?? (https ? 443 : 80), proxy: proxy?.address)
@@ -86,7 +88,7 @@ public final class PlunkClient: PlunkTransport {
         do {
             request = try template.get()
         } catch {
-            completion(.transportFailure("cannot build the request to \(trackURL): \(error)"))
+            completion(.transportFailure("cannot build the request to \(url): \(error)"))
             return
         }
         request.headers.reserveCapacity(4)

@@ -25,6 +25,8 @@ public final class Sender: @unchecked Sendable {
         /// `plunk.max_rate` (requests per second) and its burst; nil for no limit of our own.
         public var maxRate: Double?
         public var maxRateBurst: Double?
+        /// What this sender's line carries: its path at Plunk, and how a 429 reads.
+        public var kind: EventKind = .track
 
         public init(apiKey: APIKey?, concurrency: Int, retry: RetryPolicy) {
             self.apiKey = apiKey

@@ -21,17 +21,17 @@ public struct EventValidator: Sendable {
 
     /// Validates one body and returns the event to store, with a fresh id.
     /// - Parameter idempotencyKey: the request's `Idempotency-Key` header, if any.
-    public func validate(_ body: Data, idempotencyKey: String? = nil) throws(EventRejection) -> TrackEvent {
+    public func validate(_ body: Data, idempotencyKey: String? = nil) throws(EventRejection) -> AcceptedEvent {
         guard body.count <= maxEventBytes else {
             throw EventRejection("event is \(body.count) bytes; the limit is \(maxEventBytes) bytes")
         }
-        let checked: Result<TrackEvent, EventRejection> = body.withUnsafeBytes { bytes in
+        let checked: Result<AcceptedEvent, EventRejection> = body.withUnsafeBytes { bytes in
             Result { () throws(EventRejection) in try Self.event(in: bytes, body: body, header: idempotencyKey) }
         }
         return try checked.get()
     }
 
-    private static func event(in bytes: UnsafeRawBufferPointer, body: Data, header: String?) throws(EventRejection) -> TrackEvent {
+    private static func event(in bytes: UnsafeRawBufferPointer, body: Data, header: String?) throws(EventRejection) -> AcceptedEvent {
         let scan: JSONBodyScan
         do {
             scan = try JSONBodyScanner.scan(bytes)
@@ -77,7 +77,7 @@ public struct EventValidator: Sendable {
         if let clientKey, !isClientKey(clientKey) {
             throw keyRejection(where: scan.idempotencyKey == nil ? "Idempotency-Key" : "\"\(clientKeyMember)\"")
         }
-        return TrackEvent(contact: email.lowercased(), body: stored, clientKey: clientKey)
+        return AcceptedEvent(contact: email.lowercased(), body: stored, clientKey: clientKey)
     }
 
     static func isClientKey(_ key: String) -> Bool {

@@ -24,7 +24,7 @@ public final class GroupCommitter: @unchecked Sendable {
     public typealias Completion = @Sendable (Result<EnqueueReceipt, IngestRefusal>) -> Void
 
     private struct Submission {
-        let events: [TrackEvent]
+        let events: [AcceptedEvent]
         let completion: Completion
     }
 
@@ -89,7 +89,7 @@ public final class GroupCommitter: @unchecked Sendable {
     ///
     /// With `inlineWhenIdle`, a lone submission to an idle store is committed on the calling
     /// thread and `completion` runs before this returns.
-    public func submit(_ events: [TrackEvent], inlineWhenIdle: Bool = false, completion: @escaping Completion) {
+    public func submit(_ events: [AcceptedEvent], inlineWhenIdle: Bool = false, completion: @escaping Completion) {
         condition.lock()
         if stopping {
             condition.unlock()
@@ -213,13 +213,13 @@ public final class GroupCommitter: @unchecked Sendable {
         return batch
     }
 
-    private func timedCommit(_ events: [TrackEvent]) -> (Result<EnqueueReceipt, IngestRefusal>, slow: Bool) {
+    private func timedCommit(_ events: [AcceptedEvent]) -> (Result<EnqueueReceipt, IngestRefusal>, slow: Bool) {
         let started = DispatchTime.now().uptimeNanoseconds
         let result = commit(events)
         return (result, DispatchTime.now().uptimeNanoseconds - started > slowCommitNanoseconds)
     }
 
-    private func commit(_ events: [TrackEvent]) -> Result<EnqueueReceipt, IngestRefusal> {
+    private func commit(_ events: [AcceptedEvent]) -> Result<EnqueueReceipt, IngestRefusal> {
         do {
             let receipt = try outbox.enqueue(events)
             if let previous = lastFailure.withLock({ last in

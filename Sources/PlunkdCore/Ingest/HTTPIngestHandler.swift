@@ -114,7 +114,7 @@ final class HTTPIngestHandler: ChannelInboundHandler {
                 extraHeaders: headers, context: context)
             return
         }
-        let event: TrackEvent
+        let event: AcceptedEvent
         do {
             event = try validator.validate(Data(body.readableBytesView), idempotencyKey: try Self.clientKey(head))
         } catch {

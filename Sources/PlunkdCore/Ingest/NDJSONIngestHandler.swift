@@ -48,7 +48,7 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
-        var events: [TrackEvent] = []
+        var events: [AcceptedEvent] = []
         let group = nextGroup
         while buffer.readableBytes > 0 {
             guard let newline = buffer.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) else {
@@ -81,7 +81,7 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
             // A last line without a newline still counts: `printf '{…}' | nc -U` must work.
             if let partial = partialLine, !discardingOversizeLine {
                 partialLine = nil
-                var events: [TrackEvent] = []
+                var events: [AcceptedEvent] = []
                 let group = nextGroup
                 accept(line: partial, group: group, into: &events)
                 submit(events, group: group, context: context)
@@ -145,7 +145,7 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
         }
     }
 
-    private func accept(line: ByteBuffer, group: UInt64, into events: inout [TrackEvent]) {
+    private func accept(line: ByteBuffer, group: UInt64, into events: inout [AcceptedEvent]) {
         var view = line.readableBytesView
         if view.last == UInt8(ascii: "\r") { view = view.dropLast() }
         // Blank lines carry nothing and get no reply, so `echo` with extra newlines is harmless.
@@ -160,7 +160,7 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
         }
     }
 
-    private func submit(_ events: [TrackEvent], group: UInt64, context: ChannelHandlerContext) {
+    private func submit(_ events: [AcceptedEvent], group: UInt64, context: ChannelHandlerContext) {
         guard !events.isEmpty else { return }
         nextGroup += 1
         unresolvedEvents += events.count

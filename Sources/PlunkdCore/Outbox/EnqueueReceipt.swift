@@ -11,9 +11,9 @@ public struct EnqueueReceipt: Sendable, Equatable {
     }
 
     /// The id the client is told: its event's own, or the first event's for a repeat.
-    public func acknowledgedID(of event: TrackEvent) -> UUID { acknowledgedID(ofEventWith: event.id) }
+    public func acknowledgedID(of event: AcceptedEvent) -> UUID { acknowledgedID(ofEventWith: event.id) }
 
     public func acknowledgedID(ofEventWith id: UUID) -> UUID { repeats[id] ?? id }
 
-    public func isRepeat(_ event: TrackEvent) -> Bool { repeats[event.id] != nil }
+    public func isRepeat(_ event: AcceptedEvent) -> Bool { repeats[event.id] != nil }
 }

@@ -118,7 +118,7 @@ public final class Outbox: Sendable {
     /// remembered (or given twice in `events`), which is answered with the first event's
     /// id and stores nothing: the receipt says which.
     @discardableResult
-    public func enqueue(_ events: [TrackEvent], at now: Date = Date()) throws(OutboxError) -> EnqueueReceipt {
+    public func enqueue(_ events: [AcceptedEvent], at now: Date = Date()) throws(OutboxError) -> EnqueueReceipt {
         guard !events.isEmpty else { return EnqueueReceipt() }
         if let shortage = roomShortage() { throw OutboxError(.full, path: path, detail: shortage) }
         let stamp = now.timeIntervalSince1970
@@ -129,7 +129,7 @@ public final class Outbox: Sendable {
                     receipt = try Self.rememberClientKeys(events, at: stamp, window: idempotencyWindow, db: db)
                     let insert = try db.cachedStatement(
                         sql: """
-                            INSERT INTO event (seq, id, contact, body, received_at, due_at, client_key) VALUES (?, ?, ?, ?, ?, ?, ?)
+                            INSERT INTO event (seq, id, contact, body, received_at, due_at, client_key, deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                             """)
                     let stored = events.count - receipt.repeats.count
                     // Taken inside the write, so numbers grow in commit order.
@@ -139,7 +139,10 @@ public final class Outbox: Sendable {
                     }
                     for event in events where receipt.repeats[event.id] == nil {
                         try insert.execute(
-                            arguments: [seq, event.id.lowercasedText, event.contact, event.body, stamp, stamp, event.clientKey])
+                            arguments: [
+                                seq, event.id.lowercasedText, event.contact, event.body, stamp, stamp, event.clientKey,
+                                event.maxAge.map { stamp + $0 },
+                            ])
                         seq += 1
                     }
                 }
@@ -157,7 +160,7 @@ public final class Outbox: Sendable {
     /// keys (at least 64), through the index: the table stays at about one window's keys
     /// while keyed events flow, and a commit without keys does no work here.
     private static func rememberClientKeys(
-        _ events: [TrackEvent], at stamp: Double, window: Double, db: Database
+        _ events: [AcceptedEvent], at stamp: Double, window: Double, db: Database
     ) throws -> EnqueueReceipt {
         var receipt = EnqueueReceipt()
         let keyed = events.reduce(0) { $0 + ($1.clientKey == nil ? 0 : 1) }

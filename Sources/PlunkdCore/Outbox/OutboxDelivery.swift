@@ -137,7 +137,7 @@ extension Outbox {
         let toInFlight = try db.cachedStatement(
             sql: """
                 UPDATE event SET state = 'in_flight' WHERE seq = ?
-                RETURNING id, contact, body, attempts, received_at, key_generation, client_key
+                RETURNING id, contact, body, attempts, received_at, key_generation, client_key, deadline
                 """)
         func take(_ seq: Int64, _ contact: String) throws {
             guard let row = try Row.fetchOne(toInFlight, arguments: [seq]) else { return }
@@ -146,7 +146,8 @@ extension Outbox {
                 ClaimedEvent(
                     seq: seq, key: row["id"], contact: contact, body: row["body"],
                     attempts: row["attempts"], receivedAt: Date(timeIntervalSince1970: row["received_at"]),
-                    keyGeneration: row["key_generation"], clientKey: row["client_key"]))
+                    keyGeneration: row["key_generation"], clientKey: row["client_key"],
+                    deadline: (row["deadline"] as Double?).map(Date.init(timeIntervalSince1970:))))
         }
 
         // Heads that are due. Each row examined leaves the partial index (claimed, or set

@@ -26,12 +26,15 @@ public struct ClaimedEvent: Sendable, Equatable {
     /// The client's own `Idempotency-Key`, sent in place of the id when there is one, so
     /// that the client's promise holds at Plunk too.
     public let clientKey: String?
+    /// When an email stops being worth sending (see `AcceptedEvent.maxAge`); nil for track events.
+    public let deadline: Date?
 
     public init(
         seq: Int64, key: String, contact: String, body: Data, attempts: Int, receivedAt: Date, keyGeneration: Int = 0,
-        clientKey: String? = nil
+        clientKey: String? = nil, deadline: Date? = nil
     ) {
         self.clientKey = clientKey
+        self.deadline = deadline
         self.seq = seq
         self.key = key
         self.contact = contact

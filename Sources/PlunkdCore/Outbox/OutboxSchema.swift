@@ -172,6 +172,13 @@ enum OutboxSchema {
                     CREATE INDEX client_key_expiry ON client_key (expires_at);
                     """)
         }
+        migrator.registerMigration("v8: deadlines") { db in
+            // A transactional email is time-bound (`send.max_age`, or the request's own
+            // `Plunkd-Max-Age`): past its deadline it is parked `expired` rather than sent
+            // late. Null for track events, which only `retry.max_age` bounds. A nullable
+            // column rewrites no row.
+            try db.execute(sql: "ALTER TABLE event ADD COLUMN deadline REAL")
+        }
         return migrator
     }
 }

@@ -22,6 +22,12 @@ public enum ConfigAdvice {
         if let file = config.apiKeyFile, let problem = keyFileProblem(file) {
             warnings.append(problem)
         }
+        if let file = config.secretKeyFile, let problem = keyFileProblem(file, key: "plunk.secret_key_file") {
+            warnings.append(problem)
+        }
+        if config.secretKey?.kindPrefix == "pk_" {
+            warnings.append("plunk.secret_key is a public (pk_) key: Plunk's /v1/send needs the secret (sk_) key, so every email would be refused with 401")
+        }
         if let file = config.ingestTokensFile,
             let problem = keyFileProblem(
                 file, key: config.ingestTokensInConfigFile ? "ingest.tokens: the config file" : "ingest.tokens_file",

@@ -16,6 +16,8 @@ public enum ConfigLoader {
     public static let defaultFile = "/etc/plunkd/plunkd.yaml"
     /// systemd credential name (`LoadCredential=plunk-api-key:…`).
     public static let credentialName = "plunk-api-key"
+    /// The secret key's credential (`LoadCredential=plunk-secret-key:…`), for `/v1/send`.
+    public static let secretCredentialName = "plunk-secret-key"
 
     /// - Parameters:
     ///   - file: an explicit file (`--config`), which must exist; without one,
@@ -77,7 +79,8 @@ private struct ConfigValues {
         guard config.initialBackoff <= config.maxBackoff else {
             throw ConfigurationError("retry.initial_backoff (\(config.initialBackoff) s) must not exceed retry.max_backoff (\(config.maxBackoff) s)")
         }
-        (config.apiKey, config.apiKeyFile) = try apiKey()
+        (config.apiKey, config.apiKeyFile) = try key(setting: "plunk.api_key", credential: ConfigLoader.credentialName)
+        (config.secretKey, config.secretKeyFile) = try key(setting: "plunk.secret_key", credential: ConfigLoader.secretCredentialName)
         (config.proxy, config.proxySource) = try proxy(for: config.plunkBaseURL)
         (config.ingestTokens, config.ingestTokensFile) = try ingestTokens()
         config.ingestTokensInConfigFile = config.ingestTokensFile != nil && config.ingestTokensFile == file
@@ -138,30 +141,30 @@ private struct ConfigValues {
         return (proxy, name)
     }
 
-    /// The key from `plunk.api_key`, else the file `plunk.api_key_file` names, else the
-    /// systemd credential. Errors name the key and the file, never the key's value.
-    private func apiKey() throws(ConfigurationError) -> (APIKey?, file: String?) {
-        if let v = value("plunk.api_key", secret: true) {
+    /// The key from `setting` (`plunk.api_key`), else the file `<setting>_file` names,
+    /// else the systemd credential. Errors name the key and the file, never the key's value.
+    private func key(setting: String, credential: String) throws(ConfigurationError) -> (APIKey?, file: String?) {
+        if let v = value(setting, secret: true) {
             return (APIKey(v.text.trimmingCharacters(in: .whitespacesAndNewlines)), nil)
         }
-        if let v = value("plunk.api_key_file") {
+        if let v = value("\(setting)_file") {
             // An empty file means "no key yet", as an empty credential does: the service's
             // key file exists from installation on, empty until the operator writes the key.
             let path = try v.path()
             guard let data = FileManager.default.contents(atPath: path) else {
-                throw ConfigurationError("plunk.api_key_file: cannot read \(path)")
+                throw ConfigurationError("\(setting)_file: cannot read \(path)")
             }
             let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             return (text.isEmpty ? nil : APIKey(text), path)
         }
         if let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty {
-            let path = "\(directory)/\(ConfigLoader.credentialName)"
+            let path = "\(directory)/\(credential)"
             // An empty credential means "no key yet" (the unit's LoadCredential= needs a
             // file to exist): events are kept and status says no_api_key.
             if let data = FileManager.default.contents(atPath: path),
                 !String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
             {
-                return (try Self.readKey(at: path, key: "credential \(ConfigLoader.credentialName)"), nil)
+                return (try Self.readKey(at: path, key: "credential \(credential)"), nil)
             }
         }
         return (nil, nil)

@@ -52,7 +52,7 @@ struct ConfigValueParser {
     }
 
     /// Bytes with an optional binary unit: `1048576`, `512k`, `64m`, `10g` (also `KiB`, `MB`…).
-    func byteSize(min: Int64) throws(ConfigurationError) -> Int64 {
+    func byteSize(min: Int64, max: Int64 = .max) throws(ConfigurationError) -> Int64 {
         let lowered = text.trimmingCharacters(in: .whitespaces).lowercased()
         let units: [(String, Int64)] = [
             ("kib", 1 << 10), ("mib", 1 << 20), ("gib", 1 << 30), ("tib", 1 << 40),
@@ -66,9 +66,10 @@ struct ConfigValueParser {
             scale = multiplier
         }
         guard let value = Int64(number.trimmingCharacters(in: .whitespaces)), value >= 0,
-            value <= Int64.max / scale, value * scale >= min
+            value <= Int64.max / scale, value * scale >= min, value * scale <= max
         else {
-            throw failure("a size in bytes of at least \(min), optionally with k, m or g")
+            let bound = max == .max ? "" : " and at most \(max)"
+            throw failure("a size in bytes of at least \(min)\(bound), optionally with k, m or g")
         }
         return value * scale
     }

@@ -25,6 +25,14 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// The file the key was read from (`plunk.api_key_file`), if it came from one: its
     /// permissions are checked (`ConfigAdvice`).
     public var apiKeyFile: String? = nil
+    /// The secret (`sk_`) key for `/v1/send` (`plunk.secret_key`, `plunk.secret_key_file`,
+    /// or the credential `plunk-secret-key`).
+    public var secretKey: APIKey? = nil
+    /// The file the secret key was read from, if it came from one: checked as `apiKeyFile` is.
+    public var secretKeyFile: String? = nil
+    /// The key emails are sent with: the secret key, else a secret `plunk.api_key` (on the
+    /// legacy host one `sk_` key serves track and send alike). A public key cannot send.
+    public var emailKey: APIKey? { secretKey ?? (apiKey?.kindPrefix == "sk_" ? apiKey : nil) }
     /// Requests in flight at once; nil for `auto` (learned, up to `maxConcurrency`).
     public var concurrency: Int?
     public var maxConcurrency: Int
@@ -77,6 +85,10 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var ingestTokensInConfigFile = false
     /// `ingest.idempotency_window`: how long a client's `Idempotency-Key` is remembered.
     public var idempotencyWindow: Double = 86_400
+    /// `send.max_age`: how long an email may wait to be sent before it is parked `expired`.
+    public var sendMaxAge: Double = 3600
+    /// `send.max_bytes`: the largest `/v1/send` body accepted.
+    public var sendMaxBytes: Int = EmailValidator.defaultMaxBytes
 
     public var initialBackoff: Double
     public var maxBackoff: Double
@@ -136,6 +148,15 @@ public struct HostAndPort: Sendable, Equatable, CustomStringConvertible {
 }
 
 extension DaemonConfiguration {
+    /// The email line's store: beside the track store, `outbox.sqlite` → `outbox-email.sqlite`.
+    public var emailStoragePath: String {
+        let url = URL(fileURLWithPath: storagePath)
+        let ext = url.pathExtension
+        let stem = ext.isEmpty ? url.lastPathComponent : String(url.lastPathComponent.dropLast(ext.count + 1))
+        let name = ext.isEmpty ? "\(stem)-email" : "\(stem)-email.\(ext)"
+        return url.deletingLastPathComponent().appendingPathComponent(name).path
+    }
+
     /// The socket's access rules, for a daemon running as the current user.
     public var peerPolicy: PeerPolicy {
         PeerPolicy(allowedUIDs: allowedUIDs, allowedGIDs: allowedGIDs, adminUIDs: adminUIDs, daemonUID: getuid())

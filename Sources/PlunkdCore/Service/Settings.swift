@@ -18,6 +18,14 @@ public enum Settings {
         .derived(
             "plunk.api_key_file", \DaemonConfiguration.apiKey, default: "none", reloads: true,
             "A file holding the key, read when plunk.api_key is unset; then the credential plunk-api-key in $CREDENTIALS_DIRECTORY."),
+        .derived(
+            "plunk.secret_key", \DaemonConfiguration.secretKey, default: "none (a secret plunk.api_key serves, as on the legacy host)",
+            reloads: true, secret: true,
+            "The secret (sk_) key that /v1/send needs. Prefer plunk.secret_key_file or the systemd credential plunk-secret-key. Without one (and without an sk_ plunk.api_key), emails are kept and nothing is sent. Never logged."
+        ),
+        .derived(
+            "plunk.secret_key_file", \DaemonConfiguration.secretKey, default: "none", reloads: true,
+            "A file holding the secret key, read when plunk.secret_key is unset; then the credential plunk-secret-key in $CREDENTIALS_DIRECTORY."),
         .value(
             "plunk.concurrency", \DaemonConfiguration.concurrency, default: "auto",
             "Requests to Plunk in flight at once: auto (learned from Plunk's answers, up to plunk.max_concurrency) or a fixed number (1 to 1024).",
@@ -129,6 +137,14 @@ public enum Settings {
         .derived(
             "ingest.tokens_file", \DaemonConfiguration.ingestTokens, default: "none", reloads: true,
             "A file holding the tokens, one per line (# starts a comment), read when ingest.tokens is unset."),
+        .value(
+            "send.max_age", \DaemonConfiguration.sendMaxAge, default: "1h",
+            "How long a transactional email (/v1/send) may wait to be sent: past it, it is parked expired instead of sent late. A request's Plunkd-Max-Age header sets its own (1s to 7d).",
+            parse: { v throws(ConfigurationError) in try v.duration(min: 1, max: EmailValidator.longestMaxAge) }),
+        .value(
+            "send.max_bytes", \DaemonConfiguration.sendMaxBytes, default: "1m",
+            "The largest /v1/send body accepted, attachments included (1 KiB to 16 MiB).",
+            parse: { v throws(ConfigurationError) in Int(try v.byteSize(min: 1024, max: 16 << 20)) }),
         .value(
             "retry.initial_backoff", \DaemonConfiguration.initialBackoff, default: "1s", reloads: true,
             "The first retry waits a random time up to this; each further one up to twice as long.",
