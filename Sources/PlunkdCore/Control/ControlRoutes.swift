@@ -4,17 +4,32 @@ import Foundation
 /// use the socket (they carry counts, never event contents or the key); everything that
 /// changes or reveals events is for root, the daemon's user, and `socket.admin_uids`.
 public struct ControlRoutes: ControlResponder {
+    /// The transactional-email line's sender and store, reported and operated beside track's.
+    public struct EmailLine: Sendable {
+        let sender: Sender
+        let outbox: Outbox
+        let context: StatusContext
+
+        public init(sender: Sender, outbox: Outbox, context: StatusContext) {
+            self.sender = sender
+            self.outbox = outbox
+            self.context = context
+        }
+    }
+
     private let sender: Sender
     private let outbox: Outbox
     private let context: StatusContext
+    private let email: EmailLine?
     private let policy: PeerPolicyBox
     private let metrics: MetricsExposition?
     private let clock: @Sendable () -> Date
 
     public init(
-        sender: Sender, outbox: Outbox, context: StatusContext, policy: PeerPolicyBox,
+        sender: Sender, outbox: Outbox, context: StatusContext, email: EmailLine? = nil, policy: PeerPolicyBox,
         metrics: MetricsExposition? = nil, clock: @escaping @Sendable () -> Date = { Date() }
     ) {
+        self.email = email
         self.sender = sender
         self.outbox = outbox
         self.context = context
@@ -52,28 +67,46 @@ public struct ControlRoutes: ControlResponder {
 
     func status() -> StatusReport {
         let now = clock()
-        return StatusAssessment.running(
+        var report = StatusAssessment.running(
             snapshot: sender.snapshot(), stored: Result { try outbox.storedStatus() }, context: context, now: now)
+        if let email {
+            report.add(
+                emailLine: StatusAssessment.running(
+                    snapshot: email.sender.snapshot(), stored: Result { try email.outbox.storedStatus() }, context: email.context, now: now))
+        }
+        return report
+    }
+
+    /// The line a parked-events request names (`"line": "email"`), track's by default.
+    private func line(_ request: ParkedRequest) throws -> (sender: Sender, outbox: Outbox) {
+        guard request.emailLine else { return (sender, outbox) }
+        guard let email else { throw ControlRequestError(message: "this plunkd has no email line") }
+        return (email.sender, email.outbox)
     }
 
     private func adminRoute(_ path: String, body: Data) throws -> ControlResponse {
         switch path {
         case "/control/resume":
-            return Self.success(["message": try sender.resume()])
+            // Both lines: an operator who upgraded the plan or fixed a key means all of it.
+            var message = try sender.resume()
+            if let email { message += "; email line: " + (try email.sender.resume()) }
+            return Self.success(["message": message])
         case "/control/parked/list":
             let request = try ParkedRequest(body, listing: true)
-            let events = try outbox.parkedEvents(request.selection, limit: request.limit)
+            let events = try line(request).outbox.parkedEvents(request.selection, limit: request.limit)
             let encoder = StatusReport.encoder()
             encoder.keyEncodingStrategy = .convertToSnakeCase
             let list = String(decoding: try encoder.encode(events), as: UTF8.self)
             return ControlResponse(status: 200, body: "{\"ok\":true,\"events\":\(list)}")
         case "/control/parked/retry":
             let request = try ParkedRequest(body)
+            let (sender, outbox) = try line(request)
             let count = try outbox.requeueParked(request.selection, now: clock())
             sender.wake()
             return Self.success(["count": count, "message": "\(count) parked events back in line"])
         default:
             let request = try ParkedRequest(body)
+            let outbox = try line(request).outbox
             do {
                 let count = try outbox.dropParked(request.selection, confirmed: request.confirmed)
                 return Self.success(["count": count, "message": "\(count) parked events dropped"])
@@ -114,11 +147,13 @@ struct ControlRequestError: Error {
 }
 
 /// The body of a parked-events request: `{"reason": "rejected"}`, `{"ids": [...]}` or
-/// `{"all": true}`, plus `limit` for a list and `confirm` for a drop.
+/// `{"all": true}`, plus `limit` for a list, `confirm` for a drop, and `"line": "email"`
+/// for the email line's parked emails.
 struct ParkedRequest {
     static let maxIDs = 1000
 
     let selection: ParkedSelection
+    let emailLine: Bool
     let limit: Int
     let confirmed: Bool
 
@@ -134,6 +169,11 @@ struct ParkedRequest {
             object = parsed
         }
         let reason = object["reason"] as? String
+        switch object["line"] as? String {
+        case nil, "track": emailLine = false
+        case "email": emailLine = true
+        case let other?: throw ControlRequestError(message: "unknown line \"\(other)\"; track or email")
+        }
         let ids = object["ids"] as? [String] ?? []
         let all = object["all"] as? Bool ?? false
         if reason != nil && !ids.isEmpty {

@@ -24,12 +24,20 @@ enum MetricHelp {
         "plunkd_delivery_state": "1 for the delivery state plunkd status reports, 0 for the others.",
     ]
 
+    /// The email line's metrics say what track's say, of emails.
+    static func help(for name: String) -> String? {
+        if let help = texts[name] { return help }
+        let email = EventKind.email.metricPrefix
+        guard name.hasPrefix(email), let track = texts[EventKind.track.metricPrefix + name.dropFirst(email.count)] else { return nil }
+        return "Transactional emails (/v1/send), their own line: " + track
+    }
+
     static func annotate(_ text: String) -> String {
         var lines: [Substring] = []
         for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
             if line.hasPrefix("# TYPE ") {
                 let name = line.dropFirst(7).split(separator: " ").first.map(String.init) ?? ""
-                if let help = texts[name] { lines.append("# HELP \(name) \(help)") }
+                if let help = help(for: name) { lines.append("# HELP \(name) \(help)") }
             }
             if !line.hasPrefix("# HELP ") { lines.append(line) }
         }

@@ -9,8 +9,14 @@ public struct StatusContext: Sendable {
     public var startedAt: Date?
     /// `ingest.listen`, when the HTTP routes are also served over TCP.
     public var listen: String?
+    /// The line reported on: track events, or the transactional emails of `/v1/send`.
+    public var kind: EventKind = .track
 
-    public init(socketPath: String, databasePath: String, warnOldestAge: TimeInterval, startedAt: Date? = nil, listen: String? = nil) {
+    public init(
+        socketPath: String, databasePath: String, warnOldestAge: TimeInterval, startedAt: Date? = nil, listen: String? = nil,
+        kind: EventKind = .track
+    ) {
+        self.kind = kind
         self.listen = listen
         self.socketPath = socketPath
         self.databasePath = databasePath
@@ -126,21 +132,33 @@ public enum StatusAssessment {
         let pending = report.pending ?? 0
         let when = { (date: Date?) in date.map(iso) ?? "unknown" }
         report.severity = report.state.severity
+        let things = context.kind == .track ? "events" : "emails"
+        let key = context.kind == .track ? "API key" : "secret key"
+        let keyPlaces =
+            context.kind == .track
+            ? "plunk.api_key_file (or PLUNK_API_KEY, or the plunk-api-key credential)"
+            : "plunk.secret_key_file (or PLUNK_SECRET_KEY, or the plunk-secret-key credential)"
         switch report.state {
         case .storageError:
             report.reason = "storage error: \(report.storageError ?? "unknown")"
-            report.hint = "check the disk and the file (df -h \(directory(of: context.databasePath))); events already stored are kept"
+            report.hint = "check the disk and the file (df -h \(directory(of: context.databasePath))); \(things) already stored are kept"
         case .quotaPaused:
-            report.reason = "paused until \(when(report.pausedUntil)): Plunk's monthly quota is spent (402); \(pending) events wait"
+            let why = context.kind == .track ? "Plunk's monthly quota is spent (402)" : "Plunk's monthly email limit is reached"
+            report.reason = "paused until \(when(report.pausedUntil)): \(why); \(pending) \(things) wait"
             report.hint = "after upgrading the Plunk plan: plunkd resume"
         case .authHeld:
-            report.reason = "held since \(when(report.heldSince)): Plunk refused the API key; \(pending) events wait"
-            report.hint = "put a valid key in place (plunk.api_key_file or the plunk-api-key credential), then: systemctl reload plunkd"
+            report.reason = "held since \(when(report.heldSince)): Plunk refused the \(key); \(pending) \(things) wait"
+            report.hint = "put a valid key in place (\(keyPlaces)), then: systemctl reload plunkd"
+        case .noAPIKey where context.kind == .email && pending == 0:
+            // Most hosts send no email through plunkd: a missing secret key is news only
+            // once an email waits for it.
+            report.severity = .ok
+            report.reason = "no secret key configured: an email sent to /v1/send would be kept, not sent; none waits"
         case .noAPIKey:
-            report.reason = "no API key configured: \(pending) events are kept, nothing is sent"
-            report.hint = "set plunk.api_key_file (or PLUNK_API_KEY, or the plunk-api-key credential), then restart plunkd"
+            report.reason = "no \(key) configured: \(pending) \(things) are kept, nothing is sent"
+            report.hint = "set \(keyPlaces), then: systemctl reload plunkd"
         case .rateLimited:
-            report.reason = "rate limited by Plunk (429) until \(when(report.blockedUntil)); \(pending) events wait"
+            report.reason = "rate limited by Plunk (429) until \(when(report.blockedUntil)); \(pending) \(things) wait"
             report.hint = "nothing to do: delivery resumes by itself"
         case .backingOff:
             let next = report.blockedUntil.map { "; next attempt at \(iso($0))" } ?? ""
@@ -149,19 +167,20 @@ public enum StatusAssessment {
         case .delivering:
             report.reason = "delivering: \(snapshot.inFlight) requests in flight, \(pending) pending"
         case .idle, .notRunning, .unknown:
-            report.reason = pending == 0 ? "idle: nothing to send" : "idle: \(pending) pending events wait for their next attempt"
+            report.reason = pending == 0 ? "idle: nothing to send" : "idle: \(pending) pending \(things) wait for their next attempt"
         }
         guard report.severity == .ok else { return report }
         let troubled = (report.parked[ParkReason.rejected.rawValue] ?? 0) + (report.parked[ParkReason.expired.rawValue] ?? 0)
         if let age = report.oldestPendingAgeSeconds, age > context.warnOldestAge {
             report.severity = .warning
-            report.reason += "; the oldest pending event is \(Int(age)) s old (over status.warn_oldest_age)"
+            report.reason += "; the oldest pending \(context.kind.noun) is \(Int(age)) s old (over status.warn_oldest_age)"
             report.hint = "last_error says why delivery is slow"
         }
         if troubled > 0 {
             report.severity = .warning
-            report.reason += "; \(troubled) events parked as rejected or expired"
-            report.hint = "plunkd parked list, then plunkd parked retry or plunkd parked drop"
+            report.reason += "; \(troubled) \(things) parked as rejected or expired"
+            let line = context.kind == .track ? "" : " --email"
+            report.hint = "plunkd parked list\(line), then plunkd parked retry\(line) or plunkd parked drop\(line)"
         }
         return report
     }

@@ -70,6 +70,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var socket: String
     /// The TCP listener's address (`ingest.listen`), nil when it is off.
     public var listen: String? = nil
+    /// The transactional-email line (`/v1/send`); null when the daemon is not running.
+    public var email: EmailLineStatus? = nil
     public var database: Database
     public var version: String
     public var uptimeSeconds: Double?
@@ -97,7 +99,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case lastSuccess = "last_success"
         case lastError = "last_error"
         case storageError = "storage_error"
-        case socket, listen, database, version
+        case socket, listen, email, database, version
         case uptimeSeconds = "uptime_seconds"
         case hint
         case checkedAt = "checked_at"
@@ -131,6 +133,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try c.encode(storageError, forKey: .storageError)
         try c.encode(socket, forKey: .socket)
         try c.encode(listen, forKey: .listen)
+        try c.encode(email, forKey: .email)
         try c.encode(database, forKey: .database)
         try c.encode(version, forKey: .version)
         try c.encode(uptimeSeconds, forKey: .uptimeSeconds)

@@ -45,12 +45,30 @@ public enum StatusText {
             row("Last error:", "\(status)\(oneLine(error.message, limit: 160))\(at)")
         }
         if let storage = report.storageError { row("Storage:", oneLine(storage, limit: 300)) }
+        if let email = report.email { emailRows(email, now: now).forEach { row($0.0, $0.1) } }
         row("Socket:", report.socket)
         if let listen = report.listen { row("TCP:", "\(listen) (HTTP routes only, bearer token required)") }
         row("Database:", report.database.path + (report.database.sizeBytes.map { " (\(bytes($0)))" } ?? ""))
         row("Version:", report.version + (report.uptimeSeconds.map { ", up \(span($0))" } ?? ""))
         if let hint = report.hint { row("Help:", hint) }
         return lines.joined(separator: "\n")
+    }
+
+    /// The email line, shorter than track's: its state, queue, parked and last error.
+    private static func emailRows(_ email: EmailLineStatus, now: Date) -> [(String, String)] {
+        var rows: [(String, String)] = [("Email:", "\(email.state.rawValue): \(email.reason)")]
+        var queue = "\(email.pending ?? 0) pending, \(email.inFlight ?? 0) in flight"
+        if let age = email.oldestPendingAgeSeconds { queue += "; oldest \(span(age)) old" }
+        queue += "; \(email.deliveredTotal ?? 0) delivered"
+        if let hour = email.deliveredLastHour { queue += ", \(hour) in the last hour" }
+        rows.append(("", queue))
+        rows.append(("", "parked: " + ParkReason.allCases.map { "\($0.rawValue) \(email.parked[$0.rawValue] ?? 0)" }.joined(separator: ", ")))
+        if let until = email.pausedUntil { rows.append(("", "paused until \(StatusAssessment.iso(until)) (\(span(until.timeIntervalSince(now))) from now)")) }
+        if let error = email.lastError {
+            let status = error.status.map { "\($0) " } ?? ""
+            rows.append(("", "last error: \(status)\(oneLine(error.message, limit: 150))"))
+        }
+        return rows
     }
 
     static func span(_ seconds: Double) -> String {

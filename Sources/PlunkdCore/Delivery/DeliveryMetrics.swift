@@ -13,19 +13,21 @@ public struct DeliveryMetrics: Sendable {
     private let parkedByReason: [ParkReason: Counter]
     private let attemptsByOutcome: [String: Counter]
 
-    public init(factory: any MetricsFactory = NOOPMetricsHandler.instance) {
+    /// - Parameter kind: whose line: the email line's names start `plunkd_email_`.
+    public init(factory: any MetricsFactory = NOOPMetricsHandler.instance, kind: EventKind = .track) {
         self.factory = factory
-        delivered = Counter(label: "plunkd_delivered_total", factory: factory)
-        duplicatesSuppressed = Counter(label: "plunkd_duplicates_suppressed_total", factory: factory)
-        rekeyed = Counter(label: "plunkd_rekeyed_total", factory: factory)
-        requestDuration = CoreMetrics.Timer(label: "plunkd_request_duration_seconds", factory: factory)
+        let prefix = kind.metricPrefix
+        delivered = Counter(label: "\(prefix)delivered_total", factory: factory)
+        duplicatesSuppressed = Counter(label: "\(prefix)duplicates_suppressed_total", factory: factory)
+        rekeyed = Counter(label: "\(prefix)rekeyed_total", factory: factory)
+        requestDuration = CoreMetrics.Timer(label: "\(prefix)request_duration_seconds", factory: factory)
         parkedByReason = Dictionary(
             uniqueKeysWithValues: ParkReason.allCases.map {
-                ($0, Counter(label: "plunkd_parked_total", dimensions: [("reason", $0.rawValue)], factory: factory))
+                ($0, Counter(label: "\(prefix)parked_total", dimensions: [("reason", $0.rawValue)], factory: factory))
             })
         attemptsByOutcome = Dictionary(
             uniqueKeysWithValues: DeliveryOutcome.labels.map {
-                ($0, Counter(label: "plunkd_attempts_total", dimensions: [("outcome", $0)], factory: factory))
+                ($0, Counter(label: "\(prefix)attempts_total", dimensions: [("outcome", $0)], factory: factory))
             })
     }
 

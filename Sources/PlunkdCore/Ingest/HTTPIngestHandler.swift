@@ -2,8 +2,8 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 
-/// Plunk's own track API on the local socket, so an existing Plunk client pointed at the
-/// socket works unchanged. Requests on one connection are answered in order by NIO's
+/// Plunk's own track and send API on the local socket, so an existing Plunk client
+/// pointed at the socket works unchanged. Requests on one connection are answered in order by NIO's
 /// pipelining handler, which also stops reading while a response is outstanding.
 final class HTTPIngestHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
@@ -11,7 +11,8 @@ final class HTTPIngestHandler: ChannelInboundHandler {
 
     private enum RequestState {
         case idle
-        case receiving(HTTPRequestHead, ByteBuffer)
+        /// With the body's size limit, which depends on the route.
+        case receiving(HTTPRequestHead, ByteBuffer, limit: Int)
         /// Already answered (too large); the rest of the request is ignored.
         case answered
     }
@@ -19,13 +20,19 @@ final class HTTPIngestHandler: ChannelInboundHandler {
     private let committer: GroupCommitter
     private let validator: EventValidator
     private let control: (any ControlResponder)?
+    /// `/v1/send`'s line; nil answers the route 404, as a Plunk without it would.
+    private let email: EmailIngest?
     /// On the TCP listener: every request must show a token. Nil on the socket.
     private let gate: BearerGate?
     private var state = RequestState.idle
     private var responsesOutstanding = 0
     private var draining = false
 
-    init(committer: GroupCommitter, validator: EventValidator, control: (any ControlResponder)?, gate: BearerGate? = nil) {
+    init(
+        committer: GroupCommitter, validator: EventValidator, email: EmailIngest?, control: (any ControlResponder)?,
+        gate: BearerGate? = nil
+    ) {
+        self.email = email
         self.gate = gate
         self.committer = committer
         self.validator = validator
@@ -36,15 +43,15 @@ final class HTTPIngestHandler: ChannelInboundHandler {
         switch (unwrapInboundIn(data), state) {
         case (.head(let head), _):
             begin(head, context: context)
-        case (.body(var chunk), .receiving(let head, var body)):
-            if body.readableBytes + chunk.readableBytes > validator.maxEventBytes {
+        case (.body(var chunk), .receiving(let head, var body, let limit)):
+            if body.readableBytes + chunk.readableBytes > limit {
                 state = .answered
-                respondTooLarge(head, context: context)
+                respondTooLarge(head, limit: limit, context: context)
             } else {
                 body.writeBuffer(&chunk)
-                state = .receiving(head, body)
+                state = .receiving(head, body, limit: limit)
             }
-        case (.end, .receiving(let head, let body)):
+        case (.end, .receiving(let head, let body, _)):
             state = .idle
             handle(head, body: body, context: context)
         case (.end, .answered):
@@ -83,12 +90,14 @@ final class HTTPIngestHandler: ChannelInboundHandler {
                 context: context)
             return
         }
-        if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > validator.maxEventBytes {
+        let limit = email.map { Self.emailPaths.contains(Self.path(of: head)) ? $0.validator.maxBytes : nil } ?? nil
+        let bodyLimit = limit ?? validator.maxEventBytes
+        if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > bodyLimit {
             state = .answered
-            respondTooLarge(head, context: context)
+            respondTooLarge(head, limit: bodyLimit, context: context)
             return
         }
-        state = .receiving(head, context.channel.allocator.buffer(capacity: 0))
+        state = .receiving(head, context.channel.allocator.buffer(capacity: 0), limit: bodyLimit)
         // curl sends `Expect: 100-continue` for bodies over 1 KiB and waits a second without it.
         if head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
             let interim = HTTPResponseHead(version: head.version, status: .continue)
@@ -96,8 +105,30 @@ final class HTTPIngestHandler: ChannelInboundHandler {
         }
     }
 
+    private static func path(of head: HTTPRequestHead) -> String {
+        head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+    }
+
     private func handle(_ head: HTTPRequestHead, body: ByteBuffer, context: ChannelHandlerContext) {
-        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        let path = Self.path(of: head)
+        if let email, Self.emailPaths.contains(path) {
+            guard head.method == .POST else {
+                refuseMethod(head, context: context)
+                return
+            }
+            let accepted: AcceptedEvent
+            do {
+                accepted = try email.validator.validate(
+                    Data(body.readableBytesView), idempotencyKey: try Self.clientKey(head),
+                    maxAgeHeader: head.headers.first(name: EmailValidator.maxAgeHeader))
+            } catch {
+                email.committer.metrics.refusedInvalid.increment()
+                respond(head, .badRequest, PlunkErrorBody.json(.badRequest, error.message), context: context)
+                return
+            }
+            commit(accepted, head: head, committer: email.committer, context: context)
+            return
+        }
         if let control, !Self.trackPaths.contains(path) {
             answerControl(head, path: path, body: Data(body.readableBytesView), control: control, context: context)
             return
@@ -107,11 +138,7 @@ final class HTTPIngestHandler: ChannelInboundHandler {
             return
         }
         guard head.method == .POST else {
-            var headers = HTTPHeaders()
-            headers.add(name: "Allow", value: "POST")
-            respond(
-                head, .methodNotAllowed, PlunkErrorBody.json(.methodNotAllowed, "Use POST to send an event"),
-                extraHeaders: headers, context: context)
+            refuseMethod(head, context: context)
             return
         }
         let event: AcceptedEvent
@@ -122,6 +149,19 @@ final class HTTPIngestHandler: ChannelInboundHandler {
             respond(head, .badRequest, PlunkErrorBody.json(.badRequest, error.message), context: context)
             return
         }
+        commit(event, head: head, committer: committer, context: context)
+    }
+
+    private func refuseMethod(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Allow", value: "POST")
+        respond(
+            head, .methodNotAllowed, PlunkErrorBody.json(.methodNotAllowed, "Use POST to send an event"),
+            extraHeaders: headers, context: context)
+    }
+
+    /// Answers 200 with the id once `event` is committed, or 503 when the store refuses it.
+    private func commit(_ event: AcceptedEvent, head: HTTPRequestHead, committer: GroupCommitter, context: ChannelHandlerContext) {
         responsesOutstanding += 1
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         committer.submit([event], inlineWhenIdle: true) { result in
@@ -177,14 +217,14 @@ final class HTTPIngestHandler: ChannelInboundHandler {
         }
     }
 
-    private func respondTooLarge(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+    private func respondTooLarge(_ head: HTTPRequestHead, limit: Int, context: ChannelHandlerContext) {
         committer.metrics.refusedTooLarge.increment()
         // The body is not read, so the connection cannot carry another request after this.
         var headers = HTTPHeaders()
         headers.add(name: "Connection", value: "close")
         respond(
             head, .payloadTooLarge,
-            PlunkErrorBody.json(.payloadTooLarge, "event is larger than \(validator.maxEventBytes) bytes"),
+            PlunkErrorBody.json(.payloadTooLarge, "the body is larger than \(limit) bytes"),
             extraHeaders: headers, forceClose: true, context: context)
     }
 
@@ -209,6 +249,20 @@ final class HTTPIngestHandler: ChannelInboundHandler {
     /// `/track` too: Plunk's Node SDK resolves `track` against its `baseUrl`, which gives
     /// `/track` when the base is given without `/v1/`.
     private static let trackPaths: Set<String> = ["/v1/track", "/v1/track/", "/v1", "/v1/", "/track"]
+    /// `/send` too, for the same reason.
+    private static let emailPaths: Set<String> = ["/v1/send", "/v1/send/", "/send"]
+}
+
+/// The email line's door: `/v1/send` bodies are checked by their own validator and
+/// committed to the email store by its own committer.
+public struct EmailIngest: Sendable {
+    let committer: GroupCommitter
+    let validator: EmailValidator
+
+    public init(committer: GroupCommitter, validator: EmailValidator) {
+        self.committer = committer
+        self.validator = validator
+    }
 }
 
 /// Plunk's legacy error shape, `{"code":…,"error":…,"message":…}`, which Plunk's SDKs

@@ -13,10 +13,12 @@ public struct IngestMetrics: Sendable {
     /// Repeats of a client's `Idempotency-Key`, answered with the first event's id.
     let repeated: Counter
 
-    public init(factory: any MetricsFactory = NOOPMetricsHandler.instance) {
-        received = Counter(label: "plunkd_events_received_total", factory: factory)
+    /// - Parameter kind: the email line's committer counts as `plunkd_email_events_…`.
+    public init(factory: any MetricsFactory = NOOPMetricsHandler.instance, kind: EventKind = .track) {
+        let prefix = kind.metricPrefix
+        received = Counter(label: "\(prefix)events_received_total", factory: factory)
         func refused(_ reason: String) -> Counter {
-            Counter(label: "plunkd_events_refused_total", dimensions: [("reason", reason)], factory: factory)
+            Counter(label: "\(prefix)events_refused_total", dimensions: [("reason", reason)], factory: factory)
         }
         refusedInvalid = refused("invalid")
         refusedTooLarge = refused("too_large")
@@ -25,7 +27,7 @@ public struct IngestMetrics: Sendable {
         refusedShuttingDown = refused("shutting_down")
         refusedPeer = refused("peer_not_allowed")
         refusedToken = refused("token")
-        repeated = Counter(label: "plunkd_events_repeated_total", factory: factory)
+        repeated = Counter(label: "\(prefix)events_repeated_total", factory: factory)
     }
 
     func count(_ refusal: IngestRefusal, events: Int) {

@@ -40,14 +40,16 @@ public final class IngestServer: Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let control: (any ControlResponder)?
+    private let email: EmailIngest?
     private let connections = OpenConnections()
     private let refusalsLogged = OnceLog()
     private let quiescing = ListenerQuiescing()
 
     public init(
         settings: IngestSocketSettings, committer: GroupCommitter, validator: EventValidator,
-        group: any EventLoopGroup, logger: Logger, control: (any ControlResponder)? = nil
+        group: any EventLoopGroup, logger: Logger, control: (any ControlResponder)? = nil, email: EmailIngest? = nil
     ) {
+        self.email = email
         self.control = control
         self.settings = settings
         self.committer = committer
@@ -67,6 +69,7 @@ public final class IngestServer: Sendable {
         let validator = self.validator
         let logger = self.logger
         let control = self.control
+        let email = self.email
         let refusalsLogged = self.refusalsLogged
         let quiescing = ServerQuiescingHelper(group: group)
         let shutdownGrace = self.quiescing.grace
@@ -104,7 +107,8 @@ public final class IngestServer: Sendable {
                     try channel.pipeline.syncOperations.addHandlers([
                         IdleStateHandler(allTimeout: settings.idleTimeout),
                         QuiesceDeadline(grace: shutdownGrace),
-                        FramingSniffer(committer: committer, validator: validator, control: control, peerRefusal: refusal),
+                        FramingSniffer(
+                            committer: committer, validator: validator, email: email, control: control, peerRefusal: refusal),
                     ])
                 }
             }

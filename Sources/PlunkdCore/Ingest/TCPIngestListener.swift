@@ -30,13 +30,18 @@ public final class TCPIngestListener: Sendable {
     private let settings: Settings
     private let committer: GroupCommitter
     private let validator: EventValidator
+    private let email: EmailIngest?
     private let group: any EventLoopGroup
     private let logger: Logger
     private let connections = OpenConnections()
     private let refusalsLogged = OnceLog()
     private let quiescing = ListenerQuiescing()
 
-    public init(settings: Settings, committer: GroupCommitter, validator: EventValidator, group: any EventLoopGroup, logger: Logger) {
+    public init(
+        settings: Settings, committer: GroupCommitter, validator: EventValidator, email: EmailIngest? = nil,
+        group: any EventLoopGroup, logger: Logger
+    ) {
+        self.email = email
         self.settings = settings
         self.committer = committer
         self.validator = validator
@@ -48,6 +53,7 @@ public final class TCPIngestListener: Sendable {
         let settings = self.settings
         let committer = self.committer
         let validator = self.validator
+        let email = self.email
         let logger = self.logger
         let connections = self.connections
         let refusalsLogged = self.refusalsLogged
@@ -78,7 +84,8 @@ public final class TCPIngestListener: Sendable {
                     let pipeline = channel.pipeline.syncOperations
                     try pipeline.addHandlers([IdleStateHandler(allTimeout: settings.idleTimeout), QuiesceDeadline(grace: shutdownGrace)])
                     try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
-                    try pipeline.addHandler(HTTPIngestHandler(committer: committer, validator: validator, control: nil, gate: gate))
+                    try pipeline.addHandler(HTTPIngestHandler(
+                            committer: committer, validator: validator, email: email, control: nil, gate: gate))
                 }
             }
             .bind(host: settings.address.host, port: settings.address.port).get()

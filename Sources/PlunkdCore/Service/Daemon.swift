@@ -34,6 +34,15 @@ public enum Daemon {
             metadata: [
                 "path": "\(outbox.path)", "stored_events": "\(outbox.storedCount)",
             ])
+        // The email line's own store, beside track's: its fsyncs, claims and backlog never
+        // touch track's, and a damaged one stops start-up as loudly.
+        let emailStoreLock = try StoreLock(storePath: config.emailStoragePath)
+        defer { withExtendedLifetime(emailStoreLock) {} }
+        let emailOutbox = try Outbox(
+            path: config.emailStoragePath, maxBytes: config.maxStorageBytes, reserveBytes: config.storageReserveBytes,
+            idempotencyWindow: config.idempotencyWindow)
+        logger.info(
+            "email storage ready", metadata: ["path": "\(emailOutbox.path)", "stored_emails": "\(emailOutbox.storedCount)"])
         let extraRoots = try config.caFile.map(TrustedRoots.load)
         // Nothing below throws until the group runs: from here on, every part that holds
         // a resource (the event loops, the HTTP client) is released by its part's stop.
@@ -42,6 +51,10 @@ public enum Daemon {
             baseURL: config.plunkBaseURL, concurrency: config.requestSlotsCeiling,
             requestTimeout: config.requestTimeout, eventLoopGroup: group,
             extraTrustRoots: extraRoots, proxy: config.proxy, httpVersion: config.httpVersion)
+        let emailClient = PlunkClient(
+            baseURL: config.plunkBaseURL, concurrency: config.requestSlotsCeiling,
+            requestTimeout: config.requestTimeout, eventLoopGroup: group,
+            extraTrustRoots: extraRoots, proxy: config.proxy, httpVersion: config.httpVersion, kind: .email)
         if let proxy = config.proxy {
             logger.info("reaching Plunk through a proxy", metadata: ["proxy": "\(proxy)", "from": "\(config.proxySource ?? "?")"])
         }
@@ -49,6 +62,7 @@ public enum Daemon {
             logger.info("trusting the roots of plunk.ca_file for Plunk, besides the system's", metadata: ["ca_file": "\(caFile)"])
         }
         let checkpointer = WALCheckpointer(outbox: outbox, logger: logger)
+        let emailCheckpointer = WALCheckpointer(outbox: emailOutbox, logger: logger)
         let metrics = MetricsExposition()
         var senderSettings = Sender.Settings(
             apiKey: config.apiKey, concurrency: config.requestSlotsCeiling,
@@ -60,6 +74,19 @@ public enum Daemon {
             outbox: outbox, transport: client, settings: senderSettings,
             logger: logger, metrics: DeliveryMetrics(factory: metrics.factory))
         sender.observeState { state in notifier.notify("STATUS=\(ReportedState(state).systemdStatus)") }
+        var emailSettings = senderSettings
+        emailSettings.apiKey = config.emailKey
+        emailSettings.kind = .email
+        var emailLogger = logger
+        emailLogger[metadataKey: "line"] = "email"
+        let emailSender = Sender(
+            outbox: emailOutbox, transport: emailClient, settings: emailSettings,
+            logger: emailLogger, metrics: DeliveryMetrics(factory: metrics.factory, kind: .email))
+        let emailCommitter = GroupCommitter(
+            outbox: emailOutbox, maxPending: config.maxPending, logger: emailLogger,
+            metrics: IngestMetrics(factory: metrics.factory, kind: .email), didCommit: { emailSender.wake() })
+        let email = EmailIngest(
+            committer: emailCommitter, validator: EmailValidator(maxBytes: config.sendMaxBytes, maxAge: config.sendMaxAge))
         let committer = GroupCommitter(
             outbox: outbox, maxPending: config.maxPending, logger: logger,
             metrics: IngestMetrics(factory: metrics.factory), didCommit: { sender.wake() })
@@ -75,6 +102,10 @@ public enum Daemon {
             context: StatusContext(
                 socketPath: socketPath, databasePath: config.storagePath,
                 warnOldestAge: config.warnOldestAge, startedAt: Date(), listen: config.ingestListen.map { "\($0)" }),
+            email: ControlRoutes.EmailLine(
+                sender: emailSender, outbox: emailOutbox,
+                context: StatusContext(
+                    socketPath: socketPath, databasePath: config.emailStoragePath, warnOldestAge: config.warnOldestAge, kind: .email)),
             policy: policy, metrics: metrics)
         let server = IngestServer(
             settings: IngestSocketSettings(
@@ -88,10 +119,11 @@ public enum Daemon {
             validator: EventValidator(maxEventBytes: config.maxEventBytes),
             group: group,
             logger: logger,
-            control: routes)
+            control: routes,
+            email: email)
         let tokens = IngestTokensBox(config.ingestTokens)
         let hangup = ReloadOnHangup(
-            current: config, sender: sender, client: client, policy: policy, tokens: tokens, reload: reload, logger: logger)
+            current: config, sender: sender, client: client, email: (emailSender, emailClient), policy: policy, tokens: tokens, reload: reload, logger: logger)
         let grace = Duration.nanoseconds(Int64(config.shutdownGrace * 1e9))
         let socketGrace = TimeAmount.nanoseconds(Int64(config.shutdownGrace * 1e9))
 
@@ -101,9 +133,19 @@ public enum Daemon {
             "delivery client",
             stop: {
                 await client.shutdown()
+                await emailClient.shutdown()
                 try? await group.shutdownGracefully()
             })
-        parts.add("checkpointer", start: { checkpointer.start() }, stop: { checkpointer.stop() })
+        parts.add(
+            "checkpointers",
+            start: {
+                checkpointer.start()
+                emailCheckpointer.start()
+            },
+            stop: {
+                checkpointer.stop()
+                emailCheckpointer.stop()
+            })
         parts.add(
             "sender",
             start: {
@@ -118,7 +160,27 @@ public enum Daemon {
                 logger.info("shutting down: waiting for requests in flight to Plunk")
                 await sender.shutdown(grace: grace)
             })
-        parts.add("committer", start: { committer.start() }, stop: { committer.shutdown() })
+        parts.add(
+            "email sender",
+            start: {
+                try emailSender.start()
+                if config.emailKey == nil {
+                    logger.notice(
+                        "no secret key configured (plunk.secret_key, PLUNK_SECRET_KEY, plunk.secret_key_file or the plunk-secret-key credential): emails sent to /v1/send are kept, not sent"
+                    )
+                }
+            },
+            stop: { await emailSender.shutdown(grace: grace) })
+        parts.add(
+            "committers",
+            start: {
+                committer.start()
+                emailCommitter.start()
+            },
+            stop: {
+                committer.shutdown()
+                emailCommitter.shutdown()
+            })
         parts.add("reload on SIGHUP", serve: { await hangup.serve() })
         if let listen = config.metricsListen {
             let listener = Mutex<MetricsListener?>(nil)
@@ -139,7 +201,8 @@ public enum Daemon {
                 settings: TCPIngestListener.Settings(
                     address: listen, maxConnections: config.maxConnections,
                     idleTimeout: .nanoseconds(Int64(config.idleTimeout * 1e9)), tokens: tokens),
-                committer: committer, validator: EventValidator(maxEventBytes: config.maxEventBytes), group: group, logger: logger)
+                committer: committer, validator: EventValidator(maxEventBytes: config.maxEventBytes), email: email, group: group,
+                logger: logger)
             parts.add(
                 "ingest listener (TCP)",
                 start: {

@@ -11,6 +11,8 @@ import UnixSignals
 final class ReloadOnHangup: @unchecked Sendable {
     private let sender: Sender
     private let client: PlunkClient
+    /// The email line's sender and client, which take the secret key and the same roots.
+    private let email: (sender: Sender, client: PlunkClient)?
     private let policy: PeerPolicyBox
     private let tokens: IngestTokensBox
     private let reload: @Sendable () async throws -> DaemonConfiguration
@@ -20,9 +22,11 @@ final class ReloadOnHangup: @unchecked Sendable {
     private let serial = DispatchQueue(label: "plunkd.reload")
 
     init(
-        current: DaemonConfiguration, sender: Sender, client: PlunkClient, policy: PeerPolicyBox, tokens: IngestTokensBox,
+        current: DaemonConfiguration, sender: Sender, client: PlunkClient, email: (sender: Sender, client: PlunkClient)? = nil,
+        policy: PeerPolicyBox, tokens: IngestTokensBox,
         reload: @escaping @Sendable () async throws -> DaemonConfiguration, logger: Logger
     ) {
+        self.email = email
         self.current = current
         self.sender = sender
         self.client = client
@@ -53,13 +57,17 @@ final class ReloadOnHangup: @unchecked Sendable {
                 let roots = try config.caFile.map(TrustedRoots.load)
                 try sender.update(apiKey: config.apiKey, retry: retry)
                 client.trust(extraRoots: roots)
+                if let email {
+                    try email.sender.update(apiKey: config.emailKey, retry: retry)
+                    email.client.trust(extraRoots: roots)
+                }
                 policy.replace(with: config.peerPolicy)
                 tokens.replace(with: config.ingestTokens)
                 let needRestart = Settings.needingRestart(from: current, to: config)
                 current = config
                 let restartNote = needRestart.isEmpty ? "" : "; needs a restart to take effect: \(needRestart.joined(separator: ", "))"
                 logger.info(
-                    "configuration reloaded (SIGHUP): API key \(config.apiKey.map { "\($0)" } ?? "not configured"), retry policy, trusted roots, socket access and ingest tokens applied\(restartNote)"
+                    "configuration reloaded (SIGHUP): API key \(config.apiKey.map { "\($0)" } ?? "not configured"), secret key \(config.emailKey.map { "\($0)" } ?? "not configured"), retry policy, trusted roots, socket access and ingest tokens applied\(restartNote)"
                 )
             } catch {
                 logger.error("configuration reload could not be applied, the running configuration stays: \(error)")
