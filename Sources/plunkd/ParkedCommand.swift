@@ -13,9 +13,10 @@ struct ParkedCommand: AsyncParsableCommand {
         @Option(help: "Only events parked for this reason.") var reason: ParkReason?
         @Flag(help: "Every parked event.") var all = false
         @Argument(help: "Event ids, as `plunkd parked list` shows them.") var ids: [String] = []
+        @Flag(help: "The email line's parked emails (/v1/send), not track's events.") var email = false
 
         func request(confirm: Bool = false) throws -> ControlClient.ParkedRequest {
-            let request = ControlClient.ParkedRequest(reason: reason, all: all, ids: ids, confirm: confirm)
+            let request = ControlClient.ParkedRequest(reason: reason, all: all, ids: ids, confirm: confirm, email: email)
             guard request.choices == 1 else { throw CommandFailure("say which events: --reason R, --all, or event ids (one of them)") }
             return request
         }
@@ -28,6 +29,7 @@ struct ParkedCommand: AsyncParsableCommand {
         @Option(help: "Only events parked for this reason.") var reason: ParkReason?
         @Option(help: "At most this many (oldest first).") var limit = 100
         @Flag(help: "Print JSON.") var json = false
+        @Flag(help: "The email line's parked emails (/v1/send), not track's events.") var email = false
         @OptionGroup var options: ClientOptions
 
         func run() async throws {
@@ -36,11 +38,12 @@ struct ParkedCommand: AsyncParsableCommand {
                 let config = try await options.configuration.load().configuration
                 do {
                     events = try await ControlClient(socketPath: options.socket ?? config.socketPath)
-                        .listParked(.init(reason: reason, limit: limit))
+                        .listParked(.init(reason: reason, limit: limit, email: email))
                 } catch let failure as IngestClient.Failure where failure.unreachable {
                     // The daemon is down: the store can still be read.
-                    FileHandle.standardError.write(Data("plunkd is not running; reading \(config.storagePath) directly\n".utf8))
-                    events = try OutboxReader(path: config.storagePath).parkedEvents(reason.map { .reason($0) } ?? .all, limit: limit)
+                    let path = email ? config.emailStoragePath : config.storagePath
+                    FileHandle.standardError.write(Data("plunkd is not running; reading \(path) directly\n".utf8))
+                    events = try OutboxReader(path: path).parkedEvents(reason.map { .reason($0) } ?? .all, limit: limit)
                 }
                 print(json ? try ControlClient.json(events) : ParkedText.render(events))
             }

@@ -19,8 +19,14 @@ public struct ControlClient: Sendable {
         public var ids: [String]?
         public var confirm: Bool?
         public var limit: Int?
+        /// `"email"` for the email line's parked emails; nil for track's.
+        public var line: String?
 
-        public init(reason: ParkReason? = nil, all: Bool = false, ids: [String] = [], confirm: Bool = false, limit: Int? = nil) {
+        public init(
+            reason: ParkReason? = nil, all: Bool = false, ids: [String] = [], confirm: Bool = false, limit: Int? = nil,
+            email: Bool = false
+        ) {
+            self.line = email ? EventKind.email.rawValue : nil
             self.reason = reason
             self.all = all ? true : nil
             self.ids = ids.isEmpty ? nil : ids

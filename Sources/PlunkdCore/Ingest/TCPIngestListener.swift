@@ -84,7 +84,8 @@ public final class TCPIngestListener: Sendable {
                     let pipeline = channel.pipeline.syncOperations
                     try pipeline.addHandlers([IdleStateHandler(allTimeout: settings.idleTimeout), QuiesceDeadline(grace: shutdownGrace)])
                     try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
-                    try pipeline.addHandler(HTTPIngestHandler(
+                    try pipeline.addHandler(
+                        HTTPIngestHandler(
                             committer: committer, validator: validator, email: email, control: nil, gate: gate))
                 }
             }
