@@ -90,6 +90,24 @@ struct EmailLineTests {
         }
     }
 
+    @Test("the legacy host's 401 for one email's from address parks that email; a 401 for the key still holds the line")
+    func fromAddressRefusal() {
+        let from = Data(#"{"code":401,"error":"Unauthorized","message":"Custom from address must be from a verified domain"}"#.utf8)
+        let key = Data(#"{"code":401,"error":"Unauthorized","message":"Incorrect Bearer token specified"}"#.utf8)
+        let now = Date()
+        #expect(
+            OutcomeClassifier.classify(.response(status: 401, retryAfter: nil, body: from), now: now, kind: .email)
+                == .rejected(status: 401, detail: "401: Custom from address must be from a verified domain"))
+        if case .unauthorized = OutcomeClassifier.classify(.response(status: 401, retryAfter: nil, body: key), now: now, kind: .email) {
+        } else {
+            Issue.record("a refused key holds the email line")
+        }
+        if case .unauthorized = OutcomeClassifier.classify(.response(status: 401, retryAfter: nil, body: from), now: now, kind: .track) {
+        } else {
+            Issue.record("track's 401 is the key's")
+        }
+    }
+
     @Test("an email claimed past its deadline is parked expired without being sent; one within it is sent; a failure past it expires")
     func deadline() {
         var drive = DeliveryMachineTests.Drive(concurrency: 4)

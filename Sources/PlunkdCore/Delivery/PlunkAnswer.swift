@@ -107,6 +107,8 @@ public enum OutcomeClassifier {
                 case .stillRunning: return .firstAttemptRunning(detail: detail)
                 case .failed(let original): return .keyBurned(originalStatus: original, detail: detail)
                 }
+            case 401 where kind == .email && isEmailOwnRefusal(body: body):
+                return .rejected(status: status, detail: detail)
             case 401:
                 return .unauthorized(status: status, detail: detail)
             case 403 where code == "PROJECT_DISABLED":
@@ -125,6 +127,13 @@ public enum OutcomeClassifier {
                 return .transient(status: status, detail: detail)
             }
         }
+    }
+
+    /// The legacy host answers 401 "Custom from address must be from a verified domain"
+    /// to one email's `from`: that email is refused, not the key, so it is parked
+    /// `rejected` and the rest of the line goes on instead of being held.
+    static func isEmailOwnRefusal(body: Data) -> Bool {
+        PlunkErrorReader.message(in: body)?.lowercased().contains("from address") ?? false
     }
 
     /// v2's monthly email limit on `/v1/send`: a 429 without `Retry-After`, not coded
