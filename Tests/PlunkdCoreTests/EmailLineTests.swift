@@ -20,6 +20,11 @@ struct EmailLineTests {
         }
     }
 
+    /// What an answer means, by its label (`DeliveryOutcome.label`).
+    static func outcome(_ answer: PlunkAnswer, now: Date, kind: EventKind) -> String {
+        OutcomeClassifier.classify(answer, now: now, kind: kind).label
+    }
+
     @Test("accepted: an address, {name,email}, a list, a template; the first recipient orders; unknown members kept byte for byte")
     func accepts() throws {
         let one = try Self.validate(#"{"to":"Ann@Example.com","subject":"Reset","body":"<p>hi</p>","custom":[1,2]}"#)
@@ -72,22 +77,16 @@ struct EmailLineTests {
         let limit = Data(#"{"success":false,"error":{"code":"INTERNAL_SERVER_ERROR","message":"Monthly email limit reached for this month"}}"#.utf8)
         let bucket = Data(#"{"success":false,"error":{"code":"RATE_LIMIT_EXCEEDED","message":"Too many requests, limit reached"}}"#.utf8)
         let now = Date()
-        if case .quotaExceeded = OutcomeClassifier.classify(.response(status: 429, retryAfter: nil, body: limit), now: now, kind: .email) {
-        } else {
-            Issue.record("the monthly limit on send must pause")
-        }
-        if case .rateLimited = OutcomeClassifier.classify(.response(status: 429, retryAfter: nil, body: limit), now: now, kind: .track) {
-        } else {
-            Issue.record("track's 429 is a rate limit")
-        }
-        if case .rateLimited = OutcomeClassifier.classify(.response(status: 429, retryAfter: nil, body: bucket), now: now, kind: .email) {
-        } else {
-            Issue.record("the send bucket's 429 is a rate limit")
-        }
-        if case .rateLimited = OutcomeClassifier.classify(.response(status: 429, retryAfter: "3", body: limit), now: now, kind: .email) {
-        } else {
-            Issue.record("a 429 with Retry-After is a rate limit")
-        }
+        #expect(
+            Self.outcome(.response(status: 429, retryAfter: nil, body: limit), now: now, kind: .email) == "quota_exceeded",
+            "the monthly limit on send must pause")
+        #expect(Self.outcome(.response(status: 429, retryAfter: nil, body: limit), now: now, kind: .track) == "rate_limited", "track's 429 is a rate limit")
+        #expect(
+            Self.outcome(.response(status: 429, retryAfter: nil, body: bucket), now: now, kind: .email) == "rate_limited",
+            "the send bucket's 429 is a rate limit")
+        #expect(
+            Self.outcome(.response(status: 429, retryAfter: "3", body: limit), now: now, kind: .email) == "rate_limited",
+            "a 429 with Retry-After is a rate limit")
     }
 
     @Test("the legacy host's 401 for one email's from address parks that email; a 401 for the key still holds the line")
@@ -98,14 +97,9 @@ struct EmailLineTests {
         #expect(
             OutcomeClassifier.classify(.response(status: 401, retryAfter: nil, body: from), now: now, kind: .email)
                 == .rejected(status: 401, detail: "401: Custom from address must be from a verified domain"))
-        if case .unauthorized = OutcomeClassifier.classify(.response(status: 401, retryAfter: nil, body: key), now: now, kind: .email) {
-        } else {
-            Issue.record("a refused key holds the email line")
-        }
-        if case .unauthorized = OutcomeClassifier.classify(.response(status: 401, retryAfter: nil, body: from), now: now, kind: .track) {
-        } else {
-            Issue.record("track's 401 is the key's")
-        }
+        #expect(
+            Self.outcome(.response(status: 401, retryAfter: nil, body: key), now: now, kind: .email) == "unauthorized", "a refused key holds the email line")
+        #expect(Self.outcome(.response(status: 401, retryAfter: nil, body: from), now: now, kind: .track) == "unauthorized", "track's 401 is the key's")
     }
 
     @Test("an email claimed past its deadline is parked expired without being sent; one within it is sent; a failure past it expires")

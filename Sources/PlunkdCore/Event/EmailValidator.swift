@@ -40,7 +40,7 @@ public struct EmailValidator: Sendable {
         }
         let maxAge = try maxAgeHeader.map { header throws(EventRejection) in try Self.maxAge(header) } ?? maxAge
         let checked: Result<(stored: Data, clientKey: String?), EventRejection> = body.withUnsafeBytes { bytes in
-            Result { () throws(EventRejection) in try Self.keyAndBody(in: bytes, header: idempotencyKey) }
+            Result { () throws(EventRejection) in try Self.keyAndBody(in: bytes, body: body, header: idempotencyKey) }
         }
         let (stored, clientKey) = try checked.get()
         guard let object = (try? JSONSerialization.jsonObject(with: stored)) as? [String: Any] else {
@@ -54,7 +54,7 @@ public struct EmailValidator: Sendable {
 
     /// The body less its `idempotencyKey` members, and the client's key, after the same
     /// syntax check and key rules as a track event.
-    private static func keyAndBody(in bytes: UnsafeRawBufferPointer, header: String?) throws(EventRejection) -> (Data, String?) {
+    private static func keyAndBody(in bytes: UnsafeRawBufferPointer, body: Data, header: String?) throws(EventRejection) -> (Data, String?) {
         let scan: JSONBodyScan
         do {
             scan = try JSONBodyScanner.scan(bytes)
@@ -66,25 +66,7 @@ public struct EmailValidator: Sendable {
         if let subscribed = scan.subscribed, subscribed.kind != .true && subscribed.kind != .false && subscribed.kind != .null {
             throw EventRejection("\"subscribed\" must be true or false")
         }
-        var clientKey = header
-        var stored = Data(bytes)
-        if let member = scan.idempotencyKey {
-            guard member.kind == .string else { throw keyRejection(where: "\"\(EventValidator.clientKeyMember)\"") }
-            let text = JSONBodyScanner.text(of: member, in: bytes)
-            if let header, header != text {
-                throw EventRejection("the Idempotency-Key header and the body's \"\(EventValidator.clientKeyMember)\" differ; give one")
-            }
-            clientKey = text
-            stored = EventValidator.removing(scan.idempotencyKeySpans, from: bytes)
-        }
-        if let clientKey, !EventValidator.isClientKey(clientKey) {
-            throw keyRejection(where: scan.idempotencyKey == nil ? "Idempotency-Key" : "\"\(EventValidator.clientKeyMember)\"")
-        }
-        return (stored, clientKey)
-    }
-
-    private static func keyRejection(where name: String) -> EventRejection {
-        EventRejection("\(name) must be a string of 1 to \(EventValidator.maxClientKeyLength) printable ASCII characters")
+        return try EventValidator.clientKeyAndBody(scan, in: bytes, body: body, header: header)
     }
 
     /// The addresses of `to`: one address, `{"name","email"}`, or a non-empty list of those.

@@ -63,6 +63,16 @@ public struct EventValidator: Sendable {
         if let data = scan.data, data.kind != .object {
             throw EventRejection("\"data\" must be a JSON object")
         }
+        let (stored, clientKey) = try clientKeyAndBody(scan, in: bytes, body: body, header: header)
+        return AcceptedEvent(contact: email.lowercased(), body: stored, clientKey: clientKey)
+    }
+
+    /// The client's key (the header, or the body's `idempotencyKey` member, which must
+    /// agree) and the body to store, less every occurrence of that member: the same rules
+    /// for track events and emails.
+    static func clientKeyAndBody(
+        _ scan: JSONBodyScan, in bytes: UnsafeRawBufferPointer, body: Data, header: String?
+    ) throws(EventRejection) -> (body: Data, clientKey: String?) {
         var clientKey = header
         var stored = body
         if let member = scan.idempotencyKey {
@@ -77,7 +87,7 @@ public struct EventValidator: Sendable {
         if let clientKey, !isClientKey(clientKey) {
             throw keyRejection(where: scan.idempotencyKey == nil ? "Idempotency-Key" : "\"\(clientKeyMember)\"")
         }
-        return AcceptedEvent(contact: email.lowercased(), body: stored, clientKey: clientKey)
+        return (stored, clientKey)
     }
 
     static func isClientKey(_ key: String) -> Bool {
