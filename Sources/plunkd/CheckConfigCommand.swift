@@ -17,24 +17,35 @@ struct CheckConfigCommand: AsyncParsableCommand {
                 print("warning: \(warning)")
             }
             let config = loaded.configuration
+            // Run from a shell on the service's own configuration: the unit's key files
+            // are where the service finds its keys.
+            let asTheService =
+                ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"] == nil
+                && (loaded.file == nil || loaded.file == ConfigLoader.defaultFile)
             let keyLine: String
             if let key = config.apiKey {
                 keyLine = "configured (\(key))"
-            } else if ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"] == nil,
-                loaded.file == nil || loaded.file == ConfigLoader.defaultFile,
-                let credential = ServiceCredential.installed()
-            {
-                // Run from a shell on the service's own configuration: the unit's key file
-                // is where the service finds its key.
+            } else if asTheService, let credential = ServiceCredential.installed(.api) {
                 keyLine = credential.summary()
             } else {
                 keyLine = "not configured: events are kept, nothing is sent"
+            }
+            let secretLine: String
+            if let key = config.secretKey {
+                secretLine = "configured (\(key))"
+            } else if asTheService, let credential = ServiceCredential.installed(.secret) {
+                secretLine = credential.summary()
+            } else if let key = config.emailKey {
+                secretLine = "not set: the secret plunk.api_key (\(key)) serves /v1/send"
+            } else {
+                secretLine = "not configured: emails are kept, none is sent"
             }
             print(
                 """
                 configuration is valid (\(loaded.file ?? "no file: defaults and environment"))
                   plunk.base_url   \(config.plunkBaseURL.absoluteString)
                   plunk.api_key    \(keyLine)
+                  plunk.secret_key \(secretLine)
                   socket.path      \(config.socketPath)
                   storage.path     \(config.storagePath)
                 """)

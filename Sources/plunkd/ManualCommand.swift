@@ -27,11 +27,12 @@ struct ManualCommand: ParsableCommand {
         page += ManualPage.section(
             "DESCRIPTION",
             [
-                "plunkd takes events from local applications over a Unix socket (NDJSON lines, or HTTP POST /v1/track with Plunk's own body), commits each one to a SQLite outbox with a full fsync before it answers, and delivers them to Plunk's POST /v1/track. Transient failures are retried with backoff and the same Idempotency-Key; refused events are parked for replay, never dropped; a spent monthly quota pauses delivery until the month rolls over."
+                "plunkd takes events from local applications over a Unix socket (NDJSON lines, or HTTP POST /v1/track with Plunk's own body), commits each one to a SQLite outbox with a full fsync before it answers, and delivers them to Plunk's POST /v1/track. Transient failures are retried with backoff and the same Idempotency-Key; refused events are parked for replay, never dropped; a spent monthly quota pauses delivery until the month rolls over. Transactional email (POST /v1/send, Plunk's own body) goes the same way on a line of its own, with its own store, the secret key and a deadline after which an email is parked expired instead of sent late."
             ])
         page += ".SH COMMANDS\n"
         let commands: [(String, any ParsableCommand.Type)] = [
             ("run", RunCommand.self), ("status", StatusCommand.self), ("track", TrackCommand.self),
+            ("email", EmailCommand.self),
             ("resume", ResumeCommand.self), ("parked list", ParkedCommand.List.self), ("parked retry", ParkedCommand.Retry.self),
             ("parked drop", ParkedCommand.Drop.self), ("check-config", CheckConfigCommand.self),
         ]
@@ -44,7 +45,10 @@ struct ManualCommand: ParsableCommand {
                 ("0", "Success; for status: delivering or idle (OK)."),
                 ("1", "Failure: a bad configuration, a refused event, a command refused by the daemon; for status: a warning state."),
                 ("2", "status: critical (not running, no API key, storage error, held or paused)."),
-                ("75", "EX_TEMPFAIL: track or resume could not reach the daemon, or the event was refused retryably (a full store); try again."),
+                (
+                    "75",
+                    "EX_TEMPFAIL: track, email or resume could not reach the daemon, or the event or email was refused retryably (a full store); try again."
+                ),
             ])
         page +=
             ".SH SIGNALS\n"
@@ -59,7 +63,7 @@ struct ManualCommand: ParsableCommand {
                 ("PLUNKD_CONFIG", "The configuration file."),
                 ("https_proxy, HTTPS_PROXY, http_proxy, no_proxy, NO_PROXY", "The proxy to Plunk when plunk.proxy is unset, read as curl reads them."),
                 ("XDG_RUNTIME_DIR, XDG_STATE_HOME, HOME", "Where a user's socket and outbox go by default."),
-                ("CREDENTIALS_DIRECTORY", "Set by systemd: the credential plunk-api-key holds the key."),
+                ("CREDENTIALS_DIRECTORY", "Set by systemd: the credentials plunk-api-key and plunk-secret-key hold the keys."),
                 ("NOTIFY_SOCKET, WATCHDOG_USEC, LISTEN_FDS", "Set by systemd: readiness and status, the watchdog, socket activation."),
             ])
         page +=
@@ -68,7 +72,12 @@ struct ManualCommand: ParsableCommand {
                 ("/etc/plunkd/plunkd.yaml", "The configuration (plunkd.yaml(5))."),
                 ("/etc/plunkd/api-key", "The API key (root:plunkd 0640), read by plunkd.service at start and on SIGHUP; empty means no key yet."),
                 ("/run/plunkd/plunkd.sock", "The socket, made by plunkd.socket as plunkd:plunkd-clients 0660."),
+                (
+                    "/etc/plunkd/secret-key",
+                    "The secret key for /v1/send (root:plunkd 0640), read as api-key is; empty means an sk_ api-key serves, else emails are kept and not sent."
+                ),
                 ("/var/lib/plunkd/outbox.sqlite", "The outbox: every event not yet delivered, and the parked ones."),
+                ("/var/lib/plunkd/outbox-email.sqlite", "The email line's outbox."),
                 ("/usr/lib/systemd/system/plunkd.service, plunkd.socket", "The units."),
             ])
         page += ManualPage.section("SEE ALSO", ["plunkd.yaml(5), systemctl(1), journalctl(1)"])

@@ -6,10 +6,10 @@ import PlunkdCore
 struct PlunkdCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plunkd",
-        abstract: "A durable local forwarder of events to Plunk's track API.",
+        abstract: "A durable local forwarder of events and transactional email to Plunk's API.",
         version: PlunkdVersion.string,
         subcommands: [
-            RunCommand.self, StatusCommand.self, TrackCommand.self, DeprecatedSendCommand.self, ResumeCommand.self, ParkedCommand.self,
+            RunCommand.self, StatusCommand.self, TrackCommand.self, EmailCommand.self, DeprecatedSendCommand.self, ResumeCommand.self, ParkedCommand.self,
             CheckConfigCommand.self, ManualCommand.self,
         ])
 }

@@ -295,6 +295,27 @@ struct ServiceCredentialTests {
             .write(toFile: "\(root)/etc/systemd/system/plunkd.service.d/key.conf", atomically: true, encoding: .utf8)
         #expect(ServiceCredential.installed(root: root)?.path == "/etc/plunkd/other-key")
     }
+
+    @Test("the unit's secret-key file is found apart from the API key's, and an empty one says an sk_ api key serves")
+    func findsTheUnitsSecretKeyFile() throws {
+        let root = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: "\(root)/usr/lib/systemd/system", withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: "\(root)/etc/plunkd", withIntermediateDirectories: true)
+        // The unit as shipped names both files.
+        let shipped = try String(contentsOfFile: "\(ReferenceTests.root)/systemd/plunkd.service", encoding: .utf8)
+        try shipped.write(toFile: "\(root)/usr/lib/systemd/system/plunkd.service", atomically: true, encoding: .utf8)
+        #expect(ServiceCredential.installed(.api, root: root)?.path == "/etc/plunkd/api-key")
+        let secret = try #require(ServiceCredential.installed(.secret, root: root))
+        #expect(secret.path == "/etc/plunkd/secret-key")
+        try "".write(toFile: "\(root)/etc/plunkd/secret-key", atomically: true, encoding: .utf8)
+        #expect(secret.summary(root: root).contains("reads its secret key from /etc/plunkd/secret-key"))
+        #expect(secret.summary(root: root).contains("an sk_ plunk.api_key serves"))
+        try "sk_live_secret_value".write(toFile: "\(root)/etc/plunkd/secret-key", atomically: true, encoding: .utf8)
+        #expect(secret.summary(root: root).contains("configured (sk_<redacted>)"))
+        #expect(!secret.summary(root: root).contains("secret_value"))
+    }
 }
 
 /// A key file others can read is reported, as OpenSSH reports a private key.

@@ -39,7 +39,7 @@ struct ReferenceTests {
         for section in ["SYNOPSIS", "COMMANDS", "EXIT STATUS", "SIGNALS", "ENVIRONMENT", "FILES"] {
             #expect(daemon.stdout.contains(".SH \(section)"), "\(section)")
         }
-        for command in ["run", "status", "track", "resume", "parked list", "parked retry", "parked drop", "check-config"] {
+        for command in ["run", "status", "track", "email", "resume", "parked list", "parked retry", "parked drop", "check-config"] {
             #expect(daemon.stdout.contains(".SS plunkd \(ManualPage.escape(command))"), "\(command)")
             let help = try DaemonProcess.command(command.split(separator: " ").map(String.init) + ["--help"])
             let firstOption = help.stdout.split(separator: "\n").first { $0.contains("--") && !$0.contains("USAGE") }

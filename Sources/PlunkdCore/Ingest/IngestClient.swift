@@ -33,12 +33,43 @@ public enum IngestClient {
         return try parse(line)
     }
 
+    /// Queues one email (`POST /v1/send` with Plunk's own body) and reads the answer: what
+    /// `plunkd email` uses. `headers` carry `Idempotency-Key` and `Plunkd-Max-Age`.
+    public static func sendEmail(
+        body: Data, headers: [(name: String, value: String)] = [], socketPath: String, timeout: TimeAmount = .seconds(30)
+    ) async throws -> Reply {
+        let answer = try await control(method: "POST", path: "/v1/send", body: body, headers: headers, socketPath: socketPath, timeout: timeout)
+        return try parseEmailAnswer(status: answer.status, body: answer.body)
+    }
+
+    /// The HTTP door's answers: 200 `{"success":true,"id":…}`, else Plunk's error shape,
+    /// where 503 (a full store, a daemon stopping) is worth trying again and a 4xx is not.
+    static func parseEmailAnswer(status: Int, body: String) throws -> Reply {
+        let object = (try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any]
+        if status == 200 {
+            guard object?["success"] as? Bool == true, let id = object?["id"] as? String else {
+                throw Failure(description: "unexpected reply from plunkd: \(body.prefix(200))")
+            }
+            return .acknowledged(id: id, repeated: object?["repeated"] as? Bool ?? false)
+        }
+        guard let message = object?["message"] as? String else {
+            throw Failure(description: "unexpected reply from plunkd (HTTP \(status)): \(body.prefix(200))")
+        }
+        if status == 404 {
+            return .refused(message: "this plunkd does not serve /v1/send (\(message)); it is older than the email line", retryable: false)
+        }
+        return .refused(message: message, retryable: status == 503 || status == 429)
+    }
+
     /// One HTTP request to the daemon's control routes; returns the status and body.
     public static func control(
-        method: String, path: String, body: Data = Data(), socketPath: String, timeout: TimeAmount = .seconds(30)
+        method: String, path: String, body: Data = Data(), headers: [(name: String, value: String)] = [], socketPath: String,
+        timeout: TimeAmount = .seconds(30)
     ) async throws -> (status: Int, body: String) {
+        let extra = headers.map { "\($0.name): \($0.value)\r\n" }.joined()
         var request = ByteBuffer(
-            string: "\(method) \(path) HTTP/1.1\r\nHost: plunkd\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+            string:
+                "\(method) \(path) HTTP/1.1\r\nHost: plunkd\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\(extra)Connection: close\r\n\r\n"
         )
         request.writeBytes(body)
         let received = try await exchange(request, socketPath: socketPath, timeout: timeout) { _ in false }

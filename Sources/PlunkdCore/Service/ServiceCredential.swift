@@ -1,13 +1,29 @@
 import Foundation
 
-/// Where the installed `plunkd.service` finds the API key (`Environment=PLUNK_API_KEY_FILE=PATH`,
-/// or `LoadCredential=plunk-api-key:PATH` in an older or edited unit), for `check-config`
-/// run from a shell: that setting exists only inside the unit, so without this the check
-/// would say "not configured" while the service sends with a key.
+/// Where the installed `plunkd.service` finds a key (`Environment=PLUNK_API_KEY_FILE=PATH`,
+/// or `LoadCredential=plunk-api-key:PATH` in an older or edited unit; the same for the
+/// secret key), for `check-config` run from a shell: that setting exists only inside the
+/// unit, so without this the check would say "not configured" while the service sends.
 public struct ServiceCredential: Sendable, Equatable {
+    /// Which of the two keys.
+    public enum Key: Sendable, Equatable {
+        /// `plunk.api_key`, for track.
+        case api
+        /// `plunk.secret_key`, for `/v1/send`.
+        case secret
+
+        var prefixes: [String] {
+            switch self {
+            case .api: ["LoadCredential=\(ConfigLoader.credentialName):", "Environment=PLUNK_API_KEY_FILE="]
+            case .secret: ["LoadCredential=\(ConfigLoader.secretCredentialName):", "Environment=PLUNK_SECRET_KEY_FILE="]
+            }
+        }
+    }
+
     /// The unit (or drop-in) that named the file.
     public let unit: String
     public let path: String
+    public var key: Key = .api
 
     /// What the file holds, told without its value.
     public enum Content: Sendable, Equatable {
@@ -19,8 +35,8 @@ public struct ServiceCredential: Sendable, Equatable {
 
     static let unitFiles = ["/etc/systemd/system/plunkd.service", "/usr/lib/systemd/system/plunkd.service", "/lib/systemd/system/plunkd.service"]
 
-    /// The last `LoadCredential=plunk-api-key:` of the installed unit and its drop-ins, as systemd reads them.
-    public static func installed(root: String = "") -> ServiceCredential? {
+    /// The last line naming `key`'s file in the installed unit and its drop-ins, as systemd reads them.
+    public static func installed(_ key: Key = .api, root: String = "") -> ServiceCredential? {
         guard let unit = unitFiles.first(where: { FileManager.default.fileExists(atPath: root + $0) }) else { return nil }
         var files = [unit]
         for directory in ["/usr/lib/systemd/system/plunkd.service.d", "/etc/systemd/system/plunkd.service.d"] {
@@ -32,8 +48,8 @@ public struct ServiceCredential: Sendable, Equatable {
             guard let text = try? String(contentsOfFile: root + file, encoding: .utf8) else { continue }
             for line in text.split(separator: "\n") {
                 let trimmed = line.trimmingCharacters(in: .whitespaces)
-                for prefix in ["LoadCredential=\(ConfigLoader.credentialName):", "Environment=PLUNK_API_KEY_FILE="] where trimmed.hasPrefix(prefix) {
-                    found = ServiceCredential(unit: file, path: String(trimmed.dropFirst(prefix.count)))
+                for prefix in key.prefixes where trimmed.hasPrefix(prefix) {
+                    found = ServiceCredential(unit: file, path: String(trimmed.dropFirst(prefix.count)), key: key)
                 }
             }
         }
@@ -50,9 +66,11 @@ public struct ServiceCredential: Sendable, Equatable {
 
     /// One line for `check-config`.
     public func summary(root: String = "") -> String {
-        let source = "plunkd.service reads its key from \(path) (\(unit))"
+        let source = "plunkd.service reads its \(key == .api ? "key" : "secret key") from \(path) (\(unit))"
         switch content(root: root) {
-        case .key(let key): return "not set here; \(source): configured (\(key)), so the running service sends"
+        case .key(let value): return "not set here; \(source): configured (\(value)), so the running service sends"
+        case .empty where key == .secret:
+            return "not set here; \(source), which is empty: an sk_ plunk.api_key serves, else the service keeps emails and sends none"
         case .empty: return "not set here; \(source), which is empty: the service keeps events and sends nothing"
         case .unreadable: return "not set here; \(source), which exists but this user cannot read it (run check-config as root to check it)"
         case .missing: return "not set here; \(source), which does not exist: the service will not start until it does (an empty file means no key yet)"

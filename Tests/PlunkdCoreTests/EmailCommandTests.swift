@@ -1,0 +1,161 @@
+import Foundation
+import GRDB
+import PlunkdTestSupport
+import Testing
+
+@testable import PlunkdCore
+
+/// `plunkd email`, and the email line's own proofs through the binary: its store survives
+/// `kill -9`, and a refused secret key holds emails only.
+@Suite("plunkd email and the email line's store", .timeLimit(.minutes(3)))
+struct EmailCommandTests {
+    static func emailStore(_ daemon: DaemonProcess) -> String { "\(daemon.directory)/outbox-email.sqlite" }
+
+    @Test(
+        "plunkd email: 0 with the id once stored in the email store, sent to /v1/send with the app's key; 1 refused naming the field; a repeat key prints the first id; --json sends a body as given; 75 unreachable"
+    )
+    func emailCommand() async throws {
+        // 503 until the store has been read: a delivered email leaves the store.
+        let fake = try await FakePlunk { _ in FakePlunk.legacyError(503, "Service Unavailable") }
+        let daemon = try DaemonProcess(environment: TLSDeliveryTests.environment(fake, ["PLUNK_SECRET_KEY": "sk_cli_test_secret"]))
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        let socket = ["--socket", daemon.socketPath]
+        let scratch = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        try "<p>Your receipt</p>\n".write(toFile: "\(scratch)/body.html", atomically: true, encoding: .utf8)
+
+        let before = Date()
+        let sent = try DaemonProcess.command(
+            [
+                "email", "--to", "ann@example.com", "--subject", "Receipt", "--body-file", "\(scratch)/body.html", "--from", "shop@example.com",
+                "--data", "order=1001", "--max-age", "15m", "--idempotency-key", "receipt-1001",
+            ] + socket)
+        #expect(sent.status == 0, "\(sent.stderr)")
+        let id = sent.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(UUID(uuidString: id) != nil, "\(sent.stdout)")
+        let store = try DatabaseQueue(path: Self.emailStore(daemon))
+        let deadline = try await store.read { try Double.fetchOne($0, sql: "SELECT deadline FROM event WHERE id = ?", arguments: [id]) }
+        let ageAllowed = try #require(deadline) - before.timeIntervalSince1970
+        #expect(ageAllowed > 890 && ageAllowed < 960, "--max-age 15m sets the deadline: \(ageAllowed)")
+        #expect(try await store.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM event") } == 1)
+        #expect(try await DatabaseQueue(path: daemon.storagePath).read { try Int.fetchOne($0, sql: "SELECT count(*) FROM event") } == 0)
+
+        fake.respond(with: { _ in FakePlunk.legacySuccess() })
+        #expect(await Poll.until(timeout: 30) { (try? await store.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM event") }) == 0 })
+        let delivered = try #require(fake.requests.last { $0.path.hasSuffix("/send") })
+        #expect(delivered.path == "/v1/send")
+        #expect(delivered.headers["authorization"] == "Bearer sk_cli_test_secret")
+        #expect(delivered.idempotencyKey == "receipt-1001")
+        let object = try #require(try JSONSerialization.jsonObject(with: delivered.body) as? [String: Any])
+        #expect(object["to"] as? String == "ann@example.com")
+        #expect(object["subject"] as? String == "Receipt")
+        #expect(object["body"] as? String == "<p>Your receipt</p>\n")
+        #expect(object["from"] as? String == "shop@example.com")
+        #expect((object["data"] as? [String: String]) == ["order": "1001"])
+
+        let repeated = try DaemonProcess.command(
+            ["email", "--to", "ann@example.com", "--subject", "Receipt", "--body", "x", "--idempotency-key", "receipt-1001"] + socket)
+        #expect(repeated.status == 0)
+        #expect(repeated.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == id)
+        #expect(repeated.stderr.contains("already stored"))
+
+        let refused = try DaemonProcess.command(["email", "--to", "ann@example.com", "--body", "no subject"] + socket)
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("refused:") && refused.stderr.contains("subject"), "\(refused.stderr)")
+        let badAge = try DaemonProcess.command(["email", "--to", "a@example.com", "--subject", "s", "--body", "b", "--max-age", "9d"] + socket)
+        #expect(badAge.status == 1 && badAge.stderr.contains("Plunkd-Max-Age"), "\(badAge.stderr)")
+
+        let whole = #"{"to":[{"name":"Bo","email":"bo@example.com"}],"template":"welcome-v2","custom":[1, 2]}"#
+        try whole.write(toFile: "\(scratch)/message.json", atomically: true, encoding: .utf8)
+        let fromFile = try DaemonProcess.command(["email", "--json", "\(scratch)/message.json"] + socket)
+        #expect(fromFile.status == 0, "\(fromFile.stderr)")
+        #expect(
+            await fake.waitFor { $0.contains { $0.path.hasSuffix("/send") && String(decoding: $0.body, as: UTF8.self) == whole } },
+            "stored and sent byte for byte")
+        let mixed = try DaemonProcess.command(["email", "--json", "\(scratch)/message.json", "--to", "x@example.com"] + socket)
+        #expect(mixed.status == 1 && mixed.stderr.contains("drop --to"), "\(mixed.stderr)")
+
+        let unreachable = try DaemonProcess.command(
+            ["email", "--to", "a@example.com", "--subject", "s", "--body", "b", "--socket", "\(daemon.directory)/nobody.sock"])
+        #expect(unreachable.status == 75)
+        #expect(unreachable.stderr.contains("cannot reach plunkd"))
+        #expect(!daemon.log.contains("sk_cli_test_secret"))
+        await fake.stop()
+    }
+
+    @Test("kill -9: every email acknowledged before the kill is in the email store after it, and sent once the line can send")
+    func emailsSurviveKill() async throws {
+        // No secret key at first: emails are kept, none sent, so all of them wait in the store.
+        let first = try DaemonProcess(environment: ["PLUNKD_RETRY_INITIAL_BACKOFF": "0.05"])
+        try first.waitUntilServing()
+        var acknowledged: [String] = []
+        for index in 0..<20 {
+            let client = try BlockingUnixSocket(path: first.socketPath)
+            let body = #"{"to":"r\#(index % 4)@example.com","subject":"n\#(index)","body":"b"}"#
+            try client.write(
+                "POST /v1/send HTTP/1.1\r\nHost: plunkd\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+            let response = try #require(try client.readHTTPResponse())
+            let object = try JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any]
+            acknowledged.append(try #require(object?["id"] as? String, "\(response.body)"))
+        }
+        first.signal(SIGKILL)
+        #expect(first.waitForExit(timeout: 10) != nil)
+        first.cleanUp(removeDirectory: false)
+        let stored = try await DatabaseQueue(path: Self.emailStore(first)).read { try String.fetchAll($0, sql: "SELECT id FROM event") }
+        #expect(Set(stored) == Set(acknowledged))
+
+        let fake = try await FakePlunk()
+        let second = try DaemonProcess(
+            directory: first.directory, environment: TLSDeliveryTests.environment(fake, ["PLUNK_SECRET_KEY": "sk_kill_test_secret"]))
+        defer { second.cleanUp() }
+        try second.waitUntilServing()
+        #expect(await fake.waitFor { $0.filter { $0.path.hasSuffix("/send") }.count >= 20 })
+        let sends = fake.requests.filter { $0.path.hasSuffix("/send") }
+        let subjects = sends.compactMap { (try? JSONSerialization.jsonObject(with: $0.body) as? [String: Any])?["subject"] as? String }
+        #expect(Set(subjects) == Set((0..<20).map { "n\($0)" }))
+        // Per recipient, in the order acknowledged.
+        for recipient in 0..<4 {
+            let mine = subjects.filter { Int($0.dropFirst())! % 4 == recipient }.map { Int($0.dropFirst())! }
+            #expect(mine == mine.sorted(), "recipient \(recipient): \(mine)")
+        }
+        await fake.stop()
+    }
+
+    @Test("a 401 on /v1/send holds the email line only: track events keep flowing, and status names the held line")
+    func refusedSecretKeyHoldsEmailsOnly() async throws {
+        let fake = try await FakePlunk { request in
+            request.path.hasSuffix("/send")
+                ? FakePlunk.v2Error(401, "UNAUTHORIZED", "Invalid secret key") : FakePlunk.legacySuccess()
+        }
+        let daemon = try DaemonProcess(environment: TLSDeliveryTests.environment(fake, ["PLUNK_SECRET_KEY": "sk_wrong_secret"]))
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        for index in 0..<2 {
+            let sent = try DaemonProcess.command(
+                ["email", "--to", "ann@example.com", "--subject", "s\(index)", "--body", "b", "--socket", daemon.socketPath])
+            #expect(sent.status == 0, "\(sent.stderr)")
+        }
+        #expect(await fake.waitFor { $0.contains { $0.path.hasSuffix("/send") } })
+        for index in 0..<3 {
+            let tracked = try DaemonProcess.command(
+                ["track", "--event", "e\(index)", "--email", "bo@example.com", "--socket", daemon.socketPath])
+            #expect(tracked.status == 0)
+        }
+        #expect(await fake.waitFor { $0.filter { $0.path.hasSuffix("/track") }.count == 3 })
+        var line: [String: Any] = [:]
+        var json: [String: Any] = [:]
+        _ = await Poll.until(timeout: 30) {
+            json = (try? TLSDeliveryTests.statusJSON(daemon).json) ?? [:]
+            line = json["email"] as? [String: Any] ?? [:]
+            return line["state"] as? String == "auth_held"
+        }
+        #expect(line["state"] as? String == "auth_held", "\(json)")
+        #expect(json["state"] as? String != "auth_held", "track is not held")
+        #expect(json["delivered_total"] as? Int == 3)
+        let sends = fake.requests.filter { $0.path.hasSuffix("/send") }
+        #expect(sends.count == 1, "a held line sends nothing more until the key changes: \(sends.count)")
+        #expect(!daemon.log.contains("sk_wrong_secret"))
+        await fake.stop()
+    }
+}
