@@ -84,6 +84,22 @@ struct EmailCommandTests {
         await fake.stop()
     }
 
+    @Test("an email over send.max_bytes: plunkd email exits 1 with the limit, and the refusal is counted on the email line's metric")
+    func tooLargeEmail() async throws {
+        let daemon = try DaemonProcess(environment: ["PLUNKD_SEND_MAX_BYTES": "1k"])
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        let large = try DaemonProcess.command(
+            ["email", "--to", "a@example.com", "--subject", "s", "--body", String(repeating: "x", count: 2000), "--socket", daemon.socketPath])
+        #expect(large.status == 1)
+        #expect(large.stderr.contains("larger than 1024 bytes"), "\(large.stderr)")
+        let scrape = try BlockingUnixSocket(path: daemon.socketPath)
+        try scrape.write("GET /metrics HTTP/1.1\r\nHost: plunkd\r\n\r\n")
+        let metrics = try #require(try scrape.readHTTPResponse()).body
+        #expect(metrics.contains(#"plunkd_email_events_refused_total{reason="too_large"} 1"#), "\(metrics)")
+        #expect(!metrics.contains(#"plunkd_events_refused_total{reason="too_large"} 1"#))
+    }
+
     @Test("kill -9: every email acknowledged before the kill is in the email store after it, and sent once the line can send")
     func emailsSurviveKill() async throws {
         // No secret key at first: emails are kept, none sent, so all of them wait in the store.

@@ -70,6 +70,41 @@ struct SystemdTests {
         #expect(await progress(sender, maxAge: 40) == false)
     }
 
+    @Test("the watchdog's check covers both lines: a request stuck on the email line withholds the ping while track is healthy")
+    func wedgedEmailLine() async throws {
+        final class NeverAnswers: PlunkTransport, @unchecked Sendable {
+            func post(body: Data, idempotencyKey: String, apiKey: APIKey, completion: @escaping @Sendable (PlunkAnswer) -> Void) {}
+            func shutdown() async {}
+        }
+        let clock = ManualClock(Date(timeIntervalSince1970: 1_000_000))
+        let settings = Sender.Settings(apiKey: APIKey("sk_x"), concurrency: 1, retry: RetryPolicy(initialBackoff: 1, maxBackoff: 2, maxAge: 100))
+        let trackStore = try ScratchStore()
+        let emailStore = try ScratchStore()
+        defer {
+            trackStore.remove()
+            emailStore.remove()
+        }
+        let track = Sender(outbox: try trackStore.open(), transport: NeverAnswers(), settings: settings, logger: .init(label: "test"), clock: { clock.now })
+        let emailOutbox = try emailStore.open()
+        var emailSettings = settings
+        emailSettings.kind = .email
+        let email = Sender(outbox: emailOutbox, transport: NeverAnswers(), settings: emailSettings, logger: .init(label: "test"), clock: { clock.now })
+        try track.start()
+        try email.start()
+        func bothAlive() async -> Bool {
+            await withCheckedContinuation { continuation in
+                DeliveryWatchdog.checkProgress(of: [track, email], maxRequestAge: 40) { continuation.resume(returning: $0) }
+            }
+        }
+        #expect(await bothAlive())
+        try emailOutbox.enqueue([AcceptedEvent(contact: "a@b.io", body: Data("{}".utf8))], at: clock.now)
+        email.wake()
+        _ = await Poll.until(timeout: 10) { email.snapshot().inFlight > 0 }
+        clock.advance(41)
+        #expect(await progress(track, maxAge: 40), "track alone is healthy")
+        #expect(await bothAlive() == false)
+    }
+
     func progress(_ sender: Sender, maxAge: TimeInterval) async -> Bool {
         await withCheckedContinuation { continuation in
             sender.checkProgress(maxRequestAge: maxAge) { continuation.resume(returning: $0) }

@@ -218,7 +218,9 @@ final class HTTPIngestHandler: ChannelInboundHandler {
     }
 
     private func respondTooLarge(_ head: HTTPRequestHead, limit: Int, context: ChannelHandlerContext) {
-        committer.metrics.refusedTooLarge.increment()
+        // Counted on the line the request was for: an email's on plunkd_email_….
+        let line = email.flatMap { Self.emailPaths.contains(Self.path(of: head)) ? $0.committer : nil } ?? committer
+        line.metrics.refusedTooLarge.increment()
         // The body is not read, so the connection cannot carry another request after this.
         var headers = HTTPHeaders()
         headers.add(name: "Connection", value: "close")

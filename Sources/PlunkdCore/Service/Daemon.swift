@@ -232,7 +232,7 @@ public enum Daemon {
             })
         if let interval = notifier.watchdogInterval {
             let watchdog = DeliveryWatchdog(
-                sender: sender, notifier: notifier, interval: interval,
+                senders: [sender, emailSender], notifier: notifier, interval: interval,
                 maxRequestAge: config.requestTimeout + 30, logger: logger)
             parts.add("watchdog", start: { watchdog.start() }, stop: { watchdog.stop() })
         }

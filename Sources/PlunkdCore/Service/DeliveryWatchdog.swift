@@ -1,13 +1,14 @@
 import Dispatch
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 
-/// systemd's watchdog (`WatchdogSec=`): `WATCHDOG=1` goes out only when the sender
-/// proves it is alive, by answering on its own queue with no request stuck past its
-/// timeout. A wedged sender stops the pings, and systemd restarts the daemon; events in
-/// flight are sent again after the restart.
+/// systemd's watchdog (`WatchdogSec=`): `WATCHDOG=1` goes out only when every sender
+/// (track's and the email line's) proves it is alive, by answering on its own queue with
+/// no request stuck past its timeout. One wedged sender stops the pings, and systemd
+/// restarts the daemon; events in flight are sent again after the restart.
 final class DeliveryWatchdog: @unchecked Sendable {
-    private let sender: Sender
+    private let senders: [Sender]
     private let notifier: SystemdNotifier
     private let interval: TimeInterval
     private let maxRequestAge: TimeInterval
@@ -17,8 +18,8 @@ final class DeliveryWatchdog: @unchecked Sendable {
     /// Confined to `queue`.
     private var reportedStuck = false
 
-    init(sender: Sender, notifier: SystemdNotifier, interval: TimeInterval, maxRequestAge: TimeInterval, logger: Logger) {
-        self.sender = sender
+    init(senders: [Sender], notifier: SystemdNotifier, interval: TimeInterval, maxRequestAge: TimeInterval, logger: Logger) {
+        self.senders = senders
         self.notifier = notifier
         self.interval = interval
         self.maxRequestAge = maxRequestAge
@@ -30,7 +31,7 @@ final class DeliveryWatchdog: @unchecked Sendable {
         // Half the interval, as sd_watchdog_enabled(3) advises, so one late ping is not fatal.
         timer.schedule(deadline: .now(), repeating: interval / 2)
         timer.setEventHandler { [self] in
-            sender.checkProgress(maxRequestAge: maxRequestAge) { [self] alive in
+            Self.checkProgress(of: senders, maxRequestAge: maxRequestAge) { [self] alive in
                 queue.async { [self] in
                     if alive {
                         notifier.notify("WATCHDOG=1")
@@ -46,6 +47,30 @@ final class DeliveryWatchdog: @unchecked Sendable {
         }
         timer.resume()
         queue.sync { self.timer = timer }
+    }
+
+    /// Replies true once every sender has answered alive, false as soon as one answers
+    /// stuck, and never while one does not answer (a wedged queue): no reply, no ping.
+    static func checkProgress(of senders: [Sender], maxRequestAge: TimeInterval, reply: @escaping @Sendable (Bool) -> Void) {
+        let tally = NIOLockedValueBox((alive: 0, done: false))
+        for sender in senders {
+            sender.checkProgress(maxRequestAge: maxRequestAge) { alive in
+                let verdict: Bool? = tally.withLockedValue { tally in
+                    guard !tally.done else { return nil }
+                    if !alive {
+                        tally.done = true
+                        return false
+                    }
+                    tally.alive += 1
+                    if tally.alive == senders.count {
+                        tally.done = true
+                        return true
+                    }
+                    return nil
+                }
+                if let verdict { reply(verdict) }
+            }
+        }
     }
 
     func stop() {
