@@ -42,7 +42,12 @@ struct StatusCommand: AsyncParsableCommand {
             return try StatusReport.decoder().decode(StatusReport.self, from: Data(answer.body.utf8))
         } catch let failure as IngestClient.Failure where failure.unreachable {
             let stored = Result { try OutboxReader(path: config.storagePath).storedStatus() }
-            return StatusAssessment.notRunning(stored: stored, unreachable: "nothing answers on \(socketPath)", context: context, now: now)
+            let emailPath = config.emailStoragePath
+            let email =
+                FileManager.default.fileExists(atPath: emailPath)
+                ? (stored: Result { try OutboxReader(path: emailPath).storedStatus() }, databasePath: emailPath) : nil
+            return StatusAssessment.notRunning(
+                stored: stored, unreachable: "nothing answers on \(socketPath)", context: context, now: now, email: email)
         } catch {
             return StatusAssessment.unknown("cannot read the daemon's answer: \(error)", context: context, now: now)
         }

@@ -120,6 +120,14 @@ struct EmailCommandTests {
         first.cleanUp(removeDirectory: false)
         let stored = try await DatabaseQueue(path: Self.emailStore(first)).read { try String.fetchAll($0, sql: "SELECT id FROM event") }
         #expect(Set(stored) == Set(acknowledged))
+        // With the daemon down, status reads both stores.
+        let down = try DaemonProcess.command(
+            ["status", "--json", "--socket", first.socketPath], environment: ["PLUNKD_STORAGE_PATH": first.storagePath])
+        let report = try JSONSerialization.jsonObject(with: Data(down.stdout.utf8)) as? [String: Any]
+        #expect(report?["state"] as? String == "not_running", "\(down.stdout)")
+        let line = report?["email"] as? [String: Any]
+        #expect(line?["pending"] as? Int == 20, "\(down.stdout)")
+        #expect(line?["database"].flatMap { ($0 as? [String: Any])?["path"] as? String } == Self.emailStore(first))
 
         let fake = try await FakePlunk()
         let second = try DaemonProcess(

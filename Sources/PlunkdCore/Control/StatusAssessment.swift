@@ -63,8 +63,23 @@ public enum StatusAssessment {
     }
 
     /// No daemon answered: what the store says, read-only. `unreachable` says why the
-    /// socket did not answer.
+    /// socket did not answer. `email` is the email line's store, when there is one: the
+    /// emails kept there are shown too, not just track's events.
     public static func notRunning(
+        stored: Result<StoredStatus, any Error>, unreachable: String, context: StatusContext, now: Date,
+        email: (stored: Result<StoredStatus, any Error>, databasePath: String)? = nil
+    ) -> StatusReport {
+        var report = trackNotRunning(stored: stored, unreachable: unreachable, context: context, now: now)
+        if let email {
+            var emailContext = context
+            emailContext.databasePath = email.databasePath
+            emailContext.kind = .email
+            report.email = EmailLineStatus(trackNotRunning(stored: email.stored, unreachable: unreachable, context: emailContext, now: now))
+        }
+        return report
+    }
+
+    private static func trackNotRunning(
         stored: Result<StoredStatus, any Error>, unreachable: String, context: StatusContext, now: Date
     ) -> StatusReport {
         var report = base(context: context, now: now, running: false)
