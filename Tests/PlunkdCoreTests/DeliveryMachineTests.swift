@@ -17,6 +17,8 @@ struct DeliveryMachineTests {
         var now = DeliveryMachineTests.start
         var sent: [ClaimedEvent] = []
         var stored: [StoreWork] = []
+        /// Every transaction finished so far, however it was run (`settle` runs some).
+        var finished: [StoreWork] = []
         var timers: [Date] = []
         var logs: [String] = []
         var turnPending = false
@@ -72,6 +74,7 @@ struct DeliveryMachineTests {
             let claimed = Array(available.prefix(work.claimLimit))
             available.removeFirst(claimed.count)
             machine.storeFinished(work, .success(ClaimResult(claimed: claimed, mayHaveMore: false, nextDue: nextDue)), now: now)
+            finished.append(work)
             collect()
             return work
         }
@@ -130,6 +133,44 @@ struct DeliveryMachineTests {
         #expect(drive.sent.map(\.seq) == [1, 2, 3], "the reserve leaves without waiting for the store")
         #expect(drive.machine.moves == [.delivered(seq: 1)])
         #expect(drive.machine.counters[.delivered] == 1)
+    }
+
+    @Test(
+        "answers coming one by one wait for one transaction while the reserve keeps the slots full: until the batch window ends, or the reserve is down to half"
+    )
+    func answersShareATransaction() {
+        var drive = Drive(concurrency: 8)
+        var available = (0..<40).map { _ in drive.event() }
+        drive.wake(available: &available)
+        #expect(drive.sent.count == 8 && drive.machine.ready.count == 8)
+        let window = DeliveryMachine.storeBatchWindow
+        func answer(_ index: Int) {
+            drive.now = drive.now.addingTimeInterval(0.001)
+            drive.answer(drive.sent[index], Self.status(200))
+            if drive.turnPending { drive.turn() }
+        }
+        // Two answers, a millisecond apart: sent on from the reserve at once, recorded later.
+        answer(0)
+        answer(1)
+        #expect(drive.sent.count == 10, "the reserve left without waiting for the store")
+        #expect(drive.stored.isEmpty, "no transaction for each answer")
+        #expect(drive.machine.moves.count == 2)
+        #expect(
+            drive.timers.last.map { abs($0.timeIntervalSince(DeliveryMachineTests.start) - window) < 1e-6 } == true,
+            "\(drive.timers.map { $0.timeIntervalSince(DeliveryMachineTests.start) })")
+        // The window ends: one transaction records both and tops the reserve up.
+        drive.now = DeliveryMachineTests.start.addingTimeInterval(window)
+        drive.fireTimer(available: &available)
+        #expect(drive.finished.last?.moves == [.delivered(seq: 1), .delivered(seq: 2)])
+        #expect(drive.finished.last?.claimLimit == 2)
+        #expect(drive.machine.ready.count == 8)
+        // Within the next window, the reserve falling to half runs the transaction at once.
+        for index in 2..<5 { answer(index) }
+        #expect(drive.stored.isEmpty)
+        answer(5)
+        #expect(
+            drive.stored.map(\.moves) == [[.delivered(seq: 3), .delivered(seq: 4), .delivered(seq: 5), .delivered(seq: 6)]],
+            "a thin reserve does not wait")
     }
 
     @Test("with every slot and the reserve full, new events are not worth a wake-up")

@@ -45,11 +45,13 @@ struct DuplicateBoundTests {
                 drive.turn()
             } else if !drive.stored.isEmpty && roll < 0.85 {
                 // The disk: one commit in a while, while answers keep coming.
-                let work = drive.finishStore(available: &available)
-                for case .delivered(let seq) in work.moves { committed.insert(seq) }
+                drive.finishStore(available: &available)
             } else if drive.stored.isEmpty && !drive.turnPending {
                 drive.wake(available: &available)
             }
+            // Every transaction that finished, the ones a wake-up's turns ran included.
+            for work in drive.finished { for case .delivered(let seq) in work.moves { committed.insert(seq) } }
+            drive.finished.removeAll()
             let unrecorded = drive.sent.count - answered.count + answeredOK.subtracting(committed).count
             worst = max(worst, unrecorded)
             largestLimit = max(largestLimit, drive.machine.concurrencyLimit)

@@ -32,6 +32,12 @@ struct DeliveryMachine {
     var counters: [OutboxCounter: Int] = [:]
     /// Set while a store transaction runs; a turn asked for meanwhile runs after it.
     private(set) var storeBusySince: Date?
+    /// When the last store transaction ended: the next may wait a little for more
+    /// answers (`storeMayWait`).
+    private var lastStoreFinished: Date?
+    /// How long after a transaction the next may wait to gather answers while the reserve
+    /// keeps the slots full.
+    static let storeBatchWindow: TimeInterval = 0.010
     private var turnDeferred = false
     private var turnScheduled = false
     private(set) var timerDeadline: Date?
@@ -150,6 +156,11 @@ struct DeliveryMachine {
             turnDeferred = true
             return
         }
+        if let until = storeMayWait(now: now) {
+            armTimer(at: until, now: now)
+            noteState(now: now)
+            return
+        }
         let work = takeStoreWork(claimLimit: limit, now: now)
         guard !work.isEmpty else {
             armTimer(now: now, nextDue: nil)
@@ -161,9 +172,28 @@ struct DeliveryMachine {
         noteState(now: now)
     }
 
+    /// Until when this turn's transaction may wait, or nil to run it now.
+    ///
+    /// Each answer would otherwise cost a transaction of its own once answers come one by
+    /// one (a Plunk answering in 20 ms, 16 in flight): a thread hop each way, SQLite's work
+    /// and the log's write, for one row. While more than half a round of claimed events is
+    /// ready to send, the slots stay full without a claim, so the outcomes wait (at most
+    /// `storeBatchWindow` after the last transaction, or until a round of them piles up)
+    /// and go in one transaction. Answers not yet recorded stay within the claim, so what
+    /// a crash can send twice keeps its bound (`DuplicateBoundTests`). A hold to store, a
+    /// stop or a thin reserve runs it at once.
+    func storeMayWait(now: Date) -> Date? {
+        guard !stopping, !gate.holdChanged, let last = lastStoreFinished,
+            ready.count * 2 > concurrencyLimit, moves.count < concurrencyLimit
+        else { return nil }
+        let until = last.addingTimeInterval(Self.storeBatchWindow)
+        return until > now ? until : nil
+    }
+
     /// The store's transaction for `work` ended.
     mutating func storeFinished(_ work: StoreWork, _ result: Result<ClaimResult, any Error>, now: Date) {
         storeBusySince = nil
+        lastStoreFinished = now
         switch result {
         case .success(let claim):
             if storageFailing {

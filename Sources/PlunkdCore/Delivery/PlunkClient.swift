@@ -56,6 +56,9 @@ public final class PlunkClient: PlunkTransport {
             connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: concurrency))
         configuration.httpVersion = httpVersion == .http1 ? .http1Only : .automatic
         configuration.connectionPool.retryConnectionEstablishment = false
+        // No spans: plunkd bootstraps no tracer, and the no-op one still cost a span, its
+        // attributes and the URL's text per request (about 3 % of delivery's CPU).
+        configuration.tracing.tracer = nil
         if let proxy {
             let authorization = proxy.username.map { HTTPClient.Authorization.basic(username: $0, password: proxy.password ?? "") }
             configuration.proxy = .server(host: proxy.host, port: proxy.port, authorization: authorization)
