@@ -9,9 +9,9 @@ import PlunkdTestSupport
     import Glibc
 #endif
 
-// libFuzzer entry: every input goes (1) to the event validator directly and (2) over a
-// real connection to a real ingest server (framing sniffer, NDJSON and HTTP handlers,
-// validation, group commit into SQLite on tmpfs). The server must never crash, every
+// libFuzzer entry: every input goes (1) to the event and email validators directly and
+// (2) over a real connection to a real ingest server (framing sniffer, NDJSON and HTTP
+// handlers, both lines' validation, group commit into SQLite on tmpfs). The server must never crash, every
 // NDJSON reply must be one JSON object, and a well-formed event must still be
 // acknowledged afterwards. See README.md ("Guarantees") for the command.
 
@@ -21,6 +21,7 @@ final class Harness: @unchecked Sendable {
 
     let socketPath: String
     let validator = EventValidator(maxEventBytes: 4096)
+    let emailValidator = EmailValidator(maxBytes: 8192, maxAge: 3600)
     let reference = ReferenceEventValidator(emailProblem: { EmailShape.problem(with: $0) })
     var inputs = 0
 
@@ -35,9 +36,14 @@ final class Harness: @unchecked Sendable {
             let outbox = try Outbox(path: "\(scratch)/outbox.sqlite", maxBytes: 64 << 20)
             let committer = GroupCommitter(outbox: outbox, maxPending: 200_000, logger: logger)
             committer.start()
+            // The email line's door too: `/v1/send` requests reach its validator and store.
+            let emailOutbox = try Outbox(path: "\(scratch)/outbox-email.sqlite", maxBytes: 64 << 20)
+            let emailCommitter = GroupCommitter(outbox: emailOutbox, maxPending: 200_000, logger: logger)
+            emailCommitter.start()
             let server = IngestServer(
                 settings: IngestSocketSettings(path: socketPath, maxConnections: 64, idleTimeout: .milliseconds(200)),
-                committer: committer, validator: validator, group: MultiThreadedEventLoopGroup(numberOfThreads: 1), logger: logger)
+                committer: committer, validator: validator, group: MultiThreadedEventLoopGroup(numberOfThreads: 1), logger: logger,
+                email: EmailIngest(committer: emailCommitter, validator: emailValidator))
             let started = DispatchSemaphore(value: 0)
             let failure = FailureBox()
             Task {
@@ -132,6 +138,15 @@ public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     }
     if bytes.count <= harness.validator.maxEventBytes {
         DifferentialCheck.compare(body, plunkd: verdict, foundation: harness.reference.verdict(body))
+    }
+
+    // The same bytes as a /v1/send body: any outcome but a crash; an accepted email is
+    // ordered by an address-shaped first recipient, and its body is kept byte for byte
+    // but for its idempotencyKey members.
+    if let email = try? harness.emailValidator.validate(body) {
+        precondition(email.contact.contains("@"), "accepted an email whose first recipient has no @: \(DifferentialCheck.show(body))")
+        precondition(email.clientKey != nil || email.body == body, "the email validator changed the body: \(DifferentialCheck.show(body))")
+        precondition(email.maxAge == 3600, "an email without Plunkd-Max-Age got another deadline")
     }
 
     // Over the socket. NDJSON answers must each be one JSON object with "ok".
