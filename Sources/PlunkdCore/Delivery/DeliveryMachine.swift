@@ -156,7 +156,7 @@ struct DeliveryMachine {
             turnDeferred = true
             return
         }
-        if let until = storeMayWait(now: now) {
+        if let until = storeMayWait(claimLimit: limit, now: now) {
             armTimer(at: until, now: now)
             noteState(now: now)
             return
@@ -181,9 +181,10 @@ struct DeliveryMachine {
     /// `storeBatchWindow` after the last transaction, or until a round of them piles up)
     /// and go in one transaction. Answers not yet recorded stay within the claim, so what
     /// a crash can send twice keeps its bound (`DuplicateBoundTests`). A hold to store, a
-    /// stop or a thin reserve runs it at once.
-    func storeMayWait(now: Date) -> Date? {
+    /// stop or a thin reserve runs it at once; a turn with nothing to store arms nothing.
+    func storeMayWait(claimLimit: Int, now: Date) -> Date? {
         guard !stopping, !gate.holdChanged, let last = lastStoreFinished,
+            !moves.isEmpty || !counters.isEmpty || claimLimit > 0,
             ready.count * 2 > concurrencyLimit, moves.count < concurrencyLimit
         else { return nil }
         let until = last.addingTimeInterval(Self.storeBatchWindow)
