@@ -69,17 +69,17 @@ public enum StatusAssessment {
         stored: Result<StoredStatus, any Error>, unreachable: String, context: StatusContext, now: Date,
         email: (stored: Result<StoredStatus, any Error>, databasePath: String)? = nil
     ) -> StatusReport {
-        var report = trackNotRunning(stored: stored, unreachable: unreachable, context: context, now: now)
+        var report = lineNotRunning(stored: stored, unreachable: unreachable, context: context, now: now)
         if let email {
             var emailContext = context
             emailContext.databasePath = email.databasePath
             emailContext.kind = .email
-            report.email = EmailLineStatus(trackNotRunning(stored: email.stored, unreachable: unreachable, context: emailContext, now: now))
+            report.email = EmailLineStatus(lineNotRunning(stored: email.stored, unreachable: unreachable, context: emailContext, now: now))
         }
         return report
     }
 
-    private static func trackNotRunning(
+    private static func lineNotRunning(
         stored: Result<StoredStatus, any Error>, unreachable: String, context: StatusContext, now: Date
     ) -> StatusReport {
         var report = base(context: context, now: now, running: false)
