@@ -50,21 +50,7 @@ struct EmailCommand: AsyncParsableCommand {
             if let idempotencyKey { headers.append(("Idempotency-Key", try Self.headerValue(idempotencyKey, option: "--idempotency-key"))) }
             if let maxAge { headers.append((EmailValidator.maxAgeHeader, try Self.headerValue(maxAge, option: "--max-age"))) }
             let socketPath = try await options.socketPath()
-            let reply: IngestClient.Reply
-            do {
-                reply = try await IngestClient.sendEmail(body: body, headers: headers, socketPath: socketPath)
-            } catch let failure as IngestClient.Failure {
-                throw CommandFailure(failure.description, exitCode: 75)
-            }
-            switch reply {
-            case .acknowledged(let id, let repeated):
-                print(id)
-                if repeated {
-                    FileHandle.standardError.write(Data("plunkd: already stored under this --idempotency-key; nothing new was queued\n".utf8))
-                }
-            case .refused(let message, let retryable):
-                throw CommandFailure("refused: \(message)", exitCode: retryable ? 75 : 1)
-            }
+            try await QueuedReply.report { try await IngestClient.sendEmail(body: body, headers: headers, socketPath: socketPath) }
         }
     }
 
@@ -89,16 +75,7 @@ struct EmailCommand: AsyncParsableCommand {
         if let from { object["from"] = from }
         if let name { object["name"] = name }
         if let reply { object["reply"] = reply }
-        if !dataFields.isEmpty {
-            var data: [String: String] = [:]
-            for field in dataFields {
-                guard let equals = field.firstIndex(of: "="), equals != field.startIndex else {
-                    throw CommandFailure("--data takes key=value, got \"\(field)\"")
-                }
-                data[String(field[..<equals])] = String(field[field.index(after: equals)...])
-            }
-            object["data"] = data
-        }
+        if !dataFields.isEmpty { object["data"] = try QueuedReply.dataObject(dataFields) }
         return try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
     }
 

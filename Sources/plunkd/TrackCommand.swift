@@ -48,21 +48,7 @@ struct TrackEventOptions: ParsableArguments {
     func queue() async throws {
         try await reportingFailures {
             let socketPath = try await options.socketPath()
-            let reply: IngestClient.Reply
-            do {
-                reply = try await IngestClient.send(body: try body(), socketPath: socketPath)
-            } catch let failure as IngestClient.Failure {
-                throw CommandFailure(failure.description, exitCode: 75)
-            }
-            switch reply {
-            case .acknowledged(let id, let repeated):
-                print(id)
-                if repeated {
-                    FileHandle.standardError.write(Data("plunkd: already stored under this --idempotency-key; nothing new was queued\n".utf8))
-                }
-            case .refused(let message, let retryable):
-                throw CommandFailure("refused: \(message)", exitCode: retryable ? 75 : 1)
-            }
+            try await QueuedReply.report { try await IngestClient.send(body: try body(), socketPath: socketPath) }
         }
     }
 
@@ -70,16 +56,7 @@ struct TrackEventOptions: ParsableArguments {
         var object: [String: Any] = ["event": event, "email": email]
         if let subscribed { object["subscribed"] = subscribed }
         if let idempotencyKey { object[EventValidator.clientKeyMember] = idempotencyKey }
-        if !dataFields.isEmpty {
-            var data: [String: String] = [:]
-            for field in dataFields {
-                guard let equals = field.firstIndex(of: "="), equals != field.startIndex else {
-                    throw CommandFailure("--data takes key=value, got \"\(field)\"")
-                }
-                data[String(field[..<equals])] = String(field[field.index(after: equals)...])
-            }
-            object["data"] = data
-        }
+        if !dataFields.isEmpty { object["data"] = try QueuedReply.dataObject(dataFields) }
         return try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
     }
 }
