@@ -146,6 +146,30 @@ struct EmailCommandTests {
         await fake.stop()
     }
 
+    @Test("SIGTERM with a request hung on each line: both lines wait out one shutdown_grace together, not one after the other; both stay stored")
+    func bothLinesShareTheGrace() async throws {
+        let fake = try await FakePlunk { _ in .hang }
+        let daemon = try DaemonProcess(
+            environment: TLSDeliveryTests.environment(
+                fake, ["PLUNK_SECRET_KEY": "sk_grace_test_secret", "PLUNKD_SHUTDOWN_GRACE": "5s", "PLUNK_REQUEST_TIMEOUT": "30s"]))
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        let socket = ["--socket", daemon.socketPath]
+        #expect(try DaemonProcess.command(["track", "--event", "e", "--email", "bo@example.com"] + socket).status == 0)
+        #expect(try DaemonProcess.command(["email", "--to", "ann@example.com", "--subject", "s", "--body", "b"] + socket).status == 0)
+        #expect(await fake.waitFor { requests in requests.contains { $0.path.hasSuffix("/send") } && requests.contains { $0.path.hasSuffix("/track") } })
+        let stopping = Date()
+        daemon.signal(SIGTERM)
+        #expect(daemon.waitForExit(timeout: 60) == 0)
+        // One grace is 5 s; the two lines after each other took 10 s and more.
+        let took = Date().timeIntervalSince(stopping)
+        #expect(took < 8.5, "stopping took \(took) s")
+        let track = try await DatabaseQueue(path: daemon.storagePath).read { try Int.fetchOne($0, sql: "SELECT count(*) FROM event") }
+        let email = try await DatabaseQueue(path: Self.emailStore(daemon)).read { try Int.fetchOne($0, sql: "SELECT count(*) FROM event") }
+        #expect(track == 1 && email == 1, "sent again at the next start")
+        await fake.stop()
+    }
+
     @Test("a 401 on /v1/send holds the email line only: track events keep flowing, and status names the held line")
     func refusedSecretKeyHoldsEmailsOnly() async throws {
         let fake = try await FakePlunk { request in

@@ -165,7 +165,11 @@ public enum Daemon {
             },
             stop: {
                 logger.info("shutting down: waiting for requests in flight to Plunk")
+                // Both lines wait out the same grace at once, not one after the other: the
+                // stop must fit systemd's TimeoutStopSec= as it did with one line.
+                async let emailStopped: Void = emailSender.shutdown(grace: grace)
                 await sender.shutdown(grace: grace)
+                await emailStopped
             })
         parts.add(
             "email sender",
@@ -176,8 +180,7 @@ public enum Daemon {
                         "no secret key configured (plunk.secret_key, PLUNK_SECRET_KEY, plunk.secret_key_file or the plunk-secret-key credential): emails sent to /v1/send are kept, not sent"
                     )
                 }
-            },
-            stop: { await emailSender.shutdown(grace: grace) })
+            })
         parts.add(
             "committers",
             start: {
