@@ -6,6 +6,9 @@ import Logging
 extension Sender {
     /// Feeds one event to the machine at the clock's time and carries out its actions.
     func step(_ event: (inout DeliveryMachine, Date) -> Void) {
+        let outer = stepping
+        stepping = true
+        defer { stepping = outer }
         event(&machine, clock())
         for action in machine.takeActions() { perform(action) }
     }
@@ -17,7 +20,8 @@ extension Sender {
             let duration = metrics.requestDuration
             transport.post(body: event.body, idempotencyKey: event.idempotencyKey, apiKey: key) { answer in
                 duration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds))
-                self.queue.async { self.step { $0.answered(answer, for: event, now: $1) } }
+                // Inline when the answer arrives on the sender's own loop (the usual case).
+                self.onQueue { self.step { $0.answered(answer, for: event, now: $1) } }
             }
         case .store(let work):
             storeQueue.async {
@@ -46,13 +50,16 @@ extension Sender {
 
     private func armTimer(at deadline: Date) {
         timer?.cancel()
-        let source = DispatchSource.makeTimerSource(queue: queue)
-        source.schedule(wallDeadline: .now() + max(0, deadline.timeIntervalSince(clock())), leeway: .milliseconds(5))
-        source.setEventHandler { [weak self] in
+        timer = queue.timer(at: .now() + max(0, deadline.timeIntervalSince(clock()))) { [weak self] in
             self?.step { $0.timerFired(now: $1) }
         }
-        source.resume()
-        timer = source
+    }
+
+    /// Runs `work` on the sender's loop: at once when already there, else later. Later
+    /// too when called from inside a step (a request that fails before it is sent
+    /// answers within `post`): the step's remaining actions go first, in order.
+    private func onQueue(_ work: @escaping @Sendable () -> Void) {
+        if queue.loop.inEventLoop && !stepping { work() } else { queue.async(work) }
     }
 
     /// Runs on `storeQueue`.

@@ -1,15 +1,17 @@
 import Dispatch
 import Foundation
 import Logging
+import NIOCore
+import NIOPosix
 import Synchronization
 
 /// Delivers stored events to Plunk: the shell around `DeliveryMachine`.
 ///
 /// The machine decides; this type carries its actions out. The machine lives on one
-/// serial `DispatchQueue`, the only place it is touched. Store transactions run on a
-/// queue of their own, so answers keep being handled and ready events sent while one
-/// commits. One `DispatchSourceTimer` wakes the machine at the deadline it asks for
-/// (a wall-clock deadline, so a suspend or clock step cannot stretch a pause).
+/// event loop (`SenderLoop`: the one its Plunk connections answer on), the only place it
+/// is touched. Store transactions run on a queue of their own, so answers keep being
+/// handled and ready events sent while one commits. One timer wakes the machine at the
+/// deadline it asks for.
 public final class Sender: @unchecked Sendable {
     public struct Settings: Sendable {
         public var apiKey: APIKey?
@@ -35,7 +37,7 @@ public final class Sender: @unchecked Sendable {
         }
     }
 
-    let queue = DispatchQueue(label: "plunkd.sender")
+    let queue: SenderLoop
     /// Where the store's transactions run, one at a time, off the sender's queue.
     let storeQueue = DispatchQueue(label: "plunkd.sender.store")
     let wakePending = Atomic(false)
@@ -57,7 +59,9 @@ public final class Sender: @unchecked Sendable {
 
     // Confined to `queue`.
     var machine: DeliveryMachine
-    var timer: DispatchSourceTimer?
+    var timer: SenderTimer?
+    /// Whether a step is running, its actions included.
+    var stepping = false
     var drainWaiters: [UUID: CheckedContinuation<Void, Never>] = [:]
     /// Waiters whose task was cancelled before they were registered.
     var cancelledDrainWaiters: Set<UUID> = []
@@ -67,8 +71,9 @@ public final class Sender: @unchecked Sendable {
         outbox: Outbox, transport: any PlunkTransport, settings: Settings, logger: Logger,
         clock: @escaping @Sendable () -> Date = { Date() },
         unitRandom: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
-        metrics: DeliveryMetrics = DeliveryMetrics()
+        metrics: DeliveryMetrics = DeliveryMetrics(), loop: (any EventLoop)? = nil
     ) {
+        queue = SenderLoop(loop ?? MultiThreadedEventLoopGroup.singleton.next())
         self.metrics = metrics
         self.outbox = outbox
         self.transport = transport
@@ -172,14 +177,17 @@ public final class Sender: @unchecked Sendable {
                 let waiter = UUID()
                 await withTaskCancellationHandler {
                     await withCheckedContinuation { continuation in
-                        self.queue.async {
-                            if self.cancelledDrainWaiters.remove(waiter) != nil {
+                        // A sender already shut down (a second shutdown) has nothing to
+                        // drain, and its loop takes no more work.
+                        let scheduled = self.queue.async {
+                            if self.cancelledDrainWaiters.remove(waiter) != nil || self.queue.isClosed {
                                 continuation.resume()
                                 return
                             }
                             self.drainWaiters[waiter] = continuation
                             self.step { machine, _ in machine.stop() }
                         }
+                        if !scheduled { continuation.resume() }
                     }
                 } onCancel: {
                     self.queue.async {
@@ -195,6 +203,7 @@ public final class Sender: @unchecked Sendable {
             await group.next()
             group.cancelAll()
         }
+        guard !queue.isClosed else { return }
         // A store transaction still running ends first; its claims come back before the
         // second block and are given back with everything else.
         queue.sync {
@@ -212,6 +221,9 @@ public final class Sender: @unchecked Sendable {
                 logger.warning("\(machine.inFlight.count) requests still in flight after the shutdown grace; they will be sent again at the next start")
             }
             releaseDrainWaiters()
+            timer?.cancel()
+            timer = nil
+            queue.close()
         }
         await transport.shutdown()
     }

@@ -78,7 +78,7 @@ public enum Daemon {
         senderSettings.maxRateBurst = config.maxRateBurst
         let sender = Sender(
             outbox: outbox, transport: client, settings: senderSettings,
-            logger: logger, metrics: DeliveryMetrics(factory: metrics.factory))
+            logger: logger, metrics: DeliveryMetrics(factory: metrics.factory), loop: clientGroup.next())
         sender.observeState { state in notifier.notify("STATUS=\(ReportedState(state).systemdStatus)") }
         var emailSettings = senderSettings
         emailSettings.apiKey = config.emailKey
@@ -87,7 +87,7 @@ public enum Daemon {
         emailLogger[metadataKey: "line"] = "email"
         let emailSender = Sender(
             outbox: emailOutbox, transport: emailClient, settings: emailSettings,
-            logger: emailLogger, metrics: DeliveryMetrics(factory: metrics.factory, kind: .email))
+            logger: emailLogger, metrics: DeliveryMetrics(factory: metrics.factory, kind: .email), loop: clientGroup.next())
         let emailCommitter = GroupCommitter(
             outbox: emailOutbox, maxPending: config.maxPending, logger: emailLogger,
             metrics: IngestMetrics(factory: metrics.factory, kind: .email), didCommit: { emailSender.wake() })

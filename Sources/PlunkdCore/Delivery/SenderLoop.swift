@@ -1,0 +1,100 @@
+import Dispatch
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// The one thread a sender's machine lives on: the event loop its Plunk connections run
+/// on. An answer is then handled, and the request it frees written, in the same wake-up
+/// that read it; a dispatch queue of its own cost two thread hops per request (the
+/// answer to the queue, the request back to the loop), about five context switches per
+/// delivered event in all.
+///
+/// Everything blocking stays off it: store transactions run on the sender's store queue
+/// and come back with `async`. The operator's commands and status `sync` onto it from
+/// their own threads.
+final class SenderLoop: Sendable {
+    let loop: any EventLoop
+    private let closed = Atomic(false)
+
+    init(_ loop: any EventLoop) {
+        self.loop = loop
+    }
+
+    /// Runs `work` on the loop later, in order with everything else sent to it; not at all
+    /// once the sender has shut down. Returns whether it was scheduled.
+    @discardableResult
+    func async(_ work: @escaping @Sendable () -> Void) -> Bool {
+        guard !isClosed else { return false }
+        loop.execute(work)
+        return true
+    }
+
+    var isClosed: Bool { closed.load(ordering: .acquiring) }
+
+    /// The sender has shut down: what still arrives (a request the client fails as it
+    /// shuts down, a timer) is dropped rather than scheduled on a loop that may already
+    /// be gone, which NIO reports as an error. Those events were released for the next start.
+    func close() {
+        closed.store(true, ordering: .releasing)
+    }
+
+    /// Runs `work` on the loop now, inline when already on it, and returns its result.
+    /// Never from a thread the loop itself waits on (the store queue).
+    func sync<T, E: Error>(_ work: () throws(E) -> T) throws(E) -> T {
+        if loop.inEventLoop { return try work() }
+        let handoff = Handoff<T, E>()
+        withoutActuallyEscaping(work) { escapable in
+            // The loop's task holds the handoff, not the closure; the closure is let go
+            // before the signal, so none holds it once this block ends (which Swift checks).
+            handoff.work = escapable
+            loop.execute {
+                if let work = handoff.work {
+                    handoff.result = Result { () throws(E) -> T in try work() }
+                }
+                handoff.work = nil
+                handoff.done.signal()
+            }
+            handoff.done.wait()
+        }
+        return try handoff.result!.get()
+    }
+
+    /// Calls `fire` on the loop at `wallDeadline` (wall clock: a suspend or a clock step
+    /// cannot stretch a quota pause), unless the returned timer is cancelled first. The
+    /// timer's own queue only hops to the loop.
+    func timer(at wallDeadline: DispatchWallTime, fire: @escaping @Sendable () -> Void) -> SenderTimer {
+        let timer = SenderTimer()
+        let source = DispatchSource.makeTimerSource(queue: SenderTimer.queue)
+        source.schedule(wallDeadline: wallDeadline, leeway: .milliseconds(5))
+        source.setEventHandler { [self] in
+            self.async {
+                // A cancel on the loop may come after the source has fired but before this
+                // ran: the flag, set and read only on the loop, keeps that firing out.
+                guard !timer.cancelled else { return }
+                fire()
+            }
+        }
+        source.resume()
+        timer.source = source
+        return timer
+    }
+}
+
+/// A timer armed by `SenderLoop.timer`; confined to the loop.
+final class SenderTimer: @unchecked Sendable {
+    static let queue = DispatchQueue(label: "plunkd.sender.timer")
+    fileprivate var source: (any DispatchSourceTimer)?
+    fileprivate var cancelled = false
+
+    func cancel() {
+        cancelled = true
+        source?.cancel()
+        source = nil
+    }
+}
+
+private final class Handoff<T, E: Error>: @unchecked Sendable {
+    var work: (() throws(E) -> T)?
+    var result: Result<T, E>?
+    let done = DispatchSemaphore(value: 0)
+}
