@@ -21,8 +21,12 @@ public enum PlunkHTTPVersion: String, Sendable, Equatable {
     case http1
 }
 
-/// `POST {base_url}/track` (or `/send`, for the email line's client) over AsyncHTTPClient: the requests in flight as streams of one
-/// HTTP/2 connection where Plunk offers h2, else a pooled keep-alive connection each; no
+/// `POST {base_url}/track` (or `/send`, for the email line's client) by one of two paths:
+/// plunkd's own keep-alive HTTP/1.1 connections (`PlunkHTTP1Connections`) for `http://`
+/// and `http_version: http1` without a proxy, where async-http-client's per-request cost
+/// was about a third of delivery's CPU; AsyncHTTPClient for HTTP/2 and proxies, where its
+/// multiplexing and CONNECT tunnels earn their cost. Over h2 the requests in flight are
+/// streams of one connection, else a pooled keep-alive connection each; no
 /// redirects followed (a redirect means a wrong `base_url`, which the operator should see
 /// rather than have silently followed), and a per-request deadline.
 ///
@@ -43,6 +47,10 @@ public final class PlunkClient: PlunkTransport {
     /// (the system store). Replaced on SIGHUP; requests use it from then on.
     private let customTLS: NIOLockedValueBox<TLSConfiguration?>
     private let eventLoopGroup: any EventLoopGroup
+    /// plunkd's own HTTP/1.1 path, for `http://` and `http_version: http1` without a
+    /// proxy; nil where async-http-client serves (HTTP/2, proxies).
+    private let http1: PlunkHTTP1Connections?
+    private let http1Path: String
 
     public init(
         baseURL: URL, concurrency: Int, requestTimeout: Double, eventLoopGroup: any EventLoopGroup,
@@ -70,13 +78,32 @@ public final class PlunkClient: PlunkTransport {
         template = Result { try HTTPClient.Request(url: url, method: .POST) }
         self.requestTimeout = timeout
         let https = baseURL.scheme?.lowercased() == "https"
-        destination = .init(host: baseURL.host ?? "?", port: baseURL.port ?? (https ? 443 : 80), proxy: proxy?.address)
-        customTLS = NIOLockedValueBox(Self.tlsConfiguration(trusting: extraTrustRoots))
+        let host = baseURL.host ?? "?"
+        let port = baseURL.port ?? (https ? 443 : 80)
+        destination = .init(host: host, port: port, proxy: proxy?.address)
+        let tls = Self.tlsConfiguration(trusting: extraTrustRoots)
+        customTLS = NIOLockedValueBox(tls)
+        if proxy == nil, !https || httpVersion == .http1 {
+            var path = baseURL.path
+            if path.hasSuffix("/") { path.removeLast() }
+            path += kind.plunkPath
+            let bracketed = host.contains(":") ? "[\(host)]" : host
+            let authority = baseURL.port.map { "\(bracketed):\($0)" } ?? bracketed
+            http1 = PlunkHTTP1Connections(
+                target: .init(host: host, port: port, tls: https, authority: authority), limit: concurrency,
+                connectTimeout: min(timeout, .seconds(10)), loop: eventLoopGroup.next(), tls: tls)
+            http1Path = path + (baseURL.query.map { "?\($0)" } ?? "")
+        } else {
+            http1 = nil
+            http1Path = ""
+        }
     }
 
     /// Trusts `roots` besides the system's from the next request on (nil: the system's only).
     public func trust(extraRoots roots: [NIOSSLCertificate]?) {
-        customTLS.withLockedValue { $0 = Self.tlsConfiguration(trusting: roots) }
+        let tls = Self.tlsConfiguration(trusting: roots)
+        customTLS.withLockedValue { $0 = tls }
+        http1?.useTLS(tls)
     }
 
     private static func tlsConfiguration(trusting roots: [NIOSSLCertificate]?) -> TLSConfiguration? {
@@ -87,6 +114,21 @@ public final class PlunkClient: PlunkTransport {
     }
 
     public func post(body: Data, idempotencyKey: String, apiKey: APIKey, completion: @escaping @Sendable (PlunkAnswer) -> Void) {
+        if let http1 {
+            var headers = HTTPHeaders()
+            headers.reserveCapacity(6)
+            headers.add(name: "Authorization", value: "Bearer \(apiKey.value)")
+            headers.add(name: "Content-Type", value: "application/json")
+            headers.add(name: "Content-Length", value: String(body.count))
+            headers.add(name: "Idempotency-Key", value: idempotencyKey)
+            headers.add(name: "User-Agent", value: userAgent)
+            let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: http1Path, headers: headers)
+            let exchange = PlunkExchange(head: head, body: ByteBuffer(bytes: body), deadline: .now() + requestTimeout) { result in
+                self.finish(result, completion: completion)
+            }
+            http1.send(exchange)
+            return
+        }
         var request: HTTPClient.Request
         do {
             request = try template.get()
@@ -101,29 +143,34 @@ public final class PlunkClient: PlunkTransport {
         request.headers.add(name: "User-Agent", value: userAgent)
         request.body = .data(body)
         if let tls = customTLS.withLockedValue({ $0 }) { request.tlsConfiguration = tls }
-        let timeoutSeconds = Double(requestTimeout.nanoseconds) / 1e9
-        let destination = destination
         client.execute(request: request, delegate: AnswerCollector(), deadline: .now() + requestTimeout)
-            .futureResult.whenComplete { result in
-                switch result {
-                case .success(let answer): completion(answer)
-                case .failure(let error):
-                    let text = TransportFailureText.describe(error, destination: destination, timeout: timeoutSeconds)
-                    guard destination.proxy == nil, TransportFailureText.isCertificateVerifyFailure(error) else {
-                        completion(.transportFailure(text))
-                        return
-                    }
-                    CertificateDiagnosis.leafValidity(
-                        host: destination.host, port: destination.port, group: self.eventLoopGroup, timeout: .seconds(5)
-                    ).whenComplete { validity in
-                        let dated = CertificateDiagnosis.text(host: destination.host, validity: try? validity.get(), now: Date())
-                        completion(.transportFailure(dated ?? text))
-                    }
-                }
+            .futureResult.whenComplete { result in self.finish(result, completion: completion) }
+    }
+
+    /// Hands the answer on, or a failure in plain words (a certificate that failed
+    /// verification is looked at for its dates first).
+    private func finish(_ result: Result<PlunkAnswer, any Error>, completion: @escaping @Sendable (PlunkAnswer) -> Void) {
+        switch result {
+        case .success(let answer): completion(answer)
+        case .failure(let error):
+            let timeoutSeconds = Double(requestTimeout.nanoseconds) / 1e9
+            let destination = destination
+            let text = TransportFailureText.describe(error, destination: destination, timeout: timeoutSeconds)
+            guard destination.proxy == nil, TransportFailureText.isCertificateVerifyFailure(error) else {
+                completion(.transportFailure(text))
+                return
             }
+            CertificateDiagnosis.leafValidity(
+                host: destination.host, port: destination.port, group: eventLoopGroup, timeout: .seconds(5)
+            ).whenComplete { validity in
+                let dated = CertificateDiagnosis.text(host: destination.host, validity: try? validity.get(), now: Date())
+                completion(.transportFailure(dated ?? text))
+            }
+        }
     }
 
     public func shutdown() async {
+        await http1?.shutdown()
         try? await client.shutdown()
     }
 }

@@ -1,0 +1,123 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// The last handler of one of `PlunkHTTP1Connections`' connections: writes one request
+/// at a time and reads its answer (the status, `Retry-After`, the `RateLimit-*` headers
+/// and the first 4 KiB of the body; the rest is dropped, so a large error page cannot grow
+/// memory). Then the connection goes back to the pool, or closes if the answer said so.
+final class PlunkExchangeHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    var onIdle: ((PlunkExchangeHandler) -> Void)?
+    var onClose: ((PlunkExchangeHandler) -> Void)?
+    var authority = ""
+    private let idleTimeout: TimeAmount
+    private var context: ChannelHandlerContext?
+    private var current: PlunkExchange?
+    private var idleTimer: Scheduled<Void>?
+    private var status = 0
+    private var retryAfter: String?
+    private var rateLimit: RateLimitHeaders?
+    private var body = Data()
+    private var keepAlive = true
+    private var isClosed = false
+
+    init(idleTimeout: TimeAmount) {
+        self.idleTimeout = idleTimeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    /// Writes `exchange`'s request in one flush. Only while no other is in flight.
+    func start(_ exchange: PlunkExchange) {
+        guard let context, !isClosed else {
+            exchange.finish(.failure(HTTPClientError.remoteConnectionClosed))
+            return
+        }
+        idleTimer?.cancel()
+        idleTimer = nil
+        current = exchange
+        status = 0
+        retryAfter = nil
+        rateLimit = nil
+        body = Data()
+        exchange.onDeadline = { [weak self] in self?.close() }
+        var head = exchange.head
+        head.headers.replaceOrAdd(name: "Host", value: authority)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(exchange.body))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            status = Int(head.status.code)
+            retryAfter = head.headers.first(name: "Retry-After")
+            rateLimit = RateLimitHeaders.read { head.headers.first(name: $0) }
+            keepAlive = head.isKeepAlive
+        case .body(let buffer):
+            let room = PlunkAnswer.keptBodyBytes - body.count
+            if room > 0 { body.append(contentsOf: buffer.readableBytesView.prefix(room)) }
+        case .end:
+            guard let exchange = current else {
+                // An answer nobody asked for: the connection is out of step; drop it.
+                close()
+                return
+            }
+            current = nil
+            let answer = PlunkAnswer.response(status: status, retryAfter: retryAfter, rateLimit: rateLimit, body: body)
+            body = Data()
+            if keepAlive {
+                // Back in the pool before the answer is handed on: the request it frees
+                // then goes out on this connection rather than open another.
+                armIdleTimer(context: context)
+                onIdle?(self)
+                exchange.finish(.success(answer))
+            } else {
+                close()
+                exchange.finish(.success(answer))
+            }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        isClosed = true
+        fail(HTTPClientError.remoteConnectionClosed)
+        idleTimer?.cancel()
+        onClose?(self)
+        onClose = nil
+        onIdle = nil
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        fail(error)
+        close()
+    }
+
+    /// Fails the request in flight, if any.
+    func fail(_ error: any Error) {
+        guard let exchange = current else { return }
+        current = nil
+        exchange.finish(.failure(error))
+    }
+
+    func close() {
+        guard !isClosed, let context else { return }
+        isClosed = true
+        context.close(promise: nil)
+    }
+
+    private func armIdleTimer(context: ChannelHandlerContext) {
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: idleTimeout) { [weak self] in
+            guard let self, self.current == nil else { return }
+            self.close()
+        }
+    }
+}
