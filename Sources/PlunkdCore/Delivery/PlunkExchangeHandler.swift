@@ -23,7 +23,9 @@ final class PlunkExchangeHandler: ChannelInboundHandler, @unchecked Sendable {
     private var rateLimit: RateLimitHeaders?
     private var body = Data()
     private var keepAlive = true
-    private var isClosed = false
+    /// Closed or closing: a connection in the pool that the server closed while idle is
+    /// passed over, not handed a request.
+    private(set) var isClosed = false
 
     init(idleTimeout: TimeAmount) {
         self.idleTimeout = idleTimeout
@@ -73,7 +75,9 @@ final class PlunkExchangeHandler: ChannelInboundHandler, @unchecked Sendable {
             current = nil
             let answer = PlunkAnswer.response(status: status, retryAfter: retryAfter, rateLimit: rateLimit, body: body)
             body = Data()
-            if keepAlive {
+            // An answer that ended with the connection (no length, read to the close) is
+            // not kept-alive whatever its head said.
+            if keepAlive, context.channel.isActive {
                 // Back in the pool before the answer is handed on: the request it frees
                 // then goes out on this connection rather than open another.
                 armIdleTimer(context: context)

@@ -65,7 +65,7 @@ final class PlunkHTTP1Connections: @unchecked Sendable {
                 return
             }
             exchange.armDeadline(on: self.loop)
-            if let connection = self.idle.popLast() {
+            if let connection = self.takeIdle() {
                 connection.start(exchange)
             } else if self.open < self.limit {
                 self.connect(for: exchange)
@@ -153,6 +153,15 @@ final class PlunkHTTP1Connections: @unchecked Sendable {
                     if let next = self.waiting.popFirst() { self.connect(for: next) }
                 }
             }
+    }
+
+    /// The most recently used idle connection still open; closed ones are dropped, and
+    /// their slots free when their close is seen.
+    private func takeIdle() -> PlunkExchangeHandler? {
+        while let connection = idle.popLast() {
+            if !connection.isClosed { return connection }
+        }
+        return nil
     }
 
     private func becameIdle(_ connection: PlunkExchangeHandler) {
