@@ -20,6 +20,16 @@ Cuts can also be aimed: SIGUSR2 arms a cut at the next write to a file whose nam
 such a file or its `-wal` (the first commit of whatever comes next: a start-up's repair
 of the lines, a stored pause). The aimed write is thrown away with the rest.
 
+It cannot hang what uses it, nor itself. The FUSE loop serves one call at a time, so a
+cut falls between two calls; a signal only records what was asked and the main thread
+acts on it. Nothing here calls sync(): sync() flushes this very mount too (SQLite's
+mapped `-shm` leaves dirty pages on it), and that flush needs the FUSE thread, which a
+cut holding the lock would keep waiting. A cut touches only BACKING, outside the lock.
+Every way out (stopped, parent gone, a cut that could not take the lock in
+CUT_DEADLINE seconds, an error) aborts the FUSE connection, so that nothing waiting on
+the mount waits any longer, then detaches the mount. `Tests/sweep` clears a cutfs that
+was frozen or killed before it could do so.
+
 Written for plunkd's power-cut tests (Debian's python3-fusepy, run as root). A cache of
 whole files is simple and fast enough for a test store of a few tens of MiB.
 """
@@ -27,11 +37,18 @@ whole files is simple and fast enough for a test store of a few tens of MiB.
 import errno
 import os
 import signal
-import subprocess
 import sys
 import threading
+import time
 
 from fusepy import FUSE, FuseOSError, Operations
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fuseconnection  # noqa: E402
+
+# How long a cut may wait for the FUSE thread to finish its call before cutfs gives up,
+# aborts its connection and ends: the harness then sees no cut, and fails.
+CUT_DEADLINE = 5.0
 
 
 class PendingFile:
@@ -70,27 +87,47 @@ class CutFS(Operations):
         # The name endings an aimed cut waits for, and what to call when it falls.
         self.armed: tuple[str, ...] | None = None
         self.on_cut = lambda lost: None
+        # Set by signal handlers, acted on by the main thread.
+        self.cut_requested = False
+        self.stop_requested = False
 
     def arm(self, endings: tuple[str, ...]) -> None:
-        with self.mutex:
-            self.armed = endings
+        # A plain assignment: safe from a signal handler, read by the FUSE thread.
+        self.armed = endings
 
     # MARK: the cut
 
-    def cut(self) -> int:
-        """Returns how many written bytes were thrown away."""
-        with self.mutex:
+    def cut(self, timeout: float = -1) -> int | None:
+        """Returns how many written bytes were thrown away, or None when the lock was
+        not had within `timeout` seconds (the FUSE thread stuck in a call)."""
+        if not self.mutex.acquire(timeout=timeout):
+            return None
+        try:
             self.dead = True
             lost = sum((p.dirty_to - p.dirty_from) for p in self.pending.values() if p.dirty_from is not None)
             self.pending.clear()
-            for path in self.unsynced_new:
-                try:
-                    os.unlink(self.real(path))
-                except OSError:
-                    pass
+            never_synced = list(self.unsynced_new)
             self.unsynced_new.clear()
-            os.sync()
-            return lost
+        finally:
+            self.mutex.release()
+        self.remove_from_backing(never_synced)
+        return lost
+
+    def remove_from_backing(self, paths: list[str]) -> None:
+        """New files never synced disappear, durably: unlinked, and their directories
+        fsynced (only BACKING's, never the mount's)."""
+        directories = set()
+        for path in paths:
+            try:
+                os.unlink(self.real(path))
+                directories.add(os.path.dirname(path) or "/")
+            except OSError:
+                pass
+        for directory in directories:
+            try:
+                self.sync_directory(directory)
+            except OSError:
+                pass
 
     def alive(self) -> None:
         if self.dead:
@@ -176,12 +213,14 @@ class CutFS(Operations):
     def write(self, path, data, offset, fh):
         with self.mutex:
             self.alive()
-            if self.armed and path.endswith(self.armed):
-                self.armed = None
-                self.on_cut(self.cut())
-                raise FuseOSError(errno.EIO)
-            self.load(path).write(data, offset)
-            return len(data)
+            armed = self.armed
+            if not (armed and path.endswith(armed)):
+                self.load(path).write(data, offset)
+                return len(data)
+            self.armed = None
+        # The aimed write: the power goes now, and this write is lost with the rest.
+        self.on_cut(self.cut())
+        raise FuseOSError(errno.EIO)
 
     def truncate(self, path, length, fh=None):
         with self.mutex:
@@ -268,39 +307,69 @@ class CutFS(Operations):
                 "f_bavail", "f_bfree", "f_blocks", "f_bsize", "f_favail", "f_ffree", "f_files", "f_flag", "f_frsize", "f_namemax")}
 
 
+
+
 def main() -> None:
     if len(sys.argv) != 3:
         sys.exit("usage: cutfs.py BACKING MOUNTPOINT")
-    backing, mountpoint = sys.argv[1], sys.argv[2]
+    backing, mountpoint = os.path.realpath(sys.argv[1]), os.path.realpath(sys.argv[2])
     filesystem = CutFS(backing)
+    fuseconnection.record_pid(os.getpid(), "cutfs " + mountpoint)
 
     def announce(lost: int) -> None:
         # The harness waits for this file: the cut has happened, not merely been asked
         # for. It says how many unsynced bytes the cut threw away.
-        with open(os.path.realpath(backing) + ".cut.tmp", "w") as marker:
+        with open(backing + ".cut.tmp", "w") as marker:
             marker.write(f"{lost}\n")
-        os.rename(os.path.realpath(backing) + ".cut.tmp", os.path.realpath(backing) + ".cut")
+        os.rename(backing + ".cut.tmp", backing + ".cut")
+
+    def request(attribute: str):
+        def handler(*_):
+            setattr(filesystem, attribute, True)
+        return handler
 
     filesystem.on_cut = announce
-    signal.signal(signal.SIGUSR1, lambda *_: announce(filesystem.cut()))
+    signal.signal(signal.SIGUSR1, request("cut_requested"))
+    signal.signal(signal.SIGTERM, request("stop_requested"))
+    signal.signal(signal.SIGINT, request("stop_requested"))
     signal.signal(signal.SIGUSR2, lambda *_: filesystem.arm((".sqlite",)))
     signal.signal(signal.SIGHUP, lambda *_: filesystem.arm((".sqlite", ".sqlite-wal")))
-    # nothreads: one request at a time, so a cut falls between two calls, never inside
-    # one. The loop runs off the main thread so that the main thread, waiting in join,
-    # runs the cut the moment the signal comes, even while no call arrives.
+    # nothreads: one call at a time, so a cut falls between two calls, never inside one.
+    # The loop runs off the main thread, which watches for signals, its parent and the
+    # loop itself, and never waits on the mount.
     loop = threading.Thread(
-        target=lambda: FUSE(filesystem, mountpoint, foreground=True, nothreads=True, allow_other=True, default_permissions=True),
+        target=lambda: FUSE(filesystem, mountpoint, foreground=True, nothreads=True, allow_other=True,
+                            default_permissions=True, fsname="cutfs", subtype="cutfs"),
         daemon=True)
     loop.start()
-    # A harness that dies (an error, a kill) must not leave the mount behind: when the
-    # process that started cutfs is gone, cutfs unmounts itself and ends.
     parent = os.getppid()
-    while loop.is_alive():
-        loop.join(0.1)
-        if os.getppid() != parent:
-            subprocess.run(["umount", "-l", mountpoint], check=False)
+    why = "unmounted"
+    try:
+        while loop.is_alive():
+            time.sleep(0.02)
+            if filesystem.cut_requested:
+                filesystem.cut_requested = False
+                lost = filesystem.cut(timeout=CUT_DEADLINE)
+                if lost is None:
+                    why = f"a cut could not take the lock in {CUT_DEADLINE} s: the FUSE thread is stuck"
+                    break
+                announce(lost)
+            if filesystem.stop_requested:
+                why = "stopped"
+                break
+            if os.getppid() != parent:
+                why = "the process that started cutfs is gone"
+                break
+    except BaseException as error:  # noqa: BLE001 (every way out must release the mount)
+        why = f"error: {error!r}"
+        raise
+    finally:
+        if loop.is_alive():
+            # Abort first: a lazy unmount alone leaves whatever waits on the mount waiting.
+            fuseconnection.release(mountpoint)
             loop.join(5)
-            break
+        print(f"cutfs {mountpoint}: {why}", file=sys.stderr, flush=True)
+        fuseconnection.forget_pid(os.getpid())
 
 
 if __name__ == "__main__":

@@ -1,17 +1,25 @@
-"""Mounting cutfs from a test: start, cut the power, mount again on what survived, stop."""
+"""Mounting cutfs from a test: start, cut the power, mount again on what survived, stop.
+Every wait has a deadline, and `stop` releases the mount even from a frozen cutfs."""
 
 import os
 import signal
 import subprocess
 import time
 
+import fuseconnection
+
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _mounted(mountpoint: str) -> bool:
+    # From the mount table, never a stat of the mount point, which a stuck mount blocks.
+    return any(mount["mountpoint"] == mountpoint for mount in fuseconnection.fuse_mounts())
 
 
 class CutMount:
     def __init__(self, scratch: str):
-        self.backing = os.path.join(scratch, "backing")
-        self.mountpoint = os.path.join(scratch, "mnt")
+        self.backing = os.path.realpath(os.path.join(scratch, "backing"))
+        self.mountpoint = os.path.realpath(os.path.join(scratch, "mnt"))
         os.makedirs(self.backing, exist_ok=True)
         os.makedirs(self.mountpoint, exist_ok=True)
         self.process = None
@@ -23,19 +31,22 @@ class CutMount:
             os.unlink(marker)
         self.process = subprocess.Popen(["/usr/bin/python3", os.path.join(HERE, "cutfs.py"), self.backing, self.mountpoint])
         deadline = time.monotonic() + 20
-        while not os.path.ismount(self.mountpoint):
+        while not _mounted(self.mountpoint):
             if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
                 raise RuntimeError("cutfs did not mount " + self.mountpoint)
             time.sleep(0.02)
 
-    def cut(self) -> None:
+    def cut(self, timeout: float = 20) -> None:
         """The power goes: unsynced writes are dropped and the disk stops answering."""
-        marker = self.backing + ".cut"
         self.process.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + 20
-        while not os.path.exists(marker):
+        self.wait_for_cut(timeout)
+
+    def wait_for_cut(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.has_cut():
             if time.monotonic() > deadline:
-                raise RuntimeError("cutfs did not cut")
+                raise RuntimeError(f"cutfs did not cut within {timeout} s")
             time.sleep(0.005)
         self.cuts += 1
 
@@ -48,14 +59,20 @@ class CutMount:
         return os.path.exists(self.backing + ".cut")
 
     def stop(self) -> None:
+        """Asks cutfs to release its mount; a cutfs that does not end in time (frozen,
+        stuck) is released from here: its connection aborted, the mount detached, the
+        process killed."""
         if self.process is None:
             return
-        subprocess.run(["umount", "-l", self.mountpoint], check=False, stderr=subprocess.DEVNULL)
+        self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(timeout=20)
+            self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
+            fuseconnection.release(self.mountpoint)
             self.process.kill()
-            self.process.wait()
+            self.process.wait(timeout=10)
+        fuseconnection.release(self.mountpoint)
+        fuseconnection.forget_pid(self.process.pid)
         self.process = None
 
     def restart(self) -> None:
