@@ -5,7 +5,9 @@ import Foundation
 #endif
 
 /// A `plunkd` process started from the binary built next to the running test or
-/// benchmark, in its own scratch directory, so tests can kill it for real.
+/// benchmark, in its own scratch directory, so tests can kill it for real. It never
+/// outlives its owner: released, it is killed (a test that throws between starting it
+/// and cleaning up leaves no daemon running), and a soak's daemon dies with the soak.
 public final class DaemonProcess {
     public let directory: String
     public let socketPath: String
@@ -77,23 +79,50 @@ public final class DaemonProcess {
         if let launcher, let program = launcher.first {
             pid = try SpawnedCommand.start(
                 program, Array(launcher.dropFirst()) + [Self.binaryPath] + arguments,
-                environment: environment, outputPath: logPath)
+                environment: environment, outputPath: logPath, endsWithCaller: true)
         } else {
-            pid = try SpawnedCommand.start(Self.binaryPath, arguments, environment: environment, outputPath: logPath)
+            pid = try SpawnedCommand.start(Self.binaryPath, arguments, environment: environment, outputPath: logPath, endsWithCaller: true)
         }
         process = SpawnedProcess(pid: pid)
     }
 
+    deinit {
+        stop()
+    }
+
+    /// Kills the process (and what it started in its group, such as a launcher's plunkd)
+    /// if it still runs, and reaps it, waiting at most 10 s.
+    public func stop() {
+        guard process.isRunning else { return }
+        let descendants = Self.descendants(of: pid)
+        kill(pid, SIGKILL)
+        for descendant in descendants { kill(descendant, SIGKILL) }
+        waitForExit(timeout: 10)
+    }
+
     public var pid: Int32 { process.pid }
+
+    /// Every process below `pid`, read from `/proc` before anything is killed (a killed
+    /// parent's children are handed to init at once).
+    static func descendants(of pid: pid_t) -> [pid_t] {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        let children = tasks.flatMap { task in
+            ((try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/children", encoding: .utf8)) ?? "")
+                .split(separator: " ").compactMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        }
+        return children + children.flatMap { descendants(of: $0) }
+    }
 
     /// Runs a short command to completion (the `plunkd` binary unless `executable` says
     /// otherwise) and returns its exit status and output.
+    /// It is killed, and the call throws with what it printed, once `deadline` seconds pass.
     public static func command(
-        _ arguments: [String], executable: String? = nil, environment: [String: String] = [:]
+        _ arguments: [String], executable: String? = nil, environment: [String: String] = [:],
+        deadline: Double = SpawnedCommand.defaultDeadline
     ) throws -> (status: Int32, stdout: String, stderr: String) {
         var all = ["PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/tmp", "PLUNKD_CONFIG": try isolatedConfigFile()]
         all.merge(environment) { _, new in new }
-        return try SpawnedCommand.run(executable ?? binaryPath, arguments, environment: all)
+        return try SpawnedCommand.run(executable ?? binaryPath, arguments, environment: all, deadline: deadline)
     }
 
     /// Everything the daemon wrote to stdout and stderr so far.
@@ -143,10 +172,7 @@ public final class DaemonProcess {
 
     /// Kills the process if still running and removes its scratch directory.
     public func cleanUp(removeDirectory: Bool = true) {
-        if process.isRunning {
-            kill(pid, SIGKILL)
-            waitForExit(timeout: 10)
-        }
+        stop()
         if removeDirectory { try? FileManager.default.removeItem(atPath: directory) }
     }
 }

@@ -11,8 +11,15 @@ import Foundation
 /// it: NIO stopped with EBADF in epoll_ctl in CI. Here the parent closes only the pipe
 /// ends it made, once each.
 public enum SpawnedCommand {
+    /// How long `run` waits for a command unless told: generous for any command the tests
+    /// run, short enough that a regression that never returns fails the test instead of
+    /// holding the whole run.
+    public static let defaultDeadline: Double = 60
+
+    /// Runs a program to its end, or to `deadline` seconds: then its process group is
+    /// killed and reaped, and the error names the command and says what it printed.
     public static func run(
-        _ executable: String, _ arguments: [String], environment: [String: String]
+        _ executable: String, _ arguments: [String], environment: [String: String], deadline: Double = defaultDeadline
     ) throws -> (status: Int32, stdout: String, stderr: String) {
         var outPipe: [Int32] = [0, 0]
         var errPipe: [Int32] = [0, 0]
@@ -33,23 +40,31 @@ public enum SpawnedCommand {
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
         let pid: pid_t
         do {
-            pid = try spawn(executable, arguments, environment: environment, actions: &actions)
+            // A group of its own, so that a deadline ends whatever the command started too.
+            pid = try spawn(executable, arguments, environment: environment, actions: &actions, ownGroup: true)
             close(outPipe[1])
             close(errPipe[1])
         } catch {
             for fd in outPipe + errPipe { close(fd) }
             throw error
         }
+        ProcessRecords.record(pid, what: ([executable] + arguments).joined(separator: " "))
+        defer { ProcessRecords.forget(pid) }
+        let ends = ContinuousClock.now + .milliseconds(Int64(deadline * 1000))
         var out = Data()
         var err = Data()
         var open: [(fd: Int32, isOut: Bool)] = [(outPipe[0], true), (errPipe[0], false)]
         var buffer = [UInt8](repeating: 0, count: 65536)
+        var timedOut = false
         while !open.isEmpty {
-            var fds = open.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
-            guard poll(&fds, nfds_t(fds.count), -1) >= 0 || errno == EINTR else {
-                open.forEach { close($0.fd) }
+            let left = ContinuousClock.now.duration(to: ends)
+            guard left > .zero else {
+                timedOut = true
                 break
             }
+            var fds = open.map { pollfd(fd: $0.fd, events: Int16(POLLIN), revents: 0) }
+            let milliseconds = Int32(clamping: left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1)
+            guard poll(&fds, nfds_t(fds.count), milliseconds) >= 0 || errno == EINTR else { break }
             for (index, entry) in fds.enumerated().reversed() where entry.revents != 0 {
                 let count = read(entry.fd, &buffer, buffer.count)
                 if count > 0 {
@@ -60,15 +75,57 @@ public enum SpawnedCommand {
                 }
             }
         }
+        open.forEach { close($0.fd) }
+        // Output closed is not the end: a command may close its output and go on.
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        return (exitStatus(status), String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+        while !timedOut {
+            let reaped = waitpid(pid, &status, WNOHANG)
+            if reaped == pid || (reaped < 0 && errno != EINTR) { break }
+            if ContinuousClock.now >= ends {
+                timedOut = true
+            } else {
+                usleep(2_000)
+            }
+        }
+        let stdout = String(decoding: out, as: UTF8.self)
+        let stderr = String(decoding: err, as: UTF8.self)
+        if timedOut {
+            kill(-pid, SIGKILL)
+            kill(pid, SIGKILL)
+            _ = reap(pid, within: 10)
+            let command = ([executable] + arguments).joined(separator: " ")
+            throw DaemonProcess.Failure(
+                description: "\(command) did not finish within \(deadline) s and was killed; it printed: \(stdout.suffix(2000))\(stderr.suffix(2000))"
+            )
+        }
+        return (exitStatus(status), stdout, stderr)
+    }
+
+    /// Reaps `pid`, waiting at most `seconds` (a process blocked on a dead mount may not
+    /// die at once even when killed); its exit status, or nil.
+    @discardableResult
+    public static func reap(_ pid: pid_t, within seconds: Double) -> Int32? {
+        let ends = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+        var status: Int32 = 0
+        while true {
+            let reaped = waitpid(pid, &status, WNOHANG)
+            if reaped == pid { return exitStatus(status) }
+            if reaped < 0 && errno != EINTR { return nil }
+            if ContinuousClock.now >= ends { return nil }
+            usleep(2_000)
+        }
     }
 
     /// Starts a long-running program, its output appended to `outputPath` (discarded
     /// without one); stop it with `kill` and reap it with `waitpid` (or `SpawnedProcess`).
+    /// It is recorded for `Tests/sweep`. With `endsWithCaller`, started from the main
+    /// thread, it is killed when the caller dies, even by SIGKILL (the soaks' daemons):
+    /// Linux ties that signal to the thread that spawned, so it is asked only from the
+    /// main thread, which lives as long as the process; a test's worker thread may end
+    /// while its daemon should go on.
     public static func start(
-        _ executable: String, _ arguments: [String], environment: [String: String]? = nil, outputPath: String? = nil
+        _ executable: String, _ arguments: [String], environment: [String: String]? = nil, outputPath: String? = nil,
+        endsWithCaller: Bool = false
     ) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -76,15 +133,22 @@ public enum SpawnedCommand {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, outputPath ?? "/dev/null", O_WRONLY | O_APPEND | O_CREAT, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        return try spawn(executable, arguments, environment: environment, actions: &actions)
+        let setpriv = "/usr/bin/setpriv"
+        let pid =
+            endsWithCaller && Thread.isMainThread && FileManager.default.isExecutableFile(atPath: setpriv)
+            ? try spawn(setpriv, ["--pdeathsig", "KILL", "--", executable] + arguments, environment: environment, actions: &actions)
+            : try spawn(executable, arguments, environment: environment, actions: &actions)
+        ProcessRecords.record(pid, what: ([executable] + arguments).joined(separator: " "))
+        return pid
     }
 
     /// `posix_spawn` with C copies of the arguments and the environment (the parent's
     /// when nil), freed once the child has them.
     private static func spawn(
         _ executable: String, _ arguments: [String], environment: [String: String]?,
-        actions: inout posix_spawn_file_actions_t
+        actions: inout posix_spawn_file_actions_t, ownGroup: Bool = false
     ) throws -> pid_t {
+        try refuseUnisolatedPlunkd([executable] + arguments, environment: environment ?? ProcessInfo.processInfo.environment)
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         let envp = environment.map { $0.map { strdup("\($0.key)=\($0.value)") } + [nil] }
         defer {
@@ -106,7 +170,9 @@ public enum SpawnedCommand {
         sigdelset(&all, SIGSTOP)
         posix_spawnattr_setsigmask(&attributes, &none)
         posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(
+            &attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | (ownGroup ? POSIX_SPAWN_SETPGROUP : 0)))
         var pid: pid_t = 0
         let spawned =
             envp.map { posix_spawn(&pid, executable, &actions, &attributes, argv, $0) }
@@ -115,6 +181,17 @@ public enum SpawnedCommand {
             throw DaemonProcess.Failure(description: "cannot run \(executable): \(String(cString: strerror(spawned)))")
         }
         return pid
+    }
+
+    /// Every spawn of the plunkd binary, whoever makes it, runs with `PLUNKD_CONFIG` set
+    /// (`DaemonProcess` gives the empty file): without it, a test's daemon or command
+    /// would read the host's `/etc/plunkd`, its real key and its real Plunk.
+    static func refuseUnisolatedPlunkd(_ command: [String], environment: [String: String]) throws {
+        let plunkd = DaemonProcess.binaryPath
+        guard command.contains(plunkd), environment["PLUNKD_CONFIG"] == nil else { return }
+        throw DaemonProcess.Failure(
+            description: "\(command.joined(separator: " ")) would run plunkd without PLUNKD_CONFIG and read the host's /etc/plunkd: "
+                + "start it through DaemonProcess")
     }
 
     /// WIFEXITED / WEXITSTATUS spelled out (the C macros are not imported): the exit
@@ -142,10 +219,12 @@ public final class SpawnedProcess: @unchecked Sendable {
             let reaped = waitpid(pid, &status, WNOHANG)
             if reaped == pid {
                 exit = SpawnedCommand.exitStatus(status)
+                ProcessRecords.forget(pid)
             } else if reaped < 0 && errno == ECHILD {
                 // Reaped elsewhere in this process (a `waitpid(-1)`): it has ended, but
                 // its status is lost; without this, it would look alive forever.
                 exit = -1
+                ProcessRecords.forget(pid)
             }
         }
         return exit

@@ -8,7 +8,7 @@ import Testing
 /// at once, each taking `service` seconds, the rest queued (so a round trip grows once
 /// the limit passes the server's capacity, as a real overloaded server's does). Made-up
 /// times only: no clock, no sleep.
-@Suite("adaptive concurrency", .timeLimit(.minutes(2)))
+@Suite("adaptive concurrency", .timeLimit(.minutes(2)), .watchdog)
 struct AdaptiveConcurrencyTests {
     static let start = Date(timeIntervalSince1970: 1_800_000_000)
 

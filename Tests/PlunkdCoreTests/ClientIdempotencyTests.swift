@@ -7,7 +7,7 @@ import Testing
 
 /// A client's own `Idempotency-Key`: read at the door, remembered for
 /// `ingest.idempotency_window`, sent on to Plunk in place of the id.
-@Suite("Client idempotency keys", .serialized, .timeLimit(.minutes(3)))
+@Suite("Client idempotency keys", .serialized, .timeLimit(.minutes(3)), .watchdog)
 struct ClientIdempotencyTests {
     let validator = EventValidator()
 

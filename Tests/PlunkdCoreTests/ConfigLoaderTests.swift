@@ -4,7 +4,7 @@ import Testing
 
 @testable import PlunkdCore
 
-@Suite("Configuration", .timeLimit(.minutes(2)))
+@Suite("Configuration", .timeLimit(.minutes(2)), .watchdog)
 struct ConfigLoaderTests {
     func writeConfig(_ yaml: String) throws -> (directory: String, file: String) {
         let directory = try DaemonProcess.makeScratchDirectory()
@@ -270,7 +270,7 @@ struct ConfigLoaderTests {
     }
 }
 
-@Suite("check-config and the installed unit's credential", .timeLimit(.minutes(2)))
+@Suite("check-config and the installed unit's credential", .timeLimit(.minutes(2)), .watchdog)
 struct ServiceCredentialTests {
     @Test("the unit's key file is found (a drop-in's LoadCredential wins), and its key is told without its value")
     func findsTheUnitsKeyFile() throws {
@@ -319,7 +319,7 @@ struct ServiceCredentialTests {
 }
 
 /// A key file others can read is reported, as OpenSSH reports a private key.
-@Suite("The key file's permissions", .timeLimit(.minutes(2)))
+@Suite("The key file's permissions", .timeLimit(.minutes(2)), .watchdog)
 struct KeyFilePermissionTests {
     @Test("check-config warns of a key file every user may read or others may change; 0640 and 0600 pass quietly")
     func keyFileModes() throws {

@@ -11,9 +11,9 @@ import Testing
 /// A burst of connections is queued by the kernel, not refused: the daemon is stopped
 /// (SIGSTOP) so that nothing is accepted while 500 clients connect at once, as a web
 /// server's workers do after a restart. With the old backlog of 256, the rest got EAGAIN.
-/// The daemon is spawned with posix_spawn, not Foundation's Process, whose child
-/// monitoring must not see a stopped child.
-@Suite("A burst of connections", .serialized, .timeLimit(.minutes(2)))
+/// The daemon is spawned with posix_spawn (DaemonProcess), not Foundation's Process,
+/// whose child monitoring must not see a stopped child.
+@Suite("A burst of connections", .serialized, .timeLimit(.minutes(2)), .watchdog)
 struct ConnectionBurstTests {
     @Test("500 connections while the daemon accepts none are all queued, then all served")
     func burstIsQueued() async throws {
@@ -21,20 +21,14 @@ struct ConnectionBurstTests {
             (try? String(contentsOfFile: "/proc/sys/net/core/somaxconn", encoding: .utf8))
             .flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 4096
         try #require(somaxconn >= 500, "the kernel caps the backlog at \(somaxconn)")
-        let directory = try DaemonProcess.makeScratchDirectory()
-        let socketPath = "\(directory)/plunkd.sock"
-        let pid = try SpawnedCommand.start(
-            DaemonProcess.binaryPath, ["run"],
-            environment: [
-                "PATH": "/usr/bin:/bin", "HOME": directory,
-                "PLUNKD_SOCKET_PATH": socketPath, "PLUNKD_STORAGE_PATH": "\(directory)/outbox.sqlite",
-            ])
+        let daemon = try DaemonProcess()
+        let socketPath = daemon.socketPath
+        let pid = daemon.pid
         defer {
             kill(pid, SIGCONT)
             kill(pid, SIGTERM)
-            var status: Int32 = 0
-            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-            try? FileManager.default.removeItem(atPath: directory)
+            daemon.waitForExit(timeout: 30)
+            daemon.cleanUp()
         }
         try #require(Poll.blockingUntil(timeout: 60) { SocketPathGuard.isServed(socketPath) }, "plunkd did not serve \(socketPath)")
         kill(pid, SIGSTOP)

@@ -6,7 +6,7 @@ import Testing
 @testable import PlunkdCore
 
 /// Control routes on their own: who may do what, and parked events listed, retried, dropped.
-@Suite("Control routes", .serialized, .timeLimit(.minutes(2)))
+@Suite("Control routes", .serialized, .timeLimit(.minutes(2)), .watchdog)
 struct ControlTests {
     static let root = PeerCredentials(pid: 1, uid: 0, gid: 0)
     static let stranger = PeerCredentials(pid: 1, uid: 1002, gid: 998)

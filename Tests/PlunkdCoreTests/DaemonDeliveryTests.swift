@@ -10,7 +10,7 @@ import Testing
 #endif
 
 /// Delivery through the real `plunkd` binary: killed mid-request, stopped mid-request, resumed.
-@Suite("Delivery by the plunkd process", .serialized, .timeLimit(.minutes(2)))
+@Suite("Delivery by the plunkd process", .serialized, .timeLimit(.minutes(2)), .watchdog)
 struct DaemonDeliveryTests {
     func environment(_ fake: FakePlunk, timeout: String = "30") -> [String: String] {
         [

@@ -13,7 +13,7 @@ import Testing
 /// Start-up in order, shutdown in reverse, and a failed start that tears down only what
 /// had started: the daemon's parts in a real ServiceGroup, with no sleeps (a part's start
 /// is held open by the test until it has looked).
-@Suite("The daemon's parts", .timeLimit(.minutes(2)))
+@Suite("The daemon's parts", .timeLimit(.minutes(2)), .watchdog)
 struct DaemonPartTests {
     final class Journal: Sendable {
         private let entries = Mutex<[String]>([])

@@ -8,7 +8,7 @@ import Testing
 #endif
 
 /// Tests of the real `plunkd` binary: killed, corrupted, started twice.
-@Suite("The plunkd process", .serialized, .timeLimit(.minutes(2)))
+@Suite("The plunkd process", .serialized, .timeLimit(.minutes(2)), .watchdog)
 struct DaemonProcessTests {
     @Test("kill -9 while 16 clients write: every acknowledged id is in the database")
     func killNineLosesNothingAcked() throws {
@@ -183,7 +183,7 @@ private func socketIsServed(_ path: String) -> Bool {
     (try? BlockingUnixSocket(path: path)) != nil
 }
 
-@Suite("One store, one daemon", .serialized, .timeLimit(.minutes(2)))
+@Suite("One store, one daemon", .serialized, .timeLimit(.minutes(2)), .watchdog)
 struct StoreLockTests {
     @Test("a second daemon on the same store exits at once naming the first; status works beside it; kill -9 leaves no stale lock")
     func secondDaemonRefused() async throws {

@@ -12,7 +12,7 @@ import Testing
 /// A damaged store through the real binary: start-up fails loudly, naming the file, and
 /// `plunkd status` says storage_error (exit 2), never a healthy-looking idle daemon. A WAL
 /// torn only at its tail (what a crash leaves) is not damage.
-@Suite("Damaged store", .serialized, .timeLimit(.minutes(2)))
+@Suite("Damaged store", .serialized, .timeLimit(.minutes(2)), .watchdog)
 struct DamagedStoreTests {
     /// A store left by `kill -9` after `count` events, one transaction each: its WAL is intact.
     func crashedStore(events count: Int) throws -> (directory: String, storage: String, ids: [String]) {

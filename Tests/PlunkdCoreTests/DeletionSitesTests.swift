@@ -3,7 +3,7 @@ import Testing
 
 /// "Nothing is deleted except by delivery or `plunkd parked drop`" is a property of the
 /// source: this test fails when a third way to remove events appears anywhere in it.
-@Suite("Only two ways an event is deleted", .timeLimit(.minutes(2)))
+@Suite("Only two ways an event is deleted", .timeLimit(.minutes(2)), .watchdog)
 struct DeletionSitesTests {
     static let sources = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Sources")

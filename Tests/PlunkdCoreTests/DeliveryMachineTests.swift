@@ -5,7 +5,7 @@ import Testing
 
 /// The sender's decisions, driven directly: made-up times, made-up answers, no queue,
 /// no store, no sleep. Each test plays the shell's part by hand (`Drive`).
-@Suite("delivery machine", .timeLimit(.minutes(2)))
+@Suite("delivery machine", .timeLimit(.minutes(2)), .watchdog)
 struct DeliveryMachineTests {
     static let key = APIKey("pk_test_0123456789")
     static let start = Date(timeIntervalSince1970: 1_800_000_000)

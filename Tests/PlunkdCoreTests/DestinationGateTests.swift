@@ -5,7 +5,7 @@ import Testing
 
 /// The sender's decisions about Plunk as a whole, driven directly: events in with made-up
 /// times, decisions out. No queue, no timer, no store, no sleep.
-@Suite("The destination gate", .timeLimit(.minutes(2)))
+@Suite("The destination gate", .timeLimit(.minutes(2)), .watchdog)
 struct DestinationGateTests {
     let t0 = Date(timeIntervalSince1970: 1_800_000_000)
 

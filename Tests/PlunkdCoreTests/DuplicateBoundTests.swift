@@ -13,7 +13,7 @@ import Testing
 /// answer handed to it; with one transaction at a time, answered-not-recorded and in
 /// flight together never exceed the events one claim can hold. A reserve of 2 × slots
 /// (a claim target of 3 × concurrency) fails this test at once.
-@Suite("duplicate bound", .timeLimit(.minutes(2)))
+@Suite("duplicate bound", .timeLimit(.minutes(2)), .watchdog)
 struct DuplicateBoundTests {
     @Test(
         "a slow store: answers pile up behind its commits, yet in flight plus answered-not-recorded stays within 2 × concurrency (fixed, or auto's maximum)",

@@ -7,7 +7,7 @@ import Testing
 
 /// `plunkd email`, and the email line's own proofs through the binary: its store survives
 /// `kill -9`, and a refused secret key holds emails only.
-@Suite("plunkd email and the email line's store", .timeLimit(.minutes(3)))
+@Suite("plunkd email and the email line's store", .timeLimit(.minutes(3)), .watchdog)
 struct EmailCommandTests {
     static func emailStore(_ daemon: DaemonProcess) -> String { "\(daemon.directory)/outbox-email.sqlite" }
 

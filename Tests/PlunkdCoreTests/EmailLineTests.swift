@@ -5,7 +5,7 @@ import Testing
 @testable import PlunkdCore
 
 /// Transactional email (`/v1/send`): checked at the door, time-bound, on a line of its own.
-@Suite("the email line", .timeLimit(.minutes(3)))
+@Suite("the email line", .timeLimit(.minutes(3)), .watchdog)
 struct EmailLineTests {
     static func validate(_ body: String, maxAge: String? = nil) throws(EventRejection) -> AcceptedEvent {
         try EmailValidator(maxBytes: 4096, maxAge: 3600).validate(Data(body.utf8), maxAgeHeader: maxAge)
@@ -131,7 +131,7 @@ struct EmailLineTests {
 }
 
 /// The email line through the binary, against the fake Plunk.
-@Suite("the email line through the binary", .timeLimit(.minutes(3)))
+@Suite("the email line through the binary", .timeLimit(.minutes(3)), .watchdog)
 struct EmailLineProcessTests {
     @Test(
         "/v1/send is stored before its 200, delivered to {base}/send with the secret key; its monthly limit pauses emails only, while track events keep flowing; status and metrics say so per line"

@@ -3,7 +3,7 @@ import Testing
 
 @testable import PlunkdCore
 
-@Suite("Validation at the door", .timeLimit(.minutes(2)))
+@Suite("Validation at the door", .timeLimit(.minutes(2)), .watchdog)
 struct EventValidatorTests {
     let validator = EventValidator()
 
@@ -112,7 +112,7 @@ struct EventValidatorTests {
     }
 }
 
-@Suite("Event ids", .timeLimit(.minutes(2)))
+@Suite("Event ids", .timeLimit(.minutes(2)), .watchdog)
 struct EventIDTests {
     @Test("ids are version-4 UUIDs and do not repeat")
     func version4() {

@@ -11,7 +11,7 @@ import Testing
 /// A real full filesystem under the binary: a small tmpfs holds the store, and the kernel's
 /// ENOSPC (not `storage.max_bytes`) is what fills it. Mounting needs root; CI runs as root.
 @Suite(
-    "A real full disk", .serialized, .timeLimit(.minutes(2)),
+    "A real full disk", .serialized, .timeLimit(.minutes(2)), .watchdog,
     .enabled(if: getuid() == 0, "mounting a tmpfs needs root (CI runs as root)"))
 struct FullDiskTests {
     /// A tmpfs of `size` at `directory/disk`, unmounted by `unmount()`.

@@ -10,7 +10,7 @@ import Testing
 
 /// Group commit: when a lone event is committed on the caller's thread, and that it is
 /// durable before its completion runs either way.
-@Suite("Group commit", .timeLimit(.minutes(2)))
+@Suite("Group commit", .timeLimit(.minutes(2)), .watchdog)
 struct GroupCommitterTests {
     func event(_ n: Int) -> AcceptedEvent {
         AcceptedEvent(contact: "u\(n)@example.com", body: Data("{\"event\":\"e\",\"email\":\"u\(n)@example.com\"}".utf8))

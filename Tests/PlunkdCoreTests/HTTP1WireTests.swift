@@ -11,7 +11,7 @@ import Testing
 /// `Connection: close`, a long chunked error page, an answer read to the close, an answer
 /// nobody asked for. Each must be read for what it says and leave the next request a
 /// working connection.
-@Suite("HTTP/1.1 client on the wire")
+@Suite("HTTP/1.1 client on the wire", .timeLimit(.minutes(2)), .watchdog)
 struct HTTP1WireTests {
     @Test("answers marked Connection: close are read, and each next request gets a new connection")
     func connectionClose() async throws {

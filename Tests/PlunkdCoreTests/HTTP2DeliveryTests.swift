@@ -7,7 +7,7 @@ import Testing
 
 /// `plunk.http_version` through the binary, against a local TLS Plunk (a test CA) that
 /// offers `h2` in ALPN, or only HTTP/1.1.
-@Suite("HTTP/2 to Plunk", .serialized, .timeLimit(.minutes(3)))
+@Suite("HTTP/2 to Plunk", .serialized, .timeLimit(.minutes(3)), .watchdog)
 struct HTTP2DeliveryTests {
     /// Answers after 30 ms, so that 16 requests are in flight together.
     static func slowSuccess(_ request: FakePlunk.Request) -> FakePlunk.Reply {

@@ -4,7 +4,7 @@ import Testing
 
 @testable import PlunkdCore
 
-@Suite("HTTP over the socket", .timeLimit(.minutes(2)))
+@Suite("HTTP over the socket", .timeLimit(.minutes(2)), .watchdog)
 struct HTTPIngestTests {
     func post(_ body: String, path: String = "/v1/track", extra: String = "") -> String {
         "POST \(path) HTTP/1.1\r\nHost: plunkd\r\nContent-Type: application/json\r\n\(extra)Content-Length: \(body.utf8.count)\r\n\r\n\(body)"

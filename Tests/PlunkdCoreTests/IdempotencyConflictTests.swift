@@ -6,7 +6,7 @@ import Testing
 
 /// v2's 409 answers against a stand-in that keeps keys the way v2's middleware does: each
 /// case ends with the event stored at Plunk exactly once.
-@Suite("v2's 409 IDEMPOTENCY_KEY_REUSED, read right", .timeLimit(.minutes(2)))
+@Suite("v2's 409 IDEMPOTENCY_KEY_REUSED, read right", .timeLimit(.minutes(2)), .watchdog)
 struct IdempotencyConflictTests {
     /// The keys of every request for the event named `name`, in arrival order.
     func keys(_ fixture: DeliveryFixture, _ name: String) -> [String] {

@@ -4,7 +4,7 @@ import Testing
 
 @testable import PlunkdCore
 
-@Suite("Ingest tokens")
+@Suite("Ingest tokens", .timeLimit(.minutes(2)), .watchdog)
 struct IngestTokensTests {
     static let token = "local-token-0123456789abcdef"
 

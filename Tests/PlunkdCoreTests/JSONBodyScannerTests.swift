@@ -5,7 +5,7 @@ import Testing
 @testable import PlunkdCore
 
 /// The scanner behind validation: RFC 8259 JSON in UTF-8, read as JavaScript reads it.
-@Suite("JSON body scanner", .timeLimit(.minutes(2)))
+@Suite("JSON body scanner", .timeLimit(.minutes(2)), .watchdog)
 struct JSONBodyScannerTests {
     let validator = EventValidator()
 

@@ -3,7 +3,7 @@ import Testing
 
 @testable import PlunkdCore
 
-@Suite("Log lines for the journal", .timeLimit(.minutes(2)))
+@Suite("Log lines for the journal", .timeLimit(.minutes(2)), .watchdog)
 struct JournalLogHandlerTests {
     @Test("each level carries its syslog priority")
     func priorities() {

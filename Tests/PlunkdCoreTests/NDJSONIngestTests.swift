@@ -9,7 +9,7 @@ import Testing
     import Glibc
 #endif
 
-@Suite("NDJSON over the socket", .timeLimit(.minutes(2)))
+@Suite("NDJSON over the socket", .timeLimit(.minutes(2)), .watchdog)
 struct NDJSONIngestTests {
     @Test("each line gets one reply in order, and an acked event is already in the database")
     func endToEnd() async throws {

@@ -10,7 +10,7 @@ import Testing
 
 /// The operator's commands against the real binary: status and its exit codes, metrics,
 /// reload, check-config, and the peer policy with a real second user.
-@Suite("Operating the plunkd process", .serialized, .timeLimit(.minutes(2)))
+@Suite("Operating the plunkd process", .serialized, .timeLimit(.minutes(2)), .watchdog)
 struct OperateProcessTests {
     func status(_ daemon: DaemonProcess, socket: String? = nil) throws -> (exit: Int32, json: [String: Any], text: String) {
         let run = try DaemonProcess.command(

@@ -7,7 +7,7 @@ import Testing
 /// A total outage with a backlog waiting: what plunkd sends Plunk in its first seconds,
 /// on the shipped settings (concurrency 8, probing after 8 failures in a row, backoff
 /// from 1 s). Issue 14's target: at most 25 requests in 4 s with 300 events pending.
-@Suite("outage budget", .timeLimit(.minutes(2)))
+@Suite("outage budget", .timeLimit(.minutes(2)), .watchdog)
 struct OutageBudgetTests {
     @Test(
         "300 pending, every answer a 503 after 20 ms: at most 25 requests in the first 4 s, with 8 fixed or auto up to 64",

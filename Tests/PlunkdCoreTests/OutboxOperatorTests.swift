@@ -6,7 +6,7 @@ import Testing
 @testable import PlunkdCore
 
 /// The store's operator side: parked counts through their own index, the read-only view.
-@Suite("Outbox for operators", .timeLimit(.minutes(2)))
+@Suite("Outbox for operators", .timeLimit(.minutes(2)), .watchdog)
 struct OutboxOperatorTests {
     func parkAll(_ outbox: Outbox, reason: ParkReason) throws -> [ClaimedEvent] {
         let claimed = try outbox.recordAndClaim(moves: [], counters: [:], claimLimit: 100, now: Date()).claimed
@@ -138,7 +138,7 @@ struct OutboxOperatorTests {
 }
 
 /// Claims: bounded reading however long one contact's line is, and claimed events given back.
-@Suite("Outbox claims", .timeLimit(.minutes(2)))
+@Suite("Outbox claims", .timeLimit(.minutes(2)), .watchdog)
 struct OutboxClaimTests {
     func events(_ count: Int, contact: String) -> [AcceptedEvent] {
         (0..<count).map { AcceptedEvent(contact: contact, body: Data("{\"n\":\($0)}".utf8)) }

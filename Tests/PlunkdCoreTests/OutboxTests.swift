@@ -6,7 +6,7 @@ import Testing
 
 @testable import PlunkdCore
 
-@Suite("Outbox", .timeLimit(.minutes(2)))
+@Suite("Outbox", .timeLimit(.minutes(2)), .watchdog)
 struct OutboxTests {
     func event(_ n: Int) -> AcceptedEvent {
         AcceptedEvent(contact: "u\(n)@example.com", body: Data("{\"event\":\"e\",\"email\":\"u\(n)@example.com\"}".utf8))
@@ -172,7 +172,7 @@ struct OutboxTests {
     }
 }
 
-@Suite("WAL checkpoints", .timeLimit(.minutes(2)))
+@Suite("WAL checkpoints", .timeLimit(.minutes(2)), .watchdog)
 struct WALCheckpointTests {
     func fileSize(_ path: String) -> Int {
         ((try? FileManager.default.attributesOfItem(atPath: path)[.size]) as? NSNumber)?.intValue ?? 0

@@ -3,7 +3,7 @@ import Testing
 
 @testable import PlunkdCore
 
-@Suite("What each Plunk answer means", .timeLimit(.minutes(2)))
+@Suite("What each Plunk answer means", .timeLimit(.minutes(2)), .watchdog)
 struct OutcomeTests {
     let now = Date(timeIntervalSince1970: 1_800_000_000)
 
@@ -122,7 +122,7 @@ struct OutcomeTests {
     }
 }
 
-@Suite("Backoff and the month", .timeLimit(.minutes(2)))
+@Suite("Backoff and the month", .timeLimit(.minutes(2)), .watchdog)
 struct RetryPolicyTests {
     let policy = RetryPolicy(initialBackoff: 1, maxBackoff: 300, maxAge: 604_800)
 

@@ -6,7 +6,7 @@ import Testing
 
 /// Pacing through the real `plunkd` binary: against a stand-in whose project is
 /// rate-limited, and under `plunk.max_rate`.
-@Suite("Pacing by the plunkd process", .serialized, .timeLimit(.minutes(3)))
+@Suite("Pacing by the plunkd process", .serialized, .timeLimit(.minutes(3)), .watchdog)
 struct PacingProcessTests {
     /// Submits `count` events over one connection and returns once every one is acknowledged.
     static func submit(_ count: Int, to daemon: DaemonProcess) throws {

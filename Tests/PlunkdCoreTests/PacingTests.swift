@@ -5,7 +5,7 @@ import Testing
 
 /// Pacing under Plunk's rate limit and under `plunk.max_rate`, driven against a simulated
 /// limiter with made-up times: no clock, no sleep. Randomness is seeded.
-@Suite("pacing", .timeLimit(.minutes(2)))
+@Suite("pacing", .timeLimit(.minutes(2)), .watchdog)
 struct PacingTests {
     static let start = Date(timeIntervalSince1970: 1_800_000_000)
 

@@ -6,7 +6,7 @@ import Testing
 
 /// Properties over many generated inputs (shrunk to a small example on failure): the
 /// backoff bounds and the next-month arithmetic behind the 402 pause.
-@Suite("Properties", .timeLimit(.minutes(2)))
+@Suite("Properties", .timeLimit(.minutes(2)), .watchdog)
 struct PropertyTests {
     static var utc: Calendar {
         var calendar = Calendar(identifier: .gregorian)

@@ -10,7 +10,7 @@ import Testing
 
 /// Reaching Plunk through an HTTP proxy: a real tinyproxy tunnelling TLS to a local
 /// HTTPS Plunk, and a stand-in proxy that refuses CONNECT.
-@Suite("Through a proxy", .serialized, .timeLimit(.minutes(2)))
+@Suite("Through a proxy", .serialized, .timeLimit(.minutes(2)), .watchdog)
 struct ProxyTests {
     @Test("plunk.proxy with a user and password: TLS to Plunk goes through the proxy's CONNECT tunnel")
     func throughTinyproxy() async throws {

@@ -6,7 +6,7 @@ import Testing
 
 /// The places that describe plunkd to operators, held to the code: one source for the
 /// configuration keys, man pages written from it and from --help, a HELP for every metric.
-@Suite("Documentation that cannot drift", .timeLimit(.minutes(2)))
+@Suite("Documentation that cannot drift", .timeLimit(.minutes(2)), .watchdog)
 struct ReferenceTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 
@@ -88,7 +88,7 @@ struct ReferenceTests {
 }
 
 /// Reload's restart-only list comes from the same table as everything else.
-@Suite("Settings", .timeLimit(.minutes(2)))
+@Suite("Settings", .timeLimit(.minutes(2)), .watchdog)
 struct SettingsTests {
     @Test("a reload names exactly the changed settings that need a restart, a proxy's new password included")
     func restartList() {

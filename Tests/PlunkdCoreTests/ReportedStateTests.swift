@@ -5,7 +5,7 @@ import Testing
 
 /// One table of states drives the JSON, the exit status, the metrics and systemd's
 /// status line; the README's tables must say the same.
-@Suite("Reported states", .timeLimit(.minutes(2)))
+@Suite("Reported states", .timeLimit(.minutes(2)), .watchdog)
 struct ReportedStateTests {
     static var readme: String {
         get throws {

@@ -11,7 +11,7 @@ import Testing
 /// The fallback socket directory `/tmp/plunkd-<uid>` (no `XDG_RUNTIME_DIR`), trusted only
 /// as tmux trusts `/tmp/tmux-<uid>`: tried with a real victim uid and a real other uid.
 @Suite(
-    "The fallback socket directory", .serialized, .timeLimit(.minutes(2)),
+    "The fallback socket directory", .serialized, .timeLimit(.minutes(2)), .watchdog,
     .enabled(
         if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"),
         "needs root and setpriv to act as two other users"))
@@ -97,7 +97,7 @@ struct RuntimeDirectoryTests {
     }
 }
 
-@Suite("Any socket directory", .timeLimit(.minutes(2)))
+@Suite("Any socket directory", .timeLimit(.minutes(2)), .watchdog)
 struct SocketDirectoryRuleTests {
     @Test("a directory anyone may write is refused unless sticky; one of another owner is allowed")
     func worldWritable() throws {

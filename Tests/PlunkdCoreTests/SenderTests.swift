@@ -6,7 +6,7 @@ import Testing
 
 @testable import PlunkdCore
 
-@Suite("Delivery to a fake Plunk", .timeLimit(.minutes(2)))
+@Suite("Delivery to a fake Plunk", .timeLimit(.minutes(2)), .watchdog)
 struct SenderTests {
     @Test("events are posted with the key, JSON type, their id as Idempotency-Key and their body as received")
     func delivers() async throws {

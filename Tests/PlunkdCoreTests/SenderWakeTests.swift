@@ -4,7 +4,7 @@ import Testing
 @testable import PlunkdCore
 
 /// Ingest wakes the sender after every commit only when new events could be sent now.
-@Suite("Waking the sender", .timeLimit(.minutes(2)))
+@Suite("Waking the sender", .timeLimit(.minutes(2)), .watchdog)
 struct SenderWakeTests {
     @Test("a sender that cannot send is not woken by commits; the turn that can send takes what arrived")
     func noWakeWhileHeld() async throws {

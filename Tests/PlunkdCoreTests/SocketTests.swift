@@ -12,7 +12,7 @@ import Testing
     import Glibc
 #endif
 
-@Suite("The socket file and connections", .timeLimit(.minutes(2)))
+@Suite("The socket file and connections", .timeLimit(.minutes(2)), .watchdog)
 struct SocketTests {
     @Test("the socket is created with the configured mode")
     func mode() async throws {

@@ -9,7 +9,7 @@ import Testing
 /// A part that cannot start, through the binary: plunkd exits 1 with the reason, after
 /// stopping what had started (no trap from a client left open, no stale store lock), and
 /// the next start on the same store works.
-@Suite("Start-up failures", .serialized, .timeLimit(.minutes(2)))
+@Suite("Start-up failures", .serialized, .timeLimit(.minutes(2)), .watchdog)
 struct StartupFailureTests {
     func startsAgain(in directory: String) throws {
         let again = try DaemonProcess(directory: directory)

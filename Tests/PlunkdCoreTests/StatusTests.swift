@@ -5,7 +5,7 @@ import Testing
 
 /// The status report: state, severity (the exit status), reason and hint for every state,
 /// and the JSON shape monitoring scripts rely on.
-@Suite("Status report", .timeLimit(.minutes(2)))
+@Suite("Status report", .timeLimit(.minutes(2)), .watchdog)
 struct StatusTests {
     let now = Date(timeIntervalSince1970: 1_800_000_000)
     let context = StatusContext(

@@ -11,7 +11,7 @@ import Testing
 /// systemd integration of the real binary: notifications on a NOTIFY_SOCKET the test
 /// makes, socket activation through systemd-socket-activate, and the unit files checked
 /// by systemd's own tools.
-@Suite("systemd", .serialized, .timeLimit(.minutes(2)))
+@Suite("systemd", .serialized, .timeLimit(.minutes(2)), .watchdog)
 struct SystemdTests {
     static var repositoryRoot: String {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path

@@ -6,7 +6,7 @@ import Testing
 
 /// `ingest.listen` through the binary: the HTTP routes on loopback TCP, for clients that
 /// only speak to a URL, each request admitted by a bearer token from `ingest.tokens`.
-@Suite("The loopback TCP listener", .serialized, .timeLimit(.minutes(3)))
+@Suite("The loopback TCP listener", .serialized, .timeLimit(.minutes(3)), .watchdog)
 struct TCPListenerTests {
     static let token = "local-token-0123456789abcdef"
     static let plunkKey = "pk_tcp_listener_secret"

@@ -11,7 +11,7 @@ import Testing
 #endif
 
 /// Delivery over real TLS: a local HTTPS Plunk with a certificate from a test CA.
-@Suite("TLS to Plunk", .serialized, .timeLimit(.minutes(2)))
+@Suite("TLS to Plunk", .serialized, .timeLimit(.minutes(2)), .watchdog)
 struct TLSDeliveryTests {
     static func environment(_ fake: FakePlunk, _ extra: [String: String] = [:]) -> [String: String] {
         var environment = [

@@ -9,7 +9,7 @@ import Testing
 /// The tests never read the host's configuration or environment: on a machine where
 /// plunkd is installed and `PLUNK_API_KEY` is set, a test's daemon must not pick up the
 /// real key, the real Plunk address or /etc/plunkd/plunkd.yaml.
-@Suite("Tests isolated from the host", .serialized, .timeLimit(.minutes(2)))
+@Suite("Tests isolated from the host", .serialized, .timeLimit(.minutes(2)), .watchdog)
 struct TestIsolationTests {
     @Test("a test's daemon sees only the variables the test gave it, and an empty configuration file")
     func daemonEnvironment() throws {
@@ -30,5 +30,22 @@ struct TestIsolationTests {
         #expect(check.stdout.contains("configuration is valid (\(try DaemonProcess.isolatedConfigFile()))"), "\(check.stdout)")
         #expect(!check.stdout.contains("/etc/plunkd"), "\(check.stdout)")
         #expect(check.stdout.contains("plunk.api_key    not configured"), "\(check.stdout)")
+    }
+
+    @Test("no spawn of the plunkd binary goes without the isolated configuration, whoever spawns it")
+    func everySpawnSiteIsIsolated() throws {
+        let bare = ["PATH": "/usr/bin:/bin", "HOME": "/tmp"]
+        #expect(throws: DaemonProcess.Failure.self) { try SpawnedCommand.run(DaemonProcess.binaryPath, ["--version"], environment: bare) }
+        #expect(throws: DaemonProcess.Failure.self) {
+            try SpawnedCommand.run("/usr/bin/env", [DaemonProcess.binaryPath, "--version"], environment: bare)
+        }
+        #expect(throws: DaemonProcess.Failure.self) {
+            let pid = try SpawnedCommand.start(DaemonProcess.binaryPath, ["run"], environment: bare)
+            kill(pid, SIGKILL)
+            SpawnedCommand.reap(pid, within: 10)
+        }
+        let isolated = try SpawnedCommand.run(
+            DaemonProcess.binaryPath, ["--version"], environment: bare.merging(["PLUNKD_CONFIG": try DaemonProcess.isolatedConfigFile()]) { $1 })
+        #expect(isolated.status == 0, "\(isolated.stderr)")
     }
 }

@@ -5,7 +5,7 @@ import Testing
 /// Each rule of the WAL check at its boundary, on logs built frame by frame. A log is
 /// refused when SQLite would discard acknowledged commits: a damaged header with frames
 /// after it, or two or more commits at or after the first bad frame.
-@Suite("WAL inspection", .timeLimit(.minutes(2)))
+@Suite("WAL inspection", .timeLimit(.minutes(2)), .watchdog)
 struct WALInspectionTests {
     func refuses(_ wal: SyntheticWAL) -> Bool {
         WALInspection.inspect(wal.bytes).losesAcknowledgedCommits
