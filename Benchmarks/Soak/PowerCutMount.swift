@@ -1,5 +1,6 @@
 import Foundation
 import PlunkdTestSupport
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -8,12 +9,17 @@ import PlunkdTestSupport
 /// The store's directory on `Tests/PowerCut/cutfs.py`: writes stay in that process until
 /// fsynced, and `cut()` throws away everything unsynced, as a power loss would. Mounting
 /// again shows what had been synced: the disk as the machine finds it after the cut.
+/// Every wait on cutfs has a deadline; when one passes, the mount is released (its FUSE
+/// connection aborted, cutfs killed, the mount detached) before the error is thrown, so
+/// that a frozen cutfs leaves nothing blocked behind the failing soak.
 final class PowerCutMount {
     let backing: String
     let mountpoint: String
     private let script: String
     private let log: String
     private var process: SpawnedProcess?
+    /// The running cutfs, readable from any thread (the soak's `--freeze-cutfs-at`).
+    let currentPid = Atomic<Int32>(0)
     /// Written bytes thrown away by the cuts so far: proof that a cut found something unsynced.
     private(set) var bytesLost = 0
 
@@ -35,8 +41,10 @@ final class PowerCutMount {
         let pid = try SpawnedCommand.start("/usr/bin/python3", [script, backing, mountpoint], outputPath: log)
         let started = SpawnedProcess(pid: pid)
         process = started
-        let mounted = Poll.blockingUntil(timeout: 20) { Self.isMountPoint(mountpoint) || !started.isRunning }
+        currentPid.store(pid, ordering: .releasing)
+        let mounted = Poll.blockingUntil(timeout: 20) { FuseMount.connection(of: mountpoint) != nil || !started.isRunning }
         guard mounted, started.isRunning else {
+            release()
             throw DaemonProcess.Failure(description: "cutfs did not mount \(mountpoint): \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
         }
     }
@@ -47,7 +55,8 @@ final class PowerCutMount {
         guard let process else { return }
         kill(process.pid, SIGUSR1)
         guard Poll.blockingUntil(timeout: 20, every: .milliseconds(2), { FileManager.default.fileExists(atPath: backing + ".cut") }) else {
-            throw DaemonProcess.Failure(description: "cutfs did not cut")
+            release()
+            throw DaemonProcess.Failure(description: "cutfs did not cut within 20 s; its mount was released")
         }
         let said = (try? String(contentsOfFile: backing + ".cut", encoding: .utf8)) ?? ""
         bytesLost += Int(said.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
@@ -77,20 +86,55 @@ final class PowerCutMount {
         return false
     }
 
+    /// Asks cutfs to release its mount and end (SIGTERM); one that does not within 10 s
+    /// is released from here.
     func unmount() {
         guard let process else { return }
-        _ = try? SpawnedCommand.run("/bin/umount", ["-l", mountpoint], environment: ["PATH": "/usr/bin:/bin"])
-        if !Poll.blockingUntil(timeout: 20, { !process.isRunning }) {
-            kill(process.pid, SIGKILL)
-            _ = Poll.blockingUntil(timeout: 20) { !process.isRunning }
-        }
+        kill(process.pid, SIGTERM)
+        if !Poll.blockingUntil(timeout: 10, { !process.isRunning }) { release() }
         self.process = nil
     }
 
-    static func isMountPoint(_ path: String) -> Bool {
-        var here = stat()
-        var parent = stat()
-        guard stat(path, &here) == 0, stat(path + "/..", &parent) == 0 else { return false }
-        return here.st_dev != parent.st_dev
+    /// Releases the mount whatever cutfs is doing: its connection aborted (whatever waits
+    /// on the mount fails at once), cutfs killed and reaped, the mount detached.
+    func release() {
+        FuseMount.release(mountpoint)
+        if let process {
+            kill(process.pid, SIGKILL)
+            _ = Poll.blockingUntil(timeout: 10) { !process.isRunning }
+        }
+        FuseMount.release(mountpoint)
+        process = nil
+    }
+}
+
+/// A FUSE mount found in the mount table, never by a stat of the mount point, which a
+/// stuck mount blocks (as `Tests/PowerCut/fuseconnection.py` does it).
+enum FuseMount {
+    /// The connection under `/sys/fs/fuse/connections` of the FUSE mount at `mountpoint`.
+    static func connection(of mountpoint: String) -> Int? {
+        guard let table = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return nil }
+        for line in table.split(separator: "\n") {
+            let fields = line.split(separator: " ").map(String.init)
+            guard let separator = fields.firstIndex(of: "-"), separator + 1 < fields.count, fields.count > 4,
+                fields[separator + 1].hasPrefix("fuse"), fields[4] == mountpoint
+            else { continue }
+            let device = fields[2].split(separator: ":").compactMap { Int($0) }
+            guard device.count == 2 else { continue }
+            // The kernel names a connection by its device number in its own encoding.
+            return device[0] << 20 | device[1]
+        }
+        return nil
+    }
+
+    /// Aborts the connection and detaches the mount, if `mountpoint` is still a FUSE mount.
+    static func release(_ mountpoint: String) {
+        guard let connection = connection(of: mountpoint) else { return }
+        let controls = "/sys/fs/fuse/connections"
+        if (try? FileManager.default.contentsOfDirectory(atPath: controls))?.isEmpty ?? true {
+            _ = try? SpawnedCommand.run("/bin/mount", ["-t", "fusectl", "fusectl", controls], environment: ["PATH": "/usr/bin:/bin"], deadline: 10)
+        }
+        try? "1".write(toFile: "\(controls)/\(connection)/abort", atomically: false, encoding: .utf8)
+        umount2(mountpoint, Int32(MNT_DETACH))
     }
 }

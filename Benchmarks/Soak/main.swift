@@ -35,6 +35,13 @@ import PlunkdTestSupport
 // 429s with Retry-After hold all of Plunk often enough that delivery falls behind 200
 // events/s and the backlog, not a leak, would grow for an hour.)
 //
+// Nothing in it can hang: every wait has a deadline, and the whole run has one too
+// (--deadline, by default 3 × --seconds + 300 s), at which it releases the store's mount,
+// kills the daemons and cutfs it started, and fails, saying where it was. Its daemons die
+// with it however it ends (a parent-death signal), and a cutfs that outlives it releases
+// its own mount. --freeze-cutfs-at S stops cutfs (SIGSTOP) S seconds in, to show that a
+// frozen filesystem fails the soak in time and leaves no mount or process behind.
+//
 // Exits 0 when every check holds, 1 otherwise.
 
 let seconds = BenchmarkSupport.option("--seconds", 120)
@@ -50,6 +57,9 @@ let concurrency = autoMaximum > 0 ? autoMaximum : 8
 /// long: a backlog left by a long run drains for as long as it keeps moving.
 let drainStall = 60.0
 
+let runDeadline = Double(BenchmarkSupport.option("--deadline", 3 * seconds + 300))
+let freezeCutfsAt = BenchmarkSupport.option("--freeze-cutfs-at", 0)
+
 let what = powerCuts ? "power cuts" : "kills"
 print("plunkd crash-loop soak: \(seconds) s, \(kills) \(what), \(rate) events/s offered, \(BenchmarkSupport.machine)")
 let fake = try await FlakyPlunk(failureShare: Double(failurePercent) / 100)
@@ -61,6 +71,14 @@ var environment = [
     "PLUNKD_SHUTDOWN_GRACE": "1", "PLUNKD_LOG_LEVEL": "warning",
 ]
 let disk = powerCuts ? try PowerCutMount(directory: directory) : nil
+let soakDeadline = SoakDeadline(seconds: runDeadline, mountpoint: disk?.mountpoint)
+if let disk, freezeCutfsAt > 0 {
+    let cutfs = disk.currentPid.load(ordering: .acquiring)
+    DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(freezeCutfsAt)) {
+        print("freezing cutfs (pid \(cutfs)) on purpose, \(freezeCutfsAt) s in")
+        kill(cutfs, SIGSTOP)
+    }
+}
 if let disk { environment["PLUNKD_STORAGE_PATH"] = "\(disk.mountpoint)/outbox.sqlite" }
 var daemon = try DaemonProcess(directory: directory, environment: environment)
 try daemon.waitUntilServing()

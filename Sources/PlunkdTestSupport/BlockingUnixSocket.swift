@@ -23,6 +23,7 @@ public final class BlockingUnixSocket: @unchecked Sendable {
         public init(description: String) { self.description = description }
     }
 
+    /// - Parameter receiveTimeout: how long one read or write may wait (nil: 120 s).
     public init(path: String, receiveTimeout: Double? = 30) throws {
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw Failure(description: "socket: \(String(cString: strerror(errno)))") }
@@ -43,10 +44,12 @@ public final class BlockingUnixSocket: @unchecked Sendable {
         guard result == 0 else {
             throw Failure(description: "connect \(path): \(String(cString: strerror(errno)))")
         }
-        if let receiveTimeout {
-            var tv = timeval(tv_sec: Int(receiveTimeout), tv_usec: Int((receiveTimeout - receiveTimeout.rounded(.down)) * 1e6))
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        }
+        // Reads and writes both end: a write to a daemon that stopped reading fails after
+        // a while instead of holding the test (and the run) for ever.
+        let timeout = receiveTimeout ?? 120
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - timeout.rounded(.down)) * 1e6))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     }
 
     deinit { Glibc.close(fd) }

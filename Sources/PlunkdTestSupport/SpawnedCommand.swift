@@ -118,11 +118,10 @@ public enum SpawnedCommand {
 
     /// Starts a long-running program, its output appended to `outputPath` (discarded
     /// without one); stop it with `kill` and reap it with `waitpid` (or `SpawnedProcess`).
-    /// It is recorded for `Tests/sweep`. With `endsWithCaller`, started from the main
-    /// thread, it is killed when the caller dies, even by SIGKILL (the soaks' daemons):
-    /// Linux ties that signal to the thread that spawned, so it is asked only from the
-    /// main thread, which lives as long as the process; a test's worker thread may end
-    /// while its daemon should go on.
+    /// It is recorded for `Tests/sweep`. With `endsWithCaller` it is killed when the
+    /// caller dies, even by SIGKILL (a soak or a test run killed by `timeout`): Linux ties
+    /// that signal to the thread that spawned, so the spawn is made on a thread that
+    /// lives as long as the process (a worker thread may end while its daemon goes on).
     public static func start(
         _ executable: String, _ arguments: [String], environment: [String: String]? = nil, outputPath: String? = nil,
         endsWithCaller: Bool = false
@@ -134,10 +133,14 @@ public enum SpawnedCommand {
         posix_spawn_file_actions_addopen(&actions, 1, outputPath ?? "/dev/null", O_WRONLY | O_APPEND | O_CREAT, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         let setpriv = "/usr/bin/setpriv"
-        let pid =
-            endsWithCaller && Thread.isMainThread && FileManager.default.isExecutableFile(atPath: setpriv)
-            ? try spawn(setpriv, ["--pdeathsig", "KILL", "--", executable] + arguments, environment: environment, actions: &actions)
-            : try spawn(executable, arguments, environment: environment, actions: &actions)
+        let pid: pid_t
+        if endsWithCaller && FileManager.default.isExecutableFile(atPath: setpriv) {
+            pid = try LifelongThread.shared.run {
+                try spawn(setpriv, ["--pdeathsig", "KILL", "--", executable] + arguments, environment: environment, actions: &actions)
+            }
+        } else {
+            pid = try spawn(executable, arguments, environment: environment, actions: &actions)
+        }
         ProcessRecords.record(pid, what: ([executable] + arguments).joined(separator: " "))
         return pid
     }
@@ -231,4 +234,57 @@ public final class SpawnedProcess: @unchecked Sendable {
     }
 
     public var isRunning: Bool { exitStatus == nil }
+}
+
+/// A thread that never ends, for spawns whose parent-death signal must follow the process
+/// and not the thread that asked (`SpawnedCommand.start(endsWithCaller:)`).
+final class LifelongThread: @unchecked Sendable {
+    static let shared = LifelongThread()
+
+    private let condition = NSCondition()
+    // Guarded by `condition`.
+    private var queue: [() -> Void] = []
+
+    private init() {
+        let thread = Thread { [self] in serve() }
+        thread.name = "plunkd-test-spawner"
+        thread.start()
+    }
+
+    private func serve() {
+        while true {
+            condition.lock()
+            while queue.isEmpty { condition.wait() }
+            let next = queue.removeFirst()
+            condition.unlock()
+            next()
+        }
+    }
+
+    /// Runs `work` on the lifelong thread and returns its result; throws if the thread
+    /// does not get to it within 60 s.
+    func run<T>(_ work: () throws -> T) throws -> T {
+        let done = DispatchSemaphore(value: 0)
+        // Written by the lifelong thread before `done` is signalled, read here after.
+        let result = UncheckedBox<Result<T, any Error>?>(nil)
+        try withoutActuallyEscaping(work) { escapable in
+            let box = UncheckedBox(escapable)
+            condition.lock()
+            queue.append {
+                result.value = Result { try box.value() }
+                done.signal()
+            }
+            condition.signal()
+            condition.unlock()
+            try Deadline.wait(done, for: "a spawn on the lifelong thread", within: 60)
+        }
+        return try result.value!.get()
+    }
+}
+
+/// Carries a non-Sendable value to the lifelong thread, which uses it only while the
+/// caller waits for it.
+private final class UncheckedBox<Value>: @unchecked Sendable {
+    var value: Value
+    init(_ value: Value) { self.value = value }
 }

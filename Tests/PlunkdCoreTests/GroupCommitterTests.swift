@@ -55,9 +55,9 @@ struct GroupCommitterTests {
         defer { store.remove() }
         let path = store.path
         let outbox = try Outbox(path: path)
-        // Generous on both sides: a commit held 1.5 s by a lock is slow, one under 0.5 s (even
-        // under ThreadSanitizer) is quick.
-        let committer = GroupCommitter(outbox: outbox, maxPending: 100, logger: Logger(label: "test"), slowCommit: .milliseconds(500))
+        // Generous on both sides: a commit held 4 s by a lock is slow, and one under 1 s (a
+        // few milliseconds here, even under ThreadSanitizer) is quick.
+        let committer = GroupCommitter(outbox: outbox, maxPending: 100, logger: Logger(label: "test"), slowCommit: .seconds(1))
         committer.start()
         defer { committer.shutdown() }
         // Another connection holds the write lock for a while: the first commit waits for it.
@@ -67,12 +67,12 @@ struct GroupCommitterTests {
             try? other.writeWithoutTransaction { db in
                 try db.execute(sql: "BEGIN IMMEDIATE")
                 locked.signal()
-                usleep(1_500_000)
+                usleep(4_000_000)
                 try db.execute(sql: "COMMIT")
             }
         }.start()
-        locked.wait()
-        func submitLone(_ n: Int) -> Bool {
+        try Deadline.wait(locked, for: "the other connection's lock")
+        func submitLone(_ n: Int) throws -> Bool {
             let caller = pthread_self()
             let onCaller = Mutex<Bool?>(nil)
             let done = DispatchSemaphore(value: 0)
@@ -81,14 +81,14 @@ struct GroupCommitterTests {
                 onCaller.withLock { $0 = pthread_equal(pthread_self(), caller) != 0 }
                 done.signal()
             }
-            done.wait()
+            try Deadline.wait(done, for: "the commit of lone event \(n)")
             return onCaller.withLock { $0 } ?? false
         }
-        #expect(submitLone(0), "the first lone event was not committed inline")
-        #expect(!submitLone(1), "a lone event was committed inline right after a slow commit")
+        #expect(try submitLone(0), "the first lone event was not committed inline")
+        #expect(try !submitLone(1), "a lone event was committed inline right after a slow commit")
         // Its completion ran before the committer's bookkeeping: wait for that (bounded).
         #expect(Poll.blockingUntil(timeout: 10) { committer.isIdle }, "the committer never went idle")
-        #expect(submitLone(2), "inline commits did not come back after a quick one")
+        #expect(try submitLone(2), "inline commits did not come back after a quick one")
     }
 
     @Test("without the opt-in, or while submissions queue up, the committer thread commits")

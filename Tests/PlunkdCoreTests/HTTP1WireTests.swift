@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import PlunkdTestSupport
 import Testing
 
 @testable import PlunkdCore
@@ -83,10 +84,8 @@ private struct WireClient {
     let group: MultiThreadedEventLoopGroup
 
     func answer() async throws -> PlunkAnswer {
-        try await withCheckedThrowingContinuation { continuation in
-            client.post(body: Data("{}".utf8), idempotencyKey: "k", apiKey: APIKey("pk_test_wire")) { answer in
-                continuation.resume(returning: answer)
-            }
+        try await Deadline.callback("the HTTP/1.1 client's answer") { answered in
+            client.post(body: Data("{}".utf8), idempotencyKey: "k", apiKey: APIKey("pk_test_wire"), completion: answered)
         }
     }
 

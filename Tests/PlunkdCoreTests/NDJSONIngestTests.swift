@@ -122,7 +122,7 @@ struct NDJSONIngestTests {
         // Replies pile up in the server while nothing reads them; then they are read.
         #expect(await Poll.until(timeout: 30) { (try? fixture.storedIDs().count) ?? 0 > 1_000 })
         let text = try client.readToEnd()
-        written.wait()
+        try Deadline.wait(written, for: "the write of 20,000 events")
         #expect(text.split(separator: "\n").count == count)
         #expect(try fixture.storedIDs().count == count)
         await fixture.stop()

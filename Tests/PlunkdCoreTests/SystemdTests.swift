@@ -59,15 +59,15 @@ struct SystemdTests {
             settings: .init(apiKey: APIKey("pk_x"), concurrency: 1, retry: RetryPolicy(initialBackoff: 1, maxBackoff: 2, maxAge: 100)),
             logger: .init(label: "test"), clock: { clock.now })
         try sender.start()
-        #expect(await progress(sender, maxAge: 40))
+        #expect(try await progress(sender, maxAge: 40))
         try outbox.enqueue([AcceptedEvent(contact: "a@b.io", body: Data("{}".utf8))], at: clock.now)
         sender.wake()
         _ = await Poll.until(timeout: 10) { sender.snapshot().inFlight > 0 }
         #expect(sender.snapshot().inFlight == 1)
         clock.advance(39)
-        #expect(await progress(sender, maxAge: 40))
+        #expect(try await progress(sender, maxAge: 40))
         clock.advance(2)
-        #expect(await progress(sender, maxAge: 40) == false)
+        #expect(try await progress(sender, maxAge: 40) == false)
     }
 
     @Test("the watchdog's check covers both lines: a request stuck on the email line withholds the ping while track is healthy")
@@ -91,23 +91,23 @@ struct SystemdTests {
         let email = Sender(outbox: emailOutbox, transport: NeverAnswers(), settings: emailSettings, logger: .init(label: "test"), clock: { clock.now })
         try track.start()
         try email.start()
-        func bothAlive() async -> Bool {
-            await withCheckedContinuation { continuation in
-                DeliveryWatchdog.checkProgress(of: [track, email], maxRequestAge: 40) { continuation.resume(returning: $0) }
+        func bothAlive() async throws -> Bool {
+            try await Deadline.callback("both senders' progress check") { answered in
+                DeliveryWatchdog.checkProgress(of: [track, email], maxRequestAge: 40, reply: answered)
             }
         }
-        #expect(await bothAlive())
+        #expect(try await bothAlive())
         try emailOutbox.enqueue([AcceptedEvent(contact: "a@b.io", body: Data("{}".utf8))], at: clock.now)
         email.wake()
         _ = await Poll.until(timeout: 10) { email.snapshot().inFlight > 0 }
         clock.advance(41)
-        #expect(await progress(track, maxAge: 40), "track alone is healthy")
-        #expect(await bothAlive() == false)
+        #expect(try await progress(track, maxAge: 40), "track alone is healthy")
+        #expect(try await bothAlive() == false)
     }
 
-    func progress(_ sender: Sender, maxAge: TimeInterval) async -> Bool {
-        await withCheckedContinuation { continuation in
-            sender.checkProgress(maxRequestAge: maxAge) { continuation.resume(returning: $0) }
+    func progress(_ sender: Sender, maxAge: TimeInterval) async throws -> Bool {
+        try await Deadline.callback("the sender's progress check") { answered in
+            sender.checkProgress(maxRequestAge: maxAge, reply: answered)
         }
     }
 

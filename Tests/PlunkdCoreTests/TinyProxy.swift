@@ -41,8 +41,7 @@ final class TinyProxy: @unchecked Sendable {
     func stop() {
         // tinyproxy finishes its connections on SIGTERM first; a test is done with them.
         kill(pid, SIGKILL)
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        SpawnedCommand.reap(pid, within: 10)
         try? FileManager.default.removeItem(atPath: directory)
     }
 

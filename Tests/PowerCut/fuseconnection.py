@@ -22,7 +22,7 @@ MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _unescape(field: str) -> str:
+def unescape(field: str) -> str:
     # mountinfo writes space, tab, newline and backslash as octal escapes.
     return field.encode().decode("unicode_escape").encode("latin-1").decode()
 
@@ -39,7 +39,7 @@ def fuse_mounts() -> list[dict]:
                 continue
             major, minor = (int(part) for part in fields[2].split(":"))
             # The kernel names a connection by its device number in its own encoding.
-            found.append({"mountpoint": _unescape(fields[4]), "connection": (major << 20) | minor,
+            found.append({"mountpoint": unescape(fields[4]), "connection": (major << 20) | minor,
                           "type": fstype, "source": source})
     return found
 
@@ -81,7 +81,7 @@ def release(mountpoint: str) -> None:
 
 # MARK: pid files
 
-def _start_time(pid: int) -> str | None:
+def start_time(pid: int) -> str | None:
     try:
         with open(f"/proc/{pid}/stat") as stat:
             # Field 22, counted after the command name, which may hold spaces and parentheses.
@@ -91,7 +91,7 @@ def _start_time(pid: int) -> str | None:
 
 
 def record_pid(pid: int, what: str) -> None:
-    start = _start_time(pid)
+    start = start_time(pid)
     if start is None:
         return
     os.makedirs(PIDS, mode=0o755, exist_ok=True)
@@ -106,22 +106,42 @@ def forget_pid(pid: int) -> None:
         pass
 
 
-def kill_recorded() -> list[str]:
-    """Kills every recorded process that is still the one recorded; returns what it killed."""
-    killed = []
+def _records() -> list[tuple[int, str, str]]:
+    """(pid, start time, what) of every readable pid file."""
+    found = []
     try:
         names = os.listdir(PIDS)
     except OSError:
-        return killed
+        return found
     for name in names:
-        path = f"{PIDS}/{name}"
         try:
-            with open(path) as record:
+            with open(f"{PIDS}/{name}") as record:
                 start, _, what = record.read().strip().partition(" ")
-            pid = int(name)
+            found.append((int(name), start, what))
         except (OSError, ValueError):
             continue
-        if _start_time(pid) == start:
+    return found
+
+
+def recorded_alive() -> list[str]:
+    """The recorded processes that still run (a zombie has ended)."""
+    alive = []
+    for pid, start, what in _records():
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                state = stat.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if start_time(pid) == start and state != "Z":
+            alive.append(f"{pid} ({what})")
+    return alive
+
+
+def kill_recorded() -> list[str]:
+    """Kills every recorded process that is still the one recorded; returns what it killed."""
+    killed = []
+    for pid, start, what in _records():
+        if start_time(pid) == start:
             for sig in (signal.SIGKILL, signal.SIGCONT):
                 try:
                     os.kill(pid, sig)

@@ -38,9 +38,15 @@ final class SenderLoop: Sendable {
         closed.store(true, ordering: .releasing)
     }
 
+    /// How long `sync` waits for the loop. A loop that has not run a task in this long is
+    /// wedged: delivery has stopped, and so have the watchdog's pings. The daemon ends with
+    /// a message naming the caller, for systemd to restart it, rather than hang the
+    /// operator's command (or a test) that asked.
+    static let syncDeadline: DispatchTimeInterval = .seconds(120)
+
     /// Runs `work` on the loop now, inline when already on it, and returns its result.
     /// Never from a thread the loop itself waits on (the store queue).
-    func sync<T, E: Error>(_ work: () throws(E) -> T) throws(E) -> T {
+    func sync<T, E: Error>(_ caller: StaticString = #function, _ work: () throws(E) -> T) throws(E) -> T {
         if loop.inEventLoop { return try work() }
         let handoff = Handoff<T, E>()
         withoutActuallyEscaping(work) { escapable in
@@ -54,7 +60,9 @@ final class SenderLoop: Sendable {
                 handoff.work = nil
                 handoff.done.signal()
             }
-            handoff.done.wait()
+            if handoff.done.wait(timeout: .now() + Self.syncDeadline) == .timedOut {
+                fatalError("the sender's event loop did not run \(caller) within \(Self.syncDeadline): it is wedged")
+            }
         }
         return try handoff.result!.get()
     }
