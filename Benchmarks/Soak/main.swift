@@ -99,6 +99,8 @@ enum CutMoment: String {
     case startUp = "start-up"
 }
 var aimedCutsThatFell: [CutMoment: Int] = [:]
+/// The kills take turns (random, checkpoint, start-up): how many of each aimed moment.
+let aimedCutsExpected: [CutMoment: Int] = [.checkpoint: (0..<kills).filter { $0 % 3 == 1 }.count, .startUp: (0..<kills).filter { $0 % 3 == 2 }.count]
 
 /// The disk loses what was not synced and stops answering, the daemon dies with the
 /// machine, and the disk is mounted again as it was left.
@@ -293,7 +295,7 @@ if let disk {
     BenchmarkSupport.show("unsynced bytes the power cuts threw away", "\(disk.bytesLost)")
     BenchmarkSupport.show(
         "aimed cuts that fell where aimed",
-        "checkpoint \(aimedCutsThatFell[.checkpoint] ?? 0), start-up \(aimedCutsThatFell[.startUp] ?? 0) (of \(kills / 3 + (kills % 3 > 1 ? 1 : 0)) and \(kills / 3))"
+        "checkpoint \(aimedCutsThatFell[.checkpoint] ?? 0), start-up \(aimedCutsThatFell[.startUp] ?? 0) (of \(aimedCutsExpected[.checkpoint] ?? 0) and \(aimedCutsExpected[.startUp] ?? 0))"
     )
     BenchmarkSupport.show(
         "cuts at the write after a 402 / a 401 (the pause, the park)",
@@ -313,6 +315,12 @@ if acked.isEmpty { failures.append("no event was acknowledged") }
 if !missing.isEmpty { failures.append("\(missing.count) acknowledged events lost, e.g. \(missing.prefix(3).joined(separator: ", "))") }
 if outOfOrder > 0 { failures.append("\(outOfOrder) contacts received their events out of order") }
 if worstCrash > perCrashBound { failures.append("one crash made \(worstCrash) duplicates, over \(perCrashBound)") }
+// Each aimed cut that did not fall left its moment untested (a random cut stood in).
+for moment in [CutMoment.checkpoint, .startUp] where powerCuts && aimedCutsThatFell[moment, default: 0] < aimedCutsExpected[moment, default: 0] {
+    failures.append(
+        "\(aimedCutsExpected[moment, default: 0] - aimedCutsThatFell[moment, default: 0]) cuts aimed at the \(moment.rawValue) did not fall: that moment went untested"
+    )
+}
 for status in [402, 401] where powerCuts && refusalCutsThatFell[status] != true {
     failures.append("the cut aimed at the write after a \(status) did not fall (the daemon never idle, or nothing written): that moment went untested")
 }

@@ -268,10 +268,13 @@ final class LifelongThread: @unchecked Sendable {
         // Written by the lifelong thread before `done` is signalled, read here after.
         let result = UncheckedBox<Result<T, any Error>?>(nil)
         try withoutActuallyEscaping(work) { escapable in
-            let box = UncheckedBox(escapable)
+            // Let go of on the lifelong thread before `done` is signalled: once this block
+            // returns, nothing may hold `escapable` (which Swift checks).
+            let box = UncheckedBox<(() throws -> T)?>(escapable)
             condition.lock()
             queue.append {
-                result.value = Result { try box.value() }
+                result.value = Result { try box.value!() }
+                box.value = nil
                 done.signal()
             }
             condition.signal()

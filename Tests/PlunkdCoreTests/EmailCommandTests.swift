@@ -100,6 +100,33 @@ struct EmailCommandTests {
         #expect(!metrics.contains(#"plunkd_events_refused_total{reason="too_large"} 1"#))
     }
 
+    @Test(
+        "an email's 200 comes only once it is committed: read from the email store at the moment of each 200, and kill -9 in the middle of a burst loses none acknowledged"
+    )
+    func emailAcknowledgedOnlyWhenStored() async throws {
+        // No secret key: emails are kept, none sent, so every acknowledged one must be there.
+        let daemon = try DaemonProcess()
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        let reader = try DatabaseQueue(path: Self.emailStore(daemon))
+        let burst = EmailBurst(socketPath: daemon.socketPath, store: reader)
+        let finished = DispatchSemaphore(value: 0)
+        Thread {
+            burst.run(upTo: 5_000)
+            finished.signal()
+        }.start()
+        #expect(await Poll.until(timeout: 60) { burst.acknowledged.count >= 100 }, "the burst did not get going")
+        daemon.signal(SIGKILL)
+        #expect(daemon.waitForExit(timeout: 10) != nil)
+        try Deadline.wait(finished, for: "the burst's end after the kill", within: 60)
+        #expect(burst.missingAtTheirAck.isEmpty, "answered 200 before the commit: \(burst.missingAtTheirAck.prefix(5))")
+        let acknowledged = burst.acknowledged
+        #expect(acknowledged.count < 5_000, "the kill fell after the burst, not in it")
+        let stored = Set(try await reader.read { try String.fetchAll($0, sql: "SELECT id FROM event") })
+        let lost = Set(acknowledged).subtracting(stored)
+        #expect(lost.isEmpty, "\(lost.count) of \(acknowledged.count) acknowledged emails lost in kill -9")
+    }
+
     @Test("kill -9: every email acknowledged before the kill is in the email store after it, and sent once the line can send")
     func emailsSurviveKill() async throws {
         // No secret key at first: emails are kept, none sent, so all of them wait in the store.
@@ -206,5 +233,43 @@ struct EmailCommandTests {
         #expect(sends.count == 1, "a held line sends nothing more until the key changes: \(sends.count)")
         #expect(!daemon.log.contains("sk_wrong_secret"))
         await fake.stop()
+    }
+}
+
+/// Emails posted one after another on one connection, until the daemon goes away. Each
+/// 200's id is looked up in the email store the moment the answer is read: the daemon
+/// commits before it answers, so the row is there already.
+final class EmailBurst: @unchecked Sendable {
+    private let socketPath: String
+    private let store: DatabaseQueue
+    private let lock = NSLock()
+    // Guarded by `lock`.
+    private var ids: [String] = []
+    private var notStored: [String] = []
+
+    init(socketPath: String, store: DatabaseQueue) {
+        self.socketPath = socketPath
+        self.store = store
+    }
+
+    var acknowledged: [String] { lock.withLock { ids } }
+    var missingAtTheirAck: [String] { lock.withLock { notStored } }
+
+    func run(upTo count: Int) {
+        guard let client = try? BlockingUnixSocket(path: socketPath, receiveTimeout: 10) else { return }
+        for index in 0..<count {
+            let body = #"{"to":"burst\#(index % 7)@example.com","subject":"n\#(index)","body":"b"}"#
+            let request =
+                "POST /v1/send HTTP/1.1\r\nHost: plunkd\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            guard (try? client.write(request)) != nil, let answer = try? client.readHTTPResponse(), answer.status == 200,
+                let object = try? JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any],
+                let id = object["id"] as? String
+            else { return }
+            let stored = (try? store.read { try Int.fetchOne($0, sql: "SELECT count(*) FROM event WHERE id = ?", arguments: [id]) }) ?? 0
+            lock.withLock {
+                ids.append(id)
+                if stored != 1 { notStored.append(id) }
+            }
+        }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import PlunkdTestSupport
 import Testing
 
@@ -83,7 +84,12 @@ struct ProxyTests {
         } else {
             #expect(message.contains("refused the tunnel to plunk.example.test:443"))
         }
+        // Kept, and kept waiting: a proxy's refusal is the network's fault, not the event's.
         #expect(try DaemonDeliveryTests().storedCount(daemon.storagePath) == 1)
+        let parked = try await DatabaseQueue(path: daemon.storagePath).read {
+            try Int.fetchOne($0, sql: "SELECT count(*) FROM event WHERE state = 'parked'")
+        }
+        #expect(parked == 0, "a proxy's refusal parked the event")
         await refusing.stop()
     }
 

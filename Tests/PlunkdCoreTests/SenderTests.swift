@@ -262,6 +262,28 @@ struct SenderTests {
         await fixture.stop()
     }
 
+    @Test("a contact whose request hangs holds up only itself: the other contacts' events are all delivered meanwhile, several at once")
+    func otherContactsAreNotHeldUp() async throws {
+        // The stuck contact's requests hang for the whole test (the timeout is long).
+        let fixture = try await DeliveryFixture(concurrency: 4, requestTimeout: 120) { request in
+            String(decoding: request.body, as: UTF8.self).contains("stuck@example.com")
+                ? .hang : .answer(status: 200, body: "{}", delay: .milliseconds(20))
+        }
+        let stuck = try fixture.enqueue(2, contact: { _ in "stuck@example.com" }, name: "stuck")
+        let others = try fixture.enqueue(40, contact: { "other\($0 % 8)@example.com" })
+        let othersDelivered = await Poll.until(timeout: 60) {
+            let delivered = Set(fixture.fake.requests.compactMap(\.idempotencyKey))
+            return others.allSatisfy { delivered.contains($0.id.uuidString.lowercased()) }
+        }
+        #expect(othersDelivered, "a hung contact held up the others")
+        let requests = fixture.fake.requests
+        let stuckKeys = stuck.map { $0.id.uuidString.lowercased() }
+        #expect(requests.filter { $0.idempotencyKey == stuckKeys[0] }.count == 1, "the stuck contact's first event is still in flight")
+        #expect(!requests.contains { $0.idempotencyKey == stuckKeys[1] }, "the stuck contact's second event left before its first was delivered")
+        #expect(requests.contains { $0.inFlightAtArrival > 2 }, "the other contacts were sent one at a time beside the hung request")
+        await fixture.stop()
+    }
+
     @Test("while the destination keeps failing, at most one probe is in flight; a success restores full speed")
     func probeWhileFailing() async throws {
         let fixture = try await DeliveryFixture(concurrency: 8, retry: RetryPolicy(initialBackoff: 0.01, maxBackoff: 0.05, maxAge: 3600)) { request in
