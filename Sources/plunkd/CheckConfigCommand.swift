@@ -46,6 +46,7 @@ struct CheckConfigCommand: AsyncParsableCommand {
                   plunk.base_url   \(config.plunkBaseURL.absoluteString)
                   plunk.api_key    \(keyLine)
                   plunk.secret_key \(secretLine)
+                  burned keys      \(ConfigAdvice.burnedKeyChoice(for: config))
                   socket.path      \(config.socketPath)
                   storage.path     \(config.storagePath)
                 """)

@@ -15,8 +15,8 @@ struct ParkedCommand: AsyncParsableCommand {
         @Argument(help: "Event ids, as `plunkd parked list` shows them.") var ids: [String] = []
         @Flag(help: "The email line's parked emails (/v1/send), not track's events.") var email = false
 
-        func request(confirm: Bool = false) throws -> ControlClient.ParkedRequest {
-            let request = ControlClient.ParkedRequest(reason: reason, all: all, ids: ids, confirm: confirm, email: email)
+        func request(confirm: Bool = false, newKey: Bool = false) throws -> ControlClient.ParkedRequest {
+            let request = ControlClient.ParkedRequest(reason: reason, all: all, ids: ids, confirm: confirm, email: email, newKey: newKey)
             guard request.choices == 1 else { throw CommandFailure("say which events: --reason R, --all, or event ids (one of them)") }
             return request
         }
@@ -52,14 +52,24 @@ struct ParkedCommand: AsyncParsableCommand {
 
     struct Retry: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Put parked events back in line, in their original order.")
+            abstract: "Put parked events back in line, in their original order.",
+            discussion: """
+                A retry sends each event again under the same Idempotency-Key, so Plunk never \
+                does twice what it did once. An email parked uncertain (Plunk's send failed \
+                part-way) is answered 409 again under its key: --new-key sends it under a new \
+                one, which may reach recipients who already have it. More than one needs --yes.
+                """)
 
         @OptionGroup var selection: Selection
+        @Flag(help: "Send under a new Idempotency-Key: for uncertain emails, when their recipients did not get them.") var newKey = false
+        @Flag(help: "Confirm a retry under new keys of more than one event.") var yes = false
         @OptionGroup var options: ClientOptions
 
         func run() async throws {
             try await reportingFailures {
-                print(try await ControlClient(socketPath: try await options.socketPath()).retryParked(try selection.request()))
+                print(
+                    try await ControlClient(socketPath: try await options.socketPath()).retryParked(
+                        try selection.request(confirm: yes, newKey: newKey)))
             }
         }
     }

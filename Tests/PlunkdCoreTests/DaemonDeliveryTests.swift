@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import NIOConcurrencyHelpers
 import PlunkdTestSupport
 import Testing
 
@@ -57,13 +58,47 @@ struct DaemonDeliveryTests {
         await fake.stop()
     }
 
-    @Test("kill -9 after a 409 said the key is burned: after restart the event goes under the same derived key, stored once")
+    @Test(
+        "Plunk stores the event and answers 500, kill -9 before the 409 comes: after the restart the 409 says 500, the event counts as delivered (accepted_recovering), and Plunk holds it once, under its own key"
+    )
+    func storedThen500ThenKill() async throws {
+        let plunk = V2IdempotentPlunk { _ in .store(status: 500) }
+        let killed = NIOLockedValueBox(false)
+        // The retry after the 500 hangs until the kill: the 409 never reaches that daemon.
+        let fake = try await FakePlunk { request in
+            request.index == 0 || killed.withLockedValue({ $0 }) ? plunk.responder(request) : .hang
+        }
+        let daemon = try DaemonProcess(environment: environment(fake))
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        let id = try submit(daemon.socketPath)
+        #expect(await fake.waitFor { $0.count >= 2 })
+        daemon.signal(SIGKILL)
+        #expect(daemon.waitForExit(timeout: 20) != nil)
+        killed.withLockedValue { $0 = true }
+
+        let restarted = try DaemonProcess(directory: daemon.directory, environment: environment(fake))
+        defer { restarted.cleanUp(removeDirectory: false) }
+        try restarted.waitUntilServing()
+        #expect(try await waitForStoredCount(daemon.storagePath, 0))
+        #expect(fake.requests.allSatisfy { $0.idempotencyKey == id }, "\(fake.requests.map(\.idempotencyKey))")
+        #expect(plunk.stored == ["e"])
+        #expect(plunk.conflicts.map(\.original).last == 500)
+        #expect(try counterValue(daemon.storagePath, "attempts_accepted_recovering_total") == 1)
+        #expect(try counterValue(daemon.storagePath, "delivered_total") == 1)
+        #expect(restarted.waitForLog(containing: "not sent again under a new key"), "\(restarted.log)")
+        await fake.stop()
+    }
+
+    @Test(
+        "plunk.rekey_burned_track_keys against the first-seen-contact race (500 without storing, key kept), kill -9 after the 409: after restart the event goes under the same derived key, stored once"
+    )
     func crashAfterRekey() async throws {
         let before = V2IdempotentPlunk { request in
             request.idempotencyKey?.contains(".r") == true ? .hang : .fail(status: 500)
         }
         let fake = try await FakePlunk(responder: before.responder)
-        let daemon = try DaemonProcess(environment: environment(fake))
+        let daemon = try DaemonProcess(environment: environment(fake).merging(["PLUNK_REKEY_BURNED_TRACK_KEYS": "true"]) { $1 })
         defer { daemon.cleanUp() }
         try daemon.waitUntilServing()
         let id = try submit(daemon.socketPath)
@@ -73,7 +108,8 @@ struct DaemonDeliveryTests {
 
         let after = V2IdempotentPlunk { _ in .store(status: 200) }
         fake.respond(with: after.responder)
-        let restarted = try DaemonProcess(directory: daemon.directory, environment: environment(fake))
+        let restarted = try DaemonProcess(
+            directory: daemon.directory, environment: environment(fake).merging(["PLUNK_REKEY_BURNED_TRACK_KEYS": "true"]) { $1 })
         defer { restarted.cleanUp(removeDirectory: false) }
         try restarted.waitUntilServing()
         #expect(try await waitForStoredCount(daemon.storagePath, 0))

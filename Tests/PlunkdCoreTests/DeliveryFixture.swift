@@ -21,14 +21,16 @@ final class DeliveryFixture: @unchecked Sendable {
     init(
         concurrency: Int = 8, apiKey: APIKey? = DeliveryFixture.key,
         retry: RetryPolicy = RetryPolicy(initialBackoff: 0.02, maxBackoff: 0.2, maxAge: 3600),
-        requestTimeout: Double = 2, directory: String? = nil, clock: SkewedClock? = nil,
+        requestTimeout: Double = 2, directory: String? = nil, clock: SkewedClock? = nil, rekeyBurnedTrackKeys: Bool = false,
         responder: @escaping FakePlunk.Responder = { _ in FakePlunk.legacySuccess() }
     ) async throws {
         self.directory = try directory ?? DaemonProcess.makeScratchDirectory()
         outbox = try Outbox(path: "\(self.directory)/outbox.sqlite")
         fake = try await FakePlunk(responder: responder)
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        settings = Sender.Settings(apiKey: apiKey, concurrency: concurrency, retry: retry)
+        var settings = Sender.Settings(apiKey: apiKey, concurrency: concurrency, retry: retry)
+        settings.rekeyBurnedTrackKeys = rekeyBurnedTrackKeys
+        self.settings = settings
         sender = Self.makeSender(
             outbox: outbox, fake: fake, group: group, settings: settings, timeout: requestTimeout,
             clock: { clock?.now ?? Date() })

@@ -127,6 +127,60 @@ struct EmailCommandTests {
         #expect(lost.isEmpty, "\(lost.count) of \(acknowledged.count) acknowledged emails lost in kill -9")
     }
 
+    @Test(
+        "an email whose send failed part-way (409, original 500) is parked uncertain, never re-keyed by plunkd; status warns (exit 1), list shows it, and only retry --new-key sends it again, once, with --yes for more than one"
+    )
+    func uncertainEmailWaitsForTheOperator() async throws {
+        // Plunk's send reached its recipients (stored), then failed: 500, key kept.
+        let plunk = V2IdempotentPlunk { _ in .store(status: 500) }
+        let fake = try await FakePlunk(responder: plunk.responder)
+        let daemon = try DaemonProcess(environment: TLSDeliveryTests.environment(fake, ["PLUNK_SECRET_KEY": "sk_uncertain_test_secret"]))
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        let socket = ["--socket", daemon.socketPath]
+        var ids: [String] = []
+        for recipient in ["ann@example.com", "bo@example.com"] {
+            let sent = try DaemonProcess.command(["email", "--to", recipient, "--subject", "Receipt", "--body", "b"] + socket)
+            #expect(sent.status == 0, "\(sent.stderr)")
+            ids.append(sent.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        let store = try DatabaseQueue(path: Self.emailStore(daemon))
+        func parkedUncertain() async throws -> [String] {
+            try await store.read { try String.fetchAll($0, sql: "SELECT id FROM event WHERE state = 'parked' AND park_reason = 'uncertain' ORDER BY seq") }
+        }
+        #expect(await Poll.until(timeout: 30) { (try? await parkedUncertain()) == ids }, "\(daemon.log)")
+        // Each under its own key only: the 500, then the 409 that parked it.
+        #expect(fake.requests.map(\.idempotencyKey).allSatisfy { ids.contains($0 ?? "") }, "\(fake.requests.map(\.idempotencyKey))")
+        #expect(fake.requests.count == 4)
+
+        let status = try DaemonProcess.command(["status"] + socket)
+        #expect(status.status == 1, "a warning: \(status.stdout)")
+        #expect(status.stdout.contains("2 emails parked uncertain"), "\(status.stdout)")
+        #expect(status.stdout.contains("plunkd parked retry --email --new-key ID"), "\(status.stdout)")
+        let listed = try DaemonProcess.command(["parked", "list", "--email", "--reason", "uncertain", "--json"] + socket)
+        #expect(ids.allSatisfy { listed.stdout.contains($0) }, "\(listed.stdout)")
+
+        // A plain retry keeps the key: Plunk answers 409 again, and it is uncertain again.
+        let plain = try DaemonProcess.command(["parked", "retry", "--email", ids[1]] + socket)
+        #expect(plain.status == 0, "\(plain.stderr)")
+        #expect(await Poll.until(timeout: 30) { (try? await parkedUncertain()) == ids })
+        #expect(fake.requests.allSatisfy { ids.contains($0.idempotencyKey ?? "") })
+
+        let unconfirmed = try DaemonProcess.command(["parked", "retry", "--email", "--new-key", "--reason", "uncertain"] + socket)
+        #expect(unconfirmed.status != 0)
+        #expect(unconfirmed.stderr.contains("confirm with --yes"), "\(unconfirmed.stderr)")
+        #expect(try await parkedUncertain() == ids)
+
+        plunk.handleNext { _ in .store(status: 200) }
+        let resent = try DaemonProcess.command(["parked", "retry", "--email", "--new-key", ids[0]] + socket)
+        #expect(resent.status == 0, "\(resent.stderr)")
+        #expect(await Poll.until(timeout: 30) { (try? await parkedUncertain()) == [ids[1]] })
+        #expect(await fake.waitFor { $0.contains { $0.idempotencyKey == "\(ids[0]).r1" } })
+        #expect(fake.requests.filter { $0.idempotencyKey == "\(ids[0]).r1" }.count == 1)
+        #expect(!fake.requests.contains { $0.idempotencyKey == "\(ids[1]).r1" }, "the email not named was sent again")
+        await fake.stop()
+    }
+
     @Test("kill -9: every email acknowledged before the kill is in the email store after it, and sent once the line can send")
     func emailsSurviveKill() async throws {
         // No secret key at first: emails are kept, none sent, so all of them wait in the store.

@@ -29,10 +29,19 @@ final class V2IdempotentPlunk: Sendable {
     }
 
     private let state = NIOLockedValueBox(State())
-    let handle: @Sendable (FakePlunk.Request) -> Handling
+    private let handling: NIOLockedValueBox<@Sendable (FakePlunk.Request) -> Handling>
 
     init(handle: @escaping @Sendable (FakePlunk.Request) -> Handling) {
-        self.handle = handle
+        handling = NIOLockedValueBox(handle)
+    }
+
+    /// What the route does from now on with the first attempt of each new key.
+    func handleNext(_ handle: @escaping @Sendable (FakePlunk.Request) -> Handling) {
+        handling.withLockedValue { $0 = handle }
+    }
+
+    private func handle(_ request: FakePlunk.Request) -> Handling {
+        handling.withLockedValue { $0 }(request)
     }
 
     var stored: [String] { state.withLockedValue { $0.stored } }

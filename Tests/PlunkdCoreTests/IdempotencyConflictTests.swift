@@ -13,12 +13,33 @@ struct IdempotencyConflictTests {
         fixture.fake.requests.filter { $0.eventName == name }.compactMap(\.idempotencyKey)
     }
 
-    @Test("the first-seen-contact race (500, key kept): the 409 says 500, the event is sent again under a derived key and stored once")
+    @Test(
+        "Plunk's contract: a track event stored, answered 500 and kept by its key is delivered as accepted_recovering on the 409, never sent under a new key: one event at Plunk"
+    )
+    func storedThenFailedIsAcceptedRecovering() async throws {
+        // Plunk's newest track: the event is stored, dispatch fails (500), the key stays.
+        let plunk = V2IdempotentPlunk { _ in .store(status: 500) }
+        let fixture = try await DeliveryFixture(responder: plunk.responder)
+        let event = try fixture.enqueue(1)[0]
+        #expect(try await fixture.waitUntilEmpty())
+        let id = event.id.uuidString.lowercased()
+        #expect(plunk.stored == ["e0"])
+        #expect(keys(fixture, "e0") == [id, id])
+        #expect(plunk.conflicts.map(\.original) == [500])
+        #expect(try fixture.counter("attempts_accepted_recovering_total") == 1)
+        #expect(try fixture.counter("delivered_total") == 1)
+        #expect(try fixture.counter("rekeyed_total") == 0)
+        await fixture.stop()
+    }
+
+    @Test(
+        "the first-seen-contact race (500, key kept), with plunk.rekey_burned_track_keys: the 409 says 500, the event is sent again under a derived key and stored once"
+    )
     func raceIsResentUnderANewKey() async throws {
         let plunk = V2IdempotentPlunk { request in
             request.idempotencyKey?.contains(".r") == true ? .store(status: 200) : .fail(status: 500)
         }
-        let fixture = try await DeliveryFixture(responder: plunk.responder)
+        let fixture = try await DeliveryFixture(rekeyBurnedTrackKeys: true, responder: plunk.responder)
         let event = try fixture.enqueue(1)[0]
         #expect(try await fixture.waitUntilEmpty())
         let id = event.id.uuidString.lowercased()
@@ -31,12 +52,12 @@ struct IdempotencyConflictTests {
         await fixture.stop()
     }
 
-    @Test("first attempt still running (null), then failing: asked again with the same key until the 409 says 500, then stored once under a derived key")
+    @Test(
+        "first attempt still running (null), then stored and failing: asked again with the same key until the 409 says 500, then accepted_recovering; never a new key"
+    )
     func runningThenFailing() async throws {
-        // The first attempt outlives plunkd's 0.3 s timeout by far, then fails.
-        let plunk = V2IdempotentPlunk { request in
-            request.idempotencyKey?.contains(".r") == true ? .store(status: 200) : .fail(status: 500, delay: .milliseconds(1500))
-        }
+        // The first attempt outlives plunkd's 0.3 s timeout by far, then fails after storing.
+        let plunk = V2IdempotentPlunk { _ in .store(status: 500, delay: .milliseconds(1500)) }
         let fixture = try await DeliveryFixture(requestTimeout: 0.3, responder: plunk.responder)
         let event = try fixture.enqueue(1)[0]
         #expect(try await fixture.waitUntilEmpty())
@@ -45,10 +66,9 @@ struct IdempotencyConflictTests {
         let conflicts = plunk.conflicts.map(\.original)
         #expect(conflicts.contains(nil))
         #expect(conflicts.last == 500)
-        // Never a new key while the first attempt ran.
-        #expect(keys(fixture, "e0").dropLast().allSatisfy { $0 == id })
-        #expect(keys(fixture, "e0").last == "\(id).r1")
-        #expect(try fixture.counter("rekeyed_total") == 1)
+        #expect(keys(fixture, "e0").allSatisfy { $0 == id })
+        #expect(try fixture.counter("rekeyed_total") == 0)
+        #expect(try fixture.counter("attempts_accepted_recovering_total") == 1)
         await fixture.stop()
     }
 
@@ -87,12 +107,12 @@ struct IdempotencyConflictTests {
         await fixture.stop()
     }
 
-    @Test("a rekeyed event keeps its place in its contact's line: its follower is sent only after it is stored")
+    @Test("with plunk.rekey_burned_track_keys, a rekeyed event keeps its place in its contact's line: its follower is sent only after it is stored")
     func rekeyKeepsContactOrder() async throws {
         let plunk = V2IdempotentPlunk { request in
             request.eventName == "e0" && request.idempotencyKey?.contains(".r") != true ? .fail(status: 500) : .store(status: 200)
         }
-        let fixture = try await DeliveryFixture(responder: plunk.responder)
+        let fixture = try await DeliveryFixture(rekeyBurnedTrackKeys: true, responder: plunk.responder)
         try fixture.enqueue(3, contact: { _ in "same@example.com" })
         #expect(try await fixture.waitUntilEmpty())
         #expect(plunk.stored == ["e0", "e1", "e2"])
@@ -104,12 +124,12 @@ struct IdempotencyConflictTests {
         await fixture.stop()
     }
 
-    @Test("a derived key is stored with the event: a new sender on the same store sends the same one")
+    @Test("with plunk.rekey_burned_track_keys, a derived key is stored with the event: a new sender on the same store sends the same one")
     func derivedKeySurvivesRestart() async throws {
         let plunk = V2IdempotentPlunk { request in
             request.idempotencyKey?.contains(".r") == true ? .hang : .fail(status: 500)
         }
-        let fixture = try await DeliveryFixture(requestTimeout: 3, responder: plunk.responder)
+        let fixture = try await DeliveryFixture(requestTimeout: 3, rekeyBurnedTrackKeys: true, responder: plunk.responder)
         let event = try fixture.enqueue(1)[0]
         let id = event.id.uuidString.lowercased()
         #expect(await fixture.fake.waitFor { requests in requests.contains { $0.idempotencyKey == "\(id).r1" } })

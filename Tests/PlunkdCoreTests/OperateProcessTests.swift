@@ -136,6 +136,19 @@ struct OperateProcessTests {
         return object?["state"] as? String
     }
 
+    @Test("check-config explains what a burned key does: Plunk's contract by default, re-keying track only when chosen, emails never")
+    func checkConfigBurnedKeys() throws {
+        let followed = try DaemonProcess.command(["check-config"])
+        #expect(followed.status == 0, "\(followed.stderr)")
+        #expect(followed.stdout.contains("burned keys      follow Plunk (plunk.rekey_burned_track_keys: false)"), "\(followed.stdout)")
+        let rekeyed = try DaemonProcess.command(["check-config"], environment: ["PLUNK_REKEY_BURNED_TRACK_KEYS": "true"])
+        #expect(rekeyed.stdout.contains("burned keys      re-key track (plunk.rekey_burned_track_keys: true)"), "\(rekeyed.stdout)")
+        #expect(rekeyed.stdout.contains("emails are parked uncertain and sent again only by plunkd parked retry --email --new-key"))
+        let wrong = try DaemonProcess.command(["check-config"], environment: ["PLUNK_REKEY_BURNED_TRACK_KEYS": "sometimes"])
+        #expect(wrong.status == 1)
+        #expect(wrong.stderr.contains("PLUNK_REKEY_BURNED_TRACK_KEYS"), "\(wrong.stderr)")
+    }
+
     @Test("check-config: exit 0 for a valid file, 1 with the key named for a wrong one; sk_ on a v2 host warned; the key never printed")
     func checkConfig() throws {
         let directory = try DaemonProcess.makeScratchDirectory()

@@ -27,9 +27,10 @@ struct OutcomeTests {
             (#"{"originalStatusCode":200}"#, DeliveryOutcome.duplicate(confirmed: true)),
             (#"{"originalStatusCode":201}"#, .duplicate(confirmed: true)),
             (#"{"originalStatusCode":null}"#, .firstAttemptRunning(detail: "409: IDEMPOTENCY_KEY_REUSED reused")),
-            (#"{"originalStatusCode":500}"#, .keyBurned(originalStatus: 500, detail: "409: IDEMPOTENCY_KEY_REUSED reused")),
-            (#"{"originalStatusCode":503}"#, .keyBurned(originalStatus: 503, detail: "409: IDEMPOTENCY_KEY_REUSED reused")),
-            (#"{"originalStatusCode":302}"#, .keyBurned(originalStatus: 302, detail: "409: IDEMPOTENCY_KEY_REUSED reused")),
+            // A track event Plunk stored and finishes itself (the newest contract).
+            (#"{"originalStatusCode":500}"#, .acceptedRecovering(originalStatus: 500, detail: "409: IDEMPOTENCY_KEY_REUSED reused")),
+            (#"{"originalStatusCode":503}"#, .acceptedRecovering(originalStatus: 503, detail: "409: IDEMPOTENCY_KEY_REUSED reused")),
+            (#"{"originalStatusCode":302}"#, .acceptedRecovering(originalStatus: 302, detail: "409: IDEMPOTENCY_KEY_REUSED reused")),
             // Unreadable details: delivered as the best reading (and warned about once).
             (#"{}"#, .duplicate(confirmed: false)),
             (#"{"originalStatusCode":"500"}"#, .duplicate(confirmed: false)),
@@ -38,6 +39,20 @@ struct OutcomeTests {
         ])
     func conflict(details: String, expected: DeliveryOutcome) {
         #expect(classify(409, Self.conflict(details: details)) == expected)
+    }
+
+    @Test(
+        "a burned key (409, the first attempt a 5xx) is never re-keyed by plunkd's own decision: an email is uncertain, track re-keys only where the operator opted in"
+    )
+    func burnedKeyByLine() {
+        let answer = PlunkAnswer.response(status: 409, retryAfter: nil, body: Data(Self.conflict(details: #"{"originalStatusCode":500}"#).utf8))
+        let detail = "409: IDEMPOTENCY_KEY_REUSED reused"
+        #expect(OutcomeClassifier.classify(answer, now: Date(), kind: .email) == .uncertain(originalStatus: 500, detail: detail))
+        #expect(
+            OutcomeClassifier.classify(answer, now: Date(), kind: .email, rekeyBurnedTrackKeys: true) == .uncertain(originalStatus: 500, detail: detail),
+            "the email line never re-keys, whatever the setting")
+        #expect(OutcomeClassifier.classify(answer, now: Date(), kind: .track) == .acceptedRecovering(originalStatus: 500, detail: detail))
+        #expect(OutcomeClassifier.classify(answer, now: Date(), kind: .track, rekeyBurnedTrackKeys: true) == .keyBurned(originalStatus: 500, detail: detail))
     }
 
     @Test("a 409 IDEMPOTENCY_KEY_REUSED without details is an unconfirmed duplicate; another 409 is transient")

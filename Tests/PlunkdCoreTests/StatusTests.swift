@@ -158,7 +158,7 @@ struct StatusTests {
         #expect(object["paused_until"] as? String == "2027-01-26T21:46:40Z")
         let lastError = try #require(object["last_error"] as? [String: Any])
         #expect(lastError["status"] as? Int == 503)
-        #expect((object["parked"] as? [String: Int])?.keys.sorted() == ["expired", "rejected", "unauthorized"])
+        #expect((object["parked"] as? [String: Int])?.keys.sorted() == ["expired", "rejected", "unauthorized", "uncertain"])
         let decoded = try StatusReport.decoder().decode(StatusReport.self, from: Data(report.json().utf8))
         #expect(decoded == report)
     }

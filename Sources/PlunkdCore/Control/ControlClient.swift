@@ -21,12 +21,16 @@ public struct ControlClient: Sendable {
         public var limit: Int?
         /// `"email"` for the email line's parked emails; nil for track's.
         public var line: String?
+        /// A retry under a new Idempotency-Key (`--new-key`): the operator's word that
+        /// what Plunk may have done already is to be done again.
+        public var newKey: Bool?
 
         public init(
             reason: ParkReason? = nil, all: Bool = false, ids: [String] = [], confirm: Bool = false, limit: Int? = nil,
-            email: Bool = false
+            email: Bool = false, newKey: Bool = false
         ) {
             self.line = email ? EventKind.email.rawValue : nil
+            self.newKey = newKey ? true : nil
             self.reason = reason
             self.all = all ? true : nil
             self.ids = ids.isEmpty ? nil : ids

@@ -101,9 +101,18 @@ public struct ControlRoutes: ControlResponder {
         case "/control/parked/retry":
             let request = try ParkedRequest(body)
             let (sender, outbox) = try line(request)
-            let count = try outbox.requeueParked(request.selection, now: clock())
-            sender.wake()
-            return Self.success(["count": count, "message": "\(count) parked events back in line"])
+            do {
+                let count = try outbox.requeueParked(
+                    request.selection, newKey: request.newKey, confirmed: request.confirmed, now: clock())
+                sender.wake()
+                let how = request.newKey ? " under a new Idempotency-Key" : ""
+                return Self.success(["count": count, "message": "\(count) parked events back in line\(how)"])
+            } catch let needed as Outbox.NewKeyNeedsConfirmation {
+                return Self.needsConfirmation(
+                    needed.count,
+                    "this would send \(needed.count) parked events again under new keys, and Plunk may have done some of them already (an uncertain email may reach its recipients twice)"
+                )
+            }
         default:
             let request = try ParkedRequest(body)
             let outbox = try line(request).outbox
@@ -111,14 +120,14 @@ public struct ControlRoutes: ControlResponder {
                 let count = try outbox.dropParked(request.selection, confirmed: request.confirmed)
                 return Self.success(["count": count, "message": "\(count) parked events dropped"])
             } catch let needed as Outbox.DropNeedsConfirmation {
-                return ControlResponse(
-                    status: 409,
-                    body: Self.object([
-                        "ok": false, "count": needed.count,
-                        "error": "this would drop \(needed.count) parked events for good; confirm with --yes",
-                    ]))
+                return Self.needsConfirmation(needed.count, "this would drop \(needed.count) parked events for good")
             }
         }
+    }
+
+    /// 409: an operator's command that would act on more than one event asks for --yes.
+    private static func needsConfirmation(_ count: Int, _ what: String) -> ControlResponse {
+        ControlResponse(status: 409, body: object(["ok": false, "count": count, "error": "\(what); confirm with --yes"]))
     }
 
     private static func forbidden(_ peer: PeerCredentials?) -> ControlResponse {
@@ -156,6 +165,7 @@ struct ParkedRequest {
     let emailLine: Bool
     let limit: Int
     let confirmed: Bool
+    let newKey: Bool
 
     /// - Parameter listing: a list may select nothing (meaning all); a retry or drop must say.
     init(_ body: Data, listing: Bool = false) throws {
@@ -197,5 +207,6 @@ struct ParkedRequest {
         }
         limit = min(max(object["limit"] as? Int ?? 100, 1), 10_000)
         confirmed = object["confirm"] as? Bool ?? false
+        newKey = object["newKey"] as? Bool ?? false
     }
 }

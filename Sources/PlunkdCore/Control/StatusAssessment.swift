@@ -191,11 +191,19 @@ public enum StatusAssessment {
             report.reason += "; the oldest pending \(context.kind.noun) is \(Int(age)) s old (over status.warn_oldest_age)"
             report.hint = "last_error says why delivery is slow"
         }
+        let line = context.kind == .track ? "" : " --email"
         if troubled > 0 {
             report.severity = .warning
             report.reason += "; \(troubled) \(things) parked as rejected or expired"
-            let line = context.kind == .track ? "" : " --email"
             report.hint = "plunkd parked list\(line), then plunkd parked retry\(line) or plunkd parked drop\(line)"
+        }
+        // Said last, and its hint wins: the one case where a resend may reach a customer twice.
+        let uncertain = report.parked[ParkReason.uncertain.rawValue] ?? 0
+        if uncertain > 0 {
+            report.severity = .warning
+            report.reason += "; \(uncertain) \(things) parked uncertain: Plunk's send failed part-way, some recipients may have them already"
+            report.hint =
+                "plunkd parked list\(line) --reason uncertain; send one again only if its recipients did not get it: plunkd parked retry\(line) --new-key ID (it may reach some twice), or plunkd parked drop\(line) ID"
         }
         return report
     }

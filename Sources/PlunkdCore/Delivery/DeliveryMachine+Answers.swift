@@ -6,7 +6,8 @@ extension DeliveryMachine {
     /// Plunk (or the transport) answered the request for `event`.
     mutating func answered(_ answer: PlunkAnswer, for event: ClaimedEvent, now: Date) {
         guard let sent = inFlight.removeValue(forKey: event.seq) else { return }
-        let outcome = OutcomeClassifier.classify(answer, now: now, kind: settings.kind)
+        let outcome = OutcomeClassifier.classify(
+            answer, now: now, kind: settings.kind, rekeyBurnedTrackKeys: settings.rekeyBurnedTrackKeys)
         pacer.answered(answer, number: sent.number, now: now)
         adaptive?.answered(sentAt: sent.sentAt, now: now, backPressure: outcome.isBackPressure)
         count(.attempts(outcome: outcome.label))
@@ -31,6 +32,26 @@ extension DeliveryMachine {
             // A sane answer, not a failing Plunk: the failure run ends, and the event waits
             // its backoff before asking again with the same key.
             retryOrExpire(event, answer: answer, status: 409, detail: detail, now: now)
+            answeredSanely(now: now, delivered: false)
+        case .acceptedRecovering(let original, _):
+            // Plunk stored it and finishes it itself; plunkd's part is done.
+            moves.append(.delivered(seq: event.seq))
+            count(.delivered)
+            recentDeliveries.record(1, at: now)
+            emit(
+                .log(
+                    .notice,
+                    "Plunk stored this event but its first attempt failed (409, originalStatusCode \(original)); Plunk finishes it itself, so it counts as delivered and is not sent again under a new key",
+                    ["id": "\(event.key)", "outcome": "accepted_recovering"]))
+            answeredSanely(now: now)
+        case .uncertain(let original, let detail):
+            park(event, .uncertain, status: 409, answer: answer)
+            recordError(detail, status: outcome.status, now: now)
+            emit(
+                .log(
+                    .warning,
+                    "email parked uncertain: Plunk's send failed part-way (409, originalStatusCode \(original)), so some recipients may have it already; it is not sent again unless you say so: plunkd parked retry --email --new-key \(event.key)",
+                    ["id": "\(event.key)", "reason": "uncertain"]))
             answeredSanely(now: now, delivered: false)
         case .keyBurned(let original, let detail):
             if expire(event, answer: answer, status: 409, detail: detail, now: now) {

@@ -24,9 +24,18 @@ public enum DeliveryOutcome: Sendable, Equatable {
     /// still running at Plunk. Retried later with the same key, whose answer will tell;
     /// not a sign that Plunk is failing.
     case firstAttemptRunning(detail: String)
-    /// 409 `IDEMPOTENCY_KEY_REUSED` whose first attempt failed (`originalStatusCode` 5xx or
-    /// another non-2xx): Plunk keeps the key burned for 24 h or more without having stored
-    /// the event, so it is sent again under a new key derived from its id.
+    /// Track, 409 `IDEMPOTENCY_KEY_REUSED` whose first attempt failed (`originalStatusCode`
+    /// 5xx): Plunk's newest contract stores a track event before it dispatches, keeps the
+    /// key on a failed dispatch and finishes the stored event itself. Delivered, counted
+    /// apart; a new key would make a second event.
+    case acceptedRecovering(originalStatus: Int, detail: String)
+    /// Email, the same 409: the send may have reached some recipients before it failed,
+    /// and Plunk keeps the key so that a blind retry reaches none twice. Parked
+    /// `uncertain`; only the operator sends it again, under a new key.
+    case uncertain(originalStatus: Int, detail: String)
+    /// Track, the same 409, where the operator chose `plunk.rekey_burned_track_keys` for a
+    /// Plunk build (0.13–0.16) that answers 5xx without storing (the first-seen-contact
+    /// race) and keeps the key: sent again under a new key derived from its id.
     case keyBurned(originalStatus: Int, detail: String)
     /// The event itself was refused (400, 404, 413, 422, other 4xx, 403 other than
     /// `PROJECT_DISABLED`): parked `rejected`.
@@ -47,6 +56,8 @@ public enum DeliveryOutcome: Sendable, Equatable {
         case .delivered: "delivered"
         case .duplicate: "duplicate"
         case .firstAttemptRunning: "first_attempt_running"
+        case .acceptedRecovering: "accepted_recovering"
+        case .uncertain: "uncertain"
         case .keyBurned: "rekeyed"
         case .rejected: "rejected"
         case .unauthorized: "unauthorized"
@@ -58,7 +69,8 @@ public enum DeliveryOutcome: Sendable, Equatable {
 
     /// Every `label`, for metrics that must exist before the first attempt.
     public static let labels = [
-        "delivered", "duplicate", "first_attempt_running", "rekeyed", "rejected", "unauthorized", "quota_exceeded", "rate_limited", "transient",
+        "delivered", "duplicate", "first_attempt_running", "accepted_recovering", "uncertain", "rekeyed", "rejected", "unauthorized",
+        "quota_exceeded", "rate_limited", "transient",
     ]
 
     /// Plunk (or the path to it) asks for fewer requests at once: what makes an adaptive
@@ -75,7 +87,7 @@ public enum DeliveryOutcome: Sendable, Equatable {
     var status: Int? {
         switch self {
         case .delivered, .duplicate: 200
-        case .firstAttemptRunning, .keyBurned: 409
+        case .firstAttemptRunning, .acceptedRecovering, .uncertain, .keyBurned: 409
         case .rejected(let status, _), .unauthorized(let status, _): status
         case .quotaExceeded: 402
         case .rateLimited: 429
@@ -87,8 +99,12 @@ public enum DeliveryOutcome: Sendable, Equatable {
 public enum OutcomeClassifier {
     /// Classifies an answer; `now` anchors an HTTP-date `Retry-After`.
     /// - Parameter kind: an email's 429 may be the monthly limit, which v2 answers on
-    ///   `/v1/send` in place of a 402 (see `isMonthlyEmailLimit`).
-    public static func classify(_ answer: PlunkAnswer, now: Date, kind: EventKind = .track) -> DeliveryOutcome {
+    ///   `/v1/send` in place of a 402 (see `isMonthlyEmailLimit`); a burned key means
+    ///   something else for an email than for a track event.
+    /// - Parameter rekeyBurnedTrackKeys: `plunk.rekey_burned_track_keys`, for track only.
+    public static func classify(
+        _ answer: PlunkAnswer, now: Date, kind: EventKind = .track, rekeyBurnedTrackKeys: Bool = false
+    ) -> DeliveryOutcome {
         switch answer {
         case .transportFailure(let reason):
             return .transient(status: nil, detail: reason)
@@ -105,7 +121,14 @@ public enum OutcomeClassifier {
                 case .stored: return .duplicate(confirmed: true)
                 case .unknown: return .duplicate(confirmed: false)
                 case .stillRunning: return .firstAttemptRunning(detail: detail)
-                case .failed(let original): return .keyBurned(originalStatus: original, detail: detail)
+                case .failed(let original):
+                    // Never a new key by plunkd's own decision: what Plunk may have done
+                    // already must not be done twice (shared/plunk-api.md, the newest contract).
+                    switch kind {
+                    case .email: return .uncertain(originalStatus: original, detail: detail)
+                    case .track where rekeyBurnedTrackKeys: return .keyBurned(originalStatus: original, detail: detail)
+                    case .track: return .acceptedRecovering(originalStatus: original, detail: detail)
+                    }
                 }
             case 401 where kind == .email && isEmailOwnRefusal(body: body):
                 return .rejected(status: status, detail: detail)

@@ -29,6 +29,10 @@ public final class Sender: @unchecked Sendable {
         public var maxRateBurst: Double?
         /// What this sender's line carries: its path at Plunk, and how a 429 reads.
         public var kind: EventKind = .track
+        /// `plunk.rekey_burned_track_keys`: a track event whose key Plunk kept after a failed
+        /// first attempt is sent again under a new key (for builds that fail without
+        /// storing), instead of counted as held by Plunk. Never for emails.
+        public var rekeyBurnedTrackKeys = false
 
         public init(apiKey: APIKey?, concurrency: Int, retry: RetryPolicy) {
             self.apiKey = apiKey

@@ -10,6 +10,10 @@ public enum ParkReason: String, Sendable, CaseIterable, Codable {
     case unauthorized
     /// Transient failures went on for longer than `retry.max_age`.
     case expired
+    /// An email whose send failed part-way at Plunk (a 409 whose first attempt ended in a
+    /// 5xx): some recipients may have it already. Sent again only by the operator, under
+    /// a new key (`plunkd parked retry --new-key`), which may reach those twice.
+    case uncertain
 }
 
 /// An event handed to the sender: it is `in_flight` in the store until its move is recorded.

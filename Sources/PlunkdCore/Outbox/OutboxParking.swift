@@ -9,12 +9,25 @@ extension Outbox {
         public let count: Int
     }
 
+    /// The answer to a retry under new keys that was not confirmed and would send more
+    /// than one event again.
+    public struct NewKeyNeedsConfirmation: Error, Sendable, Equatable {
+        public let count: Int
+    }
+
     /// Puts the selected parked events back in line, in their original order, with their
     /// attempt count reset (their age still counts toward `retry.max_age`).
+    /// - Parameter newKey: each is sent under the next derived key (`<key>.r<n>`), so Plunk
+    ///   takes it as new even where it kept the old key; more than one needs `confirmed`,
+    ///   checked in the same transaction.
     @discardableResult
-    public func requeueParked(_ selection: ParkedSelection, now: Date = Date()) throws -> Int {
+    public func requeueParked(_ selection: ParkedSelection, newKey: Bool = false, confirmed: Bool = false, now: Date = Date()) throws -> Int {
         let (condition, arguments) = selection.condition
         let count = try pool.write { db -> Int in
+            if newKey {
+                let count = try OutboxQueries.countParked(db, selection)
+                if count > 1 && !confirmed { throw NewKeyNeedsConfirmation(count: count) }
+            }
             let contacts = try String.fetchAll(
                 db,
                 sql: """
@@ -24,7 +37,7 @@ extension Outbox {
             all += arguments
             try db.execute(
                 sql: """
-                    UPDATE event SET state = 'waiting', park_reason = NULL, attempts = 0, due_at = ?
+                    UPDATE event SET state = 'waiting', park_reason = NULL, attempts = 0, due_at = ?\(newKey ? ", key_generation = key_generation + 1" : "")
                     WHERE state = 'parked'\(condition)
                     """, arguments: all)
             let changed = db.changesCount

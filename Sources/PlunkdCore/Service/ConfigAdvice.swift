@@ -5,6 +5,18 @@ public enum ConfigAdvice {
     /// The host of Plunk's v2 API, where track accepts only public (`pk_`) keys.
     static let v2Hosts: Set<String> = ["next-api.useplunk.com"]
 
+    /// What plunkd does with a key Plunk kept after a failed first attempt, and for which
+    /// Plunk that is right: `check-config`'s explanation of `plunk.rekey_burned_track_keys`.
+    public static func burnedKeyChoice(for config: DaemonConfiguration) -> String {
+        let email = "emails are parked uncertain and sent again only by plunkd parked retry --email --new-key"
+        if config.rekeyBurnedTrackKeys {
+            return "re-key track (plunk.rekey_burned_track_keys: true): track events are sent again under a new key, "
+                + "right only for self-hosted Plunk 0.13-0.16, which can fail without storing; on a newer Plunk each makes a second event; \(email)"
+        }
+        return "follow Plunk (plunk.rekey_burned_track_keys: false): Plunk finishes a stored track event itself, so it counts as delivered; "
+            + "on self-hosted Plunk 0.13-0.16 such an event can be lost (set true there); \(email)"
+    }
+
     public static func warnings(for config: DaemonConfiguration) -> [String] {
         var warnings: [String] = []
         let host = config.plunkBaseURL.host?.lowercased() ?? ""

@@ -76,6 +76,7 @@ public enum Daemon {
         senderSettings.adaptsConcurrency = config.concurrency == nil
         senderSettings.maxRate = config.maxRate
         senderSettings.maxRateBurst = config.maxRateBurst
+        senderSettings.rekeyBurnedTrackKeys = config.rekeyBurnedTrackKeys
         let sender = Sender(
             outbox: outbox, transport: client, settings: senderSettings,
             logger: logger, metrics: DeliveryMetrics(factory: metrics.factory), loop: clientGroup.next())

@@ -45,6 +45,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var requestTimeout: Double
     /// `plunk.http_version`: HTTP/2 when Plunk offers it over TLS, or HTTP/1.1 only.
     public var httpVersion: PlunkHTTPVersion = .auto
+    /// `plunk.rekey_burned_track_keys`.
+    public var rekeyBurnedTrackKeys = false
     /// A PEM bundle of roots trusted for Plunk besides the system's (`plunk.ca_file`).
     public var caFile: String?
     /// The HTTP proxy to Plunk, from `plunk.proxy` or the environment's `HTTPS_PROXY`.

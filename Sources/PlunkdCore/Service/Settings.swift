@@ -53,6 +53,10 @@ public enum Settings {
             "auto: HTTP/2 when Plunk offers it over TLS (ALPN), many requests over one connection; else HTTP/1.1, one connection per request in flight. http1: HTTP/1.1 only, for a proxy or load balancer that mishandles HTTP/2.",
             parse: { v throws(ConfigurationError) in PlunkHTTPVersion(rawValue: try v.oneOf(["auto", "http1"]))! }),
         .value(
+            "plunk.rekey_burned_track_keys", \DaemonConfiguration.rekeyBurnedTrackKeys, default: "false",
+            "false follows Plunk's contract: a track event whose Idempotency-Key Plunk kept after a failed first attempt (409, originalStatusCode 5xx) is held by Plunk and finished there, so it counts as delivered. true sends it again under a new key, for self-hosted Plunk 0.13-0.16, which can fail without storing (the first-seen-contact race); on a newer Plunk that makes a second event. Emails are never re-keyed but by plunkd parked retry --new-key.",
+            parse: { v throws(ConfigurationError) in try v.boolean() }),
+        .value(
             "plunk.ca_file", \DaemonConfiguration.caFile, default: "none", reloads: true,
             "A PEM bundle of roots trusted for Plunk in addition to the system's, for a Plunk behind a private CA.",
             parse: { v throws(ConfigurationError) in
