@@ -49,6 +49,24 @@ struct HTTP1WireTests {
         try await server.stop()
     }
 
+    @Test("a request past plunk.request_timeout says so, not that the stream ended; a garbled status line says the answer was not HTTP")
+    func failuresInPlainWords() async throws {
+        let server = try await RawHTTPServer { index in .init(index == 0 ? "" : "HELLO, THIS IS NOT HTTP\r\n\r\n") }
+        let client = server.client(concurrency: 1, requestTimeout: 0.5)
+        guard case .transportFailure(let late) = try await client.answer() else {
+            Issue.record("an answer came")
+            return
+        }
+        #expect(late.hasPrefix("no answer from 127.0.0.1 within 0.5 s"), "\(late)")
+        guard case .transportFailure(let garbled) = try await client.answer() else {
+            Issue.record("an answer came")
+            return
+        }
+        #expect(garbled.hasPrefix("the answer from 127.0.0.1 was not HTTP/1.1"), "\(garbled)")
+        await client.shutdown()
+        try await server.stop()
+    }
+
     @Test("an answer without a length is read to the close, and the next request opens a new connection")
     func answerReadToClose() async throws {
         let server = try await RawHTTPServer { _ in .init("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\n\r\nbusy", close: true) }
@@ -129,11 +147,11 @@ private final class RawHTTPServer: Sendable {
             .bind(host: "127.0.0.1", port: 0).get()
     }
 
-    func client(concurrency: Int) -> WireClient {
+    func client(concurrency: Int, requestTimeout: Double = 10) -> WireClient {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let url = URL(string: "http://127.0.0.1:\(channel.localAddress?.port ?? 0)/v1")!
         return WireClient(
-            client: PlunkClient(baseURL: url, concurrency: concurrency, requestTimeout: 10, eventLoopGroup: group), group: group)
+            client: PlunkClient(baseURL: url, concurrency: concurrency, requestTimeout: requestTimeout, eventLoopGroup: group), group: group)
     }
 
     /// Waits (up to 10 s) until `count` connections have closed on the server's side.

@@ -158,6 +158,8 @@ struct OperateProcessTests {
         let ok = try DaemonProcess.command(["check-config", "--config", good])
         #expect(ok.status == 0)
         #expect(ok.stdout.contains("warning:") && ok.stdout.contains("pk_"))
+        // Plunk's newest /track takes sk_ too; only v2 0.13-0.16 refuse it.
+        #expect(ok.stdout.contains("its newest releases take it on /track, but v2 0.13-0.16 refuse it with 401"), "\(ok.stdout)")
         #expect(!(ok.stdout + ok.stderr).contains("sk_secret_value_123"))
         let bad = "\(directory)/bad.yaml"
         try "storage:\n  max_pending: -3\n".write(toFile: bad, atomically: true, encoding: .utf8)

@@ -217,8 +217,11 @@ final class PlunkExchange: @unchecked Sendable {
 
     func armDeadline(on loop: any EventLoop) {
         deadlineTask = loop.assumeIsolated().scheduleTask(deadline: deadline) {
-            self.onDeadline?()
+            // Finished first: closing the connection makes its decoder report the stream
+            // cut short, which would otherwise be the failure the operator reads.
+            let closeConnection = self.onDeadline
             self.finish(.failure(HTTPClientError.deadlineExceeded))
+            closeConnection?()
         }
     }
 

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import NIOSSL
 
@@ -45,6 +46,11 @@ public enum TransportFailureText {
             default:
                 break
             }
+        }
+        if let error = error as? HTTPParserError {
+            // NIO's parser names the first byte it could not read ("invalid constant
+            // string"): what matters is that the far side did not answer in HTTP.
+            return "the answer from \(host) was not HTTP/1.1 (\(error)): is plunk.base_url a Plunk API, and is its scheme right?"
         }
         if let error = error as? NIOSSLExtraError, error == .failedToValidateHostname {
             return "TLS: the certificate of \(host) is for another name (it does not list \(host))"

@@ -2,7 +2,7 @@ import Foundation
 
 /// Valid configurations that will still not work as meant: said by `check-config` and at start.
 public enum ConfigAdvice {
-    /// The host of Plunk's v2 API, where track accepts only public (`pk_`) keys.
+    /// The host of Plunk's v2 API, whose 0.13-0.16 track accepted only public (`pk_`) keys.
     static let v2Hosts: Set<String> = ["next-api.useplunk.com"]
 
     /// What plunkd does with a key Plunk kept after a failed first attempt, and for which
@@ -21,8 +21,10 @@ public enum ConfigAdvice {
         var warnings: [String] = []
         let host = config.plunkBaseURL.host?.lowercased() ?? ""
         if config.apiKey?.kindPrefix == "sk_" && v2Hosts.contains(host) {
+            // Plunk's newest API reference takes pk_ or sk_ on /track; the 0.13-0.16 code
+            // (requirePublicKey) refused sk_ with 401. pk_ works on every v2 release.
             warnings.append(
-                "plunk.api_key is a secret (sk_) key, but \(host) runs Plunk v2, where /track needs the public (pk_) key: every event would be refused with 401"
+                "plunk.api_key is a secret (sk_) key and \(host) runs Plunk v2: its newest releases take it on /track, but v2 0.13-0.16 refuse it with 401 (every event parked unauthorized); the public (pk_) key works on every v2 release, and keeps the secret key off this host's track line"
             )
         }
         if let key = config.apiKey, key.kindPrefix.isEmpty {
