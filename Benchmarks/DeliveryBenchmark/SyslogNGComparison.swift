@@ -95,8 +95,10 @@ enum SyslogNGComparison {
             environment: ["PATH": "/usr/sbin:/usr/bin:/bin"], outputPath: "\(directory)/syslog-ng.log")
         defer {
             kill(pid, SIGTERM)
-            var status: Int32 = 0
-            waitpid(pid, &status, 0)
+            if SpawnedCommand.reap(pid, within: 20) == nil {
+                kill(pid, SIGKILL)
+                SpawnedCommand.reap(pid, within: 10)
+            }
         }
         let ready = BenchmarkSupport.now()
         while !FileManager.default.fileExists(atPath: socket) && BenchmarkSupport.now() - ready < 30 { usleep(20_000) }

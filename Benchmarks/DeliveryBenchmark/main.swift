@@ -38,8 +38,9 @@ func standIn(delay: TimeAmount) async throws -> FakePlunk {
     return try await FakePlunk(keepsRequests: false) { _ in .answer(status: 200, body: body, delay: delay) }
 }
 
-/// Starts nginx answering a static 200 on a free loopback port, or returns nil without nginx.
-func startNginx(directory: String) -> (port: Int, process: Process)? {
+/// Starts nginx answering a static 200 on a free loopback port, or returns nil without
+/// nginx. It dies with the benchmark however that ends, and is recorded for Tests/sweep.
+func startNginx(directory: String) -> (port: Int, process: SpawnedProcess)? {
     guard let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
         return nil
     }
@@ -52,10 +53,11 @@ func startNginx(directory: String) -> (port: Int, process: Process)? {
             location / { default_type application/json; return 200 '{"success":true}'; } } }
         """
     try? config.write(toFile: "\(directory)/nginx.conf", atomically: true, encoding: .utf8)
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: binary)
-    process.arguments = ["-c", "\(directory)/nginx.conf", "-p", directory]
-    try? process.run()
+    guard
+        let pid = try? SpawnedCommand.start(
+            binary, ["-c", "\(directory)/nginx.conf", "-p", directory], outputPath: "\(directory)/nginx.out", endsWithCaller: true)
+    else { return nil }
+    let process = SpawnedProcess(pid: pid)
     usleep(300_000)
     return process.isRunning ? (port, process) : nil
 }
@@ -209,9 +211,12 @@ show(
 let scratch = try DaemonProcess.makeScratchDirectory()
 defer { try? FileManager.default.removeItem(atPath: scratch) }
 if let nginx = startNginx(directory: scratch) {
+    defer {
+        kill(nginx.process.pid, SIGTERM)
+        if !Poll.blockingUntil(timeout: 10, { !nginx.process.isRunning }) { kill(nginx.process.pid, SIGKILL) }
+    }
     let fast = try drain(backlog: 50_000, port: nginx.port, concurrency: 16)
     show("nginx static 200, concurrency 16", String(format: "%7.0f events/s, %.2f CPU s per 10,000", fast.rate, fast.cpuPer10k))
-    nginx.process.terminate()
 } else {
     show("nginx static 200", "skipped: nginx not installed (apt-get install nginx-light)")
 }

@@ -45,7 +45,8 @@ func concurrently(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) {
             group.leave()
         }.start()
     }
-    group.wait()
+    // Every producer's loop is bounded in count; a stuck one fails the run, not hangs it.
+    guard group.wait(timeout: .now() + 600) == .success else { fatalError("producers did not finish within 600 s") }
 }
 
 // MARK: Scenarios
@@ -247,7 +248,7 @@ final class DiskProbe: @unchecked Sendable {
     /// Stops the probe; returns the slowest fsync it saw, in seconds.
     func stop() -> Double {
         lock.withLock { running = false }
-        done.wait()
+        guard done.wait(timeout: .now() + 60) == .success else { fatalError("the fsync probe did not stop within 60 s") }
         return lock.withLock { durations.max() ?? 0 }
     }
 }
