@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import NIOConcurrencyHelpers
 import PlunkdTestSupport
 import Testing
 
@@ -178,6 +179,55 @@ struct EmailCommandTests {
         #expect(await fake.waitFor { $0.contains { $0.idempotencyKey == "\(ids[0]).r1" } })
         #expect(fake.requests.filter { $0.idempotencyKey == "\(ids[0]).r1" }.count == 1)
         #expect(!fake.requests.contains { $0.idempotencyKey == "\(ids[1]).r1" }, "the email not named was sent again")
+        await fake.stop()
+    }
+
+    @Test(
+        "a three-recipient email whose send fails for the second recipient: one request per recipient, each with its own key; the others are delivered once, the failed one is parked on its own, and retry --new-key reaches it once; nobody gets two"
+    )
+    func oneRequestPerRecipient() async throws {
+        let sentTo = NIOLockedValueBox<[String]>([])
+        let recipients = ["ann@example.com", "bo@example.com", "cy@example.com"]
+        func handling(failing: String?) -> @Sendable (FakePlunk.Request) -> V2IdempotentPlunk.Handling {
+            { request in
+                let body = String(decoding: request.body, as: UTF8.self)
+                // Plunk's loop: recipients one at a time; this one fails before its send.
+                if let failing, body.contains(failing) { return .fail(status: 500) }
+                sentTo.withLockedValue { $0 += recipients.filter { body.contains($0) } }
+                return .store(status: 200)
+            }
+        }
+        let plunk = V2IdempotentPlunk(handle: handling(failing: "bo@example.com"))
+        let fake = try await FakePlunk(responder: plunk.responder)
+        let daemon = try DaemonProcess(environment: TLSDeliveryTests.environment(fake, ["PLUNK_SECRET_KEY": "sk_split_test_secret"]))
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        let client = try BlockingUnixSocket(path: daemon.socketPath)
+        let body = #"{"to":["ann@example.com",{"name":"Bo","email":"bo@example.com"},"cy@example.com"],"subject":"Receipt","body":"b"}"#
+        try client.write(
+            "POST /v1/send HTTP/1.1\r\nHost: plunkd\r\nContent-Type: application/json\r\nIdempotency-Key: receipt-9\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        )
+        let answer = try #require(try client.readHTTPResponse())
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any])
+        let ids = try #require(object["ids"] as? [String], "\(answer.body)")
+        #expect(ids.count == 3 && object["id"] as? String == ids[0])
+        let store = try DatabaseQueue(path: Self.emailStore(daemon))
+        func parked() async throws -> [String] {
+            try await store.read { try String.fetchAll($0, sql: "SELECT id FROM event WHERE state = 'parked' AND park_reason = 'uncertain'") }
+        }
+        #expect(await Poll.until(timeout: 30) { (try? await parked()) == [ids[1]] }, "\(daemon.log)")
+        #expect(await Poll.until(timeout: 30) { sentTo.withLockedValue { $0 }.sorted() == ["ann@example.com", "cy@example.com"] })
+        #expect(Set(fake.requests.compactMap(\.idempotencyKey)) == ["receipt-9.1", "receipt-9.2", "receipt-9.3"])
+        let listed = try DaemonProcess.command(["parked", "list", "--email", "--reason", "uncertain", "--socket", daemon.socketPath])
+        #expect(listed.stdout.contains(ids[1]) && !listed.stdout.contains(ids[0]) && !listed.stdout.contains(ids[2]), "\(listed.stdout)")
+
+        plunk.handleNext(handling(failing: nil))
+        let resent = try DaemonProcess.command(["parked", "retry", "--email", "--new-key", ids[1], "--socket", daemon.socketPath])
+        #expect(resent.status == 0, "\(resent.stderr)")
+        #expect(await Poll.until(timeout: 30) { (try? await parked()) == [] })
+        #expect(await Poll.until(timeout: 30) { sentTo.withLockedValue { $0 }.count == 3 })
+        #expect(sentTo.withLockedValue { $0 }.sorted() == recipients, "each recipient exactly once")
+        #expect(fake.requests.last?.idempotencyKey == "receipt-9.2.r1")
         await fake.stop()
     }
 

@@ -126,7 +126,7 @@ final class HTTPIngestHandler: ChannelInboundHandler {
                 respond(head, .badRequest, PlunkErrorBody.json(.badRequest, error.message), context: context)
                 return
             }
-            commit(accepted, head: head, committer: email.committer, context: context)
+            commit(email.splitsRecipients ? RecipientSplit.emails(accepted) : [accepted], head: head, committer: email.committer, context: context)
             return
         }
         if let control, !Self.trackPaths.contains(path) {
@@ -149,7 +149,7 @@ final class HTTPIngestHandler: ChannelInboundHandler {
             respond(head, .badRequest, PlunkErrorBody.json(.badRequest, error.message), context: context)
             return
         }
-        commit(event, head: head, committer: committer, context: context)
+        commit([event], head: head, committer: committer, context: context)
     }
 
     private func refuseMethod(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
@@ -160,11 +160,15 @@ final class HTTPIngestHandler: ChannelInboundHandler {
             extraHeaders: headers, context: context)
     }
 
-    /// Answers 200 with the id once `event` is committed, or 503 when the store refuses it.
-    private func commit(_ event: AcceptedEvent, head: HTTPRequestHead, committer: GroupCommitter, context: ChannelHandlerContext) {
+    /// Answers 200 with the id once `events` are committed (together: an email split per
+    /// recipient is stored whole or not at all), or 503 when the store refuses them.
+    /// Several events answer with the first id and `ids`, every one in order.
+    private func commit(_ events: [AcceptedEvent], head: HTTPRequestHead, committer: GroupCommitter, context: ChannelHandlerContext) {
         responsesOutstanding += 1
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        committer.submit([event], inlineWhenIdle: true) { result in
+        let event = events[0]
+        let ids = events.map(\.id)
+        committer.submit(events, inlineWhenIdle: true) { result in
             // Committed on this loop (a lone event) or refused at once: answer now, before
             // the committer goes on to wake delivery. Otherwise hop to the loop.
             loopBound.eventLoop.runHere {
@@ -173,10 +177,13 @@ final class HTTPIngestHandler: ChannelInboundHandler {
                 switch result {
                 case .success(let receipt):
                     let id = receipt.acknowledgedID(of: event).lowercasedText
+                    let all =
+                        ids.count > 1
+                        ? ",\"ids\":[" + ids.map { "\"\(receipt.acknowledgedID(ofEventWith: $0).lowercasedText)\"" }.joined(separator: ",") + "]" : ""
                     let body =
                         receipt.isRepeat(event)
-                        ? "{\"success\":true,\"queued\":true,\"id\":\"\(id)\",\"repeated\":true}"
-                        : "{\"success\":true,\"queued\":true,\"id\":\"\(id)\"}"
+                        ? "{\"success\":true,\"queued\":true,\"id\":\"\(id)\"\(all),\"repeated\":true}"
+                        : "{\"success\":true,\"queued\":true,\"id\":\"\(id)\"\(all)}"
                     handler.respond(head, .ok, body, context: context)
                 case .failure(let refusal):
                     var headers = HTTPHeaders()
@@ -260,10 +267,13 @@ final class HTTPIngestHandler: ChannelInboundHandler {
 public struct EmailIngest: Sendable {
     let committer: GroupCommitter
     let validator: EmailValidator
+    /// `send.split_recipients`: one email per recipient (see `RecipientSplit`).
+    let splitsRecipients: Bool
 
-    public init(committer: GroupCommitter, validator: EmailValidator) {
+    public init(committer: GroupCommitter, validator: EmailValidator, splitsRecipients: Bool = true) {
         self.committer = committer
         self.validator = validator
+        self.splitsRecipients = splitsRecipients
     }
 }
 

@@ -93,7 +93,8 @@ public enum Daemon {
             outbox: emailOutbox, maxPending: config.maxPending, logger: emailLogger,
             metrics: IngestMetrics(factory: metrics.factory, kind: .email), didCommit: { emailSender.wake() })
         let email = EmailIngest(
-            committer: emailCommitter, validator: EmailValidator(maxBytes: config.sendMaxBytes, maxAge: config.sendMaxAge))
+            committer: emailCommitter, validator: EmailValidator(maxBytes: config.sendMaxBytes, maxAge: config.sendMaxAge),
+            splitsRecipients: config.sendSplitRecipients)
         let committer = GroupCommitter(
             outbox: outbox, maxPending: config.maxPending, logger: logger,
             metrics: IngestMetrics(factory: metrics.factory), didCommit: { sender.wake() })

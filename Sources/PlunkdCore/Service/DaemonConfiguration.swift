@@ -91,6 +91,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var sendMaxAge: Double = 3600
     /// `send.max_bytes`: the largest `/v1/send` body accepted.
     public var sendMaxBytes: Int = EmailValidator.defaultMaxBytes
+    /// `send.split_recipients`.
+    public var sendSplitRecipients = true
 
     public var initialBackoff: Double
     public var maxBackoff: Double

@@ -150,6 +150,10 @@ public enum Settings {
             "The largest /v1/send body accepted, attachments included (1 KiB to 16 MiB).",
             parse: { v throws(ConfigurationError) in Int(try v.byteSize(min: 1024, max: 16 << 20)) }),
         .value(
+            "send.split_recipients", \DaemonConfiguration.sendSplitRecipients, default: "true",
+            "An email to several recipients goes to Plunk as one request per recipient, each with its own key, so a failure part-way leaves each recipient's outcome known and retryable alone. false sends one request for all: Plunk then sends to them one at a time under one key, and a 5xx part-way parks the whole email uncertain, some recipients served and some not.",
+            parse: { v throws(ConfigurationError) in try v.boolean() }),
+        .value(
             "retry.initial_backoff", \DaemonConfiguration.initialBackoff, default: "1s", reloads: true,
             "The first retry waits a random time up to this; each further one up to twice as long.",
             parse: { v throws(ConfigurationError) in try v.duration(min: 0.001) }),
