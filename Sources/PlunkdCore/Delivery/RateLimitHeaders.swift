@@ -4,7 +4,9 @@ import Foundation
 /// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (also read under their
 /// older `X-RateLimit-` names). Only `Remaining` is relied on: the meaning of `Limit`
 /// (the burst, or the rate per window) and of `Reset` (until one token, or until full)
-/// differs between limiters, and Plunk's own is not public.
+/// differs between limiters. Self-hosted Plunk's sends the burst and the seconds until
+/// full; the hosted service promises no headers at all (a 429 with `Retry-After` alone,
+/// which pacing handles without them). Measuring the refill from `Remaining` serves both.
 public struct RateLimitHeaders: Sendable, Equatable {
     /// Requests the bucket would take now, after this one.
     public var remaining: Int
