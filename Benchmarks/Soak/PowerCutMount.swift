@@ -127,14 +127,11 @@ enum FuseMount {
         return nil
     }
 
-    /// Aborts the connection and detaches the mount, if `mountpoint` is still a FUSE mount.
+    /// Aborts the connection and detaches the mount, if `mountpoint` is still a FUSE mount:
+    /// `Tests/PowerCut/fuseconnection.py`, which the selftest and `Tests/sweep` use too.
     static func release(_ mountpoint: String) {
-        guard let connection = connection(of: mountpoint) else { return }
-        let controls = "/sys/fs/fuse/connections"
-        if (try? FileManager.default.contentsOfDirectory(atPath: controls))?.isEmpty ?? true {
-            _ = try? SpawnedCommand.run("/bin/mount", ["-t", "fusectl", "fusectl", controls], environment: ["PATH": "/usr/bin:/bin"], deadline: 10)
-        }
-        try? "1".write(toFile: "\(controls)/\(connection)/abort", atomically: false, encoding: .utf8)
-        umount2(mountpoint, Int32(MNT_DETACH))
+        guard connection(of: mountpoint) != nil else { return }
+        let script = FileManager.default.currentDirectoryPath + "/Tests/PowerCut/fuseconnection.py"
+        _ = try? SpawnedCommand.run("/usr/bin/python3", [script, "release", mountpoint], environment: ["PATH": "/usr/bin:/bin"], deadline: 20)
     }
 }

@@ -77,40 +77,35 @@ public enum SpawnedCommand {
         }
         open.forEach { close($0.fd) }
         // Output closed is not the end: a command may close its output and go on.
-        var status: Int32 = 0
-        while !timedOut {
-            let reaped = waitpid(pid, &status, WNOHANG)
-            if reaped == pid || (reaped < 0 && errno != EINTR) { break }
-            if ContinuousClock.now >= ends {
-                timedOut = true
-            } else {
-                usleep(2_000)
-            }
-        }
+        let status = timedOut ? nil : reap(pid, until: ends)
         let stdout = String(decoding: out, as: UTF8.self)
         let stderr = String(decoding: err, as: UTF8.self)
-        if timedOut {
+        guard let status else {
             kill(-pid, SIGKILL)
-            kill(pid, SIGKILL)
-            _ = reap(pid, within: 10)
+            reap(pid, within: 10)
             let command = ([executable] + arguments).joined(separator: " ")
             throw DaemonProcess.Failure(
                 description: "\(command) did not finish within \(deadline) s and was killed; it printed: \(stdout.suffix(2000))\(stderr.suffix(2000))"
             )
         }
-        return (exitStatus(status), stdout, stderr)
+        return (status, stdout, stderr)
     }
 
     /// Reaps `pid`, waiting at most `seconds` (a process blocked on a dead mount may not
-    /// die at once even when killed); its exit status, or nil.
+    /// die at once even when killed); its exit status, or nil if it did not end in time.
     @discardableResult
     public static func reap(_ pid: pid_t, within seconds: Double) -> Int32? {
-        let ends = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+        reap(pid, until: .now + .milliseconds(Int64(seconds * 1000)))
+    }
+
+    /// The same, until `ends`. A child reaped elsewhere in this process (a
+    /// `waitpid(-1)`) has ended with its status lost: -1, as `SpawnedProcess` says.
+    static func reap(_ pid: pid_t, until ends: ContinuousClock.Instant) -> Int32? {
         var status: Int32 = 0
         while true {
             let reaped = waitpid(pid, &status, WNOHANG)
             if reaped == pid { return exitStatus(status) }
-            if reaped < 0 && errno != EINTR { return nil }
+            if reaped < 0 && errno == ECHILD { return -1 }
             if ContinuousClock.now >= ends { return nil }
             usleep(2_000)
         }

@@ -1,5 +1,7 @@
 """Releasing a FUSE mount that may be stuck, and the pid files of what the tests started.
 
+    fuseconnection.py release MOUNTPOINT    (what the soak runs on a mount it gives up on)
+
 A FUSE mount whose server has stopped answering blocks every call on it, and with them
 sync(), df and anything that walks the tree above it, until its connection is aborted
 (`/sys/fs/fuse/connections/<device>/abort`). Nothing here touches a mount's files: the
@@ -10,6 +12,7 @@ Processes the tests start leave a pid file in PIDS, holding the process's start 
 (from /proc/<pid>/stat) so that a pid taken by another process since is never killed.
 """
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -49,22 +52,30 @@ def is_cutfs(mount: dict) -> bool:
     return mount["type"] == "fuse.cutfs" or mount["source"] == "CutFS"
 
 
-def ensure_control_filesystem() -> None:
+@contextlib.contextmanager
+def control_filesystem():
+    """/sys/fs/fuse/connections, mounted for the while if it is not (and unmounted
+    after, so that nothing of the tests' is left mounted)."""
     with open("/proc/self/mountinfo") as table:
-        if any(" - fusectl " in line for line in table):
-            return
-    subprocess.run(["mount", "-t", "fusectl", "fusectl", CONNECTIONS], check=False, timeout=10,
-                   stderr=subprocess.DEVNULL)
+        present = any(" - fusectl " in line for line in table)
+    if not present:
+        subprocess.run(["mount", "-t", "fusectl", "fusectl", CONNECTIONS], check=False, timeout=10,
+                       stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        if not present:
+            _libc.umount2(CONNECTIONS.encode(), MNT_DETACH)
 
 
 def abort(connection: int) -> bool:
-    ensure_control_filesystem()
-    try:
-        with open(f"{CONNECTIONS}/{connection}/abort", "w") as control:
-            control.write("1")
-        return True
-    except OSError:
-        return False
+    with control_filesystem():
+        try:
+            with open(f"{CONNECTIONS}/{connection}/abort", "w") as control:
+                control.write("1")
+            return True
+        except OSError:
+            return False
 
 
 def detach(mountpoint: str) -> bool:
@@ -150,3 +161,11 @@ def kill_recorded() -> list[str]:
             killed.append(f"{pid} ({what})")
         forget_pid(pid)
     return killed
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "release":
+        sys.exit("usage: fuseconnection.py release MOUNTPOINT")
+    release(os.path.realpath(sys.argv[2]))

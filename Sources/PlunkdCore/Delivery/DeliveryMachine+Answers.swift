@@ -13,9 +13,7 @@ extension DeliveryMachine {
         count(.attempts(outcome: outcome.label))
         switch outcome {
         case .delivered, .duplicate:
-            moves.append(.delivered(seq: event.seq))
-            count(.delivered)
-            recentDeliveries.record(1, at: now)
+            delivered(event, now: now)
             if case .duplicate(let confirmed) = outcome {
                 count(.duplicatesSuppressed)
                 if !confirmed && !warnedUnconfirmedDuplicate {
@@ -35,9 +33,7 @@ extension DeliveryMachine {
             answeredSanely(now: now, delivered: false)
         case .acceptedRecovering(let original, _):
             // Plunk stored it and finishes it itself; plunkd's part is done.
-            moves.append(.delivered(seq: event.seq))
-            count(.delivered)
-            recentDeliveries.record(1, at: now)
+            delivered(event, now: now)
             emit(
                 .log(
                     .notice,
@@ -142,6 +138,12 @@ extension DeliveryMachine {
         count(.parked(.expired))
         emit(.log(.warning, "\(settings.kind.noun) parked", ["id": "\(event.key)", "reason": "expired", "deadline_passed_seconds_ago": "\(late)"]))
         return true
+    }
+
+    private mutating func delivered(_ event: ClaimedEvent, now: Date) {
+        moves.append(.delivered(seq: event.seq))
+        count(.delivered)
+        recentDeliveries.record(1, at: now)
     }
 
     private mutating func park(_ event: ClaimedEvent, _ reason: ParkReason, status: Int?, answer: PlunkAnswer) {

@@ -167,7 +167,8 @@ final class HTTPIngestHandler: ChannelInboundHandler {
         responsesOutstanding += 1
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let event = events[0]
-        let ids = events.map(\.id)
+        // Only an email split per recipient lists them (an empty array allocates nothing).
+        let ids = events.count > 1 ? events.map(\.id) : []
         committer.submit(events, inlineWhenIdle: true) { result in
             // Committed on this loop (a lone event) or refused at once: answer now, before
             // the committer goes on to wake delivery. Otherwise hop to the loop.
