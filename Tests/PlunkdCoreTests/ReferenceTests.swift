@@ -69,7 +69,7 @@ struct ReferenceTests {
         }
         let context = StatusContext(socketPath: "/s", databasePath: "/d", warnOldestAge: 60, startedAt: Date())
         var report = StatusAssessment.unknown("test", context: context, now: Date())
-        report.add(emailLine: StatusAssessment.unknown("test", context: context, now: Date()))
+        report.add(line: StatusAssessment.unknown("test", context: context, now: Date()))
         let text = exposition.render(report)
         let lines = text.split(separator: "\n")
         let types = lines.filter { $0.hasPrefix("# TYPE ") }

@@ -4,38 +4,31 @@ import Foundation
 /// use the socket (they carry counts, never event contents or the key); everything that
 /// changes or reveals events is for root, the daemon's user, and `socket.admin_uids`.
 public struct ControlRoutes: ControlResponder {
-    /// The transactional-email line's sender and store, reported and operated beside track's.
-    public struct EmailLine: Sendable {
-        let sender: Sender
-        let outbox: Outbox
-        let context: StatusContext
-
-        public init(sender: Sender, outbox: Outbox, context: StatusContext) {
-            self.sender = sender
-            self.outbox = outbox
-            self.context = context
-        }
-    }
-
-    private let sender: Sender
-    private let outbox: Outbox
-    private let context: StatusContext
-    private let email: EmailLine?
+    private let lines: [ControlledLine]
     private let policy: PeerPolicyBox
     private let metrics: MetricsExposition?
     private let clock: @Sendable () -> Date
 
+    /// - Parameter lines: the daemon's lines, track's first: the report's top level is
+    ///   track's, and every other line joins it (see `StatusReport.add(line:)`).
     public init(
-        sender: Sender, outbox: Outbox, context: StatusContext, email: EmailLine? = nil, policy: PeerPolicyBox,
-        metrics: MetricsExposition? = nil, clock: @escaping @Sendable () -> Date = { Date() }
+        lines: [ControlledLine], policy: PeerPolicyBox, metrics: MetricsExposition? = nil,
+        clock: @escaping @Sendable () -> Date = { Date() }
     ) {
-        self.email = email
-        self.sender = sender
-        self.outbox = outbox
-        self.context = context
+        precondition(lines.first?.context.kind == .track, "the track line comes first")
+        self.lines = lines
         self.policy = policy
         self.metrics = metrics
         self.clock = clock
+    }
+
+    /// One line, as tests and single-line tools build it.
+    public init(
+        sender: Sender, outbox: Outbox, context: StatusContext, policy: PeerPolicyBox,
+        metrics: MetricsExposition? = nil, clock: @escaping @Sendable () -> Date = { Date() }
+    ) {
+        self.init(
+            lines: [ControlledLine(sender: sender, outbox: outbox, context: context)], policy: policy, metrics: metrics, clock: clock)
     }
 
     public func respond(method: String, path: String, body: Data, peer: PeerCredentials?) -> ControlResponse? {
@@ -67,29 +60,29 @@ public struct ControlRoutes: ControlResponder {
 
     func status() -> StatusReport {
         let now = clock()
-        var report = StatusAssessment.running(
-            snapshot: sender.snapshot(), stored: Result { try outbox.storedStatus() }, context: context, now: now)
-        if let email {
-            report.add(
-                emailLine: StatusAssessment.running(
-                    snapshot: email.sender.snapshot(), stored: Result { try email.outbox.storedStatus() }, context: email.context, now: now))
+        let reports = lines.map { line in
+            StatusAssessment.running(
+                snapshot: line.sender.snapshot(), stored: Result { try line.outbox.storedStatus() }, context: line.context, now: now)
         }
+        var report = reports[0]
+        for (line, lineReport) in zip(lines, reports).dropFirst() { report.add(line: lineReport, kind: line.context.kind) }
         return report
     }
 
     /// The line a parked-events request names (`"line": "email"`), track's by default.
-    private func line(_ request: ParkedRequest) throws -> (sender: Sender, outbox: Outbox) {
-        guard request.emailLine else { return (sender, outbox) }
-        guard let email else { throw ControlRequestError(message: "this plunkd has no email line") }
-        return (email.sender, email.outbox)
+    private func line(_ request: ParkedRequest) throws -> ControlledLine {
+        guard let line = lines.first(where: { $0.context.kind == request.line }) else {
+            throw ControlRequestError(message: "this plunkd has no \(request.line.rawValue) line")
+        }
+        return line
     }
 
     private func adminRoute(_ path: String, body: Data) throws -> ControlResponse {
         switch path {
         case "/control/resume":
-            // Both lines: an operator who upgraded the plan or fixed a key means all of it.
-            var message = try sender.resume()
-            if let email { message += "; email line: " + (try email.sender.resume()) }
+            // Every line: an operator who upgraded the plan or fixed a key means all of it.
+            var message = try lines[0].sender.resume()
+            for line in lines.dropFirst() { message += "; \(line.context.kind.rawValue) line: " + (try line.sender.resume()) }
             return Self.success(["message": message])
         case "/control/parked/list":
             let request = try ParkedRequest(body, listing: true)
@@ -100,11 +93,11 @@ public struct ControlRoutes: ControlResponder {
             return ControlResponse(status: 200, body: "{\"ok\":true,\"events\":\(list)}")
         case "/control/parked/retry":
             let request = try ParkedRequest(body)
-            let (sender, outbox) = try line(request)
+            let line = try line(request)
             do {
-                let count = try outbox.requeueParked(
+                let count = try line.outbox.requeueParked(
                     request.selection, newKey: request.newKey, confirmed: request.confirmed, now: clock())
-                sender.wake()
+                line.sender.wake()
                 let how = request.newKey ? " under a new Idempotency-Key" : ""
                 return Self.success(["count": count, "message": "\(count) parked events back in line\(how)"])
             } catch let needed as Outbox.NewKeyNeedsConfirmation {
@@ -162,7 +155,8 @@ struct ParkedRequest {
     static let maxIDs = 1000
 
     let selection: ParkedSelection
-    let emailLine: Bool
+    /// The line named by `"line"`; track's when the request does not say.
+    let line: EventKind
     let limit: Int
     let confirmed: Bool
     let newKey: Bool
@@ -180,9 +174,13 @@ struct ParkedRequest {
         }
         let reason = object["reason"] as? String
         switch object["line"] as? String {
-        case nil, "track": emailLine = false
-        case "email": emailLine = true
-        case let other?: throw ControlRequestError(message: "unknown line \"\(other)\"; track or email")
+        case nil: line = .track
+        case let name?:
+            guard let kind = EventKind(rawValue: name) else {
+                let known = EventKind.allCases.map(\.rawValue).joined(separator: " or ")
+                throw ControlRequestError(message: "unknown line \"\(name)\"; \(known)")
+            }
+            line = kind
         }
         let ids = object["ids"] as? [String] ?? []
         let all = object["all"] as? Bool ?? false
@@ -208,5 +206,19 @@ struct ParkedRequest {
         limit = min(max(object["limit"] as? Int ?? 100, 1), 10_000)
         confirmed = object["confirm"] as? Bool ?? false
         newKey = object["newKey"] as? Bool ?? false
+    }
+}
+
+/// A line as the control routes see it: the sender to snapshot and resume, the store to
+/// count and whose parked events are listed, retried and dropped, and what its status needs.
+public struct ControlledLine: Sendable {
+    let sender: Sender
+    let outbox: Outbox
+    let context: StatusContext
+
+    public init(sender: Sender, outbox: Outbox, context: StatusContext) {
+        self.sender = sender
+        self.outbox = outbox
+        self.context = context
     }
 }

@@ -96,14 +96,17 @@ public struct EmailLineStatus: Codable, Sendable, Equatable {
 }
 
 extension StatusReport {
-    /// Adds the email line: its state joins the report's severity (the worse of the two)
-    /// and, when not ok, its reason and hint, so `plunkd status`'s exit code and first
-    /// line tell of a stuck email line too.
-    public mutating func add(emailLine report: StatusReport) {
+    /// Adds another line (`report` was assessed for it: `StatusContext.kind`): its state
+    /// joins the report's severity (the worse of the two) and, when not ok, its reason and
+    /// hint, so `plunkd status`'s exit code and first line tell of a stuck line too.
+    public mutating func add(line report: StatusReport, kind: EventKind = .email) {
         let line = EmailLineStatus(report)
-        email = line
+        switch kind {
+        case .email: email = line
+        case .track: preconditionFailure("track's line is the report's top level")
+        }
         guard line.severity != .ok else { return }
-        reason += "; email: \(line.reason)"
+        reason += "; \(kind.rawValue): \(line.reason)"
         if severity <= line.severity {
             if severity < line.severity || hint == nil { hint = line.hint ?? hint }
             severity = line.severity

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 
 /// The Plunk API key. Its description never shows the key: configurations get logged,
 /// printed by `check-config` and carried in errors, and the key must appear in none of them.
@@ -159,6 +160,20 @@ extension DaemonConfiguration {
         let stem = ext.isEmpty ? url.lastPathComponent : String(url.lastPathComponent.dropLast(ext.count + 1))
         let name = ext.isEmpty ? "\(stem)-email" : "\(stem)-email.\(ext)"
         return url.deletingLastPathComponent().appendingPathComponent(name).path
+    }
+
+    /// `service.shutdown_grace` as a duration.
+    public var shutdownGraceDuration: Duration { .nanoseconds(Int64(shutdownGrace * 1e9)) }
+
+    /// The same grace, as NIO takes it.
+    var shutdownGraceTimeAmount: TimeAmount { .nanoseconds(Int64(shutdownGrace * 1e9)) }
+
+    /// `socket.idle_timeout` as NIO takes it.
+    var idleTimeAmount: TimeAmount { .nanoseconds(Int64(idleTimeout * 1e9)) }
+
+    /// How a failed delivery is retried, and for how long.
+    public var retryPolicy: RetryPolicy {
+        RetryPolicy(initialBackoff: initialBackoff, maxBackoff: maxBackoff, maxAge: maxAge)
     }
 
     /// The socket's access rules, for a daemon running as the current user.

@@ -1,35 +1,29 @@
-import Dispatch
 import Foundation
 import Logging
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 
 /// SIGHUP (`systemctl reload plunkd`): read the configuration again and apply what can
 /// change without dropping a connection or an event: the API key, the retry policy, the
 /// roots trusted for Plunk (`plunk.ca_file`), who may use the socket and the TCP listener's tokens. Anything else that changed is named in the log as needing a
 /// restart. A configuration that does not load is refused with one line; the running one stays.
-final class ReloadOnHangup: @unchecked Sendable {
-    private let sender: Sender
-    private let client: PlunkClient
-    /// The email line's sender and client, which take the secret key and the same roots.
-    private let email: (sender: Sender, client: PlunkClient)?
+final class ReloadOnHangup: Sendable {
+    private let lines: [DeliveryLine]
     private let policy: PeerPolicyBox
     private let tokens: IngestTokensBox
     private let reload: @Sendable () async throws -> DaemonConfiguration
     private let logger: Logger
-    /// Confined to `serial`: the configuration in force.
-    private var current: DaemonConfiguration
-    private let serial = DispatchQueue(label: "plunkd.reload")
+    /// The configuration in force. Reloads never overlap (`serve` applies one signal at a
+    /// time), so the lock only makes that visible to the compiler.
+    private let current: Mutex<DaemonConfiguration>
 
     init(
-        current: DaemonConfiguration, sender: Sender, client: PlunkClient, email: (sender: Sender, client: PlunkClient)? = nil,
-        policy: PeerPolicyBox, tokens: IngestTokensBox,
+        current: DaemonConfiguration, lines: [DeliveryLine], policy: PeerPolicyBox, tokens: IngestTokensBox,
         reload: @escaping @Sendable () async throws -> DaemonConfiguration, logger: Logger
     ) {
-        self.email = email
-        self.current = current
-        self.sender = sender
-        self.client = client
+        self.current = Mutex(current)
+        self.lines = lines
         self.policy = policy
         self.tokens = tokens
         self.reload = reload
@@ -51,27 +45,45 @@ final class ReloadOnHangup: @unchecked Sendable {
             logger.error("configuration reload refused, the running configuration stays: \(error)")
             return
         }
-        serial.sync {
-            do {
-                let retry = RetryPolicy(initialBackoff: config.initialBackoff, maxBackoff: config.maxBackoff, maxAge: config.maxAge)
-                let roots = try config.caFile.map(TrustedRoots.load)
-                try sender.update(apiKey: config.apiKey, retry: retry)
-                client.trust(extraRoots: roots)
-                if let email {
-                    try email.sender.update(apiKey: config.emailKey, retry: retry)
-                    email.client.trust(extraRoots: roots)
-                }
-                policy.replace(with: config.peerPolicy)
-                tokens.replace(with: config.ingestTokens)
-                let needRestart = Settings.needingRestart(from: current, to: config)
-                current = config
-                let restartNote = needRestart.isEmpty ? "" : "; needs a restart to take effect: \(needRestart.joined(separator: ", "))"
-                logger.info(
-                    "configuration reloaded (SIGHUP): API key \(config.apiKey.map { "\($0)" } ?? "not configured"), secret key \(config.emailKey.map { "\($0)" } ?? "not configured"), retry policy, trusted roots, socket access and ingest tokens applied\(restartNote)"
-                )
-            } catch {
-                logger.error("configuration reload could not be applied, the running configuration stays: \(error)")
+        let previous = current.withLock { $0 }
+        do {
+            // What can fail comes first; the keys are applied to every line or to none.
+            let roots = try config.caFile.map(TrustedRoots.load)
+            try applyKeys(of: config, previous: previous)
+            for line in lines { line.client.trust(extraRoots: roots) }
+        } catch {
+            logger.error("configuration reload could not be applied, the running configuration stays: \(error)")
+            return
+        }
+        policy.replace(with: config.peerPolicy)
+        tokens.replace(with: config.ingestTokens)
+        current.withLock { $0 = config }
+        let needRestart = Settings.needingRestart(from: previous, to: config)
+        let restartNote = needRestart.isEmpty ? "" : "; needs a restart to take effect: \(needRestart.joined(separator: ", "))"
+        logger.info(
+            "configuration reloaded (SIGHUP): API key \(config.apiKey.map { "\($0)" } ?? "not configured"), secret key \(config.emailKey.map { "\($0)" } ?? "not configured"), retry policy, trusted roots, socket access and ingest tokens applied\(restartNote)"
+        )
+    }
+
+    /// Gives every line its key and retry policy from `config`. A line that cannot take
+    /// them (its store refused the hold's update) puts back the ones already applied, so
+    /// two lines never run under keys from two different configurations.
+    private func applyKeys(of config: DaemonConfiguration, previous: DaemonConfiguration) throws {
+        var applied: [DeliveryLine] = []
+        do {
+            for line in lines {
+                try line.sender.update(apiKey: line.kind.key(in: config), retry: config.retryPolicy)
+                applied.append(line)
             }
+        } catch {
+            for line in applied {
+                do {
+                    try line.sender.update(apiKey: line.kind.key(in: previous), retry: previous.retryPolicy)
+                } catch {
+                    line.logger.error("could not put the previous key back after a failed reload: \(error)")
+                }
+            }
+            throw error
         }
     }
 }
