@@ -34,7 +34,7 @@ final class DeliveryFixture: @unchecked Sendable {
         sender = Self.makeSender(
             outbox: outbox, fake: fake, group: group, settings: settings, timeout: requestTimeout,
             clock: { clock?.now ?? Date() })
-        try sender.start()
+        try await sender.start()
     }
 
     static func makeSender(
@@ -51,7 +51,7 @@ final class DeliveryFixture: @unchecked Sendable {
     func restartSender(settings newSettings: Sender.Settings? = nil, grace: Duration = .seconds(5)) async throws {
         await sender.shutdown(grace: grace)
         sender = Self.makeSender(outbox: outbox, fake: fake, group: group, settings: newSettings ?? settings, timeout: 2)
-        try sender.start()
+        try await sender.start()
     }
 
     @discardableResult

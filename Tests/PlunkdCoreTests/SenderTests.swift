@@ -76,7 +76,7 @@ struct SenderTests {
         #expect(fixture.sender.snapshot().inFlight == 0, "nothing left for Plunk either")
         #expect(fixture.fake.requests.count == seen, "requests were sent during an auth hold")
 
-        try fixture.sender.updateAPIKey(APIKey("pk_good_key"))
+        try await fixture.sender.updateAPIKey(APIKey("pk_good_key"))
         #expect(try await fixture.waitUntilEmpty())
         let delivered = fixture.fake.requests.filter { $0.headers["authorization"] == "Bearer pk_good_key" }
         let sameContact = delivered.filter { $0.email == "same@example.com" }.map(\.idempotencyKey)

@@ -18,7 +18,7 @@ struct SenderWakeTests {
         #expect(wakeUpsWhileHeld == 0)
         #expect(fixture.fake.requests.isEmpty)
 
-        try fixture.sender.updateAPIKey(DeliveryFixture.key)
+        try await fixture.sender.updateAPIKey(DeliveryFixture.key)
         #expect(try await fixture.waitUntilEmpty())
         #expect(fixture.fake.requests.count == 20)
         let usefulWithKey = fixture.sender.newEventsUseful.load(ordering: .sequentiallyConsistent)

@@ -58,7 +58,7 @@ struct SystemdTests {
             outbox: outbox, transport: NeverAnswers(),
             settings: .init(apiKey: APIKey("pk_x"), concurrency: 1, retry: RetryPolicy(initialBackoff: 1, maxBackoff: 2, maxAge: 100)),
             logger: .init(label: "test"), clock: { clock.now })
-        try sender.start()
+        try await sender.start()
         #expect(try await progress(sender, maxAge: 40))
         try outbox.enqueue([AcceptedEvent(contact: "a@b.io", body: Data("{}".utf8))], at: clock.now)
         sender.wake()
@@ -89,8 +89,8 @@ struct SystemdTests {
         var emailSettings = settings
         emailSettings.kind = .email
         let email = Sender(outbox: emailOutbox, transport: NeverAnswers(), settings: emailSettings, logger: .init(label: "test"), clock: { clock.now })
-        try track.start()
-        try email.start()
+        try await track.start()
+        try await email.start()
         func bothAlive() async throws -> Bool {
             try await Deadline.callback("both senders' progress check") { answered in
                 DeliveryWatchdog.checkProgress(of: [track, email], maxRequestAge: 40, reply: answered)

@@ -305,6 +305,9 @@ struct DeliveryMachine {
     /// The shell stored the hold itself (an operator's command).
     mutating func holdSaved() { gate.holdChanged = false }
 
+    /// A command's store step that was to save the hold failed: the next turn saves it.
+    mutating func holdNotSaved() { gate.holdChanged = true }
+
     /// Shutdown: nothing more is claimed or sent; `drained` follows the last answer.
     mutating func stop() {
         if !stopping {

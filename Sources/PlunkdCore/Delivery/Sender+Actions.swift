@@ -63,34 +63,9 @@ extension Sender {
     }
 
     /// Runs on `storeQueue`.
-    private func record(_ work: StoreWork) throws -> ClaimResult {
+    func record(_ work: StoreWork) throws -> ClaimResult {
         if let hold = work.hold { try outbox.saveHold(hold) }
         return try outbox.recordAndClaim(moves: work.moves, counters: work.counters, claimLimit: work.claimLimit, now: work.now)
-    }
-
-    /// Records pending outcomes now, on the caller's turn of the sender's queue: for the
-    /// operator's commands and shutdown, which must see them stored before they go on.
-    func recordNow() throws {
-        if machine.storeBusySince != nil { storeQueue.sync {} }
-        let work = machine.takeStoreWork(claimLimit: 0, now: clock())
-        guard !work.isEmpty else { return }
-        do {
-            _ = try storeQueue.sync { try record(work) }
-        } catch {
-            machine.restore(work)
-            throw error
-        }
-    }
-
-    /// A key other than the refused one is configured: the events parked for the old key
-    /// go back in line and the hold ends.
-    func reconcileHoldWithKey() throws {
-        guard machine.keyNoLongerRefused else { return }
-        try recordNow()
-        let requeued = try outbox.requeueParked(reason: .unauthorized, now: clock())
-        machine.liftAuthHold()
-        try outbox.saveHold(machine.gate.hold)
-        logger.info("the API key changed: auth hold lifted, \(requeued) unauthorized events back in line")
     }
 
     /// Lets `shutdown` go on: every request in flight has been answered (or the grace ran out).

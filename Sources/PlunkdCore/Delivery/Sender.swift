@@ -87,19 +87,22 @@ public final class Sender: @unchecked Sendable {
     }
 
     /// Puts events left in flight by a crash back in line, restores a stored pause or
-    /// hold, and starts delivering.
-    public func start() throws {
+    /// hold, and starts delivering. The store is read here, on the caller's thread, before
+    /// the loop has anything of this sender's to run.
+    public func start() async throws {
         let released = try outbox.releaseInFlight()
         if released > 0 {
             logger.notice("\(released) events were in flight when plunkd stopped; they will be sent again with the same Idempotency-Key")
         }
         let stored = try outbox.loadHold()
-        try queue.sync {
-            machine = DeliveryMachine(settings: machine.settings, hold: stored, unitRandom: machine.unitRandom)
-            try reconcileHoldWithKey()
-            step { $0.noteState(now: $1) }
-            step { machine, _ in machine.requestTurn() }
-        }
+        let notes = LiftedByCommand()
+        _ = try await command(
+            decide: {
+                self.machine = DeliveryMachine(settings: self.machine.settings, hold: stored, unitRandom: self.machine.unitRandom)
+                return self.liftHoldForNewKey(notes) ?? { _ in 0 }
+            },
+            settle: { result in self.keyApplied(result, notes) }
+        ).get()
     }
 
     /// New events were stored. Called after every ingest commit, so it costs one atomic
@@ -115,39 +118,67 @@ public final class Sender: @unchecked Sendable {
         }
     }
 
-    /// The operator lifts a quota pause or an auth hold now (`plunkd resume`).
+    /// The operator lifts a quota pause or an auth hold now (`plunkd resume`). Called on
+    /// the control thread, which waits; the loop does not.
     public func resume() throws -> String {
-        try queue.sync {
-            try recordNow()
-            var lifted: [String] = []
-            if machine.gate.hold.pausedUntil != nil { lifted.append("quota pause") }
-            if machine.gate.hold.refusedKeyFingerprint != nil {
-                lifted.append("auth hold")
-                let requeued = try outbox.requeueParked(reason: .unauthorized, now: clock())
-                if requeued > 0 { lifted.append("\(requeued) unauthorized events back in line") }
+        let notes = LiftedByCommand()
+        let requeued = try command(
+            decide: {
+                let hold = self.machine.gate.hold
+                notes.pause = hold.pausedUntil != nil
+                notes.hold = hold.refusedKeyFingerprint != nil
+                self.machine.resume()
+                return self.saveHold(requeueingUnauthorized: notes.hold)
+            },
+            settle: { result in
+                if case .failure = result { self.machine.holdNotSaved() }
+                if case .success(let requeued) = result {
+                    let lifted = notes.lifted(requeued: requeued)
+                    self.logger.info(
+                        "resumed by operator", metadata: ["lifted": "\(lifted.isEmpty ? "nothing was paused" : lifted.joined(separator: ", "))"])
+                }
+                self.step { machine, _ in machine.requestTurn() }
             }
-            machine.resume()
-            try outbox.saveHold(machine.gate.hold)
-            machine.holdSaved()
-            logger.info("resumed by operator", metadata: ["lifted": "\(lifted.isEmpty ? "nothing was paused" : lifted.joined(separator: ", "))"])
-            step { machine, _ in machine.requestTurn() }
-            return lifted.isEmpty ? "nothing was paused or held" : "lifted: " + lifted.joined(separator: ", ")
-        }
+        ).wait()
+        let lifted = notes.lifted(requeued: requeued)
+        return lifted.isEmpty ? "nothing was paused or held" : "lifted: " + lifted.joined(separator: ", ")
     }
 
     /// A new key (config reload): an auth hold for another key ends and its events go back in line.
-    public func updateAPIKey(_ key: APIKey?) throws {
-        try update(apiKey: key, retry: nil)
+    public func updateAPIKey(_ key: APIKey?) async throws {
+        try await update(apiKey: key, retry: nil)
     }
 
     /// Applies a reloaded key and retry policy; the next turn uses them.
-    public func update(apiKey key: APIKey?, retry: RetryPolicy?) throws {
-        try queue.sync {
-            machine.update(apiKey: key, retry: retry)
-            try reconcileHoldWithKey()
-            step { $0.noteState(now: $1) }
-            step { machine, _ in machine.requestTurn() }
+    public func update(apiKey key: APIKey?, retry: RetryPolicy?) async throws {
+        let notes = LiftedByCommand()
+        _ = try await command(
+            decide: {
+                self.machine.update(apiKey: key, retry: retry)
+                return self.liftHoldForNewKey(notes) ?? { _ in 0 }
+            },
+            settle: { result in self.keyApplied(result, notes) }
+        ).get()
+    }
+
+    /// After a key change (or the start, which may find a new key): logs a lifted hold and
+    /// lets the machine take its next turn.
+    private func keyApplied(_ result: Result<Int, any Error>, _ notes: LiftedByCommand) {
+        switch result {
+        case .success(let requeued) where notes.hold:
+            logger.info("the API key changed: auth hold lifted, \(requeued) unauthorized events back in line")
+        case .failure where notes.hold:
+            machine.holdNotSaved()
+        default:
+            break
         }
+        step { $0.noteState(now: $1) }
+        step { machine, _ in machine.requestTurn() }
+    }
+
+    /// For async callers (the daemon's READY notice): the same as `snapshot`, awaited.
+    public func currentSnapshot() async throws -> SenderSnapshot {
+        try await onLoop { self.machine.snapshot(now: self.clock()) }
     }
 
     public func snapshot() -> SenderSnapshot {
@@ -157,7 +188,7 @@ public final class Sender: @unchecked Sendable {
     /// Called on the sender's queue with every change of state (systemd's `STATUS=`).
     /// Set before `start`.
     public func observeState(_ observer: @escaping @Sendable (DeliveryState) -> Void) {
-        queue.sync { stateObserver = observer }
+        queue.async { self.stateObserver = observer }
     }
 
     /// Answers on the sender's own queue whether delivery is making progress: a wedged
@@ -209,25 +240,25 @@ public final class Sender: @unchecked Sendable {
         }
         guard !queue.isClosed else { return }
         // A store transaction still running ends first; its claims come back before the
-        // second block and are given back with everything else.
-        queue.sync {
-            step { machine, _ in machine.stop() }
-            if machine.storeBusySince != nil { storeQueue.sync {} }
+        // last outcomes are taken and are given back with everything else.
+        _ = try? await onLoop { self.step { machine, _ in machine.stop() } }
+        await storeSettled()
+        let recorded: Void? = try? await command(decide: {
+            self.machine.releaseReady()
+            if !self.machine.inFlight.isEmpty {
+                self.logger.warning(
+                    "\(self.machine.inFlight.count) requests still in flight after the shutdown grace; they will be sent again at the next start")
+            }
+            return { _ in }
+        }).get()
+        if recorded == nil {
+            logger.error("cannot record the last delivery outcomes; those events will be sent again at the next start")
         }
-        queue.sync {
-            machine.releaseReady()
-            do {
-                try recordNow()
-            } catch {
-                logger.error("cannot record the last delivery outcomes: \(error); those events will be sent again at the next start")
-            }
-            if !machine.inFlight.isEmpty {
-                logger.warning("\(machine.inFlight.count) requests still in flight after the shutdown grace; they will be sent again at the next start")
-            }
-            releaseDrainWaiters()
-            timer?.cancel()
-            timer = nil
-            queue.close()
+        _ = try? await onLoop {
+            self.releaseDrainWaiters()
+            self.timer?.cancel()
+            self.timer = nil
+            self.queue.close()
         }
         await transport.shutdown()
     }

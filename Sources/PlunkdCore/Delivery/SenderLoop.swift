@@ -9,9 +9,9 @@ import Synchronization
 /// answer to the queue, the request back to the loop), about five context switches per
 /// delivered event in all.
 ///
-/// Everything blocking stays off it: store transactions run on the sender's store queue
-/// and come back with `async`. The operator's commands and status `sync` onto it from
-/// their own threads.
+/// Everything blocking stays off it: store transactions, the commands' included, run on
+/// the sender's store queue and come back with `async` (`Sender+Commands.swift`). Only
+/// status `sync`s onto it, from the control thread; async callers await it instead.
 final class SenderLoop: Sendable {
     let loop: any EventLoop
     private let closed = Atomic(false)
@@ -45,7 +45,7 @@ final class SenderLoop: Sendable {
     static let syncDeadline: DispatchTimeInterval = .seconds(120)
 
     /// Runs `work` on the loop now, inline when already on it, and returns its result.
-    /// Never from a thread the loop itself waits on (the store queue).
+    /// For a Dispatch thread (the control queue); async code awaits `Sender.onLoop`.
     func sync<T, E: Error>(_ caller: StaticString = #function, _ work: () throws(E) -> T) throws(E) -> T {
         if loop.inEventLoop { return try work() }
         let handoff = Handoff<T, E>()

@@ -85,7 +85,8 @@ public enum Daemon {
                 try await server.start()
                 logger.info("listening", metadata: ["socket": "\(socketPath)", "activated_by_systemd": "\(inherited != nil)"])
                 // The store is open and the socket accepts: only now may systemd start what depends on plunkd.
-                notifier.notify("READY=1", "STATUS=\(ReportedState(track.sender.snapshot().state).systemdStatus)")
+                let state = try await track.sender.currentSnapshot().state
+                notifier.notify("READY=1", "STATUS=\(ReportedState(state).systemdStatus)")
             },
             stop: {
                 notifier.notify("STOPPING=1", "STATUS=shutting down: answering clients, finishing requests in flight")

@@ -13,7 +13,7 @@ extension DaemonParts {
             stop: { for line in lines { line.checkpointer.stop() } })
         add(
             "senders",
-            start: { for line in lines { try line.startSending(config: config) } },
+            start: { for line in lines { try await line.startSending(config: config) } },
             stop: {
                 logger.info("shutting down: waiting for requests in flight to Plunk")
                 // Every line waits out the same grace at once, not one after the other: the

@@ -57,8 +57,8 @@ struct DeliveryLine: Sendable {
     }
 
     /// Starts delivering what the store holds and says so when there is no key to send with.
-    func startSending(config: DaemonConfiguration) throws {
-        try sender.start()
+    func startSending(config: DaemonConfiguration) async throws {
+        try await sender.start()
         if kind.key(in: config) == nil {
             logger.log(level: kind.missingKeyLevel, "\(kind.missingKeyMessage)")
         }

@@ -49,7 +49,7 @@ final class ReloadOnHangup: Sendable {
         do {
             // What can fail comes first; the keys are applied to every line or to none.
             let roots = try config.caFile.map(TrustedRoots.load)
-            try applyKeys(of: config, previous: previous)
+            try await applyKeys(of: config, previous: previous)
             for line in lines { line.client.trust(extraRoots: roots) }
         } catch {
             logger.error("configuration reload could not be applied, the running configuration stays: \(error)")
@@ -68,17 +68,17 @@ final class ReloadOnHangup: Sendable {
     /// Gives every line its key and retry policy from `config`. A line that cannot take
     /// them (its store refused the hold's update) puts back the ones already applied, so
     /// two lines never run under keys from two different configurations.
-    private func applyKeys(of config: DaemonConfiguration, previous: DaemonConfiguration) throws {
+    private func applyKeys(of config: DaemonConfiguration, previous: DaemonConfiguration) async throws {
         var applied: [DeliveryLine] = []
         do {
             for line in lines {
-                try line.sender.update(apiKey: line.kind.key(in: config), retry: config.retryPolicy)
+                try await line.sender.update(apiKey: line.kind.key(in: config), retry: config.retryPolicy)
                 applied.append(line)
             }
         } catch {
             for line in applied {
                 do {
-                    try line.sender.update(apiKey: line.kind.key(in: previous), retry: previous.retryPolicy)
+                    try await line.sender.update(apiKey: line.kind.key(in: previous), retry: previous.retryPolicy)
                 } catch {
                     line.logger.error("could not put the previous key back after a failed reload: \(error)")
                 }
