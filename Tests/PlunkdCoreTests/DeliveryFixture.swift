@@ -14,7 +14,7 @@ final class DeliveryFixture: @unchecked Sendable {
     let fake: FakePlunk
     let group: MultiThreadedEventLoopGroup
     private(set) var sender: Sender
-    let settings: Sender.Settings
+    let settings: DeliverySettings
 
     static let key = APIKey("pk_test_0123456789")
 
@@ -28,7 +28,7 @@ final class DeliveryFixture: @unchecked Sendable {
         outbox = try Outbox(path: "\(self.directory)/outbox.sqlite")
         fake = try await FakePlunk(responder: responder)
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        var settings = Sender.Settings(apiKey: apiKey, concurrency: concurrency, retry: retry)
+        var settings = DeliverySettings(apiKey: apiKey, concurrency: concurrency, retry: retry)
         settings.rekeyBurnedTrackKeys = rekeyBurnedTrackKeys
         self.settings = settings
         sender = Self.makeSender(
@@ -38,7 +38,7 @@ final class DeliveryFixture: @unchecked Sendable {
     }
 
     static func makeSender(
-        outbox: Outbox, fake: FakePlunk, group: MultiThreadedEventLoopGroup, settings: Sender.Settings, timeout: Double,
+        outbox: Outbox, fake: FakePlunk, group: MultiThreadedEventLoopGroup, settings: DeliverySettings, timeout: Double,
         clock: @escaping @Sendable () -> Date = { Date() }
     ) -> Sender {
         var logger = Logger(label: "test")
@@ -48,7 +48,7 @@ final class DeliveryFixture: @unchecked Sendable {
     }
 
     /// Stops this sender (as a shutdown would) and starts a new one on the same store.
-    func restartSender(settings newSettings: Sender.Settings? = nil, grace: Duration = .seconds(5)) async throws {
+    func restartSender(settings newSettings: DeliverySettings? = nil, grace: Duration = .seconds(5)) async throws {
         await sender.shutdown(grace: grace)
         sender = Self.makeSender(outbox: outbox, fake: fake, group: group, settings: newSettings ?? settings, timeout: 2)
         try await sender.start()

@@ -31,7 +31,7 @@ struct DeliveryMachineTests {
             retry: RetryPolicy = RetryPolicy(initialBackoff: 1, maxBackoff: 30, maxAge: 3600), failingAfter: Int = 3,
             unitRandom: @escaping () -> Double = { 1 }, adaptsConcurrency: Bool = false
         ) {
-            var settings = Sender.Settings(apiKey: apiKey, concurrency: concurrency, retry: retry)
+            var settings = DeliverySettings(apiKey: apiKey, concurrency: concurrency, retry: retry)
             settings.failingAfter = failingAfter
             settings.adaptsConcurrency = adaptsConcurrency
             machine = DeliveryMachine(settings: settings, hold: hold, unitRandom: unitRandom)

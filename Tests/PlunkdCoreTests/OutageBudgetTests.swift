@@ -18,7 +18,7 @@ struct OutageBudgetTests {
         var drive = DeliveryMachineTests.Drive(
             concurrency: auto ? defaults.maxConcurrency : 8,
             retry: RetryPolicy(initialBackoff: defaults.initialBackoff, maxBackoff: defaults.maxBackoff, maxAge: defaults.maxAge),
-            failingAfter: Sender.Settings(apiKey: nil, concurrency: 8, retry: RetryPolicy(initialBackoff: 1, maxBackoff: 1, maxAge: 1)).failingAfter,
+            failingAfter: DeliverySettings(apiKey: nil, concurrency: 8, retry: RetryPolicy(initialBackoff: 1, maxBackoff: 1, maxAge: 1)).failingAfter,
             unitRandom: { random.withLock { Double.random(in: 0..<1, using: &$0) } }, adaptsConcurrency: auto)
         var available = (0..<300).map { _ in drive.event() }
         let end = drive.now.addingTimeInterval(4)

@@ -77,7 +77,7 @@ struct SystemdTests {
             func shutdown() async {}
         }
         let clock = ManualClock(Date(timeIntervalSince1970: 1_000_000))
-        let settings = Sender.Settings(apiKey: APIKey("sk_x"), concurrency: 1, retry: RetryPolicy(initialBackoff: 1, maxBackoff: 2, maxAge: 100))
+        let settings = DeliverySettings(apiKey: APIKey("sk_x"), concurrency: 1, retry: RetryPolicy(initialBackoff: 1, maxBackoff: 2, maxAge: 100))
         let trackStore = try ScratchStore()
         let emailStore = try ScratchStore()
         defer {

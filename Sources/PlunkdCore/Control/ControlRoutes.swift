@@ -70,7 +70,7 @@ public struct ControlRoutes: ControlResponder {
     }
 
     /// The line a parked-events request names (`"line": "email"`), track's by default.
-    private func line(_ request: ParkedRequest) throws -> ControlledLine {
+    private func line(_ request: ReceivedParkedRequest) throws -> ControlledLine {
         guard let line = lines.first(where: { $0.context.kind == request.line }) else {
             throw ControlRequestError(message: "this plunkd has no \(request.line.rawValue) line")
         }
@@ -85,14 +85,14 @@ public struct ControlRoutes: ControlResponder {
             for line in lines.dropFirst() { message += "; \(line.context.kind.rawValue) line: " + (try line.sender.resume()) }
             return Self.success(["message": message])
         case "/control/parked/list":
-            let request = try ParkedRequest(body, listing: true)
+            let request = try ReceivedParkedRequest(body, listing: true)
             let events = try line(request).outbox.parkedEvents(request.selection, limit: request.limit)
             let encoder = StatusReport.encoder()
             encoder.keyEncodingStrategy = .convertToSnakeCase
             let list = String(decoding: try encoder.encode(events), as: UTF8.self)
             return ControlResponse(status: 200, body: "{\"ok\":true,\"events\":\(list)}")
         case "/control/parked/retry":
-            let request = try ParkedRequest(body)
+            let request = try ReceivedParkedRequest(body)
             let line = try line(request)
             do {
                 let count = try line.outbox.requeueParked(
@@ -107,7 +107,7 @@ public struct ControlRoutes: ControlResponder {
                 )
             }
         default:
-            let request = try ParkedRequest(body)
+            let request = try ReceivedParkedRequest(body)
             let outbox = try line(request).outbox
             do {
                 let count = try outbox.dropParked(request.selection, confirmed: request.confirmed)
@@ -151,7 +151,7 @@ struct ControlRequestError: Error {
 /// The body of a parked-events request: `{"reason": "rejected"}`, `{"ids": [...]}` or
 /// `{"all": true}`, plus `limit` for a list, `confirm` for a drop, and `"line": "email"`
 /// for the email line's parked emails.
-struct ParkedRequest {
+struct ReceivedParkedRequest {
     static let maxIDs = 1000
 
     let selection: ParkedSelection

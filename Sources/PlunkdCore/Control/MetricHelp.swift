@@ -8,9 +8,10 @@ enum MetricHelp {
         "plunkd_events_refused_total": "Events refused at the door, by reason.",
         "plunkd_events_repeated_total":
             "Events that repeated a client's Idempotency-Key within ingest.idempotency_window, answered with the first event's id and not stored.",
-        "plunkd_delivered_total": "Events Plunk accepted (a 2xx, or a 409 whose first attempt was stored).",
-        "plunkd_duplicates_suppressed_total": "Events counted as delivered on a 409 IDEMPOTENCY_KEY_REUSED.",
-        "plunkd_rekeyed_total": "Events sent again under a derived Idempotency-Key after Plunk kept a failed attempt's key.",
+        "plunkd_" + OutboxCounter.delivered.name: "Events Plunk accepted (a 2xx, or a 409 whose first attempt was stored).",
+        "plunkd_" + OutboxCounter.duplicatesSuppressed.name: "Events counted as delivered on a 409 IDEMPOTENCY_KEY_REUSED.",
+        "plunkd_" + OutboxCounter.rekeyed.name:
+            "Events sent again under a derived Idempotency-Key after Plunk kept a failed attempt's key.",
         "plunkd_parked_total": "Events parked since the process started, by reason.",
         "plunkd_attempts_total": "Requests to Plunk, by what their answer meant.",
         "plunkd_request_duration_seconds": "Time from sending a request to Plunk to its answer or failure.",

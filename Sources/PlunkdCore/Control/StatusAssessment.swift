@@ -134,10 +134,10 @@ public enum StatusAssessment {
 
     private static func fill(_ report: inout StatusReport, from status: StoredStatus, now: Date) {
         report.oldestPendingAgeSeconds = status.oldestInLineReceivedAt.map { max(0, now.timeIntervalSince($0)) }
-        report.deliveredTotal = status.counters["delivered_total"] ?? 0
-        report.duplicatesSuppressedTotal = status.counters["duplicates_suppressed_total"] ?? 0
-        report.rekeyedTotal = status.counters["rekeyed_total"] ?? 0
-        report.droppedTotal = status.counters["dropped_total"] ?? 0
+        report.deliveredTotal = status.counters[OutboxCounter.delivered.name] ?? 0
+        report.duplicatesSuppressedTotal = status.counters[OutboxCounter.duplicatesSuppressed.name] ?? 0
+        report.rekeyedTotal = status.counters[OutboxCounter.rekeyed.name] ?? 0
+        report.droppedTotal = status.counters[OutboxCounter.dropped.name] ?? 0
         for (reason, count) in status.parked { report.parked[reason.rawValue] = count }
         report.database.sizeBytes = status.fileBytes
     }

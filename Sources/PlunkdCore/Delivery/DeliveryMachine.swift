@@ -16,7 +16,7 @@ import Logging
 /// instead of after the next commit, so a slow Plunk's round trips are not lengthened by
 /// the store's fsync.
 struct DeliveryMachine {
-    var settings: Sender.Settings
+    var settings: DeliverySettings
     /// Pause, hold, block and failure runs: the decisions about Plunk as a whole.
     var gate: DestinationGate
     /// The learned limit on requests in flight, when `plunk.concurrency` is `auto`.
@@ -58,7 +58,7 @@ struct DeliveryMachine {
     let unitRandom: () -> Double
     private var actions: [DeliveryAction] = []
 
-    init(settings: Sender.Settings, hold: StoredDeliveryHold = StoredDeliveryHold(), unitRandom: @escaping () -> Double) {
+    init(settings: DeliverySettings, hold: StoredDeliveryHold = StoredDeliveryHold(), unitRandom: @escaping () -> Double) {
         self.settings = settings
         self.unitRandom = unitRandom
         gate = DestinationGate(failingAfter: settings.failingAfter, hold: hold)

@@ -17,9 +17,9 @@ public struct DeliveryMetrics: Sendable {
     public init(factory: any MetricsFactory = NOOPMetricsHandler.instance, kind: EventKind = .track) {
         self.factory = factory
         let prefix = kind.metricPrefix
-        delivered = Counter(label: "\(prefix)delivered_total", factory: factory)
-        duplicatesSuppressed = Counter(label: "\(prefix)duplicates_suppressed_total", factory: factory)
-        rekeyed = Counter(label: "\(prefix)rekeyed_total", factory: factory)
+        delivered = Counter(label: prefix + OutboxCounter.delivered.name, factory: factory)
+        duplicatesSuppressed = Counter(label: prefix + OutboxCounter.duplicatesSuppressed.name, factory: factory)
+        rekeyed = Counter(label: prefix + OutboxCounter.rekeyed.name, factory: factory)
         requestDuration = CoreMetrics.Timer(label: "\(prefix)request_duration_seconds", factory: factory)
         parkedByReason = Dictionary(
             uniqueKeysWithValues: ParkReason.allCases.map {
@@ -41,6 +41,8 @@ public struct DeliveryMetrics: Sendable {
         case .delivered: delivered
         case .duplicatesSuppressed: duplicatesSuppressed
         case .rekeyed: rekeyed
+        // Counted by the operator's command in the store, never by delivery.
+        case .dropped: nil
         case .parked(let reason): parked(reason)
         case .attempts(let outcome): attempt(outcome)
         }

@@ -13,34 +13,6 @@ import Synchronization
 /// handled and ready events sent while one commits. One timer wakes the machine at the
 /// deadline it asks for.
 public final class Sender: @unchecked Sendable {
-    public struct Settings: Sendable {
-        public var apiKey: APIKey?
-        public var concurrency: Int
-        public var retry: RetryPolicy
-        /// Consecutive transient failures after which the destination counts as failing:
-        /// one probe at a time, spaced by backoff, until a success. (Fewer than half of the
-        /// last 50 answers sane counts too: see `DestinationGate.failedTransiently`.)
-        public var failingAfter: Int = 8
-        /// `plunk.concurrency: auto`: the limit is learned (`AdaptiveConcurrency`), up to
-        /// `concurrency`.
-        public var adaptsConcurrency = false
-        /// `plunk.max_rate` (requests per second) and its burst; nil for no limit of our own.
-        public var maxRate: Double?
-        public var maxRateBurst: Double?
-        /// What this sender's line carries: its path at Plunk, and how a 429 reads.
-        public var kind: EventKind = .track
-        /// `plunk.rekey_burned_track_keys`: a track event whose key Plunk kept after a failed
-        /// first attempt is sent again under a new key (for builds that fail without
-        /// storing), instead of counted as held by Plunk. Never for emails.
-        public var rekeyBurnedTrackKeys = false
-
-        public init(apiKey: APIKey?, concurrency: Int, retry: RetryPolicy) {
-            self.apiKey = apiKey
-            self.concurrency = concurrency
-            self.retry = retry
-        }
-    }
-
     let queue: SenderLoop
     /// Where the store's transactions run, one at a time, off the sender's queue.
     let storeQueue = DispatchQueue(label: "plunkd.sender.store")
@@ -72,7 +44,7 @@ public final class Sender: @unchecked Sendable {
     var stateObserver: (@Sendable (DeliveryState) -> Void)?
 
     public init(
-        outbox: Outbox, transport: any PlunkTransport, settings: Settings, logger: Logger,
+        outbox: Outbox, transport: any PlunkTransport, settings: DeliverySettings, logger: Logger,
         clock: @escaping @Sendable () -> Date = { Date() },
         unitRandom: @escaping @Sendable () -> Double = { Double.random(in: 0..<1) },
         metrics: DeliveryMetrics = DeliveryMetrics(), loop: (any EventLoop)? = nil
@@ -261,5 +233,34 @@ public final class Sender: @unchecked Sendable {
             self.queue.close()
         }
         await transport.shutdown()
+    }
+}
+
+/// How a line's sender delivers: its key, concurrency, retry policy, rate and kind.
+public struct DeliverySettings: Sendable {
+    public var apiKey: APIKey?
+    public var concurrency: Int
+    public var retry: RetryPolicy
+    /// Consecutive transient failures after which the destination counts as failing:
+    /// one probe at a time, spaced by backoff, until a success. (Fewer than half of the
+    /// last 50 answers sane counts too: see `DestinationGate.failedTransiently`.)
+    public var failingAfter: Int = 8
+    /// `plunk.concurrency: auto`: the limit is learned (`AdaptiveConcurrency`), up to
+    /// `concurrency`.
+    public var adaptsConcurrency = false
+    /// `plunk.max_rate` (requests per second) and its burst; nil for no limit of our own.
+    public var maxRate: Double?
+    public var maxRateBurst: Double?
+    /// What this sender's line carries: its path at Plunk, and how a 429 reads.
+    public var kind: EventKind = .track
+    /// `plunk.rekey_burned_track_keys`: a track event whose key Plunk kept after a failed
+    /// first attempt is sent again under a new key (for builds that fail without
+    /// storing), instead of counted as held by Plunk. Never for emails.
+    public var rekeyBurnedTrackKeys = false
+
+    public init(apiKey: APIKey?, concurrency: Int, retry: RetryPolicy) {
+        self.apiKey = apiKey
+        self.concurrency = concurrency
+        self.retry = retry
     }
 }

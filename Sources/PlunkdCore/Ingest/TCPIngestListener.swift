@@ -13,21 +13,7 @@ import NIOPosix
 /// the client is. Every request carries a bearer token instead (`BearerGate`). Events
 /// taken here are committed by the same committer, before the same 200.
 public final class TCPIngestListener: Sendable {
-    public struct Settings: Sendable {
-        public var address: HostAndPort
-        public var maxConnections: Int
-        public var idleTimeout: TimeAmount
-        public var tokens: IngestTokensBox
-
-        public init(address: HostAndPort, maxConnections: Int, idleTimeout: TimeAmount, tokens: IngestTokensBox) {
-            self.address = address
-            self.maxConnections = maxConnections
-            self.idleTimeout = idleTimeout
-            self.tokens = tokens
-        }
-    }
-
-    private let settings: Settings
+    private let settings: TCPIngestSettings
     private let committer: GroupCommitter
     private let validator: EventValidator
     private let email: EmailIngest?
@@ -38,7 +24,7 @@ public final class TCPIngestListener: Sendable {
     private let quiescing = ListenerQuiescing()
 
     public init(
-        settings: Settings, committer: GroupCommitter, validator: EventValidator, email: EmailIngest? = nil,
+        settings: TCPIngestSettings, committer: GroupCommitter, validator: EventValidator, email: EmailIngest? = nil,
         group: any EventLoopGroup, logger: Logger
     ) {
         self.email = email
@@ -115,5 +101,21 @@ struct BearerGate: Sendable {
             : "the bearer token is not one of plunkd's ingest.tokens (give the client a local token, not the Plunk API key)"
         refused(reason)
         return reason
+    }
+}
+
+/// What `ingest.listen` and its neighbours say: where to listen, how many clients, for
+/// how long an idle one is kept, and the tokens admitted.
+public struct TCPIngestSettings: Sendable {
+    public var address: HostAndPort
+    public var maxConnections: Int
+    public var idleTimeout: TimeAmount
+    public var tokens: IngestTokensBox
+
+    public init(address: HostAndPort, maxConnections: Int, idleTimeout: TimeAmount, tokens: IngestTokensBox) {
+        self.address = address
+        self.maxConnections = maxConnections
+        self.idleTimeout = idleTimeout
+        self.tokens = tokens
     }
 }

@@ -102,12 +102,17 @@ public enum OutboxCounter: Sendable, Hashable {
     case delivered
     case duplicatesSuppressed
     case rekeyed
+    /// Parked events an operator dropped for good.
+    case dropped
     case parked(ParkReason)
     case attempts(outcome: String)
 
-    var name: String {
+    /// Its name in the store, in `plunkd status --json` and (after the line's prefix) in
+    /// `/metrics`: spelled here only.
+    public var name: String {
         switch self {
         case .delivered: "delivered_total"
+        case .dropped: "dropped_total"
         case .duplicatesSuppressed: "duplicates_suppressed_total"
         case .rekeyed: "rekeyed_total"
         case .parked(let reason): "parked_\(reason.rawValue)_total"

@@ -67,9 +67,9 @@ extension Outbox {
             let dropped = db.changesCount
             try db.execute(
                 sql: """
-                    INSERT INTO counter (name, value) VALUES ('dropped_total', ?)
+                    INSERT INTO counter (name, value) VALUES (?, ?)
                     ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
-                    """, arguments: [dropped])
+                    """, arguments: [OutboxCounter.dropped.name, dropped])
             return dropped
         }
     }

@@ -1,24 +1,6 @@
 import Foundation
 import NIOCore
 
-/// The Plunk API key. Its description never shows the key: configurations get logged,
-/// printed by `check-config` and carried in errors, and the key must appear in none of them.
-public struct APIKey: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
-    public let value: String
-
-    public init(_ value: String) {
-        self.value = value
-    }
-
-    /// `sk_` or `pk_`, which decides what a v2 Plunk host accepts; the rest stays hidden.
-    public var kindPrefix: String {
-        value.hasPrefix("sk_") ? "sk_" : value.hasPrefix("pk_") ? "pk_" : ""
-    }
-
-    public var description: String { "\(kindPrefix)<redacted>" }
-    public var debugDescription: String { description }
-}
-
 /// Everything the daemon reads from its configuration, validated and with defaults filled in.
 public struct DaemonConfiguration: Sendable, Equatable {
     public var plunkBaseURL: URL
@@ -140,16 +122,6 @@ public struct DaemonConfiguration: Sendable, Equatable {
             metricsListen: nil,
             logLevel: "info")
     }
-}
-
-/// A TCP address, as `metrics.listen` gives it.
-public struct HostAndPort: Sendable, Equatable, CustomStringConvertible {
-    public var host: String
-    public var port: Int
-
-    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
-
-    public var isLoopback: Bool { ["127.0.0.1", "::1", "localhost"].contains(host) || host.hasPrefix("127.") }
 }
 
 extension DaemonConfiguration {

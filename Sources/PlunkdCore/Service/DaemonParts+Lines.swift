@@ -50,7 +50,7 @@ extension DaemonParts {
         group: any EventLoopGroup, logger: Logger
     ) {
         let listener = TCPIngestListener(
-            settings: TCPIngestListener.Settings(
+            settings: TCPIngestSettings(
                 address: listen, maxConnections: config.maxConnections, idleTimeout: config.idleTimeAmount, tokens: tokens),
             committer: doors.track, validator: doors.trackValidator, email: doors.email, group: group, logger: logger)
         add(

@@ -45,8 +45,8 @@ struct DeliveryLine: Sendable {
             metrics: IngestMetrics(factory: metrics.factory, kind: kind), didCommit: { sender.wake() })
     }
 
-    private static func deliverySettings(kind: EventKind, config: DaemonConfiguration) -> Sender.Settings {
-        var settings = Sender.Settings(
+    private static func deliverySettings(kind: EventKind, config: DaemonConfiguration) -> DeliverySettings {
+        var settings = DeliverySettings(
             apiKey: kind.key(in: config), concurrency: config.requestSlotsCeiling, retry: config.retryPolicy)
         settings.adaptsConcurrency = config.concurrency == nil
         settings.maxRate = config.maxRate
