@@ -1,3 +1,5 @@
+import Configuration
+
 /// The configuration keys plunkd knows (declared in `Settings`), and the environment
 /// variable that overrides each.
 ///
@@ -14,9 +16,13 @@ public enum ConfigKeys {
     public static let configFileVariable = "PLUNKD_CONFIG"
 
     public static func environmentVariable(for key: String) -> String {
-        let components = key.split(separator: ".").map(String.init)
-        let prefixed = components.first == "plunk" ? components : ["plunkd"] + components
-        return prefixed.joined(separator: "_").uppercased()
+        environmentKey(AbsoluteConfigKey(ConfigKey(key))).components.joined(separator: "_").uppercased()
+    }
+
+    /// The rule above, as the loader's environment provider applies it to every key it is
+    /// asked for (swift-configuration then joins the components with `_` and uppercases).
+    static func environmentKey(_ key: AbsoluteConfigKey) -> AbsoluteConfigKey {
+        key.components.first == "plunk" ? key : key.prepending(["plunkd"])
     }
 
     /// The closest known key to a mistyped one, when it is close enough to be a likely typo.

@@ -31,9 +31,7 @@ public enum ConfigLoader {
             ?? defaultFile.flatMap { FileManager.default.fileExists(atPath: $0) ? $0 : nil }
         var warnings: [String] = []
         var providers: [any ConfigProvider] = [
-            KeyMappingProvider(upstream: EnvironmentVariablesProvider(environmentVariables: environment)) { key in
-                key.components.first == "plunk" ? key : key.prepending(["plunkd"])
-            }
+            KeyMappingProvider(upstream: EnvironmentVariablesProvider(environmentVariables: environment), keyMapper: ConfigKeys.environmentKey)
         ]
         if let file {
             guard let data = FileManager.default.contents(atPath: file) else {
@@ -151,32 +149,22 @@ private struct ConfigValues {
             // An empty file means "no key yet", as an empty credential does: the service's
             // key file exists from installation on, empty until the operator writes the key.
             let path = try v.path()
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw ConfigurationError("\(setting)_file: cannot read \(path)")
+            switch KeyFile.read(path) {
+            case .key(let key): return (key, path)
+            case .empty: return (nil, path)
+            case .unreadable, .missing: throw ConfigurationError("\(setting)_file: cannot read \(path)")
             }
-            let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            return (text.isEmpty ? nil : APIKey(text), path)
         }
         if let directory = environment["CREDENTIALS_DIRECTORY"], !directory.isEmpty {
-            let path = "\(directory)/\(credential)"
             // An empty credential means "no key yet" (the unit's LoadCredential= needs a
             // file to exist): events are kept and status says no_api_key.
-            if let data = FileManager.default.contents(atPath: path),
-                !String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
-            {
-                return (try Self.readKey(at: path, key: "credential \(credential)"), nil)
+            let path = "\(directory)/\(credential)"
+            switch KeyFile.read(path) {
+            case .key(let key): return (key, nil)
+            case .empty, .missing, .unreadable: break
             }
         }
         return (nil, nil)
-    }
-
-    private static func readKey(at path: String, key: String) throws(ConfigurationError) -> APIKey {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigurationError("\(key): cannot read \(path)")
-        }
-        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !text.isEmpty else { throw ConfigurationError("\(key): \(path) is empty") }
-        return APIKey(text)
     }
 
     /// The items of a list key: a YAML list, or one comma-separated string.

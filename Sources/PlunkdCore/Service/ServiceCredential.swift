@@ -26,12 +26,7 @@ public struct ServiceCredential: Sendable, Equatable {
     public var key: Key = .api
 
     /// What the file holds, told without its value.
-    public enum Content: Sendable, Equatable {
-        case key(APIKey)
-        case empty
-        case unreadable
-        case missing
-    }
+    public typealias Content = KeyFile
 
     static let unitFiles = ["/etc/systemd/system/plunkd.service", "/usr/lib/systemd/system/plunkd.service", "/lib/systemd/system/plunkd.service"]
 
@@ -57,11 +52,7 @@ public struct ServiceCredential: Sendable, Equatable {
     }
 
     public func content(root: String = "") -> Content {
-        let file = root + path
-        guard FileManager.default.fileExists(atPath: file) else { return .missing }
-        guard let data = FileManager.default.contents(atPath: file) else { return .unreadable }
-        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        return text.isEmpty ? .empty : .key(APIKey(text))
+        KeyFile.read(root + path)
     }
 
     /// One line for `check-config`.
