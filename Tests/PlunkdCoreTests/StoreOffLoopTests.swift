@@ -21,19 +21,29 @@ struct StoreOffLoopTests {
     func commandWaitsOffTheLoop() async throws {
         let fixture = try await DeliveryFixture()
         let loop = fixture.sender.queue.loop
-        let other = try DatabaseQueue(path: fixture.outbox.path)
+        // The sender may be in a transaction of its own as the lock is asked for: wait.
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(10)
+        let other = try DatabaseQueue(path: fixture.outbox.path, configuration: configuration)
         let locked = DispatchSemaphore(value: 0)
         let released = DispatchSemaphore(value: 0)
+        let lockFailure = Mutex<String?>(nil)
         Thread {
-            try? other.writeWithoutTransaction { db in
-                try db.execute(sql: "BEGIN IMMEDIATE")
+            do {
+                try other.writeWithoutTransaction { db in
+                    try db.execute(sql: "BEGIN IMMEDIATE")
+                    locked.signal()
+                    usleep(Self.hold * 1_000_000)
+                    try db.execute(sql: "COMMIT")
+                }
+            } catch {
+                lockFailure.withLock { $0 = "\(error)" }
                 locked.signal()
-                usleep(Self.hold * 1_000_000)
-                try db.execute(sql: "COMMIT")
             }
             released.signal()
         }.start()
         try Deadline.wait(locked, for: "the other connection's write lock")
+        try #require(lockFailure.withLock { $0 } == nil, "the other connection could not take the write lock")
 
         // The resume's store step (save the hold) waits for the lock on the store queue.
         let resumed = DispatchSemaphore(value: 0)

@@ -3,10 +3,9 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 
-/// The last handler of one of `PlunkHTTP1Connections`' connections: writes one request
-/// at a time and reads its answer (the status, `Retry-After`, the `RateLimit-*` headers
-/// and the first 4 KiB of the body; the rest is dropped, so a large error page cannot grow
-/// memory). Then the connection goes back to the pool, or closes if the answer said so.
+/// The last handler of an HTTP/1.1 connection of `PlunkConnections`: writes one request at
+/// a time and reads its answer (`PlunkAnswerReader`). Then the connection goes back to the
+/// pool, or closes if the answer said so.
 final class PlunkExchangeHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
@@ -18,11 +17,7 @@ final class PlunkExchangeHandler: ChannelInboundHandler, @unchecked Sendable {
     private var context: ChannelHandlerContext?
     private var current: PlunkExchange?
     private var idleTimer: Scheduled<Void>?
-    private var status = 0
-    private var retryAfter: String?
-    private var rateLimit: RateLimitHeaders?
-    private var body = Data()
-    private var keepAlive = true
+    private var answer = PlunkAnswerReader()
     /// Closed or closing: a connection in the pool that the server closed while idle is
     /// passed over, not handed a request.
     private(set) var isClosed = false
@@ -44,10 +39,7 @@ final class PlunkExchangeHandler: ChannelInboundHandler, @unchecked Sendable {
         idleTimer?.cancel()
         idleTimer = nil
         current = exchange
-        status = 0
-        retryAfter = nil
-        rateLimit = nil
-        body = Data()
+        answer = PlunkAnswerReader()
         exchange.onDeadline = { [weak self] in self?.close() }
         var head = exchange.head
         head.headers.replaceOrAdd(name: "Host", value: authority)
@@ -59,13 +51,9 @@ final class PlunkExchangeHandler: ChannelInboundHandler, @unchecked Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
-            status = Int(head.status.code)
-            retryAfter = head.headers.first(name: "Retry-After")
-            rateLimit = RateLimitHeaders.read { head.headers.first(name: $0) }
-            keepAlive = head.isKeepAlive
+            answer.read(head)
         case .body(let buffer):
-            let room = PlunkAnswer.keptBodyBytes - body.count
-            if room > 0 { body.append(contentsOf: buffer.readableBytesView.prefix(room)) }
+            answer.read(buffer)
         case .end:
             guard let exchange = current else {
                 // An answer nobody asked for: the connection is out of step; drop it.
@@ -73,8 +61,8 @@ final class PlunkExchangeHandler: ChannelInboundHandler, @unchecked Sendable {
                 return
             }
             current = nil
-            let answer = PlunkAnswer.response(status: status, retryAfter: retryAfter, rateLimit: rateLimit, body: body)
-            body = Data()
+            let keepAlive = answer.keepAlive
+            let answer = answer.take()
             // An answer that ended with the connection (no length, read to the close) is
             // not kept-alive whatever its head said.
             if keepAlive, context.channel.isActive {
