@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -146,7 +145,7 @@ private final class ProxyTunnelHandler: ChannelInboundHandler, RemovableChannelH
             guard status == .ok else {
                 setup.fail(
                     status == .proxyAuthenticationRequired
-                        ? HTTPClientError.proxyAuthenticationRequired : HTTPClientError.invalidProxyResponse, context.channel)
+                        ? PlunkTransportError.proxyAuthenticationRequired : PlunkTransportError.proxyRefusedTunnel, context.channel)
                 return
             }
             // TLS starts once the proxy's codec is gone: the response decoder, whose read
@@ -171,7 +170,7 @@ private final class ProxyTunnelHandler: ChannelInboundHandler, RemovableChannelH
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        setup.fail(HTTPClientError.remoteConnectionClosed, context.channel)
+        setup.fail(PlunkTransportError.closedBeforeAnswer, context.channel)
         context.fireChannelInactive()
     }
 }
@@ -206,7 +205,7 @@ private final class ProtocolAgreement: ChannelInboundHandler, RemovableChannelHa
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        setup.fail(HTTPClientError.remoteConnectionClosed, context.channel)
+        setup.fail(PlunkTransportError.closedBeforeAnswer, context.channel)
         context.fireChannelInactive()
     }
 }

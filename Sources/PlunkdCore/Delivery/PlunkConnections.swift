@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -21,8 +20,8 @@ import NIOSSL
 /// read it, which is the sender's own. NIO still does the framing (`HTTPRequestEncoder`,
 /// `HTTPResponseDecoder`, swift-nio-http2's codec and multiplexer) and NIOSSL the TLS.
 ///
-/// Failures carry async-http-client's and NIO's error types, so `TransportFailureText`
-/// words them as before.
+/// Failures are `PlunkTransportError`s or NIO's and NIOSSL's own errors, which
+/// `TransportFailureText` words.
 final class PlunkConnections: @unchecked Sendable {
     struct Target: Sendable {
         var host: String
@@ -80,7 +79,7 @@ final class PlunkConnections: @unchecked Sendable {
     func send(_ exchange: PlunkExchange) {
         onLoop {
             guard !self.closed else {
-                exchange.finish(.failure(HTTPClientError.alreadyShutdown))
+                exchange.finish(.failure(PlunkTransportError.shutDown))
                 return
             }
             exchange.armDeadline(on: self.loop)
@@ -122,11 +121,11 @@ final class PlunkConnections: @unchecked Sendable {
         let done = loop.makePromise(of: Void.self)
         onLoop {
             self.closed = true
-            while let exchange = self.waiting.popFirst() { exchange.finish(.failure(HTTPClientError.cancelled)) }
+            while let exchange = self.waiting.popFirst() { exchange.finish(.failure(PlunkTransportError.shutDown)) }
             let connections = Array(self.all.values)
             self.idle = []
             for connection in connections {
-                connection.fail(HTTPClientError.cancelled)
+                connection.fail(PlunkTransportError.shutDown)
                 connection.close()
             }
             self.http2?.channel.close(promise: nil)
@@ -278,9 +277,9 @@ final class PlunkConnections: @unchecked Sendable {
         if !closed, let next = waiting.popFirst() { dispatch(next) }
     }
 
-    /// A connect that timed out reads as async-http-client's does.
+    /// A connect that timed out is named as such, not as NIO's channel error.
     private static func connectFailure(_ error: any Error) -> any Error {
-        if case ChannelError.connectTimeout = error { return HTTPClientError.connectTimeout }
+        if case ChannelError.connectTimeout = error { return PlunkTransportError.connectTimeout }
         return error
     }
 
@@ -324,7 +323,7 @@ final class PlunkExchange: @unchecked Sendable {
             // Finished first: closing the connection makes its decoder report the stream
             // cut short, which would otherwise be the failure the operator reads.
             let closeConnection = self.onDeadline
-            self.finish(.failure(HTTPClientError.deadlineExceeded))
+            self.finish(.failure(PlunkTransportError.deadlineExceeded))
             closeConnection?()
         }
     }

@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -33,7 +32,7 @@ final class PlunkExchangeHandler: ChannelInboundHandler, @unchecked Sendable {
     /// Writes `exchange`'s request in one flush. Only while no other is in flight.
     func start(_ exchange: PlunkExchange) {
         guard let context, !isClosed else {
-            exchange.finish(.failure(HTTPClientError.remoteConnectionClosed))
+            exchange.finish(.failure(PlunkTransportError.closedBeforeAnswer))
             return
         }
         idleTimer?.cancel()
@@ -80,7 +79,7 @@ final class PlunkExchangeHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func channelInactive(context: ChannelHandlerContext) {
         isClosed = true
-        fail(HTTPClientError.remoteConnectionClosed)
+        fail(PlunkTransportError.closedBeforeAnswer)
         idleTimer?.cancel()
         onClose?(self)
         onClose = nil

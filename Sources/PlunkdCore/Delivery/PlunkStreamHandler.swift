@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import NIOCore
 import NIOHTTP1
 
@@ -67,7 +66,7 @@ final class PlunkStreamHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        exchange.finish(.failure(HTTPClientError.remoteConnectionClosed))
+        exchange.finish(.failure(PlunkTransportError.closedBeforeAnswer))
         end(context, close: false)
         context.fireChannelInactive()
     }

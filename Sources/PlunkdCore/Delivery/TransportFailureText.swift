@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -25,26 +24,22 @@ public enum TransportFailureText {
 
     public static func describe(_ error: any Error, destination: Destination, timeout: Double) -> String {
         let host = destination.host
-        if let error = error as? HTTPClientError {
+        if let error = error as? PlunkTransportError {
             switch error {
-            case .deadlineExceeded, .readTimeout, .writeTimeout:
+            case .deadlineExceeded:
                 return "no answer from \(host) within \(format(timeout)) s"
             case .connectTimeout:
                 return "connecting to \(destination.proxy.map { "the proxy \($0)" } ?? "\(host):\(destination.port)") timed out"
-            case .remoteConnectionClosed:
+            case .closedBeforeAnswer:
                 return "connection closed by \(host) before an answer"
             case .proxyAuthenticationRequired:
                 return
                     "proxy \(destination.proxy ?? "?"): refused the tunnel to \(host): proxy authentication required (407); check the user and password in plunk.proxy or HTTPS_PROXY"
-            case .invalidProxyResponse:
+            case .proxyRefusedTunnel:
                 return
                     "proxy \(destination.proxy ?? "?"): refused the tunnel to \(host):\(destination.port) (its answer to CONNECT was not 200, for example 403 or 502)"
-            case .httpProxyHandshakeTimeout:
-                return "proxy \(destination.proxy ?? "?"): no answer to CONNECT \(host):\(destination.port) in time"
-            case .tlsHandshakeTimeout:
-                return "TLS: no handshake with \(host) in time"
-            default:
-                break
+            case .shutDown:
+                return "plunkd is shutting down; the request to \(host) was not sent"
             }
         }
         if let error = error as? HTTPParserError {
@@ -151,4 +146,18 @@ public enum TransportFailureText {
     private static func format(_ value: Double) -> String {
         value == value.rounded() ? String(Int(value)) : String(value)
     }
+}
+
+/// What failed below HTTP on plunkd's own connections to Plunk (`PlunkConnections`).
+enum PlunkTransportError: Error, Equatable {
+    /// `plunk.request_timeout` passed before the answer was read.
+    case deadlineExceeded
+    case connectTimeout
+    case closedBeforeAnswer
+    /// The proxy answered CONNECT with 407.
+    case proxyAuthenticationRequired
+    /// The proxy answered CONNECT with something else than 200.
+    case proxyRefusedTunnel
+    /// The client shut down before the request could be sent or answered.
+    case shutDown
 }
