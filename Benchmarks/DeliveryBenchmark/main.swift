@@ -13,7 +13,8 @@
 //   - end to end beside syslog-ng, when it is installed (`SyslogNGComparison`): 16
 //     producers, answers at once and after 20 ms, events/s and CPU s per 10,000 of each
 // Options: --large N (default 1,000,000), --small N (default 10,000), --compare N
-// (events of the syslog-ng comparison, default 20,000), --only-compare 1 (that alone).
+// (events of the syslog-ng comparison, default 20,000), --only-compare 1 (that alone),
+// --only-tls N (the TLS comparison alone, N rounds, medians last).
 import Foundation
 import GRDB
 import NIOCore
@@ -139,6 +140,49 @@ let show = BenchmarkSupport.show
 let machine = BenchmarkSupport.machine
 print("plunkd delivery benchmark; machine: \(machine)")
 
+/// Over TLS (a test CA), a stand-in offering h2 and answering at once: HTTP/2 (`auto`,
+/// every request a stream of one connection) against HTTP/1.1 pinned (16 connections),
+/// alternating, `rounds` times each; the medians are printed last.
+func tlsComparison(backlog: Int, rounds: Int) async throws {
+    let certificates = try TestCertificates()
+    defer { certificates.remove() }
+    let tlsStand = try await FakePlunk(tls: try certificates.serverTLS(.trusted), offersHTTP2: true, keepsRequests: false) { _ in
+        .answer(status: 200, body: #"{"success":true,"contact":"c","event":"e","timestamp":"2026-12-03T00:00:00Z"}"#)
+    }
+    var results: [String: [Drain]] = [:]
+    for _ in 0..<rounds {
+        for version in ["auto", "http1"] {
+            let tls = try drain(
+                backlog: backlog, port: tlsStand.port, concurrency: 16,
+                extra: [
+                    "PLUNK_BASE_URL": tlsStand.baseURL.absoluteString, "PLUNK_CA_FILE": certificates.caFile,
+                    "PLUNK_HTTP_VERSION": version,
+                ])
+            results[version, default: []].append(tls)
+            show(
+                "TLS stand-in at once, \(version == "auto" ? "HTTP/2 (auto)" : "HTTP/1.1 (http1)"), 16, \(backlog)",
+                String(
+                    format: "%7.0f events/s, %.2f CPU s per 10,000, peak RSS %.1f MB", tls.rate, tls.cpuPer10k,
+                    Double(tls.peakRSS) / 1e6))
+        }
+    }
+    if rounds > 1 {
+        for (version, drains) in results.sorted(by: { $0.key < $1.key }) {
+            let median = { (values: [Double]) in values.sorted()[values.count / 2] }
+            show(
+                "median of \(rounds), TLS, \(version)",
+                String(
+                    format: "%7.0f events/s, %.2f CPU s per 10,000", median(drains.map(\.rate)), median(drains.map(\.cpuPer10k))))
+        }
+    }
+    await tlsStand.stop()
+}
+
+if option("--only-tls", 0) > 0 {
+    try await tlsComparison(backlog: smallBacklog, rounds: option("--only-tls", 0))
+    exit(0)
+}
+
 if option("--only-compare", 0) == 1 {
     try await SyslogNGComparison.compare(events: option("--compare", 20_000))
     exit(0)
@@ -221,24 +265,7 @@ if let nginx = startNginx(directory: scratch) {
     show("nginx static 200", "skipped: nginx not installed (apt-get install nginx-light)")
 }
 
-// Over TLS (a test CA), a stand-in offering h2 and answering at once: HTTP/2, every
-// request a stream of one connection, against HTTP/1.1 pinned, 16 connections.
-let certificates = try TestCertificates()
-defer { certificates.remove() }
-let tlsStand = try await FakePlunk(tls: try certificates.serverTLS(.trusted), offersHTTP2: true, keepsRequests: false) { _ in
-    .answer(status: 200, body: #"{"success":true,"contact":"c","event":"e","timestamp":"2026-12-03T00:00:00Z"}"#)
-}
-for version in ["auto", "http1"] {
-    let tls = try drain(
-        backlog: smallBacklog, port: tlsStand.port, concurrency: 16,
-        extra: [
-            "PLUNK_BASE_URL": tlsStand.baseURL.absoluteString, "PLUNK_CA_FILE": certificates.caFile, "PLUNK_HTTP_VERSION": version,
-        ])
-    show(
-        "TLS stand-in at once, \(version == "auto" ? "HTTP/2 (auto)" : "HTTP/1.1 (http1)"), 16, \(smallBacklog)",
-        String(format: "%7.0f events/s, %.2f CPU s per 10,000", tls.rate, tls.cpuPer10k))
-}
-await tlsStand.stop()
+try await tlsComparison(backlog: smallBacklog, rounds: 1)
 
 let instant = try await standIn(delay: .zero)
 let small = try drain(backlog: smallBacklog, port: instant.port, concurrency: 16)
