@@ -74,7 +74,7 @@ public enum StatusAssessment {
             var emailContext = context
             emailContext.databasePath = email.databasePath
             emailContext.kind = .email
-            report.email = EmailLineStatus(lineNotRunning(stored: email.stored, unreachable: unreachable, context: emailContext, now: now))
+            report.email = lineNotRunning(stored: email.stored, unreachable: unreachable, context: emailContext, now: now).line
         }
         return report
     }

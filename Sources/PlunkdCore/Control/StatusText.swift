@@ -55,7 +55,7 @@ public enum StatusText {
     }
 
     /// The email line, shorter than track's: its state, queue, parked and last error.
-    private static func emailRows(_ email: EmailLineStatus, now: Date) -> [(String, String)] {
+    private static func emailRows(_ email: LineStatus, now: Date) -> [(String, String)] {
         var rows: [(String, String)] = [("Email:", "\(email.state.rawValue): \(email.reason)")]
         var queue = "\(email.pending ?? 0) pending, \(email.inFlight ?? 0) in flight"
         if let age = email.oldestPendingAgeSeconds { queue += "; oldest \(span(age)) old" }
