@@ -43,7 +43,7 @@ final class Harness: @unchecked Sendable {
             let server = IngestServer(
                 settings: IngestSocketSettings(path: socketPath, maxConnections: 64, idleTimeout: .milliseconds(200)),
                 committer: committer, validator: validator, group: MultiThreadedEventLoopGroup(numberOfThreads: 1), logger: logger,
-                email: EmailIngest(committer: emailCommitter, validator: emailValidator))
+                routes: [.email(committer: emailCommitter, validator: emailValidator)])
             let started = DispatchSemaphore(value: 0)
             let failure = FailureBox()
             Task {

@@ -13,16 +13,16 @@ final class FramingSniffer: ChannelInboundHandler, RemovableChannelHandler {
     private let committer: GroupCommitter
     private let validator: EventValidator
     private let control: (any ControlResponder)?
-    private let email: EmailIngest?
+    private let routes: [IngestRoute]
     /// Set when the peer may not use the socket: the first request is answered with this
     /// in its own framing, then the connection is closed.
     private let peerRefusal: String?
 
     init(
-        committer: GroupCommitter, validator: EventValidator, email: EmailIngest? = nil, control: (any ControlResponder)?,
+        committer: GroupCommitter, validator: EventValidator, routes: [IngestRoute] = [], control: (any ControlResponder)?,
         peerRefusal: String? = nil
     ) {
-        self.email = email
+        self.routes = routes
         self.committer = committer
         self.validator = validator
         self.control = control
@@ -40,7 +40,7 @@ final class FramingSniffer: ChannelInboundHandler, RemovableChannelHandler {
             let pipeline = context.pipeline.syncOperations
             if (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(first) {
                 try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
-                try pipeline.addHandler(HTTPIngestHandler(committer: committer, validator: validator, email: email, control: control))
+                try pipeline.addHandler(HTTPIngestHandler(committer: committer, validator: validator, routes: routes, control: control))
             } else {
                 try pipeline.addHandler(NDJSONIngestHandler(committer: committer, validator: validator))
             }

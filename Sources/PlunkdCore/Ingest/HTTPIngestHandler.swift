@@ -20,8 +20,9 @@ final class HTTPIngestHandler: ChannelInboundHandler {
     private let committer: GroupCommitter
     private let validator: EventValidator
     private let control: (any ControlResponder)?
-    /// `/v1/send`'s line; nil answers the route 404, as a Plunk without it would.
-    private let email: EmailIngest?
+    /// The other lines' routes (`/v1/send`); a path none serves answers 404, as a Plunk
+    /// without it would.
+    private let routes: [IngestRoute]
     /// On the TCP listener: every request must show a token. Nil on the socket.
     private let gate: BearerGate?
     private var state = RequestState.idle
@@ -29,10 +30,10 @@ final class HTTPIngestHandler: ChannelInboundHandler {
     private var draining = false
 
     init(
-        committer: GroupCommitter, validator: EventValidator, email: EmailIngest?, control: (any ControlResponder)?,
+        committer: GroupCommitter, validator: EventValidator, routes: [IngestRoute], control: (any ControlResponder)?,
         gate: BearerGate? = nil
     ) {
-        self.email = email
+        self.routes = routes
         self.gate = gate
         self.committer = committer
         self.validator = validator
@@ -90,8 +91,7 @@ final class HTTPIngestHandler: ChannelInboundHandler {
                 context: context)
             return
         }
-        let limit = email.map { Self.emailPaths.contains(Self.path(of: head)) ? $0.validator.maxBytes : nil } ?? nil
-        let bodyLimit = limit ?? validator.maxEventBytes
+        let bodyLimit = route(for: Self.path(of: head))?.maxBytes ?? validator.maxEventBytes
         if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > bodyLimit {
             state = .answered
             respondTooLarge(head, limit: bodyLimit, context: context)
@@ -111,22 +111,20 @@ final class HTTPIngestHandler: ChannelInboundHandler {
 
     private func handle(_ head: HTTPRequestHead, body: ByteBuffer, context: ChannelHandlerContext) {
         let path = Self.path(of: head)
-        if let email, Self.emailPaths.contains(path) {
+        if let route = route(for: path) {
             guard head.method == .POST else {
                 refuseMethod(head, context: context)
                 return
             }
-            let accepted: AcceptedEvent
+            let accepted: [AcceptedEvent]
             do {
-                accepted = try email.validator.validate(
-                    Data(body.readableBytesView), idempotencyKey: try Self.clientKey(head),
-                    maxAgeHeader: head.headers.first(name: EmailValidator.maxAgeHeader))
+                accepted = try route.accept(Data(body.readableBytesView), try Self.clientKey(head), head.headers)
             } catch {
-                email.committer.metrics.refusedInvalid.increment()
+                route.committer.metrics.refusedInvalid.increment()
                 respond(head, .badRequest, PlunkErrorBody.json(.badRequest, error.message), context: context)
                 return
             }
-            commit(email.splitsRecipients ? RecipientSplit.emails(accepted) : [accepted], head: head, committer: email.committer, context: context)
+            commit(accepted, head: head, committer: route.committer, context: context)
             return
         }
         if let control, !Self.trackPaths.contains(path) {
@@ -227,7 +225,7 @@ final class HTTPIngestHandler: ChannelInboundHandler {
 
     private func respondTooLarge(_ head: HTTPRequestHead, limit: Int, context: ChannelHandlerContext) {
         // Counted on the line the request was for: an email's on plunkd_email_….
-        let line = email.flatMap { Self.emailPaths.contains(Self.path(of: head)) ? $0.committer : nil } ?? committer
+        let line = route(for: Self.path(of: head))?.committer ?? committer
         line.metrics.refusedTooLarge.increment()
         // The body is not read, so the connection cannot carry another request after this.
         var headers = HTTPHeaders()
@@ -259,22 +257,9 @@ final class HTTPIngestHandler: ChannelInboundHandler {
     /// `/track` too: Plunk's Node SDK resolves `track` against its `baseUrl`, which gives
     /// `/track` when the base is given without `/v1/`.
     private static let trackPaths: Set<String> = ["/v1/track", "/v1/track/", "/v1", "/v1/", "/track"]
-    /// `/send` too, for the same reason.
-    private static let emailPaths: Set<String> = ["/v1/send", "/v1/send/", "/send"]
-}
 
-/// The email line's door: `/v1/send` bodies are checked by their own validator and
-/// committed to the email store by its own committer.
-public struct EmailIngest: Sendable {
-    let committer: GroupCommitter
-    let validator: EmailValidator
-    /// `send.split_recipients`: one email per recipient (see `RecipientSplit`).
-    let splitsRecipients: Bool
-
-    public init(committer: GroupCommitter, validator: EmailValidator, splitsRecipients: Bool = true) {
-        self.committer = committer
-        self.validator = validator
-        self.splitsRecipients = splitsRecipients
+    private func route(for path: String) -> IngestRoute? {
+        routes.first { $0.paths.contains(path) }
     }
 }
 

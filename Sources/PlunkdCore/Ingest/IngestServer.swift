@@ -40,16 +40,16 @@ public final class IngestServer: Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let control: (any ControlResponder)?
-    private let email: EmailIngest?
+    private let routes: [IngestRoute]
     private let connections = OpenConnections()
     private let refusalsLogged = OnceLog()
     private let quiescing = ListenerQuiescing()
 
     public init(
         settings: IngestSocketSettings, committer: GroupCommitter, validator: EventValidator,
-        group: any EventLoopGroup, logger: Logger, control: (any ControlResponder)? = nil, email: EmailIngest? = nil
+        group: any EventLoopGroup, logger: Logger, control: (any ControlResponder)? = nil, routes: [IngestRoute] = []
     ) {
-        self.email = email
+        self.routes = routes
         self.control = control
         self.settings = settings
         self.committer = committer
@@ -69,7 +69,7 @@ public final class IngestServer: Sendable {
         let validator = self.validator
         let logger = self.logger
         let control = self.control
-        let email = self.email
+        let routes = self.routes
         let refusalsLogged = self.refusalsLogged
         let quiescing = ServerQuiescingHelper(group: group)
         let shutdownGrace = self.quiescing.grace
@@ -108,7 +108,7 @@ public final class IngestServer: Sendable {
                         IdleStateHandler(allTimeout: settings.idleTimeout),
                         QuiesceDeadline(grace: shutdownGrace),
                         FramingSniffer(
-                            committer: committer, validator: validator, email: email, control: control, peerRefusal: refusal),
+                            committer: committer, validator: validator, routes: routes, control: control, peerRefusal: refusal),
                     ])
                 }
             }

@@ -16,7 +16,7 @@ public final class TCPIngestListener: Sendable {
     private let settings: TCPIngestSettings
     private let committer: GroupCommitter
     private let validator: EventValidator
-    private let email: EmailIngest?
+    private let routes: [IngestRoute]
     private let group: any EventLoopGroup
     private let logger: Logger
     private let connections = OpenConnections()
@@ -24,10 +24,10 @@ public final class TCPIngestListener: Sendable {
     private let quiescing = ListenerQuiescing()
 
     public init(
-        settings: TCPIngestSettings, committer: GroupCommitter, validator: EventValidator, email: EmailIngest? = nil,
+        settings: TCPIngestSettings, committer: GroupCommitter, validator: EventValidator, routes: [IngestRoute] = [],
         group: any EventLoopGroup, logger: Logger
     ) {
-        self.email = email
+        self.routes = routes
         self.settings = settings
         self.committer = committer
         self.validator = validator
@@ -39,7 +39,7 @@ public final class TCPIngestListener: Sendable {
         let settings = self.settings
         let committer = self.committer
         let validator = self.validator
-        let email = self.email
+        let routes = self.routes
         let logger = self.logger
         let connections = self.connections
         let refusalsLogged = self.refusalsLogged
@@ -72,7 +72,7 @@ public final class TCPIngestListener: Sendable {
                     try pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
                     try pipeline.addHandler(
                         HTTPIngestHandler(
-                            committer: committer, validator: validator, email: email, control: nil, gate: gate))
+                            committer: committer, validator: validator, routes: routes, control: nil, gate: gate))
                 }
             }
             .bind(host: settings.address.host, port: settings.address.port).get()

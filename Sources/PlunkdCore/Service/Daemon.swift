@@ -78,7 +78,7 @@ public enum Daemon {
                 path: config.socketPath, mode: config.socketMode, maxConnections: config.maxConnections,
                 idleTimeout: config.idleTimeAmount, peerPolicy: policy, inherited: inherited),
             committer: doors.track, validator: doors.trackValidator, group: group, logger: logger, control: routes,
-            email: doors.email)
+            routes: doors.routes)
         parts.add(
             "ingest socket",
             start: {

@@ -52,7 +52,7 @@ extension DaemonParts {
         let listener = TCPIngestListener(
             settings: TCPIngestSettings(
                 address: listen, maxConnections: config.maxConnections, idleTimeout: config.idleTimeAmount, tokens: tokens),
-            committer: doors.track, validator: doors.trackValidator, email: doors.email, group: group, logger: logger)
+            committer: doors.track, validator: doors.trackValidator, routes: doors.routes, group: group, logger: logger)
         add(
             "ingest listener (TCP)",
             start: {
@@ -70,19 +70,23 @@ extension DaemonParts {
 }
 
 /// What the ingest routes commit to: track's committer and validator (NDJSON and
-/// `/v1/track`), and the email line's door (`/v1/send`).
+/// `/v1/track`), and every other line's route (`/v1/send`).
 struct IngestDoors {
     let track: GroupCommitter
     let trackValidator: EventValidator
-    let email: EmailIngest?
+    let routes: [IngestRoute]
 
     init(config: DaemonConfiguration, lines: [DeliveryLine]) {
         track = lines.first { $0.kind == .track }!.committer
         trackValidator = EventValidator(maxEventBytes: config.maxEventBytes)
-        email = lines.first { $0.kind == .email }.map {
-            EmailIngest(
-                committer: $0.committer, validator: EmailValidator(maxBytes: config.sendMaxBytes, maxAge: config.sendMaxAge),
-                splitsRecipients: config.sendSplitRecipients)
+        routes = lines.compactMap { line in
+            switch line.kind {
+            case .track: nil
+            case .email:
+                .email(
+                    committer: line.committer, validator: EmailValidator(maxBytes: config.sendMaxBytes, maxAge: config.sendMaxAge),
+                    splitsRecipients: config.sendSplitRecipients)
+            }
         }
     }
 }
