@@ -31,7 +31,7 @@ struct DeletionSitesTests {
         #expect(
             found == [
                 #"OutboxDelivery.swift: try db.cachedStatement(sql: "DELETE FROM event WHERE seq = ?").execute(arguments: [seq])"#,
-                #"OutboxParking.swift: try db.execute(sql: "DELETE FROM event WHERE state = 'parked'\(condition)", arguments: arguments)"#,
+                #"OutboxParking.swift: try db.execute(sql: "DELETE FROM event WHERE state = \(EventRowState.parked)\(condition)", arguments: arguments)"#,
                 // Migration v4 rebuilds the table: every row is copied into event_v4 first, in
                 // the same transaction (`OutboxSchema`, tested by `OutboxTests`' migrations).
                 "OutboxSchema.swift: DROP TABLE event;",

@@ -80,7 +80,7 @@ public final class Outbox: Sendable {
             try OutboxSchema.migrator.migrate(pool)
             let (count, next) = try pool.read { db in
                 (
-                    try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM event WHERE state != 'parked'") ?? 0,
+                    try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM event WHERE state != \(EventRowState.parked)") ?? 0,
                     try Int64.fetchOne(
                         db,
                         sql: """

@@ -15,7 +15,8 @@ extension Outbox {
     public func releaseInFlight(now: Date = Date()) throws -> Int {
         try pool.write { db in
             // A scan of the table (claimed rows are in no index), at start-up only.
-            let contacts = try String.fetchAll(db, sql: "UPDATE event SET state = 'waiting' WHERE state = 'in_flight' RETURNING contact")
+            let contacts = try String.fetchAll(
+                db, sql: "UPDATE event SET state = \(EventRowState.waiting) WHERE state = \(EventRowState.inFlight) RETURNING contact")
             for contact in Set(contacts) {
                 try settleLine(of: contact, busy: [:], db: db)
             }
@@ -84,40 +85,40 @@ extension Outbox {
                 db.cachedStatement(sql: "SELECT contact, state FROM event WHERE seq = ?"), arguments: [move.seq])
         else { return 0 }
         let contact: String = row["contact"]
-        let state: String = row["state"]
-        let wasClaimed = state == "in_flight"
+        let state: EventRowState = row["state"]
+        let wasClaimed = state == .inFlight
         var removed = 0
         switch move {
         case .delivered(let seq):
             // Whatever its state: a delivered event must not be sent again.
             try db.cachedStatement(sql: "DELETE FROM event WHERE seq = ?").execute(arguments: [seq])
-            removed = state == "parked" ? 0 : db.changesCount
+            removed = state == .parked ? 0 : db.changesCount
         case .retry(let seq, let due, let countsAsAttempt, let status, let error):
             try db.cachedStatement(
                 sql: """
-                    UPDATE event SET state = 'waiting', due_at = ?, attempts = attempts + ?,
+                    UPDATE event SET state = \(EventRowState.waiting), due_at = ?, attempts = attempts + ?,
                         last_status = coalesce(?, last_status), last_error = coalesce(?, last_error)
-                    WHERE seq = ? AND state = 'in_flight'
+                    WHERE seq = ? AND state = \(EventRowState.inFlight)
                     """
             ).execute(arguments: [due.timeIntervalSince1970, countsAsAttempt ? 1 : 0, status, error, seq])
         case .park(let seq, let reason, let status, let error):
             try db.cachedStatement(
                 sql: """
-                    UPDATE event SET state = 'parked', park_reason = ?, attempts = attempts + 1,
+                    UPDATE event SET state = \(EventRowState.parked), park_reason = ?, attempts = attempts + 1,
                         last_status = ?, last_error = ?
-                    WHERE seq = ? AND state = 'in_flight'
+                    WHERE seq = ? AND state = \(EventRowState.inFlight)
                     """
             ).execute(arguments: [reason.rawValue, status, error, seq])
             removed = db.changesCount
         case .release(let seq):
-            try db.cachedStatement(sql: "UPDATE event SET state = 'waiting' WHERE seq = ? AND state = 'in_flight'")
+            try db.cachedStatement(sql: "UPDATE event SET state = \(EventRowState.waiting) WHERE seq = ? AND state = \(EventRowState.inFlight)")
                 .execute(arguments: [seq])
         case .rekey(let seq, let due, let status, let error):
             try db.cachedStatement(
                 sql: """
-                    UPDATE event SET state = 'waiting', due_at = ?, attempts = attempts + 1, key_generation = key_generation + 1,
+                    UPDATE event SET state = \(EventRowState.waiting), due_at = ?, attempts = attempts + 1, key_generation = key_generation + 1,
                         last_status = coalesce(?, last_status), last_error = coalesce(?, last_error)
-                    WHERE seq = ? AND state = 'in_flight'
+                    WHERE seq = ? AND state = \(EventRowState.inFlight)
                     """
             ).execute(arguments: [due.timeIntervalSince1970, status, error, seq])
         }
@@ -133,10 +134,10 @@ extension Outbox {
         let page = limit * 2 + 8
         var claimed: [ClaimedEvent] = []
         var examined = 0
-        let toWaiting = try db.cachedStatement(sql: "UPDATE event SET state = 'waiting' WHERE seq = ?")
+        let toWaiting = try db.cachedStatement(sql: "UPDATE event SET state = \(EventRowState.waiting) WHERE seq = ?")
         let toInFlight = try db.cachedStatement(
             sql: """
-                UPDATE event SET state = 'in_flight' WHERE seq = ?
+                UPDATE event SET state = \(EventRowState.inFlight) WHERE seq = ?
                 RETURNING id, contact, body, attempts, received_at, key_generation, client_key, deadline
                 """)
         func take(_ seq: Int64, _ contact: String) throws {
@@ -155,7 +156,7 @@ extension Outbox {
         let dueHeads = try db.cachedStatement(
             sql: """
                 SELECT seq, contact FROM event INDEXED BY event_due
-                WHERE state = 'pending' AND due_at <= ? ORDER BY due_at, seq LIMIT ?
+                WHERE state = \(EventRowState.pending) AND due_at <= ? ORDER BY due_at, seq LIMIT ?
                 """)
         var headsExhausted = false
         while claimed.count < limit && examined < examineAtMost {
@@ -188,7 +189,7 @@ extension Outbox {
             sql: """
                 SELECT EXISTS (SELECT 1 FROM event INDEXED BY event_line WHERE contact = ? AND \(OutboxSchema.lineCondition))
                 """)
-        let toPending = try db.cachedStatement(sql: "UPDATE event SET state = 'pending' WHERE seq = ?")
+        let toPending = try db.cachedStatement(sql: "UPDATE event SET state = \(EventRowState.pending) WHERE seq = ?")
         scanning: while claimed.count < limit && examined < examineAtMost {
             let rows = try Row.fetchAll(newEvents, arguments: [position, page])
             for row in rows {
@@ -197,7 +198,7 @@ extension Outbox {
                 let seq: Int64 = row["seq"]
                 position = seq
                 // Rows met before (parked, or back in line) keep their place.
-                guard (row["state"] as String) == "new" else { continue }
+                guard (row["state"] as EventRowState) == .new else { continue }
                 let contact: String = row["contact"]
                 if try busy[contact] != nil || (Bool.fetchOne(lineExists, arguments: [contact]) ?? false) {
                     try toWaiting.execute(arguments: [seq])
@@ -223,7 +224,7 @@ extension Outbox {
             nextDue = try Double.fetchOne(
                 db,
                 sql: """
-                    SELECT min(due_at) FROM event INDEXED BY event_due WHERE state = 'pending'
+                    SELECT min(due_at) FROM event INDEXED BY event_due WHERE state = \(EventRowState.pending)
                     """
             ).map(Date.init(timeIntervalSince1970:))
         }
@@ -236,10 +237,10 @@ extension Outbox {
         guard busy[contact] == nil else { return }
         try db.cachedStatement(
             sql: """
-                UPDATE event SET state = 'pending'
+                UPDATE event SET state = \(EventRowState.pending)
                 WHERE seq = (SELECT seq FROM event INDEXED BY event_line
                              WHERE contact = ? AND \(OutboxSchema.lineCondition) ORDER BY seq LIMIT 1)
-                  AND state = 'waiting'
+                  AND state = \(EventRowState.waiting)
                 """
         ).execute(arguments: [contact])
     }
@@ -249,8 +250,8 @@ extension Outbox {
     func settleLine(of contact: String, busy: [String: Int], db: Database) throws {
         try db.cachedStatement(
             sql: """
-                UPDATE event SET state = 'waiting'
-                WHERE contact = ? AND \(OutboxSchema.lineCondition) AND state = 'pending'
+                UPDATE event SET state = \(EventRowState.waiting)
+                WHERE contact = ? AND \(OutboxSchema.lineCondition) AND state = \(EventRowState.pending)
                 """
         ).execute(arguments: [contact])
         try promoteHead(of: contact, busy: busy, db: db)

@@ -31,14 +31,14 @@ extension Outbox {
             let contacts = try String.fetchAll(
                 db,
                 sql: """
-                    SELECT DISTINCT contact FROM event INDEXED BY event_parked WHERE state = 'parked'\(condition)
+                    SELECT DISTINCT contact FROM event INDEXED BY event_parked WHERE state = \(EventRowState.parked)\(condition)
                     """, arguments: arguments)
             var all: StatementArguments = [now.timeIntervalSince1970]
             all += arguments
             try db.execute(
                 sql: """
-                    UPDATE event SET state = 'waiting', park_reason = NULL, attempts = 0, due_at = ?\(newKey ? ", key_generation = key_generation + 1" : "")
-                    WHERE state = 'parked'\(condition)
+                    UPDATE event SET state = \(EventRowState.waiting), park_reason = NULL, attempts = 0, due_at = ?\(newKey ? ", key_generation = key_generation + 1" : "")
+                    WHERE state = \(EventRowState.parked)\(condition)
                     """, arguments: all)
             let changed = db.changesCount
             let busy = claimedContacts.withLock { $0 }
@@ -63,7 +63,7 @@ extension Outbox {
         return try pool.write { db -> Int in
             let count = try OutboxQueries.countParked(db, selection)
             if count > 1 && !confirmed { throw DropNeedsConfirmation(count: count) }
-            try db.execute(sql: "DELETE FROM event WHERE state = 'parked'\(condition)", arguments: arguments)
+            try db.execute(sql: "DELETE FROM event WHERE state = \(EventRowState.parked)\(condition)", arguments: arguments)
             let dropped = db.changesCount
             try db.execute(
                 sql: """

@@ -79,7 +79,7 @@ enum OutboxQueries {
             db,
             sql: """
                 SELECT park_reason, count(*) AS n FROM event INDEXED BY event_parked
-                WHERE state = 'parked' GROUP BY park_reason
+                WHERE state = \(EventRowState.parked) GROUP BY park_reason
                 """)
         {
             parked[ParkReason(rawValue: row["park_reason"] ?? "") ?? .rejected, default: 0] += row["n"] as Int
@@ -90,14 +90,14 @@ enum OutboxQueries {
     /// The oldest event in line: rows are in acknowledgement order, so this stops at the
     /// first row that is not parked.
     static func oldestInLineReceivedAt(_ db: Database) throws -> Date? {
-        try Double.fetchOne(db, sql: "SELECT received_at FROM event WHERE state != 'parked' ORDER BY seq LIMIT 1")
+        try Double.fetchOne(db, sql: "SELECT received_at FROM event WHERE state != \(EventRowState.parked) ORDER BY seq LIMIT 1")
             .map(Date.init(timeIntervalSince1970:))
     }
 
     /// Events in line, counted row by row: for the read-only view only (the running
     /// daemon keeps this number in memory).
     static func countInLine(_ db: Database) throws -> Int {
-        try Int.fetchOne(db, sql: "SELECT count(*) FROM event WHERE state != 'parked'") ?? 0
+        try Int.fetchOne(db, sql: "SELECT count(*) FROM event WHERE state != \(EventRowState.parked)") ?? 0
     }
 
     static func parkedEvents(_ db: Database, _ selection: ParkedSelection, limit: Int) throws -> [ParkedEvent] {
@@ -110,7 +110,7 @@ enum OutboxQueries {
                 SELECT id, park_reason, received_at, attempts, last_status, last_error,
                        CAST(substr(body, 1, 160) AS TEXT) AS excerpt
                 FROM event INDEXED BY event_parked
-                WHERE state = 'parked'\(condition) ORDER BY seq LIMIT ?
+                WHERE state = \(EventRowState.parked)\(condition) ORDER BY seq LIMIT ?
                 """, arguments: all
         ).map { row in
             ParkedEvent(
@@ -126,7 +126,7 @@ enum OutboxQueries {
         return try Int.fetchOne(
             db,
             sql: """
-                SELECT count(*) FROM event INDEXED BY event_parked WHERE state = 'parked'\(condition)
+                SELECT count(*) FROM event INDEXED BY event_parked WHERE state = \(EventRowState.parked)\(condition)
                 """, arguments: arguments) ?? 0
     }
 
@@ -160,8 +160,10 @@ extension Outbox {
     /// for tests and tools, not for the hot path).
     public func stateCounts() throws -> (pending: Int, inFlight: Int, parked: [ParkReason: Int]) {
         try pool.read { db in
-            let pending = try Int.fetchOne(db, sql: "SELECT count(*) FROM event WHERE state IN ('new', 'pending', 'waiting')") ?? 0
-            let inFlight = try Int.fetchOne(db, sql: "SELECT count(*) FROM event WHERE state = 'in_flight'") ?? 0
+            let pending =
+                try Int.fetchOne(
+                    db, sql: "SELECT count(*) FROM event WHERE state IN (\(EventRowState.new), \(EventRowState.pending), \(EventRowState.waiting))") ?? 0
+            let inFlight = try Int.fetchOne(db, sql: "SELECT count(*) FROM event WHERE state = \(EventRowState.inFlight)") ?? 0
             return (pending, inFlight, try OutboxQueries.parkedCounts(db))
         }
     }

@@ -9,7 +9,7 @@ enum OutboxSchema {
 
     /// The rows of the `event_line` index. Written once so that every query naming the
     /// index repeats the index's own condition, which SQLite needs to use a partial index.
-    static let lineCondition = "state IN ('pending', 'waiting')"
+    static let lineCondition = "state IN (\(EventRowState.pending), \(EventRowState.waiting))"
 
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
