@@ -53,14 +53,11 @@ enum SyslogNGComparison {
         return BenchmarkSupport.now()
     }
 
-    /// - Parameter caFile: the test CA, when the stand-in speaks TLS.
-    static func plunkd(events: Int, stand: FakePlunk, caFile: String? = nil) throws -> Run {
-        var environment = [
+    static func plunkd(events: Int, stand: FakePlunk) throws -> Run {
+        let daemon = try DaemonProcess(environment: [
             "PLUNK_BASE_URL": stand.baseURL.absoluteString, "PLUNK_API_KEY": "pk_bench_key",
             "PLUNK_CONCURRENCY": "16", "PLUNKD_LOG_LEVEL": "warning",
-        ]
-        environment["PLUNK_CA_FILE"] = caFile
-        let daemon = try DaemonProcess(environment: environment)
+        ])
         defer { daemon.cleanUp() }
         try daemon.waitUntilServing(timeout: 60)
         let before = stand.requestCount
@@ -71,7 +68,7 @@ enum SyslogNGComparison {
         return Run(events: stand.requestCount - before, seconds: end - start, cpu: cpuSeconds(pid: daemon.pid) - cpuStart)
     }
 
-    static func syslogNG(events: Int, stand: FakePlunk, binary: String, caFile: String? = nil) throws -> Run {
+    static func syslogNG(events: Int, stand: FakePlunk, binary: String) throws -> Run {
         let directory = try DaemonProcess.makeScratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let socket = "\(directory)/syslog.sock"
@@ -83,7 +80,7 @@ enum SyslogNGComparison {
             destination d_plunk {
               http(url("\(stand.baseURL.absoluteString)/track") method("POST")
                    headers("Content-Type: application/json", "Authorization: Bearer pk_bench_key")
-                   body("${MSG}") workers(16)\(caFile.map { " tls(ca-file(\"\($0)\") peer-verify(yes))" } ?? "")
+                   body("${MSG}") workers(16)
                    disk-buffer(reliable(yes) dir("\(directory)/buffer") disk-buf-size(1073741824) mem-buf-size(16777216)));
             };
             log { source(s_apps); destination(d_plunk); };
@@ -113,28 +110,20 @@ enum SyslogNGComparison {
         return Run(events: stand.requestCount - before, seconds: end - start, cpu: cpuSeconds(pid: pid) - cpuStart)
     }
 
-    /// Prints one line per answer delay, plunkd's figures beside syslog-ng's; over TLS
-    /// (a test CA, the stand-in offering h2 and HTTP/1.1 by ALPN) when `tls`.
-    static func compare(events: Int, tls: Bool = false) async throws {
+    /// Prints one line per answer delay, plunkd's figures beside syslog-ng's.
+    static func compare(events: Int) async throws {
         guard let binary else {
             BenchmarkSupport.show("beside syslog-ng", "skipped: syslog-ng not installed (apt-get install syslog-ng-core syslog-ng-mod-http)")
             return
         }
-        let certificates = tls ? try TestCertificates() : nil
-        defer { certificates?.remove() }
         for (label, delay) in [("at once", TimeAmount.zero), ("after 20 ms", .milliseconds(20))] {
-            let answer = FakePlunk.Reply.answer(
-                status: 200, body: #"{"success":true,"contact":"c","event":"e","timestamp":"2026-12-03T00:00:00Z"}"#, delay: delay)
-            let stand =
-                if let certificates {
-                    try await FakePlunk(tls: try certificates.serverTLS(.trusted), offersHTTP2: true, keepsRequests: false) { _ in answer }
-                } else {
-                    try await FakePlunk(keepsRequests: false) { _ in answer }
-                }
-            let ours = try plunkd(events: events, stand: stand, caFile: certificates?.caFile)
-            let theirs = try syslogNG(events: events, stand: stand, binary: binary, caFile: certificates?.caFile)
+            let stand = try await FakePlunk(keepsRequests: false) { _ in
+                .answer(status: 200, body: #"{"success":true,"contact":"c","event":"e","timestamp":"2026-12-03T00:00:00Z"}"#, delay: delay)
+            }
+            let ours = try plunkd(events: events, stand: stand)
+            let theirs = try syslogNG(events: events, stand: stand, binary: binary)
             BenchmarkSupport.show(
-                "end to end\(tls ? " over TLS" : ""), 16 producers, \(events) events, answers \(label)",
+                "end to end, 16 producers, \(events) events, answers \(label)",
                 String(
                     format: "plunkd %5.0f/s, %.2f CPU s per 10,000; syslog-ng %5.0f/s, %.2f CPU s per 10,000 (plunkd: %.2f× the rate, %.2f× the CPU)",
                     ours.rate, ours.cpuPer10k, theirs.rate, theirs.cpuPer10k, ours.rate / theirs.rate, ours.cpuPer10k / theirs.cpuPer10k))
