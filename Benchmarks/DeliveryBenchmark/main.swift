@@ -13,7 +13,7 @@
 //   - end to end beside syslog-ng, when it is installed (`SyslogNGComparison`): 16
 //     producers, answers at once and after 20 ms, events/s and CPU s per 10,000 of each
 // Options: --large N (default 1,000,000), --small N (default 10,000), --compare N
-// (events of the syslog-ng comparison, default 20,000), --only-compare 1 (that alone),
+// (events of the syslog-ng comparison, default 20,000), --only-compare N (that alone, N rounds),
 // --only-tls N (the TLS comparison alone, N rounds, medians last).
 import Foundation
 import GRDB
@@ -183,8 +183,8 @@ if option("--only-tls", 0) > 0 {
     exit(0)
 }
 
-if option("--only-compare", 0) == 1 {
-    try await SyslogNGComparison.compare(events: option("--compare", 20_000))
+if option("--only-compare", 0) > 0 {
+    for _ in 0..<option("--only-compare", 0) { try await SyslogNGComparison.compare(events: option("--compare", 20_000)) }
     exit(0)
 }
 
