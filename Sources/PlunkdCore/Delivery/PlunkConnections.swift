@@ -216,9 +216,12 @@ final class PlunkConnections: @unchecked Sendable {
 
     private func openStream(for exchange: PlunkExchange) {
         guard let http2, !exchange.isFinished else { return }
+        let channel = http2.channel
         streams += 1
         let authority = target.authority
-        let ended: @Sendable () -> Void = { [weak self] in self?.streamEnded() }
+        // Once per stream, whichever of its handler and its creation's failure says so.
+        let once = StreamEnded { [weak self] in self?.streamEnded() }
+        let ended: @Sendable () -> Void = { once.call() }
         let scheme: HTTP2FramePayloadToHTTP1ClientCodec.HTTPProtocol = target.tls ? .https : .http
         http2.multiplexer.createStreamChannel { stream in
             stream.eventLoop.makeCompletedFuture {
@@ -226,7 +229,10 @@ final class PlunkConnections: @unchecked Sendable {
                 try operations.addHandler(HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: scheme))
                 try operations.addHandler(PlunkStreamHandler(exchange: exchange, authority: authority, ended: ended))
             }
-        }.whenFailure { error in
+        }.whenFailure { [weak self] error in
+            // The connection takes no new streams (a GOAWAY, or it is closing): the next
+            // request opens another, and this one is retried by the sender's backoff.
+            self?.retireHTTP2(channel)
             exchange.finish(.failure(error))
             ended()
         }
@@ -235,8 +241,21 @@ final class PlunkConnections: @unchecked Sendable {
     private func streamEnded() {
         streams -= 1
         closeRetiredIfIdle()
-        guard !closed, let next = waiting.popFirst() else { return }
-        dispatch(next)
+        guard !closed else { return }
+        // The first that still wants an answer: one whose deadline passed while it waited
+        // must not hold back the ones behind it.
+        while let next = waiting.popFirst() {
+            guard next.isFinished else {
+                dispatch(next)
+                return
+            }
+        }
+    }
+
+    private func retireHTTP2(_ channel: any Channel) {
+        guard let http2, http2.channel === channel else { return }
+        self.http2 = nil
+        retire(channel)
     }
 
     /// An HTTP/2 connection that takes no new streams closes once no stream is in flight.
@@ -292,48 +311,5 @@ extension PlunkConnections.Target {
     /// `host:port` as CONNECT names it (the port always given).
     var authorityWithPort: String {
         (host.contains(":") ? "[\(host)]" : host) + ":\(port)"
-    }
-}
-
-/// One request and its answer's completion, finished exactly once: by the answer, a
-/// failure, or its deadline.
-final class PlunkExchange: @unchecked Sendable {
-    let head: HTTPRequestHead
-    let body: ByteBuffer
-    private let deadline: NIODeadline
-    private let completion: @Sendable (Result<PlunkAnswer, any Error>) -> Void
-    private var deadlineTask: Scheduled<Void>?
-    /// Called when the deadline passes while a connection carries the request: that
-    /// connection closes, so a late answer cannot be read as the next request's.
-    var onDeadline: (() -> Void)?
-    private(set) var isFinished = false
-
-    init(
-        head: HTTPRequestHead, body: ByteBuffer, deadline: NIODeadline,
-        completion: @escaping @Sendable (Result<PlunkAnswer, any Error>) -> Void
-    ) {
-        self.head = head
-        self.body = body
-        self.deadline = deadline
-        self.completion = completion
-    }
-
-    func armDeadline(on loop: any EventLoop) {
-        deadlineTask = loop.assumeIsolated().scheduleTask(deadline: deadline) {
-            // Finished first: closing the connection makes its decoder report the stream
-            // cut short, which would otherwise be the failure the operator reads.
-            let closeConnection = self.onDeadline
-            self.finish(.failure(PlunkTransportError.deadlineExceeded))
-            closeConnection?()
-        }
-    }
-
-    func finish(_ result: Result<PlunkAnswer, any Error>) {
-        guard !isFinished else { return }
-        isFinished = true
-        deadlineTask?.cancel()
-        deadlineTask = nil
-        onDeadline = nil
-        completion(result)
     }
 }

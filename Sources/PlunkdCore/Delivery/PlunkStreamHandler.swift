@@ -78,3 +78,18 @@ final class PlunkStreamHandler: ChannelInboundHandler {
         ended?()
     }
 }
+
+/// Calls its action once, however often it is called; confined to the connections' loop.
+final class StreamEnded: @unchecked Sendable {
+    private var action: (() -> Void)?
+
+    init(_ action: @escaping () -> Void) {
+        self.action = action
+    }
+
+    func call() {
+        let action = self.action
+        self.action = nil
+        action?()
+    }
+}
