@@ -43,3 +43,16 @@ final class PlunkExchange: @unchecked Sendable {
         completion(result)
     }
 }
+
+extension PlunkExchange {
+    /// Writes the request in one flush: its head (with `Host`, which HTTP/2's codec turns
+    /// into `:authority`), its body and its end. For a handler whose outbound type is
+    /// `HTTPClientRequestPart`, over HTTP/1.1 or as an HTTP/2 stream.
+    func writeRequest(to context: ChannelHandlerContext, authority: String) {
+        var head = self.head
+        head.headers.replaceOrAdd(name: "Host", value: authority)
+        context.write(NIOAny(HTTPClientRequestPart.head(head)), promise: nil)
+        context.write(NIOAny(HTTPClientRequestPart.body(.byteBuffer(body))), promise: nil)
+        context.writeAndFlush(NIOAny(HTTPClientRequestPart.end(nil)), promise: nil)
+    }
+}

@@ -40,11 +40,7 @@ final class PlunkExchangeHandler: ChannelInboundHandler, @unchecked Sendable {
         current = exchange
         answer = PlunkAnswerReader()
         exchange.onDeadline = { [weak self] in self?.close() }
-        var head = exchange.head
-        head.headers.replaceOrAdd(name: "Host", value: authority)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(exchange.body))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        exchange.writeRequest(to: context, authority: authority)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -39,12 +39,7 @@ final class PlunkStreamHandler: ChannelInboundHandler {
         }
         let channel = context.channel
         exchange.onDeadline = { channel.close(promise: nil) }
-        var head = exchange.head
-        // HTTP/2 takes the authority from Host (`:authority`).
-        head.headers.replaceOrAdd(name: "Host", value: authority)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(exchange.body))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        exchange.writeRequest(to: context, authority: authority)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
