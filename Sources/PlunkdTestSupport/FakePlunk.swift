@@ -107,6 +107,13 @@ public final class FakePlunk: Sendable {
         state.withLockedValue { $0.responder = responder }
     }
 
+    /// Over HTTP/2: once `count` requests have been answered, the connection that carried
+    /// the last one gets a GOAWAY and stays open, taking no new streams, as a front end
+    /// that rotates its connections does.
+    public func sendGoAway(afterRequests count: Int) {
+        state.withLockedValue { $0.goAwayAfter = count }
+    }
+
     public var requests: [Request] { state.withLockedValue { $0.requests } }
     public var maxInFlight: Int { state.withLockedValue { $0.maxInFlight } }
     /// Connections accepted so far.
@@ -172,6 +179,9 @@ struct FakePlunkState {
     var inFlight = 0
     var maxInFlight = 0
     var responder: FakePlunk.Responder
+    /// After answering this many requests in all, an HTTP/2 connection that carried the
+    /// last one is sent a GOAWAY (and kept open); nil for never.
+    var goAwayAfter: Int?
 }
 
 private final class FakePlunkHandler: ChannelInboundHandler, @unchecked Sendable {
@@ -238,6 +248,7 @@ private final class FakePlunkHandler: ChannelInboundHandler, @unchecked Sendable
                                     version: .http1_1, status: HTTPResponseStatus(statusCode: status), headers: response))), promise: nil)
                     context.write(handler.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
                     let written = context.writeAndFlush(handler.wrapOutboundOut(.end(nil)))
+                    handler.goAwayIfDue(context)
                     if let whenWritten {
                         written.whenComplete { result in
                             if case .success = result { whenWritten(true) } else { whenWritten(false) }
@@ -250,5 +261,19 @@ private final class FakePlunkHandler: ChannelInboundHandler, @unchecked Sendable
 
     private func finished() {
         state.withLockedValue { $0.inFlight -= 1 }
+    }
+
+    /// A stream's parent is its HTTP/2 connection; over HTTP/1.1 there is none.
+    private func goAwayIfDue(_ context: ChannelHandlerContext) {
+        guard let connection = context.channel.parent,
+            state.withLockedValue({ state in
+                guard let after = state.goAwayAfter, state.seen >= after else { return false }
+                state.goAwayAfter = nil
+                return true
+            })
+        else { return }
+        // The highest id lets the streams already open finish; no new one may start.
+        let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: .maxID, errorCode: .noError, opaqueData: nil))
+        connection.writeAndFlush(goAway, promise: nil)
     }
 }

@@ -56,6 +56,18 @@ struct HTTP2DeliveryTests {
         await fake.stop()
     }
 
+    @Test("a Plunk that sends GOAWAY and keeps the connection open: later requests go out on a new connection, every event delivered")
+    func goAwayOpensAnotherConnection() async throws {
+        let certificates = try TestCertificates()
+        defer { certificates.remove() }
+        let fake = try await FakePlunk(tls: try certificates.serverTLS(.trusted), offersHTTP2: true, responder: Self.slowSuccess)
+        fake.sendGoAway(afterRequests: 20)
+        let requests = try await Self.deliver(100, to: fake, certificates: certificates)
+        #expect(Set(requests.map(\.httpVersion)) == ["HTTP/2.0"])
+        #expect(fake.connectionCount >= 2, "\(fake.connectionCount) connections")
+        await fake.stop()
+    }
+
     @Test("plunk.http_version http1 against the same Plunk: HTTP/1.1 only, one connection per request in flight")
     func http1WhenPinned() async throws {
         let certificates = try TestCertificates()

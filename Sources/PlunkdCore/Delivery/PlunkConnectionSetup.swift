@@ -9,7 +9,25 @@ import NIOTLS
 /// HTTP/2 (a stream per request), as TLS's ALPN settled it.
 enum ReadyConnection {
     case http1(PlunkExchangeHandler)
-    case http2(channel: any Channel, multiplexer: NIOHTTP2Handler.StreamMultiplexer)
+    case http2(channel: any Channel, multiplexer: NIOHTTP2Handler.StreamMultiplexer, goAway: GoAwayWatcher)
+}
+
+/// Tells the pool when Plunk sends GOAWAY on an HTTP/2 connection: no new stream may
+/// start on it, so the next request must open another (the streams in flight finish).
+final class GoAwayWatcher: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTP2Frame
+
+    /// Set by the pool when the connection is handed over; called on the loop.
+    var onGoAway: (() -> Void)?
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .goAway = unwrapInboundIn(data).payload {
+            let onGoAway = self.onGoAway
+            self.onGoAway = nil
+            onGoAway?()
+        }
+        context.fireChannelRead(data)
+    }
 }
 
 /// How a connection is set up, step by step, on its own event loop: through the proxy's
@@ -74,7 +92,9 @@ final class PlunkConnectionSetup: @unchecked Sendable {
                 stream.close(promise: nil)
                 return stream.eventLoop.makeSucceededVoidFuture()
             }
-            succeed(.http2(channel: channel, multiplexer: multiplexer))
+            let goAway = GoAwayWatcher()
+            try operations.addHandler(goAway)
+            succeed(.http2(channel: channel, multiplexer: multiplexer, goAway: goAway))
         } else {
             try operations.addHTTPClientHandlers()
             let handler = PlunkExchangeHandler(idleTimeout: plan.idleTimeout)

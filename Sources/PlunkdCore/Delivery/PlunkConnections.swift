@@ -163,7 +163,9 @@ final class PlunkConnections: @unchecked Sendable {
         ready.futureResult.assumeIsolated().whenComplete { result in
             switch result {
             case .success(.http1(let handler)): self.http1Ready(handler, for: exchange)
-            case .success(.http2(let channel, let multiplexer)): self.http2Ready(channel, multiplexer, for: exchange)
+            case .success(.http2(let channel, let multiplexer, let goAway)):
+                goAway.onGoAway = { [weak self] in self?.retireHTTP2(channel) }
+                self.http2Ready(channel, multiplexer, for: exchange)
             case .failure(let error): self.connectFailed(exchange, error)
             }
         }
