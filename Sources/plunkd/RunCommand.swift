@@ -10,12 +10,22 @@ struct RunCommand: AsyncParsableCommand {
 
     @OptionGroup var options: ConfigOptions
 
+    @Option(help: "text or json (one JSON object per line); overrides log.format.")
+    var logFormat: LogFormat?
+
     func run() async throws {
         try await reportingFailures {
             let loaded = try await options.load()
             let config = loaded.configuration
             let level = Logger.Level(rawValue: config.logLevel) ?? .info
-            if JournalLogHandler.stderrIsJournal(environment: ProcessInfo.processInfo.environment) {
+            let journal = JournalLogHandler.stderrIsJournal(environment: ProcessInfo.processInfo.environment)
+            if (logFormat ?? config.logFormat) == .json {
+                LoggingSystem.bootstrap { label in
+                    var handler = JSONLogHandler(label: label, journal: journal)
+                    handler.logLevel = level
+                    return handler
+                }
+            } else if journal {
                 LoggingSystem.bootstrap { label in
                     var handler = JournalLogHandler(label: label)
                     handler.logLevel = level
@@ -45,3 +55,5 @@ struct RunCommand: AsyncParsableCommand {
         }
     }
 }
+
+extension LogFormat: ExpressibleByArgument {}

@@ -87,6 +87,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Where `/metrics` is also served over TCP; nil (the default) for the socket only.
     public var metricsListen: HostAndPort?
     public var logLevel: String
+    /// `log.format`.
+    public var logFormat: LogFormat = .text
 
     /// Defaults for a daemon run by `uid` with `environment`: see `DefaultPaths`.
     public static func defaults(uid: UInt32, environment: [String: String]) -> DaemonConfiguration {

@@ -181,6 +181,10 @@ public enum Settings {
             "log.level", \DaemonConfiguration.logLevel, default: "info",
             "trace, debug, info, notice, warning, error or critical.",
             parse: { v throws(ConfigurationError) in try v.oneOf(["trace", "debug", "info", "notice", "warning", "error", "critical"]) }),
+        .value(
+            "log.format", \DaemonConfiguration.logFormat, default: "text",
+            "text: one line per record (under systemd, the journal keeps its priority either way); json: one JSON object per line (time, level, label, message, then the record's fields by name), for log shippers. Keys and tokens appear in neither.",
+            parse: { v throws(ConfigurationError) in LogFormat(rawValue: try v.oneOf(["text", "json"]))! }),
     ]
 
     /// The keys that take a list: a YAML list, or one comma-separated string (as
