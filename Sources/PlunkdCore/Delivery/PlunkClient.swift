@@ -55,13 +55,10 @@ public final class PlunkClient: PlunkTransport {
         self.path = path + kind.plunkPath + (baseURL.query.map { "?\($0)" } ?? "")
         let bracketed = host.contains(":") ? "[\(host)]" : host
         let authority = baseURL.port.map { "\(bracketed):\($0)" } ?? bracketed
-        let authorization = proxy?.username.map { user in
-            "Basic " + Data("\(user):\(proxy?.password ?? "")".utf8).base64EncodedString()
-        }
         connections = PlunkConnections(
             target: .init(
                 host: host, port: port, tls: https, authority: authority, offersHTTP2: httpVersion == .auto,
-                proxy: proxy.map { ($0.host, $0.port, authorization) }),
+                proxy: proxy.map { ($0.host, $0.port, $0.authorization) }),
             limit: concurrency, connectTimeout: min(timeout, .seconds(10)), loop: eventLoopGroup.next(),
             tls: Self.tlsConfiguration(trusting: extraTrustRoots))
     }

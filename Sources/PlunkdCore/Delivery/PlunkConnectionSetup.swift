@@ -120,13 +120,13 @@ final class PlunkConnectionSetup: @unchecked Sendable {
 
 /// Opens the proxy's tunnel: `CONNECT host:port`, then, on a 200, steps aside (with the
 /// HTTP/1.1 codec it spoke to the proxy through) for TLS to Plunk.
-private final class ProxyTunnelHandler: ChannelInboundHandler, RemovableChannelHandler {
+private final class ProxyTunnelHandler: ConnectionSetupStep {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart
 
     private let authority: String
     private let authorization: String?
-    private let setup: PlunkConnectionSetup
+    let setup: PlunkConnectionSetup
     private let removing: [any RemovableChannelHandler]
     private var status: HTTPResponseStatus?
 
@@ -184,23 +184,14 @@ private final class ProxyTunnelHandler: ChannelInboundHandler, RemovableChannelH
             }
         }
     }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        setup.fail(error, context.channel)
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        setup.fail(PlunkTransportError.closedBeforeAnswer, context.channel)
-        context.fireChannelInactive()
-    }
 }
 
 /// Waits for TLS's handshake and the protocol ALPN agreed ("h2", else HTTP/1.1); a failed
 /// handshake (an untrusted certificate, another name) fails the attempt with its error.
-private final class ProtocolAgreement: ChannelInboundHandler, RemovableChannelHandler {
+private final class ProtocolAgreement: ConnectionSetupStep {
     typealias InboundIn = ByteBuffer
 
-    private let setup: PlunkConnectionSetup
+    let setup: PlunkConnectionSetup
 
     init(setup: PlunkConnectionSetup) {
         self.setup = setup
@@ -219,7 +210,15 @@ private final class ProtocolAgreement: ChannelInboundHandler, RemovableChannelHa
             setup.fail(error, channel)
         }
     }
+}
 
+/// A handler that sets a connection up: an error or a close before it is done fails the
+/// attempt (once), with the error, or as closed before an answer.
+private protocol ConnectionSetupStep: ChannelInboundHandler, RemovableChannelHandler {
+    var setup: PlunkConnectionSetup { get }
+}
+
+extension ConnectionSetupStep {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         setup.fail(error, context.channel)
     }

@@ -152,7 +152,7 @@ final class PlunkConnections: @unchecked Sendable {
         let ready = loop.makePromise(of: ReadyConnection.self)
         let plan = PlunkConnectionSetup.Plan(
             tls: tls, serverHostname: Self.isIPAddress(target.host) ? nil : target.host,
-            tunnel: target.proxy.map { ("\(target.authorityWithPort)", $0.authorization) }, idleTimeout: idleTimeout)
+            tunnel: target.proxy.map { (HostAndPort(host: target.host, port: target.port).description, $0.authorization) }, idleTimeout: idleTimeout)
         let setup = PlunkConnectionSetup(plan: plan, ready: ready)
         ClientBootstrap(group: loop)
             .connectTimeout(connectTimeout)
@@ -306,12 +306,5 @@ final class PlunkConnections: @unchecked Sendable {
 
     private static func isIPAddress(_ host: String) -> Bool {
         (try? SocketAddress(ipAddress: host, port: 0)) != nil
-    }
-}
-
-extension PlunkConnections.Target {
-    /// `host:port` as CONNECT names it (the port always given).
-    var authorityWithPort: String {
-        (host.contains(":") ? "[\(host)]" : host) + ":\(port)"
     }
 }

@@ -16,7 +16,12 @@ public struct ProxyEndpoint: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// `host:port`, for errors about the proxy.
-    public var address: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    public var address: String { HostAndPort(host: host, port: port).description }
+
+    /// The `Proxy-Authorization` header's value for the tunnel (Basic), nil without a user.
+    var authorization: String? {
+        username.map { "Basic " + Data("\($0):\(password ?? "")".utf8).base64EncodedString() }
+    }
 
     public var description: String {
         "http://\(username != nil ? "<credentials>@" : "")\(address)"

@@ -67,14 +67,9 @@ public final class Sender: @unchecked Sendable {
             logger.notice("\(released) events were in flight when plunkd stopped; they will be sent again with the same Idempotency-Key")
         }
         let stored = try outbox.loadHold()
-        let notes = LiftedByCommand()
-        _ = try await command(
-            decide: {
-                self.machine = DeliveryMachine(settings: self.machine.settings, hold: stored, unitRandom: self.machine.unitRandom)
-                return self.liftHoldForNewKey(notes) ?? { _ in 0 }
-            },
-            settle: { result in self.keyApplied(result, notes) }
-        ).get()
+        try await checkingKey {
+            self.machine = DeliveryMachine(settings: self.machine.settings, hold: stored, unitRandom: self.machine.unitRandom)
+        }
     }
 
     /// New events were stored. Called after every ingest commit, so it costs one atomic
@@ -123,10 +118,16 @@ public final class Sender: @unchecked Sendable {
 
     /// Applies a reloaded key and retry policy; the next turn uses them.
     public func update(apiKey key: APIKey?, retry: RetryPolicy?) async throws {
+        try await checkingKey { self.machine.update(apiKey: key, retry: retry) }
+    }
+
+    /// Runs `change` on the loop, then lifts an auth hold the configured key no longer
+    /// matches (its events back in line), and lets the machine take its next turn.
+    private func checkingKey(after change: @escaping @Sendable () -> Void) async throws {
         let notes = LiftedByCommand()
         _ = try await command(
             decide: {
-                self.machine.update(apiKey: key, retry: retry)
+                change()
                 return self.liftHoldForNewKey(notes) ?? { _ in 0 }
             },
             settle: { result in self.keyApplied(result, notes) }
