@@ -33,7 +33,9 @@ struct StatusCommand: AsyncParsableCommand {
             return StatusAssessment.unknown("\(error)", context: context, now: now)
         }
         let socketPath = options.socket ?? config.socketPath
-        let context = StatusContext(socketPath: socketPath, databasePath: config.storagePath, warnOldestAge: config.warnOldestAge)
+        let context = StatusContext(
+            socketPath: socketPath, databasePath: config.storagePath, warnOldestAge: config.warnOldestAge, parkedMaxAge: config.parkedMaxAge)
+        let horizon = context.retentionHorizon(now: now)
         do {
             let answer = try await IngestClient.control(method: "GET", path: "/status", socketPath: socketPath, timeout: .seconds(10))
             guard answer.status == 200 else {
@@ -41,11 +43,11 @@ struct StatusCommand: AsyncParsableCommand {
             }
             return try StatusReport.decoder().decode(StatusReport.self, from: Data(answer.body.utf8))
         } catch let failure as IngestClient.Failure where failure.unreachable {
-            let stored = Result { try OutboxReader(path: config.storagePath).storedStatus() }
+            let stored = Result { try OutboxReader(path: config.storagePath).storedStatus(retentionHorizon: horizon) }
             let emailPath = config.emailStoragePath
             let email =
                 FileManager.default.fileExists(atPath: emailPath)
-                ? (stored: Result { try OutboxReader(path: emailPath).storedStatus() }, databasePath: emailPath) : nil
+                ? (stored: Result { try OutboxReader(path: emailPath).storedStatus(retentionHorizon: horizon) }, databasePath: emailPath) : nil
             return StatusAssessment.notRunning(
                 stored: stored, unreachable: "nothing answers on \(socketPath)", context: context, now: now, email: email)
         } catch {

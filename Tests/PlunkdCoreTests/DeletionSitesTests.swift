@@ -1,9 +1,10 @@
 import Foundation
 import Testing
 
-/// "Nothing is deleted except by delivery or `plunkd parked drop`" is a property of the
-/// source: this test fails when a third way to remove events appears anywhere in it.
-@Suite("Only two ways an event is deleted", .timeLimit(.minutes(2)), .watchdog)
+/// "Nothing is deleted except by delivery, `plunkd parked drop` or the retention the
+/// operator configured" is a property of the source: this test fails when another way to
+/// remove events appears anywhere in it.
+@Suite("Only three ways an event is deleted", .timeLimit(.minutes(2)), .watchdog)
 struct DeletionSitesTests {
     static let sources = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Sources")
@@ -25,13 +26,15 @@ struct DeletionSitesTests {
         return found.sorted()
     }
 
-    @Test("the delivered event's delete and parked drop's delete are the only ones (and migration v4's rebuild, after its copy)")
-    func onlyTwo() throws {
+    @Test("the delivered event's delete, parked drop's and storage.parked_max_age's are the only ones (and migration v4's rebuild, after its copy)")
+    func onlyThree() throws {
         let found = try deletingLines()
         #expect(
             found == [
                 #"OutboxDelivery.swift: try db.cachedStatement(sql: "DELETE FROM event WHERE seq = ?").execute(arguments: [seq])"#,
                 #"OutboxParking.swift: try db.execute(sql: "DELETE FROM event WHERE state = \(EventRowState.parked)\(condition)", arguments: arguments)"#,
+                // Parked rows only, parked before the configured age (`ParkedRetentionTests`).
+                #"OutboxRetention.swift: DELETE FROM event WHERE state = \(EventRowState.parked) AND parked_at < ?"#,
                 // Migration v4 rebuilds the table: every row is copied into event_v4 first, in
                 // the same transaction (`OutboxSchema`, tested by `OutboxTests`' migrations).
                 "OutboxSchema.swift: DROP TABLE event;",

@@ -165,10 +165,13 @@ struct OutboxTests {
         #expect(outbox.storedCount == stored)
         // Room returns (as delivery would make it): the same open store accepts again.
         let other = try DatabaseQueue(path: path)
-        try other.write { try $0.execute(sql: "DELETE FROM event WHERE seq <= 100") }
+        let removed = try other.write { db in
+            try db.execute(sql: "DELETE FROM event WHERE seq <= 100")
+            return db.changesCount
+        }
         try outbox.enqueue((0..<20).map(event))
         let remaining = try other.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM event") }
-        #expect(remaining == stored - 100 + 20)
+        #expect(remaining == stored - removed + 20)
     }
 }
 

@@ -62,7 +62,8 @@ public struct ControlRoutes: ControlResponder {
         let now = clock()
         let reports = lines.map { line in
             StatusAssessment.running(
-                snapshot: line.sender.snapshot(), stored: Result { try line.outbox.storedStatus() }, context: line.context, now: now)
+                snapshot: line.sender.snapshot(), stored: Result { try line.outbox.storedStatus(retentionHorizon: line.context.retentionHorizon(now: now)) },
+                context: line.context, now: now)
         }
         var report = reports[0]
         for (line, lineReport) in zip(lines, reports).dropFirst() { report.add(line: lineReport, kind: line.context.kind) }

@@ -30,6 +30,8 @@ public struct LineStatus: Codable, Sendable, Equatable {
     public var rekeyedTotal: Int?
     public var droppedTotal: Int?
     public var parked: [String: Int]
+    /// What `storage.parked_max_age` deletes; null when no retention is set.
+    public var retention: RetentionStatus?
     public var pausedUntil: Date?
     public var heldSince: Date?
     public var blockedUntil: Date?
@@ -61,7 +63,7 @@ public struct LineStatus: Codable, Sendable, Equatable {
         case duplicatesSuppressedTotal = "duplicates_suppressed_total"
         case rekeyedTotal = "rekeyed_total"
         case droppedTotal = "dropped_total"
-        case parked
+        case parked, retention
         case pausedUntil = "paused_until"
         case heldSince = "held_since"
         case blockedUntil = "blocked_until"
@@ -90,6 +92,7 @@ public struct LineStatus: Codable, Sendable, Equatable {
         try c.encode(rekeyedTotal, forKey: .rekeyedTotal)
         try c.encode(droppedTotal, forKey: .droppedTotal)
         try c.encode(parked, forKey: .parked)
+        try c.encode(retention, forKey: .retention)
         try c.encode(pausedUntil, forKey: .pausedUntil)
         try c.encode(heldSince, forKey: .heldSince)
         try c.encode(blockedUntil, forKey: .blockedUntil)
@@ -98,6 +101,34 @@ public struct LineStatus: Codable, Sendable, Equatable {
         try c.encode(storageError, forKey: .storageError)
         try c.encode(database, forKey: .database)
         try c.encode(hint, forKey: .hint)
+    }
+}
+
+/// The retention of parked events (`storage.parked_max_age`) as status shows it.
+public struct RetentionStatus: Codable, Sendable, Equatable {
+    /// How far ahead `dueWithinDay` looks.
+    static let outlookSeconds: TimeInterval = 86_400
+
+    public var parkedMaxAgeSeconds: Double
+    /// Parked events the retention deletes within the next 24 hours.
+    public var dueWithinDay: Int
+    /// When the next one goes (the oldest parking plus the age); null when none is parked.
+    public var nextDeletionAt: Date?
+    public var deletedTotal: Int
+
+    enum CodingKeys: String, CodingKey {
+        case parkedMaxAgeSeconds = "parked_max_age_seconds"
+        case dueWithinDay = "due_within_24h"
+        case nextDeletionAt = "next_deletion_at"
+        case deletedTotal = "deleted_total"
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(parkedMaxAgeSeconds, forKey: .parkedMaxAgeSeconds)
+        try c.encode(dueWithinDay, forKey: .dueWithinDay)
+        try c.encode(nextDeletionAt, forKey: .nextDeletionAt)
+        try c.encode(deletedTotal, forKey: .deletedTotal)
     }
 }
 

@@ -21,6 +21,8 @@ enum MetricHelp {
         "plunkd_concurrency_limit": "Requests allowed in flight while Plunk is healthy (learned when plunk.concurrency is auto).",
         "plunkd_oldest_pending_age_seconds": "Age of the oldest event still in line.",
         "plunkd_store_bytes": "Size of the outbox file and its write-ahead log.",
+        "plunkd_" + OutboxCounter.deletedByRetention.name:
+            "Parked events deleted by storage.parked_max_age since the process started (the store's lifetime count is in plunkd status).",
         "plunkd_parked_events": "Events parked now, by reason (replay with plunkd parked retry).",
         "plunkd_delivery_state": "1 for the delivery state plunkd status reports, 0 for the others.",
     ]

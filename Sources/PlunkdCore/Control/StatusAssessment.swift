@@ -11,12 +11,21 @@ public struct StatusContext: Sendable {
     public var listen: String?
     /// The line reported on: track events, or the transactional emails of `/v1/send`.
     public var kind: EventKind = .track
+    /// `storage.parked_max_age`, when set.
+    public var parkedMaxAge: TimeInterval?
+
+    /// The retention's cutoff a day from `now`: what is parked before it is deleted within
+    /// the day. Nil when no retention is set.
+    public func retentionHorizon(now: Date) -> Date? {
+        parkedMaxAge.map { now.addingTimeInterval(RetentionStatus.outlookSeconds - $0) }
+    }
 
     public init(
         socketPath: String, databasePath: String, warnOldestAge: TimeInterval, startedAt: Date? = nil, listen: String? = nil,
-        kind: EventKind = .track
+        kind: EventKind = .track, parkedMaxAge: TimeInterval? = nil
     ) {
         self.kind = kind
+        self.parkedMaxAge = parkedMaxAge
         self.listen = listen
         self.socketPath = socketPath
         self.databasePath = databasePath
@@ -50,7 +59,7 @@ public enum StatusAssessment {
         report.state = ReportedState(snapshot.state)
         switch stored {
         case .success(let status):
-            fill(&report, from: status, now: now)
+            fill(&report, from: status, context: context, now: now)
             report.pending = max(0, status.inLine - snapshot.inFlight)
         case .failure(let error):
             report.storageError = "\(error)"
@@ -86,7 +95,7 @@ public enum StatusAssessment {
         report.state = .notRunning
         switch stored {
         case .success(let status):
-            fill(&report, from: status, now: now)
+            fill(&report, from: status, context: context, now: now)
             report.pending = status.inLine
             report.inFlight = 0
             report.pausedUntil = status.hold.pausedUntil
@@ -132,7 +141,13 @@ public enum StatusAssessment {
         return report
     }
 
-    private static func fill(_ report: inout StatusReport, from status: StoredStatus, now: Date) {
+    private static func fill(_ report: inout StatusReport, from status: StoredStatus, context: StatusContext, now: Date) {
+        if let maxAge = context.parkedMaxAge {
+            report.retention = RetentionStatus(
+                parkedMaxAgeSeconds: maxAge, dueWithinDay: status.retention?.dueByHorizon ?? 0,
+                nextDeletionAt: status.retention?.oldestParkedAt.map { max(now, $0.addingTimeInterval(maxAge)) },
+                deletedTotal: status.counters[OutboxCounter.deletedByRetention.name] ?? 0)
+        }
         report.oldestPendingAgeSeconds = status.oldestInLineReceivedAt.map { max(0, now.timeIntervalSince($0)) }
         report.deliveredTotal = status.counters[OutboxCounter.delivered.name] ?? 0
         report.duplicatesSuppressedTotal = status.counters[OutboxCounter.duplicatesSuppressed.name] ?? 0

@@ -36,6 +36,7 @@ public enum StatusText {
             row("Delivered:", text)
         }
         row("Parked:", ParkReason.allCases.map { "\($0.rawValue) \(report.parked[$0.rawValue] ?? 0)" }.joined(separator: ", "))
+        if let retention = report.retention { row("Retention:", retentionText(retention, now: now)) }
         if report.running {
             row("Last success:", report.lastSuccess.map { "\(StatusAssessment.iso($0)) (\(span(now.timeIntervalSince($0))) ago)" } ?? "none since start")
         }
@@ -63,12 +64,22 @@ public enum StatusText {
         if let hour = email.deliveredLastHour { queue += ", \(hour) in the last hour" }
         rows.append(("", queue))
         rows.append(("", "parked: " + ParkReason.allCases.map { "\($0.rawValue) \(email.parked[$0.rawValue] ?? 0)" }.joined(separator: ", ")))
+        if let retention = email.retention { rows.append(("", "retention: " + retentionText(retention, now: now))) }
         if let until = email.pausedUntil { rows.append(("", "paused until \(StatusAssessment.iso(until)) (\(span(until.timeIntervalSince(now))) from now)")) }
         if let error = email.lastError {
             let status = error.status.map { "\($0) " } ?? ""
             rows.append(("", "last error: \(status)\(oneLine(error.message, limit: 150))"))
         }
         return rows
+    }
+
+    /// `storage.parked_max_age` and what it will delete next.
+    static func retentionText(_ retention: RetentionStatus, now: Date) -> String {
+        var text = "parked items are deleted \(span(retention.parkedMaxAgeSeconds)) after parking; \(retention.dueWithinDay) due within 24 h"
+        if let next = retention.nextDeletionAt {
+            text += ", the next at \(StatusAssessment.iso(next))" + (next > now ? " (in \(span(next.timeIntervalSince(now))))" : " (now)")
+        }
+        return text + "; \(retention.deletedTotal) deleted so far"
     }
 
     static func span(_ seconds: Double) -> String {

@@ -9,6 +9,8 @@ public struct DeliveryMetrics: Sendable {
     let duplicatesSuppressed: Counter
     /// Events sent again under a derived key after v2 kept their key burned.
     let rekeyed: Counter
+    /// Parked events `storage.parked_max_age` deleted (`ParkedRetention`).
+    public let deletedByRetention: Counter
     let requestDuration: CoreMetrics.Timer
     private let parkedByReason: [ParkReason: Counter]
     private let attemptsByOutcome: [String: Counter]
@@ -20,6 +22,7 @@ public struct DeliveryMetrics: Sendable {
         delivered = Counter(label: prefix + OutboxCounter.delivered.name, factory: factory)
         duplicatesSuppressed = Counter(label: prefix + OutboxCounter.duplicatesSuppressed.name, factory: factory)
         rekeyed = Counter(label: prefix + OutboxCounter.rekeyed.name, factory: factory)
+        deletedByRetention = Counter(label: prefix + OutboxCounter.deletedByRetention.name, factory: factory)
         requestDuration = CoreMetrics.Timer(label: "\(prefix)request_duration_seconds", factory: factory)
         parkedByReason = Dictionary(
             uniqueKeysWithValues: ParkReason.allCases.map {
@@ -41,6 +44,7 @@ public struct DeliveryMetrics: Sendable {
         case .delivered: delivered
         case .duplicatesSuppressed: duplicatesSuppressed
         case .rekeyed: rekeyed
+        case .deletedByRetention: deletedByRetention
         // Counted by the operator's command in the store, never by delivery.
         case .dropped: nil
         case .parked(let reason): parked(reason)

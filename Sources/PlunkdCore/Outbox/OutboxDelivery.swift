@@ -55,7 +55,7 @@ extension Outbox {
             var busy = claimedContacts.withLock { $0 }
             var removed = 0
             for move in moves {
-                removed += try record(move, busy: &busy, db: db)
+                removed += try record(move, now: now, busy: &busy, db: db)
             }
             for (counter, amount) in counters where amount != 0 {
                 try db.cachedStatement(
@@ -79,7 +79,7 @@ extension Outbox {
     }
 
     /// Applies one move to a claimed event; returns how many events left the line.
-    private func record(_ move: EventMove, busy: inout [String: Int], db: Database) throws -> Int {
+    private func record(_ move: EventMove, now: Date, busy: inout [String: Int], db: Database) throws -> Int {
         guard
             let row = try Row.fetchOne(
                 db.cachedStatement(sql: "SELECT contact, state FROM event WHERE seq = ?"), arguments: [move.seq])
@@ -105,10 +105,10 @@ extension Outbox {
             try db.cachedStatement(
                 sql: """
                     UPDATE event SET state = \(EventRowState.parked), park_reason = ?, attempts = attempts + 1,
-                        last_status = ?, last_error = ?
+                        last_status = ?, last_error = ?, parked_at = ?
                     WHERE seq = ? AND state = \(EventRowState.inFlight)
                     """
-            ).execute(arguments: [reason.rawValue, status, error, seq])
+            ).execute(arguments: [reason.rawValue, status, error, now.timeIntervalSince1970, seq])
             removed = db.changesCount
         case .release(let seq):
             try db.cachedStatement(sql: "UPDATE event SET state = \(EventRowState.waiting) WHERE seq = ? AND state = \(EventRowState.inFlight)")

@@ -104,6 +104,8 @@ public enum OutboxCounter: Sendable, Hashable {
     case rekeyed
     /// Parked events an operator dropped for good.
     case dropped
+    /// Parked events `storage.parked_max_age` deleted.
+    case deletedByRetention
     case parked(ParkReason)
     case attempts(outcome: String)
 
@@ -113,6 +115,7 @@ public enum OutboxCounter: Sendable, Hashable {
         switch self {
         case .delivered: "delivered_total"
         case .dropped: "dropped_total"
+        case .deletedByRetention: "retention_deleted_total"
         case .duplicatesSuppressed: "duplicates_suppressed_total"
         case .rekeyed: "rekeyed_total"
         case .parked(let reason): "parked_\(reason.rawValue)_total"

@@ -13,6 +13,8 @@ public struct StoredStatus: Sendable, Equatable {
     public var hold: StoredDeliveryHold
     /// The database file and its WAL, in bytes.
     public var fileBytes: Int64
+    /// What `storage.parked_max_age` is due to delete, when one is set.
+    public var retention: ParkedRetentionOutlook? = nil
 }
 
 /// One parked event as the operator sees it.
@@ -140,14 +142,17 @@ enum OutboxQueries {
 
 extension Outbox {
     /// The store's view of itself, cheap enough to take on every status or metrics request.
-    public func storedStatus() throws -> StoredStatus {
+    /// - Parameter retentionHorizon: with `storage.parked_max_age` set, its cutoff a day
+    ///   from now: what is parked before it is due for deletion within the day.
+    public func storedStatus(retentionHorizon: Date? = nil) throws -> StoredStatus {
         let inLine = storedCount
         return try pool.read { db in
             StoredStatus(
                 inLine: inLine, parked: try OutboxQueries.parkedCounts(db),
                 oldestInLineReceivedAt: try OutboxQueries.oldestInLineReceivedAt(db),
                 counters: try OutboxQueries.counters(db), hold: try OutboxQueries.hold(db),
-                fileBytes: OutboxQueries.fileBytes(path: path))
+                fileBytes: OutboxQueries.fileBytes(path: path),
+                retention: try retentionHorizon.map { try OutboxQueries.retentionOutlook(db, horizon: $0) })
         }
     }
 

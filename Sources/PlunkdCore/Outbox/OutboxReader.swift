@@ -36,7 +36,7 @@ public struct OutboxReader: Sendable {
         }
     }
 
-    public func storedStatus() throws -> StoredStatus {
+    public func storedStatus(retentionHorizon: Date? = nil) throws -> StoredStatus {
         try queue.read { db in
             let hasParkedIndex = try db.indexes(on: "event").contains { $0.name == "event_parked" }
             return StoredStatus(
@@ -45,7 +45,8 @@ public struct OutboxReader: Sendable {
                 oldestInLineReceivedAt: try OutboxQueries.oldestInLineReceivedAt(db),
                 counters: try OutboxQueries.counters(db),
                 hold: try db.tableExists("delivery_hold") ? try OutboxQueries.hold(db) : StoredDeliveryHold(),
-                fileBytes: OutboxQueries.fileBytes(path: path))
+                fileBytes: OutboxQueries.fileBytes(path: path),
+                retention: try retentionHorizon.map { try OutboxQueries.retentionOutlook(db, horizon: $0) })
         }
     }
 

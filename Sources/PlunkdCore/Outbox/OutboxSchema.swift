@@ -1,3 +1,4 @@
+import Foundation
 import GRDB
 
 /// Versioned migrations of the outbox. A migration is added, never edited: a store
@@ -178,6 +179,19 @@ enum OutboxSchema {
             // late. Null for track events, which only `retry.max_age` bounds. A nullable
             // column rewrites no row.
             try db.execute(sql: "ALTER TABLE event ADD COLUMN deadline REAL")
+        }
+        migrator.registerMigration("v9: when an event was parked") { db in
+            // `storage.parked_max_age` deletes what has been parked for longer, counted from
+            // its parking, not its arrival: an event the operator put back in line and that
+            // was parked again starts over. Rows parked before this version count from the
+            // upgrade, so a retention set with the upgrade never deletes one sooner than
+            // the operator could expect. The partial index holds parked rows only.
+            try db.execute(
+                sql: """
+                    ALTER TABLE event ADD COLUMN parked_at REAL;
+                    UPDATE event SET parked_at = ? WHERE state = 'parked';
+                    CREATE INDEX event_parked_at ON event (parked_at) WHERE state = 'parked';
+                    """, arguments: [Date().timeIntervalSince1970])
         }
         return migrator
     }

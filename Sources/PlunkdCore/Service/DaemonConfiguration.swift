@@ -70,6 +70,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var ingestTokensInConfigFile = false
     /// `ingest.idempotency_window`: how long a client's `Idempotency-Key` is remembered.
     public var idempotencyWindow: Double = 86_400
+    /// `storage.parked_max_age`: parked events older than this (since parking) are
+    /// deleted; nil keeps them until delivered or dropped.
+    public var parkedMaxAge: Double?
     /// `send.max_age`: how long an email may wait to be sent before it is parked `expired`.
     public var sendMaxAge: Double = 3600
     /// `send.max_bytes`: the largest `/v1/send` body accepted.

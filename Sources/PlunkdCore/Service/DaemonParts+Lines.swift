@@ -12,6 +12,10 @@ extension DaemonParts {
             start: { for line in lines { line.checkpointer.start() } },
             stop: { for line in lines { line.checkpointer.stop() } })
         add(
+            "retention",
+            start: { for line in lines { line.retention?.start() } },
+            stop: { for line in lines { line.retention?.stop() } })
+        add(
             "senders",
             start: { for line in lines { try await line.startSending(config: config) } },
             stop: {

@@ -17,6 +17,8 @@ struct DeliveryLine: Sendable {
     let sender: Sender
     let committer: GroupCommitter
     let checkpointer: WALCheckpointer
+    /// `storage.parked_max_age`'s deletions, when one is set.
+    let retention: ParkedRetention?
     let logger: Logger
     /// Held for the line's life: a second daemon on the same store is refused at start-up.
     private let storeLock: StoreLock
@@ -36,10 +38,16 @@ struct DeliveryLine: Sendable {
             requestTimeout: config.requestTimeout, eventLoopGroup: clientGroup,
             extraTrustRoots: extraRoots, proxy: config.proxy, httpVersion: config.httpVersion, kind: kind)
         checkpointer = WALCheckpointer(outbox: outbox, logger: logger)
+        let deliveryMetrics = DeliveryMetrics(factory: metrics.factory, kind: kind)
         let sender = Sender(
             outbox: outbox, transport: client, settings: Self.deliverySettings(kind: kind, config: config),
-            logger: logger, metrics: DeliveryMetrics(factory: metrics.factory, kind: kind), loop: clientGroup.next())
+            logger: logger, metrics: deliveryMetrics, loop: clientGroup.next())
         self.sender = sender
+        retention = config.parkedMaxAge.map { maxAge in
+            ParkedRetention(
+                outbox: store.outbox, maxAge: maxAge, queue: sender.storeQueue, logger: store.logger,
+                deleted: deliveryMetrics.deletedByRetention)
+        }
         committer = GroupCommitter(
             outbox: outbox, maxPending: config.maxPending, logger: logger,
             metrics: IngestMetrics(factory: metrics.factory, kind: kind), didCommit: { sender.wake() })
@@ -68,7 +76,7 @@ struct DeliveryLine: Sendable {
     func controlled(config: DaemonConfiguration, socketPath: String, startedAt: Date) -> ControlledLine {
         let context = StatusContext(
             socketPath: socketPath, databasePath: kind.storagePath(in: config), warnOldestAge: config.warnOldestAge,
-            startedAt: startedAt, listen: config.ingestListen.map { "\($0)" }, kind: kind)
+            startedAt: startedAt, listen: config.ingestListen.map { "\($0)" }, kind: kind, parkedMaxAge: config.parkedMaxAge)
         return ControlledLine(sender: sender, outbox: outbox, context: context)
     }
 }

@@ -119,6 +119,14 @@ public enum Settings {
             "Disk space kept for delivery: with less free on the store's filesystem (counting the store's free pages), new events are refused retryably, so delivery, which makes room, can always commit. 0 turns it off.",
             parse: { v throws(ConfigurationError) in try v.byteSize(min: 0) }),
         .value(
+            "storage.parked_max_age", \DaemonConfiguration.parkedMaxAge,
+            default: "0",
+            "Parked events and emails parked for longer than this are deleted, each deletion logged and counted (retention_deleted_total); plunkd status says how many are due within a day. 0 keeps them.",
+            parse: { v throws(ConfigurationError) in
+                let seconds = try v.duration(min: 0)
+                return seconds == 0 ? nil : max(seconds, 1)
+            }),
+        .value(
             "ingest.max_event_bytes", \DaemonConfiguration.maxEventBytes, default: "65536",
             "The largest event body accepted (256 to 16 MiB).",
             parse: { v throws(ConfigurationError) in try v.integer(in: 256...(16 << 20)) }),
