@@ -19,13 +19,14 @@ struct CheckConfigCommand: AsyncParsableCommand {
             let config = loaded.configuration
             // Run from a shell on the service's own configuration: the unit's key files
             // are where the service finds its keys.
+            let instance = try options.instanceName()
             let asTheService =
                 ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"] == nil
-                && (loaded.file == nil || loaded.file == ConfigLoader.defaultFile)
+                && (loaded.file == nil || loaded.file == (instance?.configFile ?? ConfigLoader.defaultFile))
             let keyLine: String
             if let key = config.apiKey {
                 keyLine = "configured (\(key))"
-            } else if asTheService, let credential = ServiceCredential.installed(.api) {
+            } else if asTheService, let credential = ServiceCredential.installed(.api, instance: instance) {
                 keyLine = credential.summary()
             } else {
                 keyLine = "not configured: events are kept, nothing is sent"
@@ -33,7 +34,7 @@ struct CheckConfigCommand: AsyncParsableCommand {
             let secretLine: String
             if let key = config.secretKey {
                 secretLine = "configured (\(key))"
-            } else if asTheService, let credential = ServiceCredential.installed(.secret) {
+            } else if asTheService, let credential = ServiceCredential.installed(.secret, instance: instance) {
                 secretLine = credential.summary()
             } else if let key = config.emailKey {
                 secretLine = "not set: the secret plunk.api_key (\(key)) serves /v1/send"

@@ -6,17 +6,18 @@ import PlunkdCore
 struct ManualCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "manual",
-        abstract: "Print the man page plunkd.8 or plunkd.yaml.5 (roff).",
+        abstract: "Print the man page plunkd.8 or plunkd.yaml.5 (roff), or docs/configuration.md.",
         shouldDisplay: false)
 
-    @Argument(help: "plunkd.8 or plunkd.yaml.5")
+    @Argument(help: "plunkd.8, plunkd.yaml.5 or configuration.md")
     var page: String
 
     func run() throws {
         switch page {
         case "plunkd.8": print(Self.daemonPage(), terminator: "")
         case "plunkd.yaml.5": print(ManualPage.configuration(), terminator: "")
-        default: throw ValidationError("no such page: \(page) (plunkd.8 or plunkd.yaml.5)")
+        case "configuration.md": print(ManualPage.configurationMarkdown(), terminator: "")
+        default: throw ValidationError("no such page: \(page) (plunkd.8, plunkd.yaml.5 or configuration.md)")
         }
     }
 

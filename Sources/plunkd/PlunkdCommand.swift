@@ -16,13 +16,30 @@ struct PlunkdCommand: AsyncParsableCommand {
 
 /// Options shared by every subcommand that needs the configuration.
 struct ConfigOptions: ParsableArguments {
-    @Option(name: .long, help: "Configuration file (default: $PLUNKD_CONFIG, else /etc/plunkd/plunkd.yaml when it exists).")
+    @Option(
+        name: .long,
+        help: "Configuration file (default: $PLUNKD_CONFIG, else /etc/plunkd/plunkd.yaml, or /etc/plunkd/NAME.yaml with --instance, when it exists).")
     var config: String?
 
+    @Option(
+        name: .long,
+        help: "The instance plunkd@NAME: its configuration /etc/plunkd/NAME.yaml, socket /run/plunkd-NAME/plunkd.sock and store /var/lib/plunkd-NAME.")
+    var instance: String?
+
+    func instanceName() throws -> InstanceName? {
+        do {
+            return try instance.map { text throws(ConfigurationError) in try InstanceName(text) }
+        } catch {
+            throw CommandFailure("--instance: \(error)")
+        }
+    }
+
     func load() async throws -> LoadedConfiguration {
+        let instance = try instanceName()
         do {
             return try await ConfigLoader.load(
-                file: config, environment: ProcessInfo.processInfo.environment, uid: getuid())
+                file: config, environment: ProcessInfo.processInfo.environment, uid: getuid(),
+                defaultFile: instance?.configFile ?? ConfigLoader.defaultFile, instance: instance)
         } catch {
             throw CommandFailure("configuration: \(error)")
         }

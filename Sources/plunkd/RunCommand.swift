@@ -16,6 +16,7 @@ struct RunCommand: AsyncParsableCommand {
     func run() async throws {
         try await reportingFailures {
             let loaded = try await options.load()
+            let instance = try options.instanceName()
             let config = loaded.configuration
             let level = Logger.Level(rawValue: config.logLevel) ?? .info
             let journal = JournalLogHandler.stderrIsJournal(environment: ProcessInfo.processInfo.environment)
@@ -45,6 +46,7 @@ struct RunCommand: AsyncParsableCommand {
             logger.info(
                 "plunkd \(PlunkdVersion.string) starting",
                 metadata: [
+                    "instance": "\(instance?.unit ?? "plunkd.service")",
                     "config": "\(loaded.file ?? "none (defaults and environment)")",
                     "socket": "\(config.socketPath)",
                     "storage": "\(config.storagePath)",

@@ -14,25 +14,60 @@ struct StatusCommand: AsyncParsableCommand {
             (quota paused, auth held, no API key, not running, storage error); 3 UNKNOWN.
             """)
 
-    @Flag(help: "Print the stable JSON object (documented in README.md) instead of text.") var json = false
+    @Flag(help: "Print the stable JSON object (documented in docs/operations.md) instead of text.") var json = false
+    @Flag(help: "Every plunkd on this host: plunkd.service and each plunkd@NAME, each from its own configuration; exits with the worst status.")
+    var all = false
     @OptionGroup var options: ClientOptions
 
+    func validate() throws {
+        if all && (options.socket != nil || options.configuration.config != nil || options.configuration.instance != nil) {
+            throw ValidationError("--all reads each instance's own configuration: drop --socket, --config and --instance")
+        }
+    }
+
     func run() async throws {
-        let report = await makeReport()
+        if all {
+            let host = await hostStatus()
+            print(json ? host.json() : host.text())
+            throw ExitCode(host.severity.exitCode)
+        }
+        let loaded = await Result(asyncCatching: { try await options.configuration.load().configuration })
+        let report = await makeReport(loaded, socket: options.socket)
         print(json ? report.json(pretty: true) : StatusText.render(report))
         throw ExitCode(report.severity.exitCode)
     }
 
-    private func makeReport() async -> StatusReport {
+    /// Each instance's configuration as its daemon reads it: its own file and defaults,
+    /// none of this shell's PLUNKD_ and PLUNK_ variables, which would name one daemon's
+    /// paths for all of them.
+    private func hostStatus() async -> HostStatus {
+        let environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PLUNKD_") && !$0.key.hasPrefix("PLUNK_") }
+        var entries: [HostStatus.Entry] = []
+        if InstanceName.plainServiceOnHost() {
+            let loaded = await Result(asyncCatching: { try await ConfigLoader.load(file: nil, environment: environment, uid: getuid()).configuration })
+            entries.append(.init(unit: "plunkd.service", report: await makeReport(loaded, socket: nil)))
+        }
+        for instance in InstanceName.onHost() {
+            let loaded = await Result(asyncCatching: {
+                try await ConfigLoader.load(
+                    file: nil, environment: environment, uid: getuid(), defaultFile: instance.configFile, instance: instance
+                ).configuration
+            })
+            entries.append(.init(unit: instance.unit, report: await makeReport(loaded, socket: nil)))
+        }
+        return HostStatus(entries: entries)
+    }
+
+    private func makeReport(_ loaded: Result<DaemonConfiguration, any Error>, socket: String?) async -> StatusReport {
         let now = Date()
         let config: DaemonConfiguration
-        do {
-            config = try await options.configuration.load().configuration
-        } catch {
-            let context = StatusContext(socketPath: options.socket ?? "unknown", databasePath: "unknown", warnOldestAge: 900)
+        switch loaded {
+        case .success(let loaded): config = loaded
+        case .failure(let error):
+            let context = StatusContext(socketPath: socket ?? "unknown", databasePath: "unknown", warnOldestAge: 900)
             return StatusAssessment.unknown("\(error)", context: context, now: now)
         }
-        let socketPath = options.socket ?? config.socketPath
+        let socketPath = socket ?? config.socketPath
         let context = StatusContext(
             socketPath: socketPath, databasePath: config.storagePath, warnOldestAge: config.warnOldestAge, parkedMaxAge: config.parkedMaxAge)
         let horizon = context.retentionHorizon(now: now)
@@ -52,6 +87,17 @@ struct StatusCommand: AsyncParsableCommand {
                 stored: stored, unreachable: "nothing answers on \(socketPath)", context: context, now: now, email: email)
         } catch {
             return StatusAssessment.unknown("cannot read the daemon's answer: \(error)", context: context, now: now)
+        }
+    }
+}
+
+extension Result where Failure == any Error {
+    /// `Result(catching:)` for an async body.
+    init(asyncCatching body: () async throws -> Success) async {
+        do {
+            self = .success(try await body())
+        } catch {
+            self = .failure(error)
         }
     }
 }

@@ -13,7 +13,7 @@ import PlunkdTestSupport
 // (2) over a real connection to a real ingest server (framing sniffer, NDJSON and HTTP
 // handlers, both lines' validation, group commit into SQLite on tmpfs). The server must never crash, every
 // NDJSON reply must be one JSON object, and a well-formed event must still be
-// acknowledged afterwards. See README.md ("Guarantees") for the command.
+// acknowledged afterwards. See CONTRIBUTING.md ("Soaks") for the command.
 
 /// The server under test, started once per fuzzing process.
 final class Harness: @unchecked Sendable {

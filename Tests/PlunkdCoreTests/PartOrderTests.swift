@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 
-/// The README's promise that data flows one way: no part of `Sources/PlunkdCore` uses a
+/// docs/architecture.md's promise that data flows one way: no part of `Sources/PlunkdCore` uses a
 /// type declared in a part after it. A value two parts share lives in the earlier one.
 @Suite("Parts in order", .timeLimit(.minutes(1)), .watchdog)
 struct PartOrderTests {

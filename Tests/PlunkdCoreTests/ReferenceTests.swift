@@ -10,12 +10,15 @@ import Testing
 struct ReferenceTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 
-    @Test("every key plunkd reads is in Settings, the README's table and config/plunkd.yaml, and no other")
+    @Test("every key plunkd reads is in Settings, docs/configuration.md (as generated) and config/plunkd.yaml, and no other")
     func configurationKeys() throws {
         let documented = Settings.all.map(\.key)
         #expect(documented.sorted() == ConfigKeys.all.sorted())
-        let readme = try String(contentsOfFile: "\(Self.root)/README.md", encoding: .utf8)
-        let table = readme.split(separator: "\n").filter { $0.hasPrefix("| `") && $0.contains("| `PLUNK") }
+        let reference = try String(contentsOfFile: "\(Self.root)/docs/configuration.md", encoding: .utf8)
+        #expect(
+            reference == ManualPage.configurationMarkdown(),
+            "docs/configuration.md is not what the code generates: swift run plunkd manual configuration.md > docs/configuration.md")
+        let table = reference.split(separator: "\n").filter { $0.hasPrefix("| `") && $0.contains("| `PLUNK") }
             .compactMap { $0.split(separator: "`").dropFirst().first.map(String.init) }
         #expect(table.sorted() == ConfigKeys.all.sorted())
         let example = try String(contentsOfFile: "\(Self.root)/config/plunkd.yaml", encoding: .utf8)

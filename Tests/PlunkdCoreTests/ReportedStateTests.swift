@@ -4,23 +4,23 @@ import Testing
 @testable import PlunkdCore
 
 /// One table of states drives the JSON, the exit status, the metrics and systemd's
-/// status line; the README's tables must say the same.
+/// status line; the tables of docs/operations.md must say the same.
 @Suite("Reported states", .timeLimit(.minutes(2)), .watchdog)
 struct ReportedStateTests {
     static var readme: String {
         get throws {
             let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            return try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
+            return try String(contentsOf: root.appendingPathComponent("docs/operations.md"), encoding: .utf8)
         }
     }
 
-    /// The backquoted words of the README's table row that starts with `prefix`.
+    /// The backquoted words of the operations page's table row that starts with `prefix`.
     func row(_ prefix: String) throws -> [String] {
         let line = try #require(try Self.readme.split(separator: "\n").first { $0.hasPrefix(prefix) })
         return line.split(separator: "`").enumerated().filter { $0.offset % 2 == 1 }.map { String($0.element) }
     }
 
-    @Test("the README's exit-status table names each state under its severity")
+    @Test("the operations page's exit-status table names each state under its severity")
     func exitTable() throws {
         for (prefix, severity) in [("| 0 | OK", StatusReport.Severity.ok), ("| 1 | WARNING", .warning), ("| 2 | CRITICAL", .critical)] {
             // Park reasons (rejected, expired, uncertain) are named there too, as warnings.
@@ -31,7 +31,7 @@ struct ReportedStateTests {
         }
     }
 
-    @Test("the README's --json table lists every state, and the JSON carries the raw strings")
+    @Test("the operations page's --json table lists every state, and the JSON carries the raw strings")
     func jsonStrings() throws {
         #expect(Set(try row("| `state` |").dropFirst()) == Set(ReportedState.allCases.filter { $0 != .unknown }.map(\.rawValue)))
         let decoded = try JSONDecoder().decode([ReportedState].self, from: Data(#"["quota_paused","a_state_from_a_newer_daemon"]"#.utf8))

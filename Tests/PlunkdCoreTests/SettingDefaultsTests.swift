@@ -3,7 +3,7 @@ import Testing
 
 @testable import PlunkdCore
 
-/// The default `Settings.all` states for a key (which the README, `plunkd.yaml(5)` and
+/// The default `Settings.all` states for a key (which docs/configuration.md, `plunkd.yaml(5)` and
 /// `config/plunkd.yaml` show) is the default the daemon runs with.
 @Suite("Setting defaults", .timeLimit(.minutes(1)), .watchdog)
 struct SettingDefaultsTests {

@@ -202,6 +202,46 @@ struct SystemdTests {
         #expect(passwd.contains("plunkd:x:"))
         #expect(group.contains("plunkd-clients:x:"))
     }
+
+    @Test("the instance template: verify passes, exposure 2.0 or lower, its hardening is plunkd.service's line for line, its paths are InstanceName's")
+    func instanceUnits() throws {
+        let analyze = "/usr/bin/systemd-analyze"
+        try #require(FileManager.default.isExecutableFile(atPath: analyze), "systemd-analyze is missing (apt-get install systemd)")
+        let directory = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let source = "\(Self.repositoryRoot)/systemd"
+        let template = try String(contentsOfFile: "\(source)/plunkd@.service", encoding: .utf8)
+        try template.replacingOccurrences(of: "/usr/bin/plunkd", with: DaemonProcess.binaryPath)
+            .write(toFile: "\(directory)/plunkd@.service", atomically: true, encoding: .utf8)
+        try FileManager.default.copyItem(atPath: "\(source)/plunkd@.socket", toPath: "\(directory)/plunkd@.socket")
+        let verify = try DaemonProcess.command(
+            ["verify", "\(directory)/plunkd@ci.socket", "\(directory)/plunkd@ci.service"], executable: analyze)
+        #expect(verify.status == 0, "\(verify.stderr)")
+        #expect(!verify.stderr.contains("plunkd@"), "\(verify.stderr)")
+        let security = try DaemonProcess.command(["security", "--offline=true", "--threshold=20", "\(directory)/plunkd@ci.service"], executable: analyze)
+        let level = security.stdout.split(separator: "\n").last { $0.contains("Overall exposure level") }
+        let score = level.flatMap { line in line.split(separator: " ").compactMap { Double($0) }.first }
+        #expect(score.map { $0 <= 2.0 } == true, "\(String(describing: level))")
+
+        // Every sandboxing line of the plain service, from NoNewPrivileges= to [Install], in the same order.
+        func hardening(_ unit: String) -> [Substring] {
+            let lines = unit.split(separator: "\n")
+            guard let first = lines.firstIndex(of: "NoNewPrivileges=yes"), let last = lines.firstIndex(of: "[Install]") else { return [] }
+            return Array(lines[first..<last])
+        }
+        let plain = try String(contentsOfFile: "\(source)/plunkd.service", encoding: .utf8)
+        #expect(hardening(plain).count > 20)
+        #expect(hardening(template) == hardening(plain))
+
+        let ci = try InstanceName("ci")
+        let socket = try String(contentsOfFile: "\(source)/plunkd@.socket", encoding: .utf8).replacingOccurrences(of: "%i", with: "ci")
+        #expect(socket.contains("ListenStream=\(ci.socketPath)\n"))
+        #expect(socket.contains("SocketGroup=plunkd-ci\n"))
+        let service = template.replacingOccurrences(of: "%i", with: "ci")
+        #expect(service.contains("ExecStart=/usr/bin/plunkd run --instance ci\n"))
+        #expect(service.contains("StateDirectory=\(URL(fileURLWithPath: ci.storagePath).deletingLastPathComponent().lastPathComponent)\n"))
+        #expect(service.contains("Environment=PLUNK_API_KEY_FILE=/etc/plunkd/ci/api-key\n"))
+    }
 }
 
 /// The receiving end of sd_notify: a datagram socket the test binds, as systemd would.

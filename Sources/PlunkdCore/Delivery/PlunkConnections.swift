@@ -11,7 +11,7 @@ import NIOSSL
 /// keep-alive HTTP/1.1 connections, one request in flight on each.
 ///
 /// Why not async-http-client, which did HTTP/2 and proxies here before: measured over
-/// TLS against the same stand-in (README, "Performance"), its path cost about twice the
+/// TLS against the same stand-in (docs/benchmarks.md), its path cost about twice the
 /// CPU per delivered event of this one. Profiled with answers after 20 ms, its per-request
 /// machinery (the request's validation and lowercased headers, the pool's state machine
 /// behind a lock, the request bag's, the head and the body written and flushed apart)

@@ -23,8 +23,11 @@ public enum ConfigLoader {
     ///   - file: an explicit file (`--config`), which must exist; without one,
     ///     `$PLUNKD_CONFIG`, else `defaultFile` when it exists, else none.
     ///   - defaultFile: nil in tests, which must never read the host's configuration.
+    ///   - instance: `plunkd@NAME`: its file (`/etc/plunkd/NAME.yaml`) is the default file,
+    ///     and its paths the default paths.
     public static func load(
-        file explicitFile: String?, environment: [String: String], uid: UInt32, defaultFile: String? = defaultFile
+        file explicitFile: String?, environment: [String: String], uid: UInt32, defaultFile: String? = defaultFile,
+        instance: InstanceName? = nil
     ) async throws(ConfigurationError) -> LoadedConfiguration {
         let file =
             explicitFile ?? environment[ConfigKeys.configFileVariable].flatMap { $0.isEmpty ? nil : $0 }
@@ -51,7 +54,7 @@ public enum ConfigLoader {
             }
         }
         let values = ConfigValues(reader: ConfigReader(providers: providers), environment: environment, file: file)
-        var config = DaemonConfiguration.defaults(uid: uid, environment: environment)
+        var config = DaemonConfiguration.defaults(uid: uid, environment: environment, instance: instance)
         try values.apply(to: &config)
         return LoadedConfiguration(configuration: config, warnings: warnings, file: file)
     }

@@ -32,7 +32,7 @@ public enum Daemon {
         // Plunk's connections on one loop of their own, for every line: answers that come
         // together are read in one wake-up of one thread, and ingest's loops (whose lone
         // commits fsync on them) never carry a request. Measured: 7 % less CPU per event,
-        // at once and at 20 ms (README, "Performance"). One thread is ample for a Plunk
+        // at once and at 20 ms (docs/benchmarks.md). One thread is ample for a Plunk
         // that is 50 ms or more away and rate-limited to hundreds of requests a second.
         let clientGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let metrics = MetricsExposition()

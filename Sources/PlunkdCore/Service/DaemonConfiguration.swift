@@ -94,8 +94,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var logFormat: LogFormat = .text
 
     /// Defaults for a daemon run by `uid` with `environment`: see `DefaultPaths`.
-    public static func defaults(uid: UInt32, environment: [String: String]) -> DaemonConfiguration {
-        let paths = DefaultPaths(uid: uid, environment: environment)
+    /// - Parameter instance: `plunkd@NAME`'s paths instead of the user's or the plain service's.
+    public static func defaults(uid: UInt32, environment: [String: String], instance: InstanceName? = nil) -> DaemonConfiguration {
+        let paths = instance.map(DefaultPaths.init(instance:)) ?? DefaultPaths(uid: uid, environment: environment)
         return DaemonConfiguration(
             plunkBaseURL: URL(string: "https://api.useplunk.com/v1")!,
             apiKey: nil,
@@ -164,6 +165,13 @@ extension DaemonConfiguration {
 public struct DefaultPaths: Sendable {
     public let socketPath: String
     public let storagePath: String
+
+    /// An instance's paths are the same for every user: an app's client finds the socket
+    /// the daemon's user listens on.
+    public init(instance: InstanceName) {
+        socketPath = instance.socketPath
+        storagePath = instance.storagePath
+    }
 
     public init(uid: UInt32, environment: [String: String]) {
         if uid == 0 {

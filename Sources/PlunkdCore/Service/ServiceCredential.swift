@@ -28,15 +28,25 @@ public struct ServiceCredential: Sendable, Equatable {
     /// What the file holds, told without its value.
     public typealias Content = KeyFile
 
-    static let unitFiles = ["/etc/systemd/system/plunkd.service", "/usr/lib/systemd/system/plunkd.service", "/lib/systemd/system/plunkd.service"]
+    /// The service's unit name, by which `summary` names it.
+    public var service = "plunkd.service"
 
-    /// The last line naming `key`'s file in the installed unit and its drop-ins, as systemd reads them.
-    public static func installed(_ key: Key = .api, root: String = "") -> ServiceCredential? {
-        guard let unit = unitFiles.first(where: { FileManager.default.fileExists(atPath: root + $0) }) else { return nil }
+    static let unitDirectories = ["/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"]
+
+    /// The last line naming `key`'s file in the installed unit and its drop-ins, as systemd
+    /// reads them. For an instance: `plunkd@.service` (or a unit of the instance's own)
+    /// with the template's and the instance's drop-ins, `%i` read as the name.
+    public static func installed(_ key: Key = .api, instance: InstanceName? = nil, root: String = "") -> ServiceCredential? {
+        let names = instance.map { [$0.unit, "plunkd@.service"] } ?? ["plunkd.service"]
+        let units = names.flatMap { name in unitDirectories.map { "\($0)/\(name)" } }
+        guard let unit = units.first(where: { FileManager.default.fileExists(atPath: root + $0) }) else { return nil }
         var files = [unit]
-        for directory in ["/usr/lib/systemd/system/plunkd.service.d", "/etc/systemd/system/plunkd.service.d"] {
-            let names = (try? FileManager.default.contentsOfDirectory(atPath: root + directory)) ?? []
-            files += names.filter { $0.hasSuffix(".conf") }.sorted().map { "\(directory)/\($0)" }
+        for directory in ["/usr/lib/systemd/system", "/etc/systemd/system"] {
+            for name in names.reversed() {
+                let dropIns = "\(directory)/\(name).d"
+                let entries = (try? FileManager.default.contentsOfDirectory(atPath: root + dropIns)) ?? []
+                files += entries.filter { $0.hasSuffix(".conf") }.sorted().map { "\(dropIns)/\($0)" }
+            }
         }
         var found: ServiceCredential?
         for file in files {
@@ -44,7 +54,9 @@ public struct ServiceCredential: Sendable, Equatable {
             for line in text.split(separator: "\n") {
                 let trimmed = line.trimmingCharacters(in: .whitespaces)
                 for prefix in key.prefixes where trimmed.hasPrefix(prefix) {
-                    found = ServiceCredential(unit: file, path: String(trimmed.dropFirst(prefix.count)), key: key)
+                    var path = String(trimmed.dropFirst(prefix.count))
+                    if let instance { path = path.replacingOccurrences(of: "%i", with: instance.name) }
+                    found = ServiceCredential(unit: file, path: path, key: key, service: instance?.unit ?? "plunkd.service")
                 }
             }
         }
@@ -57,7 +69,7 @@ public struct ServiceCredential: Sendable, Equatable {
 
     /// One line for `check-config`.
     public func summary(root: String = "") -> String {
-        let source = "plunkd.service reads its \(key == .api ? "key" : "secret key") from \(path) (\(unit))"
+        let source = "\(service) reads its \(key == .api ? "key" : "secret key") from \(path) (\(unit))"
         switch content(root: root) {
         case .key(let value): return "not set here; \(source): configured (\(value)), so the running service sends"
         case .empty where key == .secret:

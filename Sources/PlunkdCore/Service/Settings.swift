@@ -3,7 +3,7 @@ import Foundation
 /// Every configuration key, declared once: its name, default, meaning, whether SIGHUP
 /// applies it, and how its text becomes a field of `DaemonConfiguration`. Loading,
 /// validation, `check-config`, reload's restart-only list, the environment variables and
-/// `plunkd.yaml(5)` all come from this table; a test holds the README's table and
+/// `plunkd.yaml(5)` and `docs/configuration.md` all come from this table; a test holds
 /// `config/plunkd.yaml` to it.
 public enum Settings {
     public static let all: [Setting] = [
