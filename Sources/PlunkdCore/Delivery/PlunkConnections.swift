@@ -156,7 +156,7 @@ final class PlunkConnections: @unchecked Sendable {
         let setup = PlunkConnectionSetup(plan: plan, ready: ready)
         ClientBootstrap(group: loop)
             .connectTimeout(connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try setup.begin(channel) } }
             .connect(host: target.proxy?.host ?? target.host, port: target.proxy?.port ?? target.port)
             .whenFailure { setup.fail(Self.connectFailure($0), nil) }

@@ -60,7 +60,7 @@ public final class TCPIngestListener: Sendable {
                 }
             }
             .childChannelOption(.maxMessagesPerRead, value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 guard connections.admit(channel, limit: settings.maxConnections) else {
                     logger.warning("TCP connection refused: \(settings.maxConnections) connections are open (socket.max_connections)")
