@@ -53,6 +53,13 @@ public enum TransportFailureText {
         if let error = error as? NIOSSLError {
             return tls(error, host: host)
         }
+        if let error = error as? BoringSSLError {
+            // Raised setting TLS up, before any connection; on a minimal system, most often
+            // because there are no CA certificates to load (the text was "unknownError([])").
+            let reason = reasonCodes(error).last.map { " (\($0))" } ?? ""
+            return
+                "TLS: cannot set up TLS for \(host)\(reason): are the system's CA certificates installed (apt-get install ca-certificates)? A private CA goes in plunk.ca_file"
+        }
         if let error = error as? NIOConnectionError {
             if error.connectionErrors.isEmpty, error.dnsAError != nil || error.dnsAAAAError != nil {
                 return "cannot resolve \(error.host)"
