@@ -205,4 +205,68 @@ struct ClientIdempotencyTests {
         #expect(try #require(try scrape.readHTTPResponse()).body.contains("plunkd_events_repeated_total 2"))
         await fake.stop()
     }
+
+    @Test("one key across lines: a key the track store holds is not taken by the email store, nor the other way round, until the window ends")
+    func keysSpanLines() throws {
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let track = try Outbox(path: store.path, idempotencyWindow: 3600)
+        let email = try Outbox(path: "\(store.directory)/outbox-email.sqlite", idempotencyWindow: 3600)
+        let scope = ClientKeyScope()
+        scope.register(line: .track, outbox: track)
+        scope.register(line: .email, outbox: email)
+        let start = Date(timeIntervalSince1970: 1_800_000_000)
+        let first = keyed("receipt-7")
+        #expect(try track.enqueue([first], at: start, scope: scope).claimedElsewhere.isEmpty)
+        let second = keyed("receipt-7")
+        let other = keyed("receipt-8")
+        let receipt = try email.enqueue([second, other], at: start.addingTimeInterval(60), scope: scope)
+        #expect(receipt.claimedElsewhere == [second.id: .init(line: .track, key: "receipt-7", firstID: first.id)])
+        #expect(email.storedCount == 1)
+        #expect(try clientKeyRows(email) == 1)
+        // The email store's own key is the track store's no more.
+        #expect(try track.enqueue([keyed("receipt-8")], at: start.addingTimeInterval(61), scope: scope).claimedElsewhere.count == 1)
+        // Same line: still a repeat, as before.
+        #expect(try track.enqueue([keyed("receipt-7")], at: start.addingTimeInterval(62), scope: scope).repeats.count == 1)
+        // Past the window the key is free for the other line.
+        #expect(try email.enqueue([keyed("receipt-7")], at: start.addingTimeInterval(3601), scope: scope).claimedElsewhere.isEmpty)
+        #expect(email.storedCount == 2)
+    }
+
+    @Test("through the binary: a key used on /v1/track and then on /v1/send is refused there with 409 in plain words, and nothing is stored for it")
+    func keysSpanLinesEndToEnd() throws {
+        let daemon = try DaemonProcess()
+        defer { daemon.cleanUp() }
+        try daemon.waitUntilServing()
+        func post(_ path: String, key: String, body: String) throws -> (status: Int, headers: [String: String], body: String) {
+            let client = try BlockingUnixSocket(path: daemon.socketPath)
+            try client.write(
+                "POST \(path) HTTP/1.1\r\nHost: plunkd\r\nIdempotency-Key: \(key)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            )
+            return try #require(try client.readHTTPResponse())
+        }
+        let tracked = try post("/v1/track", key: "receipt-7", body: #"{"event":"paid","email":"ann@example.com"}"#)
+        #expect(tracked.status == 200, "\(tracked.body)")
+        let email = #"{"to":"ann@example.com","subject":"Your receipt","body":"<p>Thanks</p>"}"#
+        let refused = try post("/v1/send", key: "receipt-7", body: email)
+        #expect(refused.status == 409, "\(refused.body)")
+        #expect(
+            refused.body.contains("already used by an event sent to /v1/track") && refused.body.contains("per project across /v1/track and /v1/send"),
+            "\(refused.body)")
+        let sent = try post("/v1/send", key: "receipt-7-mail", body: email)
+        #expect(sent.status == 200, "\(sent.body)")
+        // The other way: NDJSON track with the email's key.
+        let ndjson = try BlockingUnixSocket(path: daemon.socketPath)
+        try ndjson.write(#"{"event":"mailed","email":"ann@example.com","idempotencyKey":"receipt-7-mail"}"# + "\n")
+        let line = try #require(try ndjson.readLine())
+        #expect(
+            line.hasPrefix(#"{"ok":false,"error":"Idempotency-Key \"receipt-7-mail\" is already used by an email sent to /v1/send"#)
+                && line.hasSuffix(#""retryable":false}"#), "\(line)")
+        #expect(try DaemonDeliveryTests().storedCount(daemon.storagePath) == 1)
+        let scrape = try BlockingUnixSocket(path: daemon.socketPath)
+        try scrape.write("GET /metrics HTTP/1.1\r\nHost: plunkd\r\n\r\n")
+        let metrics = try #require(try scrape.readHTTPResponse()).body
+        #expect(metrics.contains(#"plunkd_email_events_refused_total{reason="key_used_elsewhere"} 1"#), "\(metrics)")
+        #expect(metrics.contains(#"plunkd_events_refused_total{reason="key_used_elsewhere"} 1"#), "\(metrics)")
+    }
 }

@@ -10,14 +10,11 @@ import Synchronization
 /// lone event is committed at once, with no timer adding latency.
 ///
 /// The committer is a plain thread rather than async code because GRDB's synchronous
-/// API must not run on the cooperative pool, and a busy store's fsyncs must not stall an
-/// event loop. One case commits on the caller's thread instead: a lone submission to an
-/// idle store right after another lone one, the client sending one event at a time.
-/// Handing it to the committer and the ack back costs two thread wake-ups, a sizeable
-/// share of that client's round trip (the ingest benchmark shows it); under load (several submissions per commit) the
-/// committer thread takes everything, so other connections of the same event loop never
-/// wait behind an fsync; after a slow commit too, so a stalling disk holds the committer
-/// thread and not an event loop.
+/// API must not run on the cooperative pool, and a store's fsyncs must never stall an
+/// event loop (and every other connection and status request it serves): every commit
+/// runs here, even a lone event to an idle store. Committing that one on the event loop
+/// saved a lone client two thread wake-ups (55 % to 62 % of the fsync floor in one run),
+/// but held the loop for a whole fsync, and a stalling disk held it for longer.
 public final class GroupCommitter: @unchecked Sendable {
     /// Success carries the receipt of the whole transaction (`acknowledgedID(of:)` gives
     /// each event's answer); every submission of a batch gets the same one.
@@ -35,10 +32,11 @@ public final class GroupCommitter: @unchecked Sendable {
     /// Called after every successful commit: how delivery learns of new events without
     /// ingest knowing delivery exists.
     private let didCommit: @Sendable () -> Void
+    /// The lines whose client keys are one namespace (Plunk's are per project).
+    private let keyScope: ClientKeyScope?
     let metrics: IngestMetrics
 
     /// What the last commit failed with, so a failure is logged once, not per commit.
-    /// Commits run on the committer thread and, for lone events, on event loops.
     private let lastFailure = Mutex<OutboxError.Kind?>(nil)
 
     // Guarded by `condition`.
@@ -47,24 +45,13 @@ public final class GroupCommitter: @unchecked Sendable {
     private var queuedEvents = 0
     private var stopping = false
     private var committing = false
-    private var inlineCommits = 0
-    /// The last commit held one submission: the store sees one client at a time.
-    private var lastCommitWasLone = true
-    /// The last commit took longer than `slowCommit`: a slow or stalled disk must
-    /// never hold an event loop (and the status requests it serves), so while commits are
-    /// slow the committer thread takes every one.
-    private var lastCommitWasSlow = false
-    private let slowCommitNanoseconds: UInt64
     private var thread: Thread?
 
     public init(
         outbox: Outbox, maxPending: Int, maxBatchEvents: Int = 1024, logger: Logger,
-        metrics: IngestMetrics = IngestMetrics(), slowCommit: Duration = .milliseconds(20),
-        didCommit: @escaping @Sendable () -> Void = {}
+        metrics: IngestMetrics = IngestMetrics(), keyScope: ClientKeyScope? = nil, didCommit: @escaping @Sendable () -> Void = {}
     ) {
-        self.slowCommitNanoseconds =
-            UInt64(slowCommit.components.seconds) * 1_000_000_000
-            + UInt64(slowCommit.components.attoseconds / 1_000_000_000)
+        self.keyScope = keyScope
         self.metrics = metrics
         self.didCommit = didCommit
         self.outbox = outbox
@@ -84,12 +71,9 @@ public final class GroupCommitter: @unchecked Sendable {
     }
 
     /// Queues `events` for the next transaction. `completion` runs on the committer
-    /// thread once they are durable, or refused (on the calling thread when refused at
-    /// once); callers hop to their own executor.
-    ///
-    /// With `inlineWhenIdle`, a lone submission to an idle store is committed on the calling
-    /// thread and `completion` runs before this returns.
-    public func submit(_ events: [AcceptedEvent], inlineWhenIdle: Bool = false, completion: @escaping Completion) {
+    /// thread once they are durable, or on the calling thread when refused at once;
+    /// callers hop to their own executor.
+    public func submit(_ events: [AcceptedEvent], completion: @escaping Completion) {
         condition.lock()
         if stopping {
             condition.unlock()
@@ -101,23 +85,6 @@ public final class GroupCommitter: @unchecked Sendable {
             condition.unlock()
             metrics.count(.queueFull(limit: maxPending), events: events.count)
             completion(.failure(.queueFull(limit: maxPending)))
-            return
-        }
-        if inlineWhenIdle && lastCommitWasLone && !lastCommitWasSlow && !committing && inlineCommits == 0 && queue.isEmpty {
-            inlineCommits += 1
-            queuedEvents += events.count
-            condition.unlock()
-            let (result, slow) = timedCommit(events)
-            count(result, events: events.count)
-            completion(result)
-            if case .success = result { didCommit() }
-            condition.lock()
-            lastCommitWasSlow = slow
-            inlineCommits -= 1
-            queuedEvents -= events.count
-            let wakeCommitter = !queue.isEmpty
-            condition.unlock()
-            if wakeCommitter { condition.broadcast() }
             return
         }
         queue.append(Submission(events: events, completion: completion))
@@ -137,7 +104,7 @@ public final class GroupCommitter: @unchecked Sendable {
     var isIdle: Bool {
         condition.lock()
         defer { condition.unlock() }
-        return queue.isEmpty && !committing && inlineCommits == 0
+        return queue.isEmpty && !committing
     }
 
     /// Commits everything already submitted, refuses anything later, and returns once
@@ -146,7 +113,7 @@ public final class GroupCommitter: @unchecked Sendable {
         condition.lock()
         stopping = true
         condition.broadcast()
-        while !queue.isEmpty || committing || inlineCommits > 0 || thread != nil {
+        while !queue.isEmpty || committing || thread != nil {
             condition.wait()
         }
         condition.unlock()
@@ -169,7 +136,7 @@ public final class GroupCommitter: @unchecked Sendable {
             condition.unlock()
 
             let events = batch.flatMap(\.events)
-            let (result, slow) = timedCommit(events)
+            let result = commit(events)
             count(result, events: events.count)
             for submission in batch {
                 submission.completion(result)
@@ -178,8 +145,6 @@ public final class GroupCommitter: @unchecked Sendable {
 
             condition.lock()
             committing = false
-            lastCommitWasLone = batch.count == 1
-            lastCommitWasSlow = slow
             condition.broadcast()
             condition.unlock()
         }
@@ -190,8 +155,9 @@ public final class GroupCommitter: @unchecked Sendable {
     private func count(_ result: Result<EnqueueReceipt, IngestRefusal>, events: Int) {
         switch result {
         case .success(let receipt):
-            metrics.received.increment(by: events - receipt.repeats.count)
+            metrics.received.increment(by: receipt.storedCount(of: events))
             if !receipt.repeats.isEmpty { metrics.repeated.increment(by: receipt.repeats.count) }
+            if !receipt.claimedElsewhere.isEmpty { metrics.refusedKeyElsewhere.increment(by: receipt.claimedElsewhere.count) }
         case .failure(let refusal):
             metrics.count(refusal, events: events)
         }
@@ -213,15 +179,9 @@ public final class GroupCommitter: @unchecked Sendable {
         return batch
     }
 
-    private func timedCommit(_ events: [AcceptedEvent]) -> (Result<EnqueueReceipt, IngestRefusal>, slow: Bool) {
-        let started = DispatchTime.now().uptimeNanoseconds
-        let result = commit(events)
-        return (result, DispatchTime.now().uptimeNanoseconds - started > slowCommitNanoseconds)
-    }
-
     private func commit(_ events: [AcceptedEvent]) -> Result<EnqueueReceipt, IngestRefusal> {
         do {
-            let receipt = try outbox.enqueue(events)
+            let receipt = try outbox.enqueue(events, scope: keyScope)
             if let previous = lastFailure.withLock({ last in
                 defer { last = nil }
                 return last

@@ -167,13 +167,17 @@ final class HTTPIngestHandler: ChannelInboundHandler {
         let event = events[0]
         // Only an email split per recipient lists them (an empty array allocates nothing).
         let ids = events.count > 1 ? events.map(\.id) : []
-        committer.submit(events, inlineWhenIdle: true) { result in
-            // Committed on this loop (a lone event) or refused at once: answer now, before
-            // the committer goes on to wake delivery. Otherwise hop to the loop.
+        committer.submit(events) { result in
+            // Refused at once: answer now. Committed: hop from the committer to the loop.
             loopBound.eventLoop.runHere {
                 let (handler, context) = loopBound.value
                 handler.responsesOutstanding -= 1
                 switch result {
+                case .success(let receipt) where !receipt.claimedElsewhere.isEmpty:
+                    // An email split per recipient is refused whole only when its first
+                    // recipient's key is the one taken; the claim named is the first found.
+                    let claim = receipt.claimedElsewhere[event.id] ?? receipt.claimedElsewhere.values.first!
+                    handler.respond(head, .conflict, PlunkErrorBody.json(.conflict, claim.refusal), context: context)
                 case .success(let receipt):
                     let id = receipt.acknowledgedID(of: event).lowercasedText
                     let all =

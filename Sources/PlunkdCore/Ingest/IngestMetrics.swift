@@ -12,6 +12,8 @@ public struct IngestMetrics: Sendable {
     let refusedToken: Counter
     /// Repeats of a client's `Idempotency-Key`, answered with the first event's id.
     let repeated: Counter
+    /// Events whose `Idempotency-Key` another line holds (`ClientKeyScope`).
+    let refusedKeyElsewhere: Counter
 
     /// - Parameter kind: the email line's committer counts as `plunkd_email_events_…`.
     public init(factory: any MetricsFactory = NOOPMetricsHandler.instance, kind: EventKind = .track) {
@@ -27,6 +29,7 @@ public struct IngestMetrics: Sendable {
         refusedShuttingDown = refused("shutting_down")
         refusedPeer = refused("peer_not_allowed")
         refusedToken = refused("token")
+        refusedKeyElsewhere = refused("key_used_elsewhere")
         repeated = Counter(label: "\(prefix)events_repeated_total", factory: factory)
     }
 

@@ -217,8 +217,8 @@ final class OnceLog: Sendable {
 }
 
 extension EventLoop {
-    /// Runs `body` at once when called on this loop, else schedules it there: a commit's
-    /// completion runs on the loop itself when the event was committed inline.
+    /// Runs `body` at once when called on this loop, else schedules it there: a refusal
+    /// made at submission runs on the loop itself, a commit's completion on the committer.
     func runHere(_ body: @escaping @Sendable () -> Void) {
         if inEventLoop { body() } else { execute(body) }
     }

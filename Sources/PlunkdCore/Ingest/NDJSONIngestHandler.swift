@@ -166,8 +166,8 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
         unresolvedEvents += events.count
         let count = events.count
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        committer.submit(events, inlineWhenIdle: true) { result in
-            // On this loop when committed inline or refused at once: reply now.
+        committer.submit(events) { result in
+            // On this loop when refused at once: reply now.
             loopBound.eventLoop.runHere {
                 let (handler, context) = loopBound.value
                 handler.resolve(group: group, result: result, count: count, context: context)
@@ -193,7 +193,11 @@ final class NDJSONIngestHandler: ChannelDuplexHandler {
                 switch outcome.result {
                 case .success(let receipt):
                     let first = receipt.acknowledgedID(ofEventWith: id)
-                    text = Self.acknowledgement(first, repeated: first != id)
+                    if let claim = receipt.claimedElsewhere[id] {
+                        text = Self.refusal(claim.refusal, retryable: false)
+                    } else {
+                        text = Self.acknowledgement(first, repeated: first != id)
+                    }
                 case .failure(let refusal): text = Self.refusal(refusal.description, retryable: true)
                 }
                 outcome.remaining -= 1

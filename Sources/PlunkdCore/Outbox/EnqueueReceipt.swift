@@ -5,6 +5,11 @@ import Foundation
 public struct EnqueueReceipt: Sendable, Equatable {
     /// The fresh id of each repeat, mapped to the first event's id.
     public var repeats: [UUID: UUID] = [:]
+    /// Events not stored because another line of the `ClientKeyScope` holds their key.
+    public var claimedElsewhere: [UUID: ClientKeyScope.Claim] = [:]
+
+    /// How many of the events were stored.
+    func storedCount(of events: Int) -> Int { events - repeats.count - claimedElsewhere.count }
 
     public init(repeats: [UUID: UUID] = [:]) {
         self.repeats = repeats

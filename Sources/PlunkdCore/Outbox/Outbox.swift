@@ -117,40 +117,50 @@ public final class Outbox: Sendable {
     /// Stores `events` in one transaction, except a repeat of a client's key still
     /// remembered (or given twice in `events`), which is answered with the first event's
     /// id and stores nothing: the receipt says which.
+    ///
+    /// With a `scope`, a client key another line holds is not taken here: the event is
+    /// not stored and the receipt says where the key is (`claimedElsewhere`).
     @discardableResult
-    public func enqueue(_ events: [AcceptedEvent], at now: Date = Date()) throws(OutboxError) -> EnqueueReceipt {
+    public func enqueue(_ events: [AcceptedEvent], at now: Date = Date(), scope: ClientKeyScope? = nil) throws(OutboxError) -> EnqueueReceipt {
         guard !events.isEmpty else { return EnqueueReceipt() }
         if let shortage = roomShortage() { throw OutboxError(.full, path: path, detail: shortage) }
-        let stamp = now.timeIntervalSince1970
-        var receipt = EnqueueReceipt()
         do {
-            try pool.writeWithoutTransaction { db in
-                try Self.inImmediateTransaction(db) {
-                    receipt = try Self.rememberClientKeys(events, at: stamp, window: idempotencyWindow, db: db)
-                    let insert = try db.cachedStatement(
-                        sql: """
-                            INSERT INTO event (seq, id, contact, body, received_at, due_at, client_key, deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                            """)
-                    let stored = events.count - receipt.repeats.count
-                    // Taken inside the write, so numbers grow in commit order.
-                    var seq = nextSeq.withLock { next in
-                        defer { next += Int64(stored) }
-                        return next
-                    }
-                    for event in events where receipt.repeats[event.id] == nil {
-                        try insert.execute(
-                            arguments: [
-                                seq, event.id.lowercasedText, event.contact, event.body, stamp, stamp, event.clientKey,
-                                event.maxAge.map { stamp + $0 },
-                            ])
-                        seq += 1
-                    }
-                }
+            if let scope, events.contains(where: { $0.clientKey != nil }) {
+                return try scope.holdingKeyedCommits { try store(events, at: now, scope: scope) }
             }
+            return try store(events, at: now, scope: nil)
         } catch {
             throw Self.classify(error, path: path, opening: false)
         }
-        storedEvents.add(events.count - receipt.repeats.count, ordering: .relaxed)
+    }
+
+    private func store(_ events: [AcceptedEvent], at now: Date, scope: ClientKeyScope?) throws -> EnqueueReceipt {
+        let stamp = now.timeIntervalSince1970
+        var receipt = EnqueueReceipt()
+        try pool.writeWithoutTransaction { db in
+            try Self.inImmediateTransaction(db) {
+                receipt = try self.rememberClientKeys(events, at: stamp, scope: scope, db: db)
+                let insert = try db.cachedStatement(
+                    sql: """
+                        INSERT INTO event (seq, id, contact, body, received_at, due_at, client_key, deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                        """)
+                let stored = receipt.storedCount(of: events.count)
+                // Taken inside the write, so numbers grow in commit order.
+                var seq = nextSeq.withLock { next in
+                    defer { next += Int64(stored) }
+                    return next
+                }
+                for event in events where receipt.repeats[event.id] == nil && receipt.claimedElsewhere[event.id] == nil {
+                    try insert.execute(
+                        arguments: [
+                            seq, event.id.lowercasedText, event.contact, event.body, stamp, stamp, event.clientKey,
+                            event.maxAge.map { stamp + $0 },
+                        ])
+                    seq += 1
+                }
+            }
+        }
+        storedEvents.add(receipt.storedCount(of: events.count), ordering: .relaxed)
         writesSinceCheckpoint.add(1, ordering: .relaxed)
         return receipt
     }
@@ -159,9 +169,10 @@ public final class Outbox: Sendable {
     /// transaction. Keys expired by now are let go first, as many as twice this batch's
     /// keys (at least 64), through the index: the table stays at about one window's keys
     /// while keyed events flow, and a commit without keys does no work here.
-    private static func rememberClientKeys(
-        _ events: [AcceptedEvent], at stamp: Double, window: Double, db: Database
+    private func rememberClientKeys(
+        _ events: [AcceptedEvent], at stamp: Double, scope: ClientKeyScope?, db: Database
     ) throws -> EnqueueReceipt {
+        let window = idempotencyWindow
         var receipt = EnqueueReceipt()
         let keyed = events.reduce(0) { $0 + ($1.clientKey == nil ? 0 : 1) }
         guard keyed > 0 else { return receipt }
@@ -184,6 +195,8 @@ public final class Outbox: Sendable {
             } else if let text = try String.fetchOne(lookup, arguments: [key, stamp]), let first = UUID(uuidString: text) {
                 receipt.repeats[event.id] = first
                 firstOfKey[key] = first
+            } else if let claim = try scope?.claim(of: key, besides: self, at: stamp) {
+                receipt.claimedElsewhere[event.id] = claim
             } else {
                 try remember.execute(arguments: [key, event.id.lowercasedText, stamp + window])
                 firstOfKey[key] = event.id

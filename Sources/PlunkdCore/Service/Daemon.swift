@@ -30,14 +30,15 @@ public enum Daemon {
         // a resource (the event loops, the HTTP clients) is released by its part's stop.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         // Plunk's connections on one loop of their own, for every line: answers that come
-        // together are read in one wake-up of one thread, and ingest's loops (whose lone
-        // commits fsync on them) never carry a request. Measured: 7 % less CPU per event,
+        // together are read in one wake-up of one thread, and ingest's loops never carry
+        // a request. Measured: 7 % less CPU per event,
         // at once and at 20 ms (docs/benchmarks.md). One thread is ample for a Plunk
         // that is 50 ms or more away and rate-limited to hundreds of requests a second.
         let clientGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let metrics = MetricsExposition()
+        let keyScope = ClientKeyScope()
         let lines = stores.map {
-            DeliveryLine(store: $0, config: config, clientGroup: clientGroup, extraRoots: extraRoots, metrics: metrics)
+            DeliveryLine(store: $0, config: config, clientGroup: clientGroup, extraRoots: extraRoots, metrics: metrics, keyScope: keyScope)
         }
         logReach(config, logger: logger)
         let track = lines[0]

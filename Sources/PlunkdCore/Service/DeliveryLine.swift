@@ -27,7 +27,7 @@ struct DeliveryLine: Sendable {
     /// and the daemon's parts.
     init(
         store: LineStore, config: DaemonConfiguration, clientGroup: any EventLoopGroup, extraRoots: [NIOSSLCertificate]?,
-        metrics: MetricsExposition
+        metrics: MetricsExposition, keyScope: ClientKeyScope
     ) {
         kind = store.kind
         outbox = store.outbox
@@ -50,7 +50,8 @@ struct DeliveryLine: Sendable {
         }
         committer = GroupCommitter(
             outbox: outbox, maxPending: config.maxPending, logger: logger,
-            metrics: IngestMetrics(factory: metrics.factory, kind: kind), didCommit: { sender.wake() })
+            metrics: IngestMetrics(factory: metrics.factory, kind: kind), keyScope: keyScope, didCommit: { sender.wake() })
+        keyScope.register(line: kind, outbox: outbox)
     }
 
     private static func deliverySettings(kind: EventKind, config: DaemonConfiguration) -> DeliverySettings {
