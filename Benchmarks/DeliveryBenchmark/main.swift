@@ -14,7 +14,9 @@
 //     producers, answers at once and after 20 ms, events/s and CPU s per 10,000 of each
 // Options: --large N (default 1,000,000), --small N (default 10,000), --compare N
 // (events of the syslog-ng comparison, default 20,000), --only-compare N (that alone, N rounds),
-// --only-tls N (the TLS comparison alone, N rounds, medians last).
+// --only-tls N (the TLS comparison alone, N rounds, medians last), --only-outage N (a
+// partial outage through the socket beside a healthy run, N rounds; --outage-events N,
+// default 10,000).
 import Foundation
 import GRDB
 import NIOCore
@@ -180,6 +182,11 @@ func tlsComparison(backlog: Int, rounds: Int) async throws {
 
 if option("--only-tls", 0) > 0 {
     try await tlsComparison(backlog: smallBacklog, rounds: option("--only-tls", 0))
+    exit(0)
+}
+
+if option("--only-outage", 0) > 0 {
+    try await PartialOutage.compare(events: option("--outage-events", 10_000), rounds: option("--only-outage", 0))
     exit(0)
 }
 
