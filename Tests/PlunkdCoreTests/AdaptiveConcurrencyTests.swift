@@ -158,6 +158,33 @@ struct AdaptiveConcurrencyTests {
         #expect(run.final.limit == 64)
     }
 
+    @Test("the machine with auto, 30 % of requests answered 500 at once and the rest 200 after 20 ms: every slot keeps sending, the limit reaches its maximum")
+    func immediateFailuresDoNotShrink() {
+        var drive = DeliveryMachineTests.Drive(concurrency: 32, failingAfter: 8, adaptsConcurrency: true)
+        var available = (0..<30000).map { _ in drive.event() }
+        drive.wake(available: &available)
+        var random = SplitMix64(seed: 36)
+        var due: [(at: Date, event: ClaimedEvent, fails: Bool)] = []
+        var seen = 0
+        var maxInFlight = 0
+        for _ in 0..<8000 {
+            for event in drive.sent.dropFirst(seen) {
+                let fails = random.next() % 10 < 3
+                due.append((drive.now.addingTimeInterval(fails ? 0.0005 : 0.02), event, fails))
+            }
+            seen = drive.sent.count
+            maxInFlight = max(maxInFlight, due.count)
+            guard let index = due.indices.min(by: { due[$0].at < due[$1].at }) else { break }
+            let next = due.remove(at: index)
+            drive.now = max(drive.now, next.at)
+            drive.answer(next.event, DeliveryMachineTests.status(next.fails ? 500 : 200))
+            drive.settle(available: &available)
+        }
+        #expect(drive.machine.concurrencyLimit == 32, "the limit fell to \(drive.machine.concurrencyLimit)")
+        #expect(maxInFlight == 32)
+        #expect(!drive.machine.gate.isProbing)
+    }
+
     @Test("the daemon by default (auto) starts at 2 in flight at most; PLUNK_CONCURRENCY=8 pins 8")
     func daemonWiresAuto() async throws {
         let fake = try await FakePlunk()

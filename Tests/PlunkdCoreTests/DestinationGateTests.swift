@@ -91,6 +91,25 @@ struct DestinationGateTests {
         #expect(gaps == [1, 2], "each failed probe waits longer")
     }
 
+    @Test("one wave's failures answered ahead of its successes do not count as an outage until every older request has answered")
+    func failuresAheadOfTheirWave() {
+        var gate = DestinationGate(failingAfter: 8)
+        // 64 sent at t0; 19 fail at once, while 45 sent at t0 are still out.
+        for n in 1...19 {
+            gate.failedTransiently(now: t0.addingTimeInterval(0.001 * Double(n)), oldestInFlightSentAt: t0) { _ in 1 }
+            #expect(!gate.isProbing, "failure \(n) of a wave whose successes are still out")
+        }
+        gate.answeredSanely()
+        #expect(gate.consecutiveFailures == 0 && !gate.isProbing)
+        // A real outage: the run goes on once the older requests have answered (failed):
+        // what is still out was sent after the run began, and the run counts.
+        let runStart = t0.addingTimeInterval(1)
+        for n in 1...7 { gate.failedTransiently(now: runStart.addingTimeInterval(Double(n) * 0.01), oldestInFlightSentAt: t0) { _ in 1 } }
+        #expect(!gate.isProbing)
+        gate.failedTransiently(now: runStart.addingTimeInterval(0.2), oldestInFlightSentAt: runStart.addingTimeInterval(0.05)) { _ in 1 }
+        #expect(gate.isProbing, "8 in a row with nothing older out is an outage")
+    }
+
     @Test("a 429 blocks Plunk-wide for Retry-After, capped; a sane answer meanwhile does not lift it, time does")
     func rateLimit() {
         var gate = DestinationGate(failingAfter: 3)

@@ -9,7 +9,9 @@ extension DeliveryMachine {
         let outcome = OutcomeClassifier.classify(
             answer, now: now, kind: settings.kind, rekeyBurnedTrackKeys: settings.rekeyBurnedTrackKeys)
         pacer.answered(answer, number: sent.number, now: now)
-        adaptive?.answered(sentAt: sent.sentAt, now: now, backPressure: outcome.isBackPressure)
+        if outcome.measuresLoad {
+            adaptive?.answered(sentAt: sent.sentAt, now: now, backPressure: outcome.isBackPressure)
+        }
         count(.attempts(outcome: outcome.label))
         switch outcome {
         case .delivered, .duplicate:
@@ -105,7 +107,9 @@ extension DeliveryMachine {
             retryOrExpire(event, answer: answer, status: status, detail: detail, now: now)
             let retry = settings.retry
             let unitRandom = unitRandom
-            gate.failedTransiently(now: now) { pastThreshold in retry.delay(afterFailures: pastThreshold, unit: unitRandom) }
+            gate.failedTransiently(now: now, oldestInFlightSentAt: inFlight.values.map(\.sentAt).min()) { pastThreshold in
+                retry.delay(afterFailures: pastThreshold, unit: unitRandom)
+            }
         }
         dispatchReady(now: now)
         requestTurn()

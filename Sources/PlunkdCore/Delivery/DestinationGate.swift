@@ -18,6 +18,8 @@ struct DestinationGate: Equatable {
     private(set) var blockedUntil: Date?
     private(set) var blockedByRateLimit = false
     private(set) var consecutiveFailures = 0
+    /// When the current run of failures began (its first failure's answer).
+    private var failuresSince: Date?
     private(set) var consecutiveRateLimits = 0
     /// Consecutive transient failures after which only one probe at a time goes out.
     let failingAfter: Int
@@ -76,6 +78,7 @@ struct DestinationGate: Equatable {
     /// A sane answer (any 2xx, or an event-level refusal) ends a failure run.
     mutating func answeredSanely() {
         consecutiveFailures = 0
+        failuresSince = nil
         consecutiveRateLimits = 0
         if !blockedByRateLimit { blockedUntil = nil }
         if isProbing {
@@ -95,10 +98,19 @@ struct DestinationGate: Equatable {
     /// than half of the last `AnswerWindow.size` answers were sane (a partial outage).
     /// Random failures below that rate, however they bunch, keep every slot sending:
     /// "3 in a row" alone collapsed delivery to a probe at a time under 30 % of 500s.
-    mutating func failedTransiently(now: Date, gap: (Int) -> TimeInterval) {
+    ///
+    /// A run in a row counts only once every request sent before it began has answered
+    /// (`oldestInFlightSentAt`, of the requests still out): a Plunk that fails some
+    /// requests at once and answers the others after their work sends the failures of
+    /// one wave ahead of its successes, so 8 in a row came with every wave of 64 and
+    /// delivery fell to a probe at a time, 0.12 of the healthy rate seen from a client.
+    /// In a real outage the older requests fail too, a round trip later at most.
+    mutating func failedTransiently(now: Date, oldestInFlightSentAt: Date? = nil, gap: (Int) -> TimeInterval) {
         consecutiveFailures += 1
+        if failuresSince == nil { failuresSince = now }
         recentAnswers.record(sane: false)
-        if !isProbing, consecutiveFailures >= failingAfter || recentAnswers.mostlyFailing {
+        let olderStillOut = oldestInFlightSentAt.map { sent in failuresSince.map { sent < $0 } ?? false } ?? false
+        if !isProbing, (consecutiveFailures >= failingAfter && !olderStillOut) || recentAnswers.mostlyFailing {
             isProbing = true
         }
         if isProbing {
@@ -164,6 +176,7 @@ struct DestinationGate: Equatable {
         blockedUntil = nil
         blockedByRateLimit = false
         consecutiveFailures = 0
+        failuresSince = nil
         isProbing = false
         failedProbes = 0
         recentAnswers = AnswerWindow()

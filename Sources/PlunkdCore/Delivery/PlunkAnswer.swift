@@ -83,6 +83,16 @@ public enum DeliveryOutcome: Sendable, Equatable {
         }
     }
 
+    /// Whether its round trip says how loaded Plunk is, for `AdaptiveConcurrency`. Not a
+    /// failure that is not back pressure (a 500 from a failing part of Plunk, often
+    /// answered at once): its round trip dragged the learned baseline down until every
+    /// success looked slow, and with 30 % of 500s the limit fell to 1 or 2 (0.10 of the
+    /// healthy rate, seen from a client).
+    var measuresLoad: Bool {
+        if case .transient = self { return isBackPressure }
+        return true
+    }
+
     /// The HTTP status behind the outcome, when there was an answer.
     var status: Int? {
         switch self {
