@@ -56,10 +56,11 @@ public final class ParkedRetention: Sendable {
         }
     }
 
-    /// Stops the timer and waits for a pass under way.
-    public func stop() {
+    /// Stops the timer; returns once a pass under way has ended (without blocking a
+    /// thread of the caller's while it runs).
+    public func stop() async {
         timer.withLock { $0?.cancel() }
-        queue.sync {}
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in queue.async { done.resume() } }
     }
 
     /// Deletes everything due now; returns how many. Runs on `queue`.

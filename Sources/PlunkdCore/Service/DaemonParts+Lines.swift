@@ -14,7 +14,7 @@ extension DaemonParts {
         add(
             "retention",
             start: { for line in lines { line.retention?.start() } },
-            stop: { for line in lines { line.retention?.stop() } })
+            stop: { for line in lines { await line.retention?.stop() } })
         add(
             "senders",
             start: { for line in lines { try await line.startSending(config: config) } },
