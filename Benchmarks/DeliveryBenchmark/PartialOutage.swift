@@ -24,39 +24,49 @@ enum PartialOutage {
 
     static let accepted = #"{"success":true,"contact":"c","event":"e","timestamp":"2026-12-06T00:00:00Z"}"#
 
-    static func run(events: Int, failing percent: UInt64) async throws -> Run {
-        let delivered = Atomic(0)
+    /// Requests the stand-in accepted.
+    final class AcceptedCount: Sendable {
+        let count = Atomic(0)
+        func load() -> Int { count.load(ordering: .relaxed) }
+    }
+
+    /// A stand-in failing `percent` % of requests at once (a hash of the request's number:
+    /// every run fails the same ones) and accepting the rest after 20 ms, counting them in
+    /// `delivered`, and plunkd on its defaults in front of it.
+    static func outage(failing percent: UInt64, delivered: AcceptedCount) async throws -> (FakePlunk, DaemonProcess) {
         let stand = try await FakePlunk(keepsRequests: false) { request in
-            // A hash of the request's number: every run fails the same requests.
             if ((UInt64(request.index) &* 0x9E37_79B9_7F4A_7C15) >> 32) % 100 < percent { return FakePlunk.htmlPage(500) }
-            return .answer(status: 200, body: accepted, delay: .milliseconds(20), whenSent: { delivered.add(1, ordering: .relaxed) })
+            return .answer(status: 200, body: accepted, delay: .milliseconds(20), whenSent: { delivered.count.add(1, ordering: .relaxed) })
         }
-        defer { Task { await stand.stop() } }
         let daemon = try DaemonProcess(environment: [
             "PLUNK_BASE_URL": stand.baseURL.absoluteString, "PLUNK_API_KEY": "pk_bench_key", "PLUNKD_LOG_LEVEL": "warning",
         ])
-        defer { daemon.cleanUp() }
         try daemon.waitUntilServing(timeout: 60)
+        return (stand, daemon)
+    }
+
+    static func run(events: Int, failing percent: UInt64) async throws -> Run {
+        let delivered = AcceptedCount()
+        let (stand, daemon) = try await outage(failing: percent, delivered: delivered)
+        defer {
+            daemon.cleanUp()
+            Task { await stand.stop() }
+        }
         let start = BenchmarkSupport.now()
         SyslogNGComparison.produce(socketPath: daemon.socketPath, events: events, readsAcks: true)
-        while Double(delivered.load(ordering: .relaxed)) < Double(events) * 0.99 && BenchmarkSupport.now() - start < 120 { usleep(2_000) }
+        while Double(delivered.load()) < Double(events) * 0.99 && BenchmarkSupport.now() - start < 120 { usleep(2_000) }
         return Run(events: events, to99: BenchmarkSupport.now() - start, requests: stand.requestCount)
     }
 
     /// Events offered at `rate` a second (blocks of a tenth of it every 100 ms, acks read)
     /// for `seconds`: how many Plunk accepted by the end of the window, and 5 s later.
     static func paced(rate: Int, seconds: Int, failing percent: UInt64) async throws -> (inWindow: Int, after5s: Int, offered: Int) {
-        let delivered = Atomic(0)
-        let stand = try await FakePlunk(keepsRequests: false) { request in
-            if ((UInt64(request.index) &* 0x9E37_79B9_7F4A_7C15) >> 32) % 100 < percent { return FakePlunk.htmlPage(500) }
-            return .answer(status: 200, body: accepted, delay: .milliseconds(20), whenSent: { delivered.add(1, ordering: .relaxed) })
+        let delivered = AcceptedCount()
+        let (stand, daemon) = try await outage(failing: percent, delivered: delivered)
+        defer {
+            daemon.cleanUp()
+            Task { await stand.stop() }
         }
-        defer { Task { await stand.stop() } }
-        let daemon = try DaemonProcess(environment: [
-            "PLUNK_BASE_URL": stand.baseURL.absoluteString, "PLUNK_API_KEY": "pk_bench_key", "PLUNKD_LOG_LEVEL": "warning",
-        ])
-        defer { daemon.cleanUp() }
-        try daemon.waitUntilServing(timeout: 60)
         let client = try BlockingUnixSocket(path: daemon.socketPath)
         let block = max(1, rate / 10)
         let start = BenchmarkSupport.now()
@@ -70,9 +80,9 @@ enum PartialOutage {
             let wait = next - BenchmarkSupport.now()
             if wait > 0 { usleep(UInt32(wait * 1_000_000)) }
         }
-        let inWindow = delivered.load(ordering: .relaxed)
+        let inWindow = delivered.load()
         usleep(5_000_000)
-        return (inWindow, delivered.load(ordering: .relaxed), offered)
+        return (inWindow, delivered.load(), offered)
     }
 
     static func compare(events: Int, rounds: Int) async throws {

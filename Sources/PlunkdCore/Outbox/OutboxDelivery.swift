@@ -58,12 +58,7 @@ extension Outbox {
                 removed += try record(move, now: now, busy: &busy, db: db)
             }
             for (counter, amount) in counters where amount != 0 {
-                try db.cachedStatement(
-                    sql: """
-                        INSERT INTO counter (name, value) VALUES (?, ?)
-                        ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
-                        """
-                ).execute(arguments: [counter.name, amount])
+                try OutboxQueries.add(amount, to: counter, db)
             }
             let result =
                 claimLimit > 0

@@ -65,11 +65,7 @@ extension Outbox {
             if count > 1 && !confirmed { throw DropNeedsConfirmation(count: count) }
             try db.execute(sql: "DELETE FROM event WHERE state = \(EventRowState.parked)\(condition)", arguments: arguments)
             let dropped = db.changesCount
-            try db.execute(
-                sql: """
-                    INSERT INTO counter (name, value) VALUES (?, ?)
-                    ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
-                    """, arguments: [OutboxCounter.dropped.name, dropped])
+            try OutboxQueries.add(dropped, to: .dropped, db)
             return dropped
         }
     }

@@ -67,6 +67,17 @@ enum OutboxQueries {
         return hold
     }
 
+    /// Adds `amount` to a lifetime counter, in the caller's transaction: every change
+    /// that a counter counts writes it in the same commit.
+    static func add(_ amount: Int, to counter: OutboxCounter, _ db: Database) throws {
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO counter (name, value) VALUES (?, ?)
+                ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
+                """
+        ).execute(arguments: [counter.name, amount])
+    }
+
     static func counters(_ db: Database) throws -> [String: Int] {
         Dictionary(
             uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT name, value FROM counter").map {

@@ -51,12 +51,7 @@ extension Outbox {
                     DELETE FROM event WHERE state = \(EventRowState.parked) AND parked_at < ?
                         AND id IN (\(ids.map { _ in "?" }.joined(separator: ",")))
                     """, arguments: StatementArguments([cutoff.timeIntervalSince1970] + ids))
-            let deleted = db.changesCount
-            try db.execute(
-                sql: """
-                    INSERT INTO counter (name, value) VALUES (?, ?)
-                    ON CONFLICT (name) DO UPDATE SET value = value + excluded.value
-                    """, arguments: [OutboxCounter.deletedByRetention.name, deleted])
+            try OutboxQueries.add(db.changesCount, to: .deletedByRetention, db)
             return due
         }
     }
