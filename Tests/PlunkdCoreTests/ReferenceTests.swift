@@ -28,6 +28,19 @@ struct ReferenceTests {
         }
     }
 
+    @Test("every test docs/guarantees.md names as proof exists, in the file its link points to")
+    func guaranteesNameRealTests() throws {
+        let table = try String(contentsOfFile: "\(Self.root)/docs/guarantees.md", encoding: .utf8)
+        let named = table.matches(of: /\[`([A-Z][A-Za-z0-9]*Tests)(?:\.([A-Za-z0-9_]+))?`\]\(\.\.\/(Tests\/[^)]+\.swift)\)/)
+        #expect(named.count >= 40, "only \(named.count) tests named: the table lost its links")
+        for match in named {
+            let (suite, test, path) = (String(match.1), match.2.map(String.init), String(match.3))
+            let source = try? String(contentsOfFile: "\(Self.root)/\(path)", encoding: .utf8)
+            #expect(source?.contains("struct \(suite)") == true, "\(suite): no such suite in \(path)")
+            if let test { #expect(source?.contains("func \(test)(") == true, "\(suite).\(test): no such test in \(path)") }
+        }
+    }
+
     @Test("plunkd.yaml(5) names every key with its variable; plunkd(8) carries every subcommand's --help")
     func manualPages() throws {
         let configuration = try DaemonProcess.command(["manual", "plunkd.yaml.5"])
