@@ -122,6 +122,28 @@ struct ParkedRetentionTests {
         #expect(lines.allSatisfy { $0.metadata["reason"] == "expired" && $0.metadata["parked_max_age_seconds"] == "3600" })
     }
 
+    @Test("on its timer a pass deletes one batch at a time, each next batch queued behind the line's other store work")
+    func batchesInterleave() throws {
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let outbox = try store.open()
+        let total = ParkedRetention.batch + 3
+        try outbox.enqueue(events(total))
+        var parked = 0
+        while parked < total { parked += try parkAll(outbox, reason: .rejected, at: start).count }
+        let queue = DispatchQueue(label: "test.retention")
+        let retention = ParkedRetention(
+            outbox: outbox, maxAge: 60, queue: queue, logger: RecordedLog().logger,
+            deleted: Counter(label: "retention_deleted_total", factory: RecordedCounter()), clock: { self.start.addingTimeInterval(3600) })
+        let afterOneStep = try queue.sync {
+            retention.step(cutoff: start.addingTimeInterval(1))
+            return try outbox.stateCounts().parked[.rejected] ?? 0
+        }
+        #expect(afterOneStep == 3, "one batch, the rest queued")
+        queue.sync {}
+        #expect(try outbox.stateCounts().parked.isEmpty)
+    }
+
     @Test("the binary: rejected events parked under storage.parked_max_age 2s are deleted, each logged by id, and counted in status")
     func daemonDeletesAndReports() async throws {
         let fake = try await FakePlunk { _ in FakePlunk.legacyError(400, "bad event") }

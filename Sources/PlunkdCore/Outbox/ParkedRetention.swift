@@ -25,6 +25,8 @@ public final class ParkedRetention: Sendable {
     private let logger: Logger
     private let deleted: Counter
     private let clock: @Sendable () -> Date
+    /// Set by `stop`: a chain of batches still queued ends without touching the store.
+    private let stopped = Atomic(false)
     /// Dispatch's timer is not Sendable; it is only made, armed and cancelled under this lock.
     private let timer = Mutex<(any DispatchSourceTimer)?>(nil)
 
@@ -50,7 +52,7 @@ public final class ParkedRetention: Sendable {
             guard timer == nil else { return }
             let source = DispatchSource.makeTimerSource(queue: queue)
             source.schedule(deadline: .now(), repeating: .milliseconds(Int(interval * 1000)), leeway: .milliseconds(100))
-            source.setEventHandler { [self] in pass() }
+            source.setEventHandler { [self] in step(cutoff: clock().addingTimeInterval(-maxAge)) }
             source.activate()
             timer = source
         }
@@ -59,34 +61,49 @@ public final class ParkedRetention: Sendable {
     /// Stops the timer; returns once a pass under way has ended (without blocking a
     /// thread of the caller's while it runs).
     public func stop() async {
+        stopped.store(true, ordering: .sequentiallyConsistent)
         timer.withLock { $0?.cancel() }
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in queue.async { done.resume() } }
     }
 
-    /// Deletes everything due now; returns how many. Runs on `queue`.
+    /// Deletes one batch due at `cutoff` and, when there may be more, queues the next
+    /// behind whatever else the queue holds: the line's sender commits on this queue too,
+    /// and a first pass over a large backlog of parked events must not hold delivery.
+    func step(cutoff: Date) {
+        guard !stopped.load(ordering: .sequentiallyConsistent), deleteBatch(cutoff: cutoff) == Self.batch else { return }
+        queue.async { [self] in step(cutoff: cutoff) }
+    }
+
+    /// Deletes everything due now, batch after batch; returns how many. Runs on `queue`.
     @discardableResult
     func pass() -> Int {
         let cutoff = clock().addingTimeInterval(-maxAge)
         var total = 0
         while true {
-            let gone: [RetentionDeletion]
-            do {
-                gone = try outbox.deleteParked(parkedBefore: cutoff, limit: Self.batch)
-            } catch {
-                logger.error("retention: cannot delete parked events past storage.parked_max_age: \(error)")
-                return total
-            }
-            for event in gone {
-                logger.notice(
-                    "parked event deleted by retention",
-                    metadata: [
-                        "id": "\(event.id)", "reason": "\(event.reason)",
-                        "parked_at": "\(event.parkedAt.formatted(.iso8601))", "parked_max_age_seconds": "\(Int(maxAge))",
-                    ])
-            }
-            deleted.increment(by: gone.count)
-            total += gone.count
-            if gone.count < Self.batch { return total }
+            let count = deleteBatch(cutoff: cutoff)
+            total += count
+            if count < Self.batch { return total }
         }
+    }
+
+    /// Deletes up to `batch` events parked before `cutoff`, logging and counting each.
+    private func deleteBatch(cutoff: Date) -> Int {
+        let gone: [RetentionDeletion]
+        do {
+            gone = try outbox.deleteParked(parkedBefore: cutoff, limit: Self.batch)
+        } catch {
+            logger.error("retention: cannot delete parked events past storage.parked_max_age: \(error)")
+            return 0
+        }
+        for event in gone {
+            logger.notice(
+                "parked event deleted by retention",
+                metadata: [
+                    "id": "\(event.id)", "reason": "\(event.reason)",
+                    "parked_at": "\(event.parkedAt.formatted(.iso8601))", "parked_max_age_seconds": "\(Int(maxAge))",
+                ])
+        }
+        deleted.increment(by: gone.count)
+        return gone.count
     }
 }
