@@ -22,7 +22,7 @@ struct CheckConfigCommand: AsyncParsableCommand {
             let instance = try options.instanceName()
             let asTheService =
                 ProcessInfo.processInfo.environment["CREDENTIALS_DIRECTORY"] == nil
-                && (loaded.file == nil || loaded.file == (instance?.configFile ?? ConfigLoader.defaultFile))
+                && (loaded.file == nil || loaded.file == ConfigLoader.defaultFile(for: instance))
             let keyLine: String
             if let key = config.apiKey {
                 keyLine = "configured (\(key))"

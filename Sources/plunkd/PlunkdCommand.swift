@@ -39,7 +39,7 @@ struct ConfigOptions: ParsableArguments {
         do {
             return try await ConfigLoader.load(
                 file: config, environment: ProcessInfo.processInfo.environment, uid: getuid(),
-                defaultFile: instance?.configFile ?? ConfigLoader.defaultFile, instance: instance)
+                defaultFile: ConfigLoader.defaultFile(for: instance), instance: instance)
         } catch {
             throw CommandFailure("configuration: \(error)")
         }

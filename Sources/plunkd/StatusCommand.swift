@@ -42,18 +42,16 @@ struct StatusCommand: AsyncParsableCommand {
     /// paths for all of them.
     private func hostStatus() async -> HostStatus {
         let environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("PLUNKD_") && !$0.key.hasPrefix("PLUNK_") }
+        // nil: the plain plunkd.service.
+        let daemons: [InstanceName?] = (InstanceName.plainServiceOnHost() ? [nil] : []) + InstanceName.onHost()
         var entries: [HostStatus.Entry] = []
-        if InstanceName.plainServiceOnHost() {
-            let loaded = await Result(asyncCatching: { try await ConfigLoader.load(file: nil, environment: environment, uid: getuid()).configuration })
-            entries.append(.init(unit: "plunkd.service", report: await makeReport(loaded, socket: nil)))
-        }
-        for instance in InstanceName.onHost() {
+        for instance in daemons {
             let loaded = await Result(asyncCatching: {
                 try await ConfigLoader.load(
-                    file: nil, environment: environment, uid: getuid(), defaultFile: instance.configFile, instance: instance
+                    file: nil, environment: environment, uid: getuid(), defaultFile: ConfigLoader.defaultFile(for: instance), instance: instance
                 ).configuration
             })
-            entries.append(.init(unit: instance.unit, report: await makeReport(loaded, socket: nil)))
+            entries.append(.init(unit: instance?.unit ?? "plunkd.service", report: await makeReport(loaded, socket: nil)))
         }
         return HostStatus(entries: entries)
     }

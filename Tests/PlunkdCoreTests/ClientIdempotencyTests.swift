@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import PlunkdTestSupport
+import Synchronization
 import Testing
 
 @testable import PlunkdCore
@@ -231,6 +232,29 @@ struct ClientIdempotencyTests {
         // Past the window the key is free for the other line.
         #expect(try email.enqueue([keyed("receipt-7")], at: start.addingTimeInterval(3601), scope: scope).claimedElsewhere.isEmpty)
         #expect(email.storedCount == 2)
+    }
+
+    @Test("the same keys sent to both lines at once, from two threads: each key is stored in exactly one line, the other refused")
+    func keysSpanLinesUnderRace() throws {
+        let store = try ScratchStore()
+        defer { store.remove() }
+        let track = try Outbox(path: store.path)
+        let email = try Outbox(path: "\(store.directory)/outbox-email.sqlite")
+        let scope = ClientKeyScope()
+        scope.register(line: .track, outbox: track)
+        scope.register(line: .email, outbox: email)
+        let keys = (0..<300).map { "race-\($0)" }
+        let claimed = Mutex<[String: Int]>([:])
+        DispatchQueue.concurrentPerform(iterations: 2) { side in
+            let outbox = side == 0 ? track : email
+            for key in keys {
+                let event = keyed(key)
+                guard let receipt = try? outbox.enqueue([event], scope: scope) else { continue }
+                if receipt.claimedElsewhere.isEmpty { claimed.withLock { $0[key, default: 0] += 1 } }
+            }
+        }
+        #expect(claimed.withLock { $0 }.filter { $0.value != 1 }.isEmpty, "keys taken by both lines or by none")
+        #expect(track.storedCount + email.storedCount == keys.count)
     }
 
     @Test("through the binary: a key used on /v1/track and then on /v1/send is refused there with 409 in plain words, and nothing is stored for it")

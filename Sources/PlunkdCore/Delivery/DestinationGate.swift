@@ -107,9 +107,10 @@ struct DestinationGate: Equatable {
     /// In a real outage the older requests fail too, a round trip later at most.
     mutating func failedTransiently(now: Date, oldestInFlightSentAt: Date? = nil, gap: (Int) -> TimeInterval) {
         consecutiveFailures += 1
-        if failuresSince == nil { failuresSince = now }
+        let runStart = failuresSince ?? now
+        failuresSince = runStart
         recentAnswers.record(sane: false)
-        let olderStillOut = oldestInFlightSentAt.map { sent in failuresSince.map { sent < $0 } ?? false } ?? false
+        let olderStillOut = oldestInFlightSentAt.map { $0 < runStart } ?? false
         if !isProbing, (consecutiveFailures >= failingAfter && !olderStillOut) || recentAnswers.mostlyFailing {
             isProbing = true
         }

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import Synchronization
 
 /// The stores whose clients' `Idempotency-Key`s are one namespace: the lines of one
@@ -49,10 +48,9 @@ public final class ClientKeyScope: Sendable {
     /// Which other line holds `key` unexpired at `stamp`, if any.
     func claim(of key: String, besides outbox: Outbox, at stamp: Double) throws -> Claim? {
         for member in members.withLock({ $0 }) where member.outbox !== outbox {
-            let first = try member.outbox.pool.read { db in
-                try String.fetchOne(db, sql: "SELECT id FROM client_key WHERE key = ? AND expires_at > ?", arguments: [key, stamp])
+            if let first = try member.outbox.pool.read({ db in try OutboxQueries.clientKeyOwner(db, key: key, at: stamp) }) {
+                return Claim(line: member.line, key: key, firstID: first)
             }
-            if let first, let id = UUID(uuidString: first) { return Claim(line: member.line, key: key, firstID: id) }
         }
         return nil
     }

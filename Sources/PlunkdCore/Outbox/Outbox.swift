@@ -182,7 +182,6 @@ public final class Outbox: Sendable {
                     (SELECT key FROM client_key WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)
                 """
         ).execute(arguments: [stamp, max(64, 2 * keyed)])
-        let lookup = try db.cachedStatement(sql: "SELECT id FROM client_key WHERE key = ? AND expires_at > ?")
         let remember = try db.cachedStatement(
             sql:
                 "INSERT INTO client_key (key, id, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET id = excluded.id, expires_at = excluded.expires_at"
@@ -192,7 +191,7 @@ public final class Outbox: Sendable {
             guard let key = event.clientKey else { continue }
             if let first = firstOfKey[key] {
                 receipt.repeats[event.id] = first
-            } else if let text = try String.fetchOne(lookup, arguments: [key, stamp]), let first = UUID(uuidString: text) {
+            } else if let first = try OutboxQueries.clientKeyOwner(db, key: key, at: stamp) {
                 receipt.repeats[event.id] = first
                 firstOfKey[key] = first
             } else if let claim = try scope?.claim(of: key, besides: self, at: stamp) {

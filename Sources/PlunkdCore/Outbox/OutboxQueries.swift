@@ -78,6 +78,13 @@ enum OutboxQueries {
         ).execute(arguments: [counter.name, amount])
     }
 
+    /// The id of the event that holds a client's `key` unexpired at `stamp`, if any: what
+    /// a repeat on the same line and a claim from another line both look up.
+    static func clientKeyOwner(_ db: Database, key: String, at stamp: Double) throws -> UUID? {
+        let statement = try db.cachedStatement(sql: "SELECT id FROM client_key WHERE key = ? AND expires_at > ?")
+        return try String.fetchOne(statement, arguments: [key, stamp]).flatMap(UUID.init(uuidString:))
+    }
+
     static func counters(_ db: Database) throws -> [String: Int] {
         Dictionary(
             uniqueKeysWithValues: try Row.fetchAll(db, sql: "SELECT name, value FROM counter").map {

@@ -14,6 +14,9 @@ public struct LoadedConfiguration: Sendable {
 /// Reads the configuration: defaults, overlaid by the YAML file, overlaid by the environment.
 public enum ConfigLoader {
     public static let defaultFile = "/etc/plunkd/plunkd.yaml"
+
+    /// The file read when none is named: the plain service's, or the instance's own.
+    public static func defaultFile(for instance: InstanceName?) -> String { instance?.configFile ?? defaultFile }
     /// systemd credential name (`LoadCredential=plunk-api-key:…`).
     public static let credentialName = "plunk-api-key"
     /// The secret key's credential (`LoadCredential=plunk-secret-key:…`), for `/v1/send`.
