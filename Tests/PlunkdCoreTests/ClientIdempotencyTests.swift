@@ -10,7 +10,7 @@ import Testing
 /// `ingest.idempotency_window`, sent on to Plunk in place of the id.
 @Suite("Client idempotency keys", .serialized, .timeLimit(.minutes(3)), .watchdog)
 struct ClientIdempotencyTests {
-    let validator = EventValidator()
+    let validator = EventValidator(maxEventBytes: 64 * 1024)
 
     func fields(_ data: Data) throws -> NSDictionary {
         try #require(try JSONSerialization.jsonObject(with: data) as? NSDictionary)

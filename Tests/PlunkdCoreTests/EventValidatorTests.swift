@@ -5,7 +5,7 @@ import Testing
 
 @Suite("Validation at the door", .timeLimit(.minutes(2)), .watchdog)
 struct EventValidatorTests {
-    let validator = EventValidator()
+    let validator = EventValidator(maxEventBytes: 64 * 1024)
 
     @Test("a minimal event is accepted, kept byte for byte, and keyed by its lower-cased email")
     func acceptsMinimal() throws {

@@ -7,7 +7,7 @@ import Testing
 /// The scanner behind validation: RFC 8259 JSON in UTF-8, read as JavaScript reads it.
 @Suite("JSON body scanner", .timeLimit(.minutes(2)), .watchdog)
 struct JSONBodyScannerTests {
-    let validator = EventValidator()
+    let validator = EventValidator(maxEventBytes: 64 * 1024)
 
     func verdict(_ body: Data) -> ReferenceEventValidator.Verdict {
         do {

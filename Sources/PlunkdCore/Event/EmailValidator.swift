@@ -19,13 +19,12 @@ public struct EmailValidator: Sendable {
     /// request's `Plunkd-Max-Age` says otherwise.
     public let maxAge: Double
 
-    public static let defaultMaxBytes = 1 << 20
     /// The request header that sets one email's own deadline, in seconds or with a unit
     /// (`90`, `10m`, `2h`), up to `longestMaxAge`.
     public static let maxAgeHeader = "Plunkd-Max-Age"
     public static let longestMaxAge: Double = 7 * 86_400
 
-    public init(maxBytes: Int = EmailValidator.defaultMaxBytes, maxAge: Double = 3600) {
+    public init(maxBytes: Int, maxAge: Double) {
         self.maxBytes = maxBytes
         self.maxAge = maxAge
     }

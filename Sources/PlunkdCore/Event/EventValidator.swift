@@ -7,7 +7,6 @@ public struct EventValidator: Sendable {
     /// Largest accepted body, in bytes.
     public let maxEventBytes: Int
 
-    public static let defaultMaxEventBytes = 64 * 1024
     /// The body member that carries a client's idempotency key where no header can
     /// (NDJSON). It is cut out of the body before it is stored: Plunk never sees it.
     public static let clientKeyMember = "idempotencyKey"
@@ -15,7 +14,7 @@ public struct EventValidator: Sendable {
     /// of a key found burned (`ClaimedEvent.idempotencyKey`).
     public static let maxClientKeyLength = 240
 
-    public init(maxEventBytes: Int = EventValidator.defaultMaxEventBytes) {
+    public init(maxEventBytes: Int) {
         self.maxEventBytes = maxEventBytes
     }
 

@@ -76,11 +76,10 @@ extension Outbox {
     /// Applies one move to a claimed event; returns how many events left the line.
     private func record(_ move: EventMove, now: Date, busy: inout [String: Int], db: Database) throws -> Int {
         guard
-            let row = try Row.fetchOne(
+            let row = try LinePlace.fetchOne(
                 db.cachedStatement(sql: "SELECT contact, state FROM event WHERE seq = ?"), arguments: [move.seq])
         else { return 0 }
-        let contact: String = row["contact"]
-        let state: EventRowState = row["state"]
+        let (contact, state) = (row.contact, row.state)
         let wasClaimed = state == .inFlight
         var removed = 0
         switch move {
@@ -133,17 +132,12 @@ extension Outbox {
         let toInFlight = try db.cachedStatement(
             sql: """
                 UPDATE event SET state = \(EventRowState.inFlight) WHERE seq = ?
-                RETURNING id, contact, body, attempts, received_at, key_generation, client_key, deadline
+                RETURNING seq, id, contact, body, attempts, received_at, key_generation, client_key, deadline
                 """)
         func take(_ seq: Int64, _ contact: String) throws {
-            guard let row = try Row.fetchOne(toInFlight, arguments: [seq]) else { return }
+            guard let event = try ClaimedEvent.fetchOne(toInFlight, arguments: [seq]) else { return }
             busy[contact, default: 0] += 1
-            claimed.append(
-                ClaimedEvent(
-                    seq: seq, key: row["id"], contact: contact, body: row["body"],
-                    attempts: row["attempts"], receivedAt: Date(timeIntervalSince1970: row["received_at"]),
-                    keyGeneration: row["key_generation"], clientKey: row["client_key"],
-                    deadline: (row["deadline"] as Double?).map(Date.init(timeIntervalSince1970:))))
+            claimed.append(event)
         }
 
         // Heads that are due. Each row examined leaves the partial index (claimed, or set
@@ -155,18 +149,16 @@ extension Outbox {
                 """)
         var headsExhausted = false
         while claimed.count < limit && examined < examineAtMost {
-            let rows = try Row.fetchAll(dueHeads, arguments: [now.timeIntervalSince1970, page])
-            for row in rows where claimed.count < limit {
+            let heads = try LineHead.fetchAll(dueHeads, arguments: [now.timeIntervalSince1970, page])
+            for head in heads where claimed.count < limit {
                 examined += 1
-                let seq: Int64 = row["seq"]
-                let contact: String = row["contact"]
-                if busy[contact] != nil {
-                    try toWaiting.execute(arguments: [seq])
+                if busy[head.contact] != nil {
+                    try toWaiting.execute(arguments: [head.seq])
                 } else {
-                    try take(seq, contact)
+                    try take(head.seq, head.contact)
                 }
             }
-            if rows.count < page {
+            if heads.count < page {
                 headsExhausted = true
                 break
             }
@@ -186,25 +178,23 @@ extension Outbox {
                 """)
         let toPending = try db.cachedStatement(sql: "UPDATE event SET state = \(EventRowState.pending) WHERE seq = ?")
         scanning: while claimed.count < limit && examined < examineAtMost {
-            let rows = try Row.fetchAll(newEvents, arguments: [position, page])
-            for row in rows {
+            let events = try ScannedEvent.fetchAll(newEvents, arguments: [position, page])
+            for event in events {
                 if claimed.count == limit || examined == examineAtMost { break scanning }
                 examined += 1
-                let seq: Int64 = row["seq"]
-                position = seq
+                position = event.seq
                 // Rows met before (parked, or back in line) keep their place.
-                guard (row["state"] as EventRowState) == .new else { continue }
-                let contact: String = row["contact"]
-                if try busy[contact] != nil || (Bool.fetchOne(lineExists, arguments: [contact]) ?? false) {
-                    try toWaiting.execute(arguments: [seq])
-                } else if (row["attempts"] as Int) > 0 && (row["due_at"] as Double) > now.timeIntervalSince1970 {
+                guard event.state == .new else { continue }
+                if try busy[event.contact] != nil || (Bool.fetchOne(lineExists, arguments: [event.contact]) ?? false) {
+                    try toWaiting.execute(arguments: [event.seq])
+                } else if event.attempts > 0 && event.dueAt > now.timeIntervalSince1970 {
                     // Backing off when an older plunkd stopped: the head of its line, due later.
-                    try toPending.execute(arguments: [seq])
+                    try toPending.execute(arguments: [event.seq])
                 } else {
-                    try take(seq, contact)
+                    try take(event.seq, event.contact)
                 }
             }
-            if rows.count < page {
+            if events.count < page {
                 newExhausted = true
                 break
             }

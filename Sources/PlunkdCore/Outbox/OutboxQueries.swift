@@ -124,7 +124,7 @@ enum OutboxQueries {
         let (condition, arguments) = selection.condition
         var all = arguments
         all += [limit]
-        return try Row.fetchAll(
+        return try ParkedEvent.fetchAll(
             db,
             sql: """
                 SELECT id, park_reason, received_at, attempts, last_status, last_error,
@@ -132,13 +132,7 @@ enum OutboxQueries {
                 FROM event INDEXED BY event_parked
                 WHERE state = \(EventRowState.parked)\(condition) ORDER BY seq LIMIT ?
                 """, arguments: all
-        ).map { row in
-            ParkedEvent(
-                id: row["id"], reason: row["park_reason"] ?? "", receivedAt: Date(timeIntervalSince1970: row["received_at"]),
-                attempts: row["attempts"], lastStatus: row["last_status"],
-                lastError: (row["last_error"] as String?).map { String($0.prefix(300)) },
-                bodyExcerpt: row["excerpt"] ?? "")
-        }
+        )
     }
 
     static func countParked(_ db: Database, _ selection: ParkedSelection) throws -> Int {

@@ -27,9 +27,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var maxRateBurst: Double?
     public var requestTimeout: Double
     /// `plunk.http_version`: HTTP/2 when Plunk offers it over TLS, or HTTP/1.1 only.
-    public var httpVersion: PlunkHTTPVersion = .auto
+    public var httpVersion: PlunkHTTPVersion
     /// `plunk.rekey_burned_track_keys`.
-    public var rekeyBurnedTrackKeys = false
+    public var rekeyBurnedTrackKeys: Bool
     /// A PEM bundle of roots trusted for Plunk besides the system's (`plunk.ca_file`).
     public var caFile: String?
     /// The HTTP proxy to Plunk, from `plunk.proxy` or the environment's `HTTPS_PROXY`.
@@ -59,7 +59,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// (Plunk's SDKs) that cannot reach a Unix socket; nil (the default) for none.
     public var ingestListen: HostAndPort? = nil
     /// `ingest.listen_beyond_loopback`: lets `ingestListen` be an address other hosts reach.
-    public var ingestListenBeyondLoopback = false
+    public var ingestListenBeyondLoopback: Bool
     /// The bearer tokens the TCP listener admits (`ingest.tokens` or `ingest.tokens_file`).
     public var ingestTokens = IngestTokens([])
     /// Where the tokens came from: the file `ingest.tokens_file` names, or the config file
@@ -69,16 +69,16 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// The tokens are listed in the config file (`ingest.tokens`), not a file of their own.
     public var ingestTokensInConfigFile = false
     /// `ingest.idempotency_window`: how long a client's `Idempotency-Key` is remembered.
-    public var idempotencyWindow: Double = 86_400
+    public var idempotencyWindow: Double
     /// `storage.parked_max_age`: parked events older than this (since parking) are
     /// deleted; nil keeps them until delivered or dropped.
     public var parkedMaxAge: Double?
     /// `send.max_age`: how long an email may wait to be sent before it is parked `expired`.
-    public var sendMaxAge: Double = 3600
+    public var sendMaxAge: Double
     /// `send.max_bytes`: the largest `/v1/send` body accepted.
-    public var sendMaxBytes: Int = EmailValidator.defaultMaxBytes
+    public var sendMaxBytes: Int
     /// `send.split_recipients`.
-    public var sendSplitRecipients = true
+    public var sendSplitRecipients: Bool
 
     public var initialBackoff: Double
     public var maxBackoff: Double
@@ -91,42 +91,57 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var metricsListen: HostAndPort?
     public var logLevel: String
     /// `log.format`.
-    public var logFormat: LogFormat = .text
+    public var logFormat: LogFormat
 
-    /// Defaults for a daemon run by `uid` with `environment`: see `DefaultPaths`.
+    /// Defaults for a daemon run by `uid` with `environment`: every default `Settings.all`
+    /// spells is read from there (the only place it is written), then the paths, which
+    /// depend on the user (`DefaultPaths`).
     /// - Parameter instance: `plunkd@NAME`'s paths instead of the user's or the plain service's.
     public static func defaults(uid: UInt32, environment: [String: String], instance: InstanceName? = nil) -> DaemonConfiguration {
         let paths = instance.map(DefaultPaths.init(instance:)) ?? DefaultPaths(uid: uid, environment: environment)
-        return DaemonConfiguration(
-            plunkBaseURL: URL(string: "https://api.useplunk.com/v1")!,
-            apiKey: nil,
-            concurrency: nil,
-            maxConcurrency: 64,
-            maxRate: nil,
-            maxRateBurst: nil,
-            requestTimeout: 10,
-            caFile: nil,
-            proxy: nil,
-            proxySource: nil,
-            socketPath: paths.socketPath,
-            socketMode: 0o660,
-            maxConnections: 1024,
-            idleTimeout: 300,
-            allowedUIDs: [],
-            allowedGIDs: [],
-            adminUIDs: [],
-            storagePath: paths.storagePath,
-            maxPending: 5_000_000,
-            maxStorageBytes: nil,
-            storageReserveBytes: 16 << 20,
-            maxEventBytes: EventValidator.defaultMaxEventBytes,
-            initialBackoff: 1,
-            maxBackoff: 300,
-            maxAge: 7 * 24 * 3600,
-            shutdownGrace: 10,
-            warnOldestAge: 900,
-            metricsListen: nil,
-            logLevel: "info")
+        var config = DaemonConfiguration(socketPath: paths.socketPath, storagePath: paths.storagePath)
+        for setting in Settings.all {
+            setting.readStatedDefault(into: &config)
+        }
+        // The paths' stated defaults read as paths too ("/run/plunkd/plunkd.sock for root, …").
+        config.socketPath = paths.socketPath
+        config.storagePath = paths.storagePath
+        return config
+    }
+
+    /// The values whose defaults `Settings.all` describes rather than spells (nothing, or a
+    /// path); every other field holds a placeholder until its stated default is read over
+    /// it (`SettingDefaultsTests` fails when a stated default stops reading). Where a
+    /// placeholder could matter, it is the cautious value.
+    private init(socketPath: String, storagePath: String) {
+        self.socketPath = socketPath
+        self.storagePath = storagePath
+        plunkBaseURL = URL(fileURLWithPath: "/")
+        maxConcurrency = 0
+        requestTimeout = 0
+        socketMode = 0
+        maxConnections = 0
+        idleTimeout = 0
+        allowedUIDs = []
+        allowedGIDs = []
+        adminUIDs = []
+        maxPending = 0
+        storageReserveBytes = 0
+        maxEventBytes = 0
+        initialBackoff = 0
+        maxBackoff = 0
+        maxAge = 0
+        shutdownGrace = 0
+        warnOldestAge = 0
+        logLevel = ""
+        httpVersion = .http1
+        rekeyBurnedTrackKeys = false
+        idempotencyWindow = 0
+        sendMaxAge = 0
+        sendMaxBytes = 0
+        sendSplitRecipients = false
+        logFormat = .json
+        ingestListenBeyondLoopback = false
     }
 }
 

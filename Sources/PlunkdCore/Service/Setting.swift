@@ -26,6 +26,30 @@ public struct Setting: Sendable {
     /// Whether two configurations differ in this key's field.
     let changed: @Sendable (DaemonConfiguration, DaemonConfiguration) -> Bool
 
+    /// Reads the stated default as though it were the key's text, so that each default is
+    /// written once, here in `Settings.all`. False when the default describes a value rather
+    /// than spelling it ("none", "one second of plunk.max_rate"), or the key is derived:
+    /// `DaemonConfiguration.defaults` sets those itself.
+    @discardableResult
+    func readStatedDefault(into config: inout DaemonConfiguration) -> Bool {
+        let source = "the stated default"
+        do {
+            switch reading {
+            case .value(let read):
+                try read(ConfigValueParser(key: key, text: defaultValue, source: source), &config)
+            case .list(let read):
+                // "empty (anyone the socket's mode lets in)": no items; the rest is why.
+                let items = defaultValue == "none" || defaultValue.hasPrefix("empty") ? [] : defaultValue.split(separator: ",").map(String.init)
+                try read(ConfigListParser(key: key, items: items, source: source), &config)
+            case .derived:
+                return false
+            }
+            return true
+        } catch {
+            return false
+        }
+    }
+
     static func value<T: Equatable & Sendable>(
         _ key: String, _ field: WritableKeyPath<DaemonConfiguration, T> & Sendable, default defaultValue: String,
         reloads: Bool = false, _ meaning: String,
