@@ -2,12 +2,36 @@
 import Foundation
 import PackageDescription
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// `PLUNKD_FUZZ=1 swift build --product plunkd-fuzz` instruments only the code under test
 /// (PlunkdCore and the harness) for libFuzzer and links its runtime, so the dependencies'
 /// objects are reused from an ordinary debug build instead of being rebuilt with
 /// `-Xswiftc -sanitize=fuzzer` (a second full build, about 7 minutes).
 let fuzzing = ProcessInfo.processInfo.environment["PLUNKD_FUZZ"] == "1"
 let fuzzerInstrumentation: [SwiftSetting] = fuzzing ? [.unsafeFlags(["-sanitize=fuzzer"])] : []
+
+/// A release build of the daemon links with lld, packs its relative relocations (DT_RELR)
+/// and exports no symbols. `--static-swift-stdlib` otherwise exports every symbol of every
+/// Swift module (32,740, with 2 MB of names) and gold writes 2.9 MB of relocations, all of
+/// it read at each start and then resident: together 5 MB of the ingest benchmark's peak
+/// RSS (docs/benchmarks.md). The loader must know DT_RELR (glibc 2.36, Debian 12), so it is
+/// packed only when the machine building has such a glibc, which is what runs the binary.
+let leanReleaseLink: [LinkerSetting] = {
+    #if canImport(Glibc)
+        var bytes = [UInt8](repeating: 0, count: 64)  // "glibc 2.36"
+        let length = bytes.withUnsafeMutableBufferPointer { confstr(Int32(_CS_GNU_LIBC_VERSION), $0.baseAddress, $0.count) }
+        let text = String(decoding: bytes.prefix(max(length - 1, 0)), as: UTF8.self)
+        let version = text.split(separator: " ").last?.split(separator: ".").compactMap { Int($0) } ?? []
+        let packsRelocations = version.count >= 2 && (version[0], version[1]) >= (2, 36)
+        let flags = ["-use-ld=lld", "-Xlinker", "--no-export-dynamic"] + (packsRelocations ? ["-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"] : [])
+        return [.unsafeFlags(flags, .when(platforms: [.linux], configuration: .release))]
+    #else
+        return []
+    #endif
+}()
 
 let package = Package(
     name: "plunkd",
@@ -60,7 +84,8 @@ let package = Package(
                 "PlunkdCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            linkerSettings: leanReleaseLink
         ),
         .target(
             name: "PlunkdTestSupport",

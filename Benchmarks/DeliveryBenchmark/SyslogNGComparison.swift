@@ -53,11 +53,15 @@ enum SyslogNGComparison {
         return BenchmarkSupport.now()
     }
 
-    static func plunkd(events: Int, stand: FakePlunk) throws -> Run {
-        let daemon = try DaemonProcess(environment: [
-            "PLUNK_BASE_URL": stand.baseURL.absoluteString, "PLUNK_API_KEY": "pk_bench_key",
+    /// plunkd on its defaults but for 16 in flight, sending to `front` (the stand-in, or
+    /// the TLS front before it, trusted through `caFile`).
+    static func plunkd(events: Int, stand: FakePlunk, front: URL, caFile: String?) throws -> Run {
+        var environment = [
+            "PLUNK_BASE_URL": front.absoluteString, "PLUNK_API_KEY": "pk_bench_key",
             "PLUNK_CONCURRENCY": "16", "PLUNKD_LOG_LEVEL": "warning",
-        ])
+        ]
+        environment["PLUNK_CA_FILE"] = caFile
+        let daemon = try DaemonProcess(environment: environment)
         defer { daemon.cleanUp() }
         try daemon.waitUntilServing(timeout: 60)
         let before = stand.requestCount
@@ -68,7 +72,7 @@ enum SyslogNGComparison {
         return Run(events: stand.requestCount - before, seconds: end - start, cpu: cpuSeconds(pid: daemon.pid) - cpuStart)
     }
 
-    static func syslogNG(events: Int, stand: FakePlunk, binary: String) throws -> Run {
+    static func syslogNG(events: Int, stand: FakePlunk, front: URL, caFile: String?, binary: String) throws -> Run {
         let directory = try DaemonProcess.makeScratchDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let socket = "\(directory)/syslog.sock"
@@ -78,7 +82,7 @@ enum SyslogNGComparison {
             options { threaded(yes); stats-freq(0); keep-hostname(yes); };
             source s_apps { unix-stream("\(socket)" flags(no-parse) max-connections(64) log-iw-size(6400)); };
             destination d_plunk {
-              http(url("\(stand.baseURL.absoluteString)/track") method("POST")
+              http(url("\(front.absoluteString)/track") method("POST")\(caFile.map { " tls(ca-file(\"\($0)\") peer-verify(yes))" } ?? "")
                    headers("Content-Type: application/json", "Authorization: Bearer pk_bench_key")
                    body("${MSG}") workers(16)
                    disk-buffer(reliable(yes) dir("\(directory)/buffer") disk-buf-size(1073741824) mem-buf-size(16777216)));
@@ -110,20 +114,37 @@ enum SyslogNGComparison {
         return Run(events: stand.requestCount - before, seconds: end - start, cpu: cpuSeconds(pid: pid) - cpuStart)
     }
 
-    /// Prints one line per answer delay, plunkd's figures beside syslog-ng's.
-    static func compare(events: Int) async throws {
+    /// Prints one line per answer delay, plunkd's figures beside syslog-ng's. With
+    /// `overTLS`, both reach the stand-in through `TLSFront` (nginx: TLS 1.3, h2 or
+    /// HTTP/1.1 by ALPN), plunkd on its default `auto`.
+    static func compare(events: Int, overTLS: Bool = false) async throws {
         guard let binary else {
             BenchmarkSupport.show("beside syslog-ng", "skipped: syslog-ng not installed (apt-get install syslog-ng-core syslog-ng-mod-http)")
             return
         }
+        if overTLS && TLSFront.binary == nil {
+            BenchmarkSupport.show("beside syslog-ng over TLS", "skipped: nginx not installed (apt-get install nginx-light)")
+            return
+        }
+        let scratch = try DaemonProcess.makeScratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
         for (label, delay) in [("at once", TimeAmount.zero), ("after 20 ms", .milliseconds(20))] {
             let stand = try await FakePlunk(keepsRequests: false) { _ in
                 .answer(status: 200, body: #"{"success":true,"contact":"c","event":"e","timestamp":"2026-12-03T00:00:00Z"}"#, delay: delay)
             }
-            let ours = try plunkd(events: events, stand: stand)
-            let theirs = try syslogNG(events: events, stand: stand, binary: binary)
+            let front = overTLS ? try TLSFront(standPort: stand.port, directory: scratch) : nil
+            if overTLS && front == nil {
+                BenchmarkSupport.show("beside syslog-ng over TLS", "skipped: nginx did not start (\(scratch)/nginx-tls.err)")
+                await stand.stop()
+                return
+            }
+            let url = front?.url ?? stand.baseURL
+            let caFile = front?.certificates.caFile
+            let ours = try plunkd(events: events, stand: stand, front: url, caFile: caFile)
+            let theirs = try syslogNG(events: events, stand: stand, front: url, caFile: caFile, binary: binary)
+            front?.stop()
             BenchmarkSupport.show(
-                "end to end, 16 producers, \(events) events, answers \(label)",
+                "end to end\(overTLS ? " over TLS" : ""), 16 producers, \(events) events, answers \(label)",
                 String(
                     format: "plunkd %5.0f/s, %.2f CPU s per 10,000; syslog-ng %5.0f/s, %.2f CPU s per 10,000 (plunkd: %.2f× the rate, %.2f× the CPU)",
                     ours.rate, ours.cpuPer10k, theirs.rate, theirs.cpuPer10k, ours.rate / theirs.rate, ours.cpuPer10k / theirs.cpuPer10k))

@@ -14,6 +14,7 @@
 //     producers, answers at once and after 20 ms, events/s and CPU s per 10,000 of each
 // Options: --large N (default 1,000,000), --small N (default 10,000), --compare N
 // (events of the syslog-ng comparison, default 20,000), --only-compare N (that alone, N rounds),
+// --only-compare-tls N (the same through a TLS front, nginx, N rounds),
 // --only-tls N (the TLS comparison alone, N rounds, medians last), --only-outage N (a
 // partial outage through the socket beside a healthy run, N rounds; --outage-events N,
 // default 10,000).
@@ -190,6 +191,10 @@ if option("--only-outage", 0) > 0 {
     exit(0)
 }
 
+if option("--only-compare-tls", 0) > 0 {
+    for _ in 0..<option("--only-compare-tls", 0) { try await SyslogNGComparison.compare(events: option("--compare", 20_000), overTLS: true) }
+    exit(0)
+}
 if option("--only-compare", 0) > 0 {
     for _ in 0..<option("--only-compare", 0) { try await SyslogNGComparison.compare(events: option("--compare", 20_000)) }
     exit(0)
@@ -288,3 +293,4 @@ show(
     String(format: "%+.0f%% wall, %+.0f%% CPU", (small.rate / large.rate - 1) * 100, (large.cpuPer10k / small.cpuPer10k - 1) * 100))
 
 try await SyslogNGComparison.compare(events: option("--compare", 20_000))
+try await SyslogNGComparison.compare(events: option("--compare", 20_000), overTLS: true)
