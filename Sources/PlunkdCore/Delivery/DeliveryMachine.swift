@@ -308,6 +308,10 @@ struct DeliveryMachine {
     /// A command's store step that was to save the hold failed: the next turn saves it.
     mutating func holdNotSaved() { gate.holdChanged = true }
 
+    /// A new key's lift of the auth hold was not stored: the hold stands as stored, so the
+    /// line is as it was before the key changed (`ReloadOnHangup` puts the key back).
+    mutating func authHoldNotLifted(_ stored: StoredDeliveryHold) { gate.restoreAuthHold(stored) }
+
     /// Shutdown: nothing more is claimed or sent; `drained` follows the last answer.
     mutating func stop() {
         if !stopping {

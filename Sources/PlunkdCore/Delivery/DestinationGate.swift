@@ -170,6 +170,12 @@ struct DestinationGate: Equatable {
         hold.heldSince = nil
     }
 
+    /// A lift the store did not take is undone: `refused` is the hold as stored.
+    mutating func restoreAuthHold(_ refused: StoredDeliveryHold) {
+        hold.refusedKeyFingerprint = refused.refusedKeyFingerprint
+        hold.heldSince = refused.heldSince
+    }
+
     /// `plunkd resume`: every pause, hold, block and failure run ends now.
     mutating func resume() {
         hold = StoredDeliveryHold()

@@ -53,6 +53,7 @@ extension Sender {
     /// Runs on the loop; returns nil when no hold was lifted.
     func liftHoldForNewKey(_ notes: LiftedByCommand) -> StoreStep<Int>? {
         guard machine.keyNoLongerRefused else { return nil }
+        notes.heldBefore = machine.gate.hold
         machine.liftAuthHold()
         notes.hold = true
         return saveHold(requeueingUnauthorized: true)
@@ -77,6 +78,8 @@ extension Sender {
 final class LiftedByCommand: @unchecked Sendable {
     var pause = false
     var hold = false
+    /// The hold before a new key lifted it, to put back if the store does not take the lift.
+    var heldBefore: StoredDeliveryHold?
 
     func lifted(requeued: Int) -> [String] {
         var lifted: [String] = []

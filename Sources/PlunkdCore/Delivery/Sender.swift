@@ -141,7 +141,9 @@ public final class Sender: @unchecked Sendable {
         case .success(let requeued) where notes.hold:
             logger.info("the API key changed: auth hold lifted, \(requeued) unauthorized events back in line")
         case .failure where notes.hold:
-            machine.holdNotSaved()
+            // The stored hold stands (its requeue may have run: the next key check lifts
+            // it again); the caller puts the previous key back.
+            if let stored = notes.heldBefore { machine.authHoldNotLifted(stored) }
         default:
             break
         }

@@ -66,17 +66,17 @@ final class ReloadOnHangup: Sendable {
     }
 
     /// Gives every line its key and retry policy from `config`. A line that cannot take
-    /// them (its store refused the hold's update) puts back the ones already applied, so
-    /// two lines never run under keys from two different configurations.
+    /// them (its store refused the hold's update) has them put back, and so has every line
+    /// before it, so two lines never run under keys from two different configurations.
     private func applyKeys(of config: DaemonConfiguration, previous: DaemonConfiguration) async throws {
-        var applied: [DeliveryLine] = []
+        var touched: [DeliveryLine] = []
         do {
             for line in lines {
+                touched.append(line)
                 try await line.sender.update(apiKey: line.kind.key(in: config), retry: config.retryPolicy)
-                applied.append(line)
             }
         } catch {
-            for line in applied {
+            for line in touched {
                 do {
                     try await line.sender.update(apiKey: line.kind.key(in: previous), retry: previous.retryPolicy)
                 } catch {
