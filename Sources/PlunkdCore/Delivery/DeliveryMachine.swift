@@ -305,12 +305,10 @@ struct DeliveryMachine {
     /// The shell stored the hold itself (an operator's command).
     mutating func holdSaved() { gate.holdChanged = false }
 
-    /// A command's store step that was to save the hold failed: the next turn saves it.
-    mutating func holdNotSaved() { gate.holdChanged = true }
-
-    /// A new key's lift of the auth hold was not stored: the hold stands as stored, so the
-    /// line is as it was before the key changed (`ReloadOnHangup` puts the key back).
-    mutating func authHoldNotLifted(_ stored: StoredDeliveryHold) { gate.restoreAuthHold(stored) }
+    /// A command's lift (a resume, a new key) was not stored: the hold stands as stored,
+    /// so the line is as it was before the command (`ReloadOnHangup` puts a key back), and
+    /// the same command tried again lifts it and requeues its events.
+    mutating func liftNotStored(_ stored: StoredDeliveryHold) { gate.restoreLifted(stored) }
 
     /// Shutdown: nothing more is claimed or sent; `drained` follows the last answer.
     mutating func stop() {

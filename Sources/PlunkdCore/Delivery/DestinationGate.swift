@@ -170,10 +170,18 @@ struct DestinationGate: Equatable {
         hold.heldSince = nil
     }
 
-    /// A lift the store did not take is undone: `refused` is the hold as stored.
-    mutating func restoreAuthHold(_ refused: StoredDeliveryHold) {
-        hold.refusedKeyFingerprint = refused.refusedKeyFingerprint
-        hold.heldSince = refused.heldSince
+    /// A lift the store did not take is undone: the auth hold and the pause of `stored`
+    /// (the hold as the store still has it) come back where nothing has replaced them, so
+    /// the same command or key, tried again, lifts them and requeues their events.
+    mutating func restoreLifted(_ stored: StoredDeliveryHold) {
+        if hold.refusedKeyFingerprint == nil {
+            hold.refusedKeyFingerprint = stored.refusedKeyFingerprint
+            hold.heldSince = stored.heldSince
+        }
+        if hold.pausedUntil == nil {
+            hold.pausedUntil = stored.pausedUntil
+            hold.pauseReason = stored.pauseReason
+        }
     }
 
     /// `plunkd resume`: every pause, hold, block and failure run ends now.

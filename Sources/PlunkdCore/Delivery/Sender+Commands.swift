@@ -78,7 +78,7 @@ extension Sender {
 final class LiftedByCommand: @unchecked Sendable {
     var pause = false
     var hold = false
-    /// The hold before a new key lifted it, to put back if the store does not take the lift.
+    /// The hold before the command lifted it, to put back if the store does not take the lift.
     var heldBefore: StoredDeliveryHold?
 
     func lifted(requeued: Int) -> [String] {

@@ -94,11 +94,12 @@ public final class Sender: @unchecked Sendable {
                 let hold = self.machine.gate.hold
                 notes.pause = hold.pausedUntil != nil
                 notes.hold = hold.refusedKeyFingerprint != nil
+                notes.heldBefore = hold
                 self.machine.resume()
                 return self.saveHold(requeueingUnauthorized: notes.hold)
             },
             settle: { result in
-                if case .failure = result { self.machine.holdNotSaved() }
+                if case .failure = result, let stored = notes.heldBefore { self.machine.liftNotStored(stored) }
                 if case .success(let requeued) = result {
                     let lifted = notes.lifted(requeued: requeued)
                     self.logger.info(
@@ -143,7 +144,7 @@ public final class Sender: @unchecked Sendable {
         case .failure where notes.hold:
             // The stored hold stands (its requeue may have run: the next key check lifts
             // it again); the caller puts the previous key back.
-            if let stored = notes.heldBefore { machine.authHoldNotLifted(stored) }
+            if let stored = notes.heldBefore { machine.liftNotStored(stored) }
         default:
             break
         }
