@@ -181,9 +181,10 @@ struct DeliveryMachine {
     /// (at most `storeBatchWindow` after the last transaction, or until a round of them
     /// piles up) and go in one transaction; the quarter left keeps the slots full while
     /// that transaction commits. Against a stand-in answering in 20 ms, a quarter and 20 ms
-    /// instead of a half and 10 ms took a fifth off the CPU per event (docs/benchmarks.md). Answers not yet recorded stay within the claim, so what
-    /// a crash can send twice keeps its bound (`DuplicateBoundTests`). A hold to store, a
-    /// stop or a thin reserve runs it at once; a turn with nothing to store arms nothing.
+    /// instead of a half and 10 ms took a fifth off the CPU per event (docs/benchmarks.md).
+    /// Answers not yet recorded stay within the claim, so what a crash can send twice keeps
+    /// its bound (`DuplicateBoundTests`). A hold to store, a stop or a thin reserve runs it
+    /// at once; a turn with nothing to store arms nothing.
     func storeMayWait(claimLimit: Int, now: Date) -> Date? {
         guard !stopping, !gate.holdChanged, let last = lastStoreFinished,
             !moves.isEmpty || !counters.isEmpty || claimLimit > 0,
