@@ -77,7 +77,11 @@ public final class FakePlunk: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 256)
             .childChannelInitializer { channel in
-                state.withLockedValue { $0.connections += 1 }
+                state.withLockedValue {
+                    $0.connections += 1
+                    $0.openConnections += 1
+                }
+                channel.closeFuture.whenComplete { _ in state.withLockedValue { $0.openConnections -= 1 } }
                 let handler: NIOChannelInitializer = { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(FakePlunkHandler(state: state, keepsRequests: keepsRequests))
@@ -118,6 +122,8 @@ public final class FakePlunk: Sendable {
     public var maxInFlight: Int { state.withLockedValue { $0.maxInFlight } }
     /// Connections accepted so far.
     public var connectionCount: Int { state.withLockedValue { $0.connections } }
+    /// Connections open now: accepted and not closed by either side.
+    public var openConnectionCount: Int { state.withLockedValue { $0.openConnections } }
     /// Requests seen, whether kept or not.
     public var requestCount: Int { state.withLockedValue { $0.seen } }
 
@@ -176,6 +182,7 @@ struct FakePlunkState {
     var requests: [FakePlunk.Request] = []
     var seen = 0
     var connections = 0
+    var openConnections = 0
     var inFlight = 0
     var maxInFlight = 0
     var responder: FakePlunk.Responder

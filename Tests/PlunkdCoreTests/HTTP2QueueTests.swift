@@ -73,6 +73,57 @@ struct HTTP2QueueTests {
     }
 }
 
+extension HTTP2QueueTests {
+    @Test(
+        "a retired HTTP/2 connection (new roots, as on SIGHUP) closes once its own streams end, while a stream of the next connection is still in flight"
+    )
+    func retiredConnectionClosesOnItsOwn() async throws {
+        let certificates = try TestCertificates()
+        defer { certificates.remove() }
+        let fake = try await FakePlunk(tls: try certificates.serverTLS(.trusted), offersHTTP2: true) { request in
+            let body = String(decoding: request.body, as: UTF8.self)
+            return .answer(status: 200, body: #"{"success":true}"#, delay: body == "long" ? .seconds(10) : .seconds(2))
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.additionalTrustRoots = [.file(certificates.caFile)]
+        let connections = PlunkConnections(
+            target: .init(
+                host: "127.0.0.1", port: fake.port, tls: true, authority: "127.0.0.1:\(fake.port)", offersHTTP2: true, proxy: nil),
+            limit: 4, connectTimeout: .seconds(5), loop: group.next(), tls: tls)
+        func send(_ body: String) -> KeptResult {
+            let result = KeptResult()
+            let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/track", headers: ["Content-Length": "\(body.utf8.count)"])
+            connections.send(
+                PlunkExchange(head: head, body: ByteBuffer(string: body), deadline: .now() + .seconds(30)) { answer in
+                    result.value.withLock { $0 = answer }
+                })
+            return result
+        }
+        func arrived(_ body: String) async -> Bool {
+            await fake.waitFor { $0.contains { String(decoding: $0.body, as: UTF8.self) == body } }
+        }
+
+        // The first connection carries a request answered in 2 s, and is retired meanwhile.
+        let short = send("short")
+        #expect(await arrived("short"))
+        connections.useTLS(tls)
+        // The next request opens the second connection and stays in flight for 10 s.
+        let long = send("long")
+        #expect(await arrived("long"))
+        #expect(fake.connectionCount == 2 && fake.openConnectionCount == 2)
+
+        #expect(await Poll.until(timeout: 30) { short.value.withLock { $0 != nil } })
+        #expect(
+            await Poll.until(timeout: 30) { fake.openConnectionCount == 1 || long.value.withLock { $0 != nil } })
+        #expect(long.value.withLock { $0 == nil }, "the retired connection closed only when the other connection's stream ended")
+        #expect(fake.openConnectionCount == 1)
+        await connections.shutdown()
+        try await group.shutdownGracefully()
+        await fake.stop()
+    }
+}
+
 /// What an exchange finished with, once it has.
 final class KeptResult: Sendable {
     let value = Mutex<Result<PlunkAnswer, any Error>?>(nil)

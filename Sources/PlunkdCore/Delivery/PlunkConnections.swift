@@ -51,7 +51,10 @@ final class PlunkConnections: @unchecked Sendable {
     /// The HTTP/2 connection, once ALPN agreed on h2: every request is a stream of it.
     private var http2: (channel: any Channel, multiplexer: NIOHTTP2Handler.StreamMultiplexer)?
     private var streams = 0
-    /// HTTP/2 connections replaced (new roots on SIGHUP), closed once their streams end.
+    /// Streams in flight on each HTTP/2 connection, current or retired.
+    private var streamsOn: [ObjectIdentifier: Int] = [:]
+    /// HTTP/2 connections replaced (new roots on SIGHUP, a GOAWAY), each closed once its
+    /// own streams end, while the current one carries on.
     private var retired: [any Channel] = []
     /// A connection is being set up whose protocol is not known yet: requests wait for it
     /// rather than open more, which over h2 would be connections nobody needs.
@@ -219,10 +222,12 @@ final class PlunkConnections: @unchecked Sendable {
     private func openStream(for exchange: PlunkExchange) {
         guard let http2, !exchange.isFinished else { return }
         let channel = http2.channel
+        let connection = ObjectIdentifier(channel)
         streams += 1
+        streamsOn[connection, default: 0] += 1
         let authority = target.authority
         // Once per stream, whichever of its handler and its creation's failure says so.
-        let once = StreamEnded { [weak self] in self?.streamEnded() }
+        let once = StreamEnded { [weak self] in self?.streamEnded(on: connection) }
         let ended: @Sendable () -> Void = { once.call() }
         let scheme: HTTP2FramePayloadToHTTP1ClientCodec.HTTPProtocol = target.tls ? .https : .http
         http2.multiplexer.createStreamChannel { stream in
@@ -240,8 +245,10 @@ final class PlunkConnections: @unchecked Sendable {
         }
     }
 
-    private func streamEnded() {
+    private func streamEnded(on connection: ObjectIdentifier) {
         streams -= 1
+        let left = (streamsOn[connection] ?? 1) - 1
+        streamsOn[connection] = left > 0 ? left : nil
         closeRetiredIfIdle()
         guard !closed else { return }
         // The first that still wants an answer: one whose deadline passed while it waited
@@ -260,16 +267,18 @@ final class PlunkConnections: @unchecked Sendable {
         retire(channel)
     }
 
-    /// An HTTP/2 connection that takes no new streams closes once no stream is in flight.
+    /// An HTTP/2 connection that takes no new streams closes once its own streams end.
     private func retire(_ channel: any Channel) {
         retired.append(channel)
         closeRetiredIfIdle()
     }
 
     private func closeRetiredIfIdle() {
-        guard streams == 0 else { return }
-        retired.forEach { $0.close(promise: nil) }
-        retired = []
+        retired.removeAll { channel in
+            guard streamsOn[ObjectIdentifier(channel)] == nil else { return false }
+            channel.close(promise: nil)
+            return true
+        }
     }
 
     /// The most recently used idle connection still open; closed ones are dropped, and
