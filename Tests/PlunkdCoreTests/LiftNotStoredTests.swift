@@ -14,11 +14,7 @@ struct LiftNotStoredTests {
         "a resume whose lift the store refuses (its write lock held past the busy timeout) fails and leaves the auth hold and its parked event; the same resume, once the store is free, lifts both and the event is delivered"
     )
     func resumeRefusedByTheStore() async throws {
-        let fixture = try await DeliveryFixture { request in
-            request.index == 0 ? FakePlunk.v2Error(401, "INVALID_API_KEY", "Invalid API key") : FakePlunk.v2Success()
-        }
-        _ = try fixture.enqueue(1)
-        #expect(try await fixture.waitForStore { _, _, parked in parked[.unauthorized] == 1 })
+        let fixture = try await Self.heldWithOneParked()
 
         // Another connection holds the write lock for longer than the store waits (5 s).
         let other = try DatabaseQueue(path: fixture.outbox.path)
@@ -58,11 +54,7 @@ struct LiftNotStoredTests {
         "a lifted hold is stored only after its events are back in line: a requeue that fails leaves the stored hold in place, so a restart comes back held, and resume then lifts it and delivers"
     )
     func holdSavedAfterTheRequeue() async throws {
-        let fixture = try await DeliveryFixture { request in
-            request.index == 0 ? FakePlunk.v2Error(401, "INVALID_API_KEY", "Invalid API key") : FakePlunk.v2Success()
-        }
-        _ = try fixture.enqueue(1)
-        #expect(try await fixture.waitForStore { _, _, parked in parked[.unauthorized] == 1 })
+        let fixture = try await Self.heldWithOneParked()
 
         // The requeue fails inside the store; the hold's save after it must not run.
         let other = try DatabaseQueue(path: fixture.outbox.path)
@@ -82,5 +74,16 @@ struct LiftNotStoredTests {
         #expect(lifted.contains("1 unauthorized events back in line"), "\(lifted)")
         #expect(try await fixture.waitUntilEmpty())
         await fixture.stop()
+    }
+
+    /// A sender whose first answer was a 401: held, its one event parked `unauthorized`;
+    /// every later answer is a success.
+    static func heldWithOneParked() async throws -> DeliveryFixture {
+        let fixture = try await DeliveryFixture { request in
+            request.index == 0 ? FakePlunk.v2Error(401, "INVALID_API_KEY", "Invalid API key") : FakePlunk.v2Success()
+        }
+        _ = try fixture.enqueue(1)
+        try #require(try await fixture.waitForStore { _, _, parked in parked[.unauthorized] == 1 })
+        return fixture
     }
 }
