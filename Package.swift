@@ -19,8 +19,14 @@ let fuzzerInstrumentation: [SwiftSetting] = fuzzing ? [.unsafeFlags(["-sanitize=
 /// it read at each start and then resident: together 5 MB of the ingest benchmark's peak
 /// RSS (docs/benchmarks.md). The loader must know DT_RELR (glibc 2.36, Debian 12), so it is
 /// packed only when the machine building has such a glibc, which is what runs the binary.
+/// A toolchain without `ld.lld` (beside `swiftc`, or on the PATH) links as before.
 let leanReleaseLink: [LinkerSetting] = {
     #if canImport(Glibc)
+        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init)
+        let toolchains = path.filter { FileManager.default.isExecutableFile(atPath: "\($0)/swiftc") }.map {
+            URL(fileURLWithPath: "\($0)/swiftc").resolvingSymlinksInPath().deletingLastPathComponent().path
+        }
+        guard (path + toolchains).contains(where: { FileManager.default.isExecutableFile(atPath: "\($0)/ld.lld") }) else { return [] }
         var bytes = [UInt8](repeating: 0, count: 64)  // "glibc 2.36"
         let length = bytes.withUnsafeMutableBufferPointer { confstr(Int32(_CS_GNU_LIBC_VERSION), $0.baseAddress, $0.count) }
         let text = String(decoding: bytes.prefix(max(length - 1, 0)), as: UTF8.self)
