@@ -26,6 +26,14 @@ struct ParkedRetentionTests {
         return claimed
     }
 
+    /// Stores `count` events and parks them all at `start`.
+    func parkedEvents(_ count: Int, in outbox: Outbox, reason: ParkReason) throws -> [ClaimedEvent] {
+        try outbox.enqueue(events(count))
+        var parked: [ClaimedEvent] = []
+        while parked.count < count { parked += try parkAll(outbox, reason: reason, at: start) }
+        return parked
+    }
+
     func events(_ count: Int, from: Int = 0) -> [AcceptedEvent] {
         (from..<(from + count)).map { AcceptedEvent(contact: "c\($0)@x.io", body: Data("{\"n\":\($0)}".utf8)) }
     }
@@ -100,20 +108,22 @@ struct ParkedRetentionTests {
         defer { store.remove() }
         let outbox = try store.open()
         let total = ParkedRetention.batch + 3
-        try outbox.enqueue(events(total))
-        var parked: [ClaimedEvent] = []
-        while parked.count < total {
-            parked += try parkAll(outbox, reason: .expired, at: start)
-        }
+        let parked = try parkedEvents(total, in: outbox, reason: .expired)
         let log = RecordedLog()
         let metrics = RecordedCounter()
-        let now = Mutex(start.addingTimeInterval(3599))
+        let queue = DispatchQueue(label: "test.retention")
         let retention = ParkedRetention(
-            outbox: outbox, maxAge: 3600, queue: DispatchQueue(label: "test.retention"), logger: log.logger,
-            deleted: Counter(label: "retention_deleted_total", factory: metrics), clock: { now.withLock { $0 } })
-        #expect(retention.pass() == 0)
-        now.withLock { $0 = start.addingTimeInterval(3601) }
-        #expect(retention.pass() == total)
+            outbox: outbox, maxAge: 3600, queue: queue, logger: log.logger,
+            deleted: Counter(label: "retention_deleted_total", factory: metrics))
+        /// The timer's pass at `now`: a first batch, then the ones it queued.
+        func pass(at now: Date) throws -> Int {
+            let before = try outbox.stateCounts().parked[.expired] ?? 0
+            queue.sync { retention.step(cutoff: now.addingTimeInterval(-3600)) }
+            queue.sync {}
+            return before - (try outbox.stateCounts().parked[.expired] ?? 0)
+        }
+        #expect(try pass(at: start.addingTimeInterval(3599)) == 0)
+        #expect(try pass(at: start.addingTimeInterval(3601)) == total)
         #expect(try outbox.stateCounts().parked.isEmpty)
         #expect(try outbox.counterValues()["retention_deleted_total"] == total)
         #expect(metrics.value == total)
@@ -128,9 +138,7 @@ struct ParkedRetentionTests {
         defer { store.remove() }
         let outbox = try store.open()
         let total = ParkedRetention.batch + 3
-        try outbox.enqueue(events(total))
-        var parked = 0
-        while parked < total { parked += try parkAll(outbox, reason: .rejected, at: start).count }
+        _ = try parkedEvents(total, in: outbox, reason: .rejected)
         let queue = DispatchQueue(label: "test.retention")
         let retention = ParkedRetention(
             outbox: outbox, maxAge: 60, queue: queue, logger: RecordedLog().logger,

@@ -74,18 +74,6 @@ public final class ParkedRetention: Sendable {
         queue.async { [self] in step(cutoff: cutoff) }
     }
 
-    /// Deletes everything due now, batch after batch; returns how many. Runs on `queue`.
-    @discardableResult
-    func pass() -> Int {
-        let cutoff = clock().addingTimeInterval(-maxAge)
-        var total = 0
-        while true {
-            let count = deleteBatch(cutoff: cutoff)
-            total += count
-            if count < Self.batch { return total }
-        }
-    }
-
     /// Deletes up to `batch` events parked before `cutoff`, logging and counting each.
     private func deleteBatch(cutoff: Date) -> Int {
         let gone: [RetentionDeletion]
