@@ -15,7 +15,7 @@ struct DestinationGateTests {
         #expect(gate.state(now: t0, hasKey: true, inFlight: 0) == .idle)
         var gaps: [Int] = []
         for n in 1...3 {
-            gate.failedTransiently(now: t0) {
+            gate.failedTransiently(number: n, now: t0) {
                 gaps.append($0)
                 return 10
             }
@@ -29,12 +29,12 @@ struct DestinationGateTests {
         _ = gate.tick(now: t0.addingTimeInterval(10))
         #expect(gate.sendingAllowed(now: t0.addingTimeInterval(10), hasKey: true))
         // Still failing: the next probe's gap grows with the run.
-        gate.failedTransiently(now: t0.addingTimeInterval(10)) {
+        gate.failedTransiently(number: 4, now: t0.addingTimeInterval(10)) {
             gaps.append($0)
             return 20
         }
         #expect(gaps == [1, 2])
-        gate.answeredSanely()
+        gate.answeredSanely(number: 5)
         #expect(!gate.isProbing && gate.requestSlots(concurrency: 8) == 8)
         #expect(gate.opensAt == nil)
         #expect(gate.state(now: t0.addingTimeInterval(11), hasKey: true, inFlight: 2) == .delivering)
@@ -45,14 +45,14 @@ struct DestinationGateTests {
         var gate = DestinationGate(failingAfter: 8)
         var random = SplitMix64(seed: 30)
         var run = 0
-        for _ in 0..<5_000 {
+        for number in 1...5_000 {
             let fails = random.next() % 100 < 30 && run < 7
             if fails {
                 run += 1
-                gate.failedTransiently(now: t0) { _ in 1 }
+                gate.failedTransiently(number: number, now: t0) { _ in 1 }
             } else {
                 run = 0
-                gate.answeredSanely()
+                gate.answeredSanely(number: number)
             }
             #expect(!gate.isProbing)
             if gate.isProbing { return }
@@ -65,24 +65,24 @@ struct DestinationGateTests {
         var gate = DestinationGate(failingAfter: 8)
         // Three failures in every five answers.
         for n in 0..<AnswerWindow.size {
-            if n % 5 < 3 { gate.failedTransiently(now: t0) { _ in 1 } } else { gate.answeredSanely() }
+            if n % 5 < 3 { gate.failedTransiently(number: n + 1, now: t0) { _ in 1 } } else { gate.answeredSanely(number: n + 1) }
             #expect(!gate.isProbing, "judged before the window was full (answer \(n + 1))")
         }
-        gate.failedTransiently(now: t0) { _ in 1 }
+        gate.failedTransiently(number: AnswerWindow.size + 1, now: t0) { _ in 1 }
         #expect(gate.isProbing)
         #expect(gate.requestSlots(concurrency: 8) == 1)
-        gate.answeredSanely()
-        #expect(!gate.isProbing && gate.requestSlots(concurrency: 8) == 8)
+        gate.answeredSanely(number: 3)
+        #expect(!gate.isProbing && gate.requestSlots(concurrency: 8) == 8, "a partial outage ends with any sane answer")
         #expect(gate.recentAnswers.count == 0, "the outage is not held against the recovery")
     }
 
     @Test("a total outage after a healthy run: probing at the 8th failure in a row, not before")
     func outageAfterHealth() {
         var gate = DestinationGate(failingAfter: 8)
-        for _ in 0..<200 { gate.answeredSanely() }
+        for number in 1...200 { gate.answeredSanely(number: number) }
         var gaps: [Int] = []
         for n in 1...9 {
-            gate.failedTransiently(now: t0) {
+            gate.failedTransiently(number: 200 + n, now: t0) {
                 gaps.append($0)
                 return 1
             }
@@ -91,23 +91,46 @@ struct DestinationGateTests {
         #expect(gaps == [1, 2], "each failed probe waits longer")
     }
 
-    @Test("one wave's failures answered ahead of its successes do not count as an outage until every older request has answered")
+    @Test("one wave's failures answered ahead of its successes are no run: requests sent between them are still out")
     func failuresAheadOfTheirWave() {
         var gate = DestinationGate(failingAfter: 8)
-        // 64 sent at t0; 19 fail at once, while 45 sent at t0 are still out.
-        for n in 1...19 {
-            gate.failedTransiently(now: t0.addingTimeInterval(0.001 * Double(n)), oldestInFlightSentAt: t0) { _ in 1 }
-            #expect(!gate.isProbing, "failure \(n) of a wave whose successes are still out")
+        // 64 sent; the 21 numbered 3, 6, 9 … fail at once, while the others are still out.
+        let failing = Array(stride(from: 3, through: 63, by: 3))
+        for number in failing {
+            gate.failedTransiently(number: number, now: t0) { _ in 1 }
+            #expect(!gate.isProbing, "failure \(number) of a wave whose successes are still out")
         }
-        gate.answeredSanely()
+        #expect(gate.consecutiveFailures == 21, "status still shows the failures as they came")
+        for number in 1...64 where !failing.contains(number) { gate.answeredSanely(number: number) }
         #expect(gate.consecutiveFailures == 0 && !gate.isProbing)
-        // A real outage: the run goes on once the older requests have answered (failed):
-        // what is still out was sent after the run began, and the run counts.
-        let runStart = t0.addingTimeInterval(1)
-        for n in 1...7 { gate.failedTransiently(now: runStart.addingTimeInterval(Double(n) * 0.01), oldestInFlightSentAt: t0) { _ in 1 } }
+        // A real outage: 8 sent one after another all fail.
+        for number in 65...71 { gate.failedTransiently(number: number, now: t0) { _ in 1 } }
         #expect(!gate.isProbing)
-        gate.failedTransiently(now: runStart.addingTimeInterval(0.2), oldestInFlightSentAt: runStart.addingTimeInterval(0.05)) { _ in 1 }
-        #expect(gate.isProbing, "8 in a row with nothing older out is an outage")
+        gate.failedTransiently(number: 72, now: t0) { _ in 1 }
+        #expect(gate.isProbing, "8 sent one after another, all failed, are an outage")
+    }
+
+    @Test("requests sent before an outage and answered sanely during it break no run and end no probing; a probe's answer does")
+    func oldNewsDuringAnOutage() {
+        var gate = DestinationGate(failingAfter: 8)
+        // 1…6 are slow and still out when Plunk goes down; 7…14 fail at once, answered first.
+        for number in 7...14 { gate.failedTransiently(number: number, now: t0) { _ in 1 } }
+        #expect(gate.isProbing)
+        for number in 1...6 {
+            gate.answeredSanely(number: number)
+            #expect(gate.isProbing, "request \(number), sent before the outage, says nothing of Plunk now")
+        }
+        #expect(gate.requestSlots(concurrency: 8) == 1)
+        // Before probing, an old answer between the failures breaks no run either.
+        var second = DestinationGate(failingAfter: 8)
+        for number in 7...10 { second.failedTransiently(number: number, now: t0) { _ in 1 } }
+        second.answeredSanely(number: 1)
+        #expect(second.consecutiveFailures == 0)
+        for number in 11...14 { second.failedTransiently(number: number, now: t0) { _ in 1 } }
+        #expect(second.isProbing, "the run 7…14 in send order stands")
+        // The probe, sent after the run, answers sanely: Plunk is back.
+        gate.answeredSanely(number: 15)
+        #expect(!gate.isProbing && gate.requestSlots(concurrency: 8) == 8)
     }
 
     @Test("a 429 blocks Plunk-wide for Retry-After, capped; a sane answer meanwhile does not lift it, time does")
@@ -116,7 +139,7 @@ struct DestinationGateTests {
         let wait = gate.rateLimited(retryAfter: 900, now: t0, cap: 300) { _ in 1 }
         #expect(wait == 300)
         #expect(gate.state(now: t0, hasKey: true, inFlight: 0) == .rateLimited)
-        gate.answeredSanely()
+        gate.answeredSanely(number: 1)
         #expect(!gate.sendingAllowed(now: t0.addingTimeInterval(299), hasKey: true))
         #expect(gate.tick(now: t0.addingTimeInterval(300)) == nil)
         #expect(gate.sendingAllowed(now: t0.addingTimeInterval(300), hasKey: true))

@@ -27,12 +27,12 @@ extension DeliveryMachine {
                             ["id": "\(event.key)"]))
                 }
             }
-            answeredSanely(now: now)
+            answeredSanely(number: sent.number, now: now)
         case .firstAttemptRunning(let detail):
             // A sane answer, not a failing Plunk: the failure run ends, and the event waits
             // its backoff before asking again with the same key.
             retryOrExpire(event, answer: answer, status: 409, detail: detail, now: now)
-            answeredSanely(now: now, delivered: false)
+            answeredSanely(number: sent.number, now: now, delivered: false)
         case .acceptedRecovering(let original, _):
             // Plunk stored it and finishes it itself; plunkd's part is done.
             delivered(event, now: now)
@@ -41,7 +41,7 @@ extension DeliveryMachine {
                     .notice,
                     "Plunk stored this event but its first attempt failed (409, originalStatusCode \(original)); Plunk finishes it itself, so it counts as delivered and is not sent again under a new key",
                     ["id": "\(event.key)", "outcome": "accepted_recovering"]))
-            answeredSanely(now: now)
+            answeredSanely(number: sent.number, now: now)
         case .uncertain(let original, let detail):
             park(event, .uncertain, status: 409, answer: answer)
             recordError(detail, status: outcome.status, now: now)
@@ -50,10 +50,10 @@ extension DeliveryMachine {
                     .warning,
                     "email parked uncertain: Plunk's send failed part-way (409, originalStatusCode \(original)), so some recipients may have it already; it is not sent again unless you say so: plunkd parked retry --email --new-key \(event.key)",
                     ["id": "\(event.key)", "reason": "uncertain"]))
-            answeredSanely(now: now, delivered: false)
+            answeredSanely(number: sent.number, now: now, delivered: false)
         case .keyBurned(let original, let detail):
             if expire(event, answer: answer, status: 409, detail: detail, now: now) {
-                answeredSanely(now: now, delivered: false)
+                answeredSanely(number: sent.number, now: now, delivered: false)
                 break
             }
             // Backoff, not at once: a Plunk that burned every new key too must not be asked
@@ -66,12 +66,12 @@ extension DeliveryMachine {
                     .notice,
                     "Plunk kept this event's Idempotency-Key burned after a failed first attempt (originalStatusCode \(original)); sending it again under a new key",
                     ["id": "\(event.key)", "old_key": "\(event.idempotencyKey)", "generation": "\(event.keyGeneration + 1)"]))
-            answeredSanely(now: now, delivered: false)
+            answeredSanely(number: sent.number, now: now, delivered: false)
         case .rejected(let status, let detail):
             park(event, .rejected, status: status, answer: answer)
             recordError(detail, status: outcome.status, now: now)
             emit(.log(.warning, "event parked", ["id": "\(event.key)", "reason": "rejected", "status": "\(status)", "answer": "\(detail)"]))
-            answeredSanely(now: now, delivered: false)
+            answeredSanely(number: sent.number, now: now, delivered: false)
         case .unauthorized(let status, let detail):
             park(event, .unauthorized, status: status, answer: answer)
             recordError(detail, status: outcome.status, now: now)
@@ -107,7 +107,7 @@ extension DeliveryMachine {
             retryOrExpire(event, answer: answer, status: status, detail: detail, now: now)
             let retry = settings.retry
             let unitRandom = unitRandom
-            gate.failedTransiently(now: now, oldestInFlightSentAt: inFlight.values.map(\.sentAt).min()) { pastThreshold in
+            gate.failedTransiently(number: sent.number, now: now) { pastThreshold in
                 retry.delay(afterFailures: pastThreshold, unit: unitRandom)
             }
         }
@@ -162,10 +162,10 @@ extension DeliveryMachine {
     }
 
     /// A sane answer from the server (any 2xx, or an event-level refusal) ends a failure run.
-    private mutating func answeredSanely(now: Date, delivered: Bool = true) {
+    private mutating func answeredSanely(number: Int, now: Date, delivered: Bool = true) {
         if delivered { lastSuccess = now }
         lastLoggedFailure = nil
-        gate.answeredSanely()
+        gate.answeredSanely(number: number)
     }
 
     private mutating func recordError(_ detail: String, status: Int?, now: Date) {

@@ -17,9 +17,11 @@ struct DestinationGate: Equatable {
     /// Nothing is sent before this: a rate limit's wait, or the gap between probes.
     private(set) var blockedUntil: Date?
     private(set) var blockedByRateLimit = false
+    /// Transient failures answered since the last sane answer: what `status` shows.
     private(set) var consecutiveFailures = 0
-    /// When the current run of failures began (its first failure's answer).
-    private var failuresSince: Date?
+    /// The requests, by their number in send order, that failed transiently and were sent
+    /// after the newest request answered sanely: where a run in send order is looked for.
+    private var failedSinceSane = SendOrderRuns()
     private(set) var consecutiveRateLimits = 0
     /// Consecutive transient failures after which only one probe at a time goes out.
     let failingAfter: Int
@@ -27,6 +29,10 @@ struct DestinationGate: Equatable {
     private(set) var recentAnswers = AnswerWindow()
     /// One probe at a time, spaced by backoff, until a sane answer.
     private(set) var isProbing = false
+    /// While probing for a run in send order: its first request's number. A request sent
+    /// before it answering sanely is old news (work Plunk did before it went down), and
+    /// does not end probing.
+    private var probingAfterRunFrom: Int?
     /// Probes failed since probing began: what the next gap grows with.
     private var failedProbes = 0
 
@@ -75,16 +81,20 @@ struct DestinationGate: Equatable {
 
     // MARK: Events
 
-    /// A sane answer (any 2xx, or an event-level refusal) ends a failure run.
-    mutating func answeredSanely() {
+    /// A sane answer (any 2xx, or an event-level refusal) to request `number` (in send
+    /// order) breaks every run it was sent inside, and ends probing unless it was sent
+    /// before the run that began it.
+    mutating func answeredSanely(number: Int) {
+        if isProbing, let runStart = probingAfterRunFrom, number < runStart { return }
         consecutiveFailures = 0
-        failuresSince = nil
         consecutiveRateLimits = 0
+        failedSinceSane.answeredSanely(number)
         if !blockedByRateLimit { blockedUntil = nil }
         if isProbing {
             // Plunk is back: full speed at once, and the window starts over rather than
             // holding the outage against it.
             isProbing = false
+            probingAfterRunFrom = nil
             failedProbes = 0
             recentAnswers = AnswerWindow()
         } else {
@@ -92,26 +102,29 @@ struct DestinationGate: Equatable {
         }
     }
 
-    /// A transient failure (5xx, timeout, connection refused). Plunk counts as failing,
-    /// and only one probe at a time goes out, each after `gap(probes failed)`, once
-    /// `failingAfter` fail in a row (an outage, noticed within a few requests) or fewer
-    /// than half of the last `AnswerWindow.size` answers were sane (a partial outage).
-    /// Random failures below that rate, however they bunch, keep every slot sending:
-    /// "3 in a row" alone collapsed delivery to a probe at a time under 30 % of 500s.
+    /// A transient failure (5xx, timeout, connection refused) of request `number`. Plunk
+    /// counts as failing, and only one probe at a time goes out, each after
+    /// `gap(probes failed)`, once `failingAfter` requests sent one after another have all
+    /// failed (an outage, noticed within a few requests) or fewer than half of the last
+    /// `AnswerWindow.size` answers were sane (a partial outage). Random failures below
+    /// that rate, however they bunch, keep every slot sending: "3 in a row" alone
+    /// collapsed delivery to a probe at a time under 30 % of 500s.
     ///
-    /// A run in a row counts only once every request sent before it began has answered
-    /// (`oldestInFlightSentAt`, of the requests still out): a Plunk that fails some
-    /// requests at once and answers the others after their work sends the failures of
-    /// one wave ahead of its successes, so 8 in a row came with every wave of 64 and
-    /// delivery fell to a probe at a time, 0.12 of the healthy rate seen from a client.
-    /// In a real outage the older requests fail too, a round trip later at most.
-    mutating func failedTransiently(now: Date, oldestInFlightSentAt: Date? = nil, gap: (Int) -> TimeInterval) {
+    /// The run is taken in send order, not answer order, because answers overtake each
+    /// other. A Plunk that fails some requests at once and answers the others after their
+    /// work sends the failures of one wave ahead of its successes: 8 in a row by answer
+    /// came with every wave of 64, and delivery fell to a probe at a time, 0.12 of the
+    /// healthy rate. A Plunk that goes down while slow requests are out answers them
+    /// sanely after its first failures: each reset a run by answer, and ended probing,
+    /// and the soak's stand-in took 113 requests in 5 s of outage (`OutageShapeTests`).
+    mutating func failedTransiently(number: Int, now: Date, gap: (Int) -> TimeInterval) {
         consecutiveFailures += 1
-        let runStart = failuresSince ?? now
-        failuresSince = runStart
         recentAnswers.record(sane: false)
-        let olderStillOut = oldestInFlightSentAt.map { $0 < runStart } ?? false
-        if !isProbing, (consecutiveFailures >= failingAfter && !olderStillOut) || recentAnswers.mostlyFailing {
+        let run = failedSinceSane.failed(number, reaching: failingAfter)
+        if !isProbing, let run {
+            isProbing = true
+            probingAfterRunFrom = run
+        } else if !isProbing, recentAnswers.mostlyFailing {
             isProbing = true
         }
         if isProbing {
@@ -191,8 +204,9 @@ struct DestinationGate: Equatable {
         blockedUntil = nil
         blockedByRateLimit = false
         consecutiveFailures = 0
-        failuresSince = nil
+        failedSinceSane = SendOrderRuns()
         isProbing = false
+        probingAfterRunFrom = nil
         failedProbes = 0
         recentAnswers = AnswerWindow()
     }
@@ -229,4 +243,34 @@ struct AnswerWindow: Equatable {
 
     /// A full window with fewer than half of its answers sane.
     var mostlyFailing: Bool { answers.count == Self.size && sane * 2 < Self.size }
+}
+
+/// Requests that failed, by their number in send order, since the newest sane answer:
+/// where a run of requests sent one after another, all failed, is found.
+struct SendOrderRuns: Equatable {
+    private var failed: Set<Int> = []
+    private var newestSane = 0
+    /// More than any run looked for spans: a Plunk down for a day adds a failed probe a
+    /// second, and the oldest are of no use once this many newer ones failed.
+    static let kept = 1024
+
+    /// Request `number` failed: the first number of a run of at least `length` failed
+    /// requests sent one after another that it belongs to, if there is one.
+    mutating func failed(_ number: Int, reaching length: Int) -> Int? {
+        guard number > newestSane else { return nil }
+        failed.insert(number)
+        if failed.count > Self.kept { failed = failed.filter { $0 > number - Self.kept / 2 } }
+        var first = number
+        while first > number - length, failed.contains(first - 1) { first -= 1 }
+        var last = number
+        while last < first + length - 1, failed.contains(last + 1) { last += 1 }
+        return last - first + 1 >= length ? first : nil
+    }
+
+    /// Request `number` answered sanely: no run reaches across it.
+    mutating func answeredSanely(_ number: Int) {
+        guard number > newestSane else { return }
+        newestSane = number
+        failed = failed.filter { $0 > number }
+    }
 }
