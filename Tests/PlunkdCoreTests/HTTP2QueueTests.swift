@@ -13,6 +13,20 @@ import Testing
 /// `PlunkConnections` directly against a TLS stand-in offering h2.
 @Suite("HTTP/2 requests waiting for a stream", .serialized, .timeLimit(.minutes(2)), .watchdog)
 struct HTTP2QueueTests {
+    /// A stream's end can be reported twice: by its handler (answered, failed, closed) and
+    /// by its creation's failure, when the connection refuses the stream after the
+    /// handler was added. Counted twice, the pool would think a stream free that is not:
+    /// more streams than `limit`, and a retired connection closed under a live stream.
+    @Test("a stream's end, reported by its handler and by its creation's failure both, frees its slot once")
+    func streamEndCountedOnce() {
+        let ends = Mutex(0)
+        let once = StreamEnded { ends.withLock { $0 += 1 } }
+        once.call()
+        once.call()
+        once.call()
+        #expect(ends.withLock { $0 } == 1)
+    }
+
     @Test(
         "a queued request whose deadline passed while it waited does not hold back the one behind it: when a stream ends, the next live request gets it"
     )

@@ -14,6 +14,8 @@ enum ReadyConnection {
 
 /// Tells the pool when Plunk sends GOAWAY on an HTTP/2 connection: no new stream may
 /// start on it, so the next request must open another (the streams in flight finish).
+///
+/// Unchecked `Sendable`: a channel handler, touched only on its channel's loop.
 final class GoAwayWatcher: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTP2Frame
 
@@ -35,6 +37,9 @@ final class GoAwayWatcher: ChannelInboundHandler, @unchecked Sendable {
 /// the handshake agreed. Each step's handler fails the attempt with what went wrong
 /// (the proxy's refusal, the certificate, a close) in the error types
 /// `TransportFailureText` words.
+///
+/// Unchecked `Sendable`: `finished` and `ready` are touched only on the connection's loop, where
+/// every step runs.
 final class PlunkConnectionSetup: @unchecked Sendable {
     struct Plan {
         /// The TLS context for Plunk, nil for `http://`.

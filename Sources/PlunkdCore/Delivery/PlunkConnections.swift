@@ -22,6 +22,9 @@ import NIOSSL
 ///
 /// Failures are `PlunkTransportError`s or NIO's and NIOSSL's own errors, which
 /// `TransportFailureText` words.
+///
+/// Unchecked `Sendable`: the state marked below is confined to `loop`, and every entry point hops
+/// onto it.
 final class PlunkConnections: @unchecked Sendable {
     struct Target: Sendable {
         var host: String

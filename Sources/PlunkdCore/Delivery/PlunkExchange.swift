@@ -3,6 +3,9 @@ import NIOHTTP1
 
 /// One request and its answer's completion, finished exactly once: by the answer, a
 /// failure, or its deadline.
+///
+/// Unchecked `Sendable`: its state is touched only on the connections' loop, where its deadline,
+/// answer and failure arrive.
 final class PlunkExchange: @unchecked Sendable {
     let head: HTTPRequestHead
     let body: ByteBuffer

@@ -5,6 +5,9 @@ import NIOHTTP1
 /// The last handler of an HTTP/1.1 connection of `PlunkConnections`: writes one request at
 /// a time and reads its answer (`PlunkAnswerReader`). Then the connection goes back to the
 /// pool, or closes if the answer said so.
+///
+/// Unchecked `Sendable`: a channel handler, touched only on its channel's loop (the connections'
+/// loop), where the callbacks that capture it run.
 final class PlunkExchangeHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundOut = HTTPClientRequestPart

@@ -75,6 +75,9 @@ final class PlunkStreamHandler: ChannelInboundHandler {
 }
 
 /// Calls its action once, however often it is called; confined to the connections' loop.
+///
+/// Unchecked `Sendable`: `action` is touched only on the connections' loop, where the NIO callbacks
+/// that carry it run.
 final class StreamEnded: @unchecked Sendable {
     private var action: (() -> Void)?
 

@@ -75,6 +75,9 @@ extension Sender {
 }
 
 /// What a command lifted: noted on the loop by its decision, read there when it settles.
+///
+/// Unchecked `Sendable`: written and read only on the sender's loop; the store queue carries it
+/// without touching it.
 final class LiftedByCommand: @unchecked Sendable {
     var pause = false
     var hold = false

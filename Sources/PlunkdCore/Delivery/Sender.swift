@@ -12,6 +12,9 @@ import Synchronization
 /// is touched. Store transactions run on a queue of their own, so answers keep being
 /// handled and ready events sent while one commits. One timer wakes the machine at the
 /// deadline it asks for.
+///
+/// Unchecked `Sendable`: `machine`, `timer` and `stepping` are confined to `queue` (the sender's
+/// loop); the rest are constants and atomics.
 public final class Sender: @unchecked Sendable {
     let queue: SenderLoop
     /// Where the store's transactions run, one at a time, off the sender's queue.

@@ -89,6 +89,9 @@ final class SenderLoop: Sendable {
 }
 
 /// A timer armed by `SenderLoop.timer`; confined to the loop.
+///
+/// Unchecked `Sendable`: `source` and `cancelled` are touched only on the sender's loop; the
+/// source's handler only hops there.
 final class SenderTimer: @unchecked Sendable {
     static let queue = DispatchQueue(label: "plunkd.sender.timer")
     fileprivate var source: (any DispatchSourceTimer)?
@@ -101,6 +104,8 @@ final class SenderTimer: @unchecked Sendable {
     }
 }
 
+/// Unchecked `Sendable`: `work` and `result` are written on one side before `done.signal()` and
+/// read on the other after `done.wait()`, which orders them.
 private final class Handoff<T, E: Error>: @unchecked Sendable {
     var work: (() throws(E) -> T)?
     var result: Result<T, E>?

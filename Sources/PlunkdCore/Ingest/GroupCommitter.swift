@@ -15,6 +15,9 @@ import Synchronization
 /// runs here, even a lone event to an idle store. Committing that one on the event loop
 /// saved a lone client two thread wake-ups (55 % to 62 % of the fsync floor in one run),
 /// but held the loop for a whole fsync, and a stalling disk held it for longer.
+///
+/// Unchecked `Sendable`: its mutable state is guarded by `condition`, an `NSCondition` because the
+/// committer thread sleeps on it (a `Mutex` cannot be waited on).
 public final class GroupCommitter: @unchecked Sendable {
     /// Success carries the receipt of the whole transaction (`acknowledgedID(of:)` gives
     /// each event's answer); every submission of a batch gets the same one.

@@ -18,6 +18,9 @@ import Logging
 /// makes each fsync also write its new size: a slower fsync than overwriting, which a
 /// client sending one event at a time waits for on every event. So after each pass the few frames left are copied on the writer's own
 /// connection, between two transactions, and the next commit rewinds the log.
+///
+/// Unchecked `Sendable`: its mutable state is guarded by `condition`, which its thread sleeps on
+/// between passes.
 public final class WALCheckpointer: @unchecked Sendable {
     private let outbox: Outbox
     private let interval: Duration

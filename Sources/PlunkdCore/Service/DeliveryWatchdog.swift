@@ -7,6 +7,8 @@ import NIOConcurrencyHelpers
 /// (track's and the email line's) proves it is alive, by answering on its own queue with
 /// no request stuck past its timeout. One wedged sender stops the pings, and systemd
 /// restarts the daemon; events in flight are sent again after the restart.
+///
+/// Unchecked `Sendable`: `timer` and `reportedStuck` are touched only on `queue`.
 final class DeliveryWatchdog: @unchecked Sendable {
     private let senders: [Sender]
     private let notifier: SystemdNotifier
