@@ -136,7 +136,7 @@ struct DeliveryMachineTests {
     }
 
     @Test(
-        "answers coming one by one wait for one transaction while the reserve keeps the slots full: until the batch window ends, or the reserve is down to half"
+        "answers coming one by one wait for one transaction while the reserve keeps the slots full: until the batch window ends, or the reserve is down to a quarter"
     )
     func answersShareATransaction() {
         var drive = Drive(concurrency: 8)
@@ -164,12 +164,12 @@ struct DeliveryMachineTests {
         #expect(drive.finished.last?.moves == [.delivered(seq: 1), .delivered(seq: 2)])
         #expect(drive.finished.last?.claimLimit == 2)
         #expect(drive.machine.ready.count == 8)
-        // Within the next window, the reserve falling to half runs the transaction at once.
-        for index in 2..<5 { answer(index) }
+        // Within the next window, the reserve falling to a quarter runs the transaction at once.
+        for index in 2..<7 { answer(index) }
         #expect(drive.stored.isEmpty)
-        answer(5)
+        answer(7)
         #expect(
-            drive.stored.map(\.moves) == [[.delivered(seq: 3), .delivered(seq: 4), .delivered(seq: 5), .delivered(seq: 6)]],
+            drive.stored.map(\.moves) == [(3...8).map { .delivered(seq: Int64($0)) }],
             "a thin reserve does not wait")
     }
 

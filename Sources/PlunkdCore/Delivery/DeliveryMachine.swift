@@ -37,7 +37,7 @@ struct DeliveryMachine {
     private var lastStoreFinished: Date?
     /// How long after a transaction the next may wait to gather answers while the reserve
     /// keeps the slots full.
-    static let storeBatchWindow: TimeInterval = 0.010
+    static let storeBatchWindow: TimeInterval = 0.020
     private var turnDeferred = false
     private var turnScheduled = false
     private(set) var timerDeadline: Date?
@@ -176,16 +176,19 @@ struct DeliveryMachine {
     ///
     /// Each answer would otherwise cost a transaction of its own once answers come one by
     /// one (a Plunk answering in 20 ms, 16 in flight): a thread hop each way, SQLite's work
-    /// and the log's write, for one row. While more than half a round of claimed events is
-    /// ready to send, the slots stay full without a claim, so the outcomes wait (at most
-    /// `storeBatchWindow` after the last transaction, or until a round of them piles up)
-    /// and go in one transaction. Answers not yet recorded stay within the claim, so what
-    /// a crash can send twice keeps its bound (`DuplicateBoundTests`). A hold to store, a
-    /// stop or a thin reserve runs it at once; a turn with nothing to store arms nothing.
+    /// and the log's write, for one row. While more than a quarter of a round of claimed
+    /// events is ready to send, the slots stay full without a claim, so the outcomes wait
+    /// (at most `storeBatchWindow` after the last transaction, or until a round of them
+    /// piles up) and go in one transaction; the quarter left keeps the slots full while
+    /// that transaction commits. Against a stand-in answering in 20 ms, a quarter and 20 ms
+    /// instead of a half and 10 ms took a fifth off the CPU per event (docs/benchmarks.md).
+    /// Answers not yet recorded stay within the claim, so what a crash can send twice keeps
+    /// its bound (`DuplicateBoundTests`). A hold to store, a stop or a thin reserve runs it
+    /// at once; a turn with nothing to store arms nothing.
     func storeMayWait(claimLimit: Int, now: Date) -> Date? {
         guard !stopping, !gate.holdChanged, let last = lastStoreFinished,
             !moves.isEmpty || !counters.isEmpty || claimLimit > 0,
-            ready.count * 2 > concurrencyLimit, moves.count < concurrencyLimit
+            ready.count * 4 > concurrencyLimit, moves.count < concurrencyLimit
         else { return nil }
         let until = last.addingTimeInterval(Self.storeBatchWindow)
         return until > now ? until : nil
