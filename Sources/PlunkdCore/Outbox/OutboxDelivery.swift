@@ -165,7 +165,7 @@ extension Outbox {
         }
 
         // New events, in the order they were stored, from where the last claim stopped.
-        let scannedThrough = try Int64.fetchOne(db, sql: "SELECT scanned_through FROM delivery_scan") ?? 0
+        let scannedThrough = try Int64.fetchOne(db.cachedStatement(sql: "SELECT scanned_through FROM delivery_scan")) ?? 0
         var position = scannedThrough
         var newExhausted = false
         let newEvents = try db.cachedStatement(
@@ -207,10 +207,10 @@ extension Outbox {
         var nextDue: Date?
         if claimed.count < limit && everythingSeen {
             nextDue = try Double.fetchOne(
-                db,
-                sql: """
-                    SELECT min(due_at) FROM event INDEXED BY event_due WHERE state = \(EventRowState.pending)
-                    """
+                db.cachedStatement(
+                    sql: """
+                        SELECT min(due_at) FROM event INDEXED BY event_due WHERE state = \(EventRowState.pending)
+                        """)
             ).map(Date.init(timeIntervalSince1970:))
         }
         return ClaimResult(claimed: claimed, mayHaveMore: !everythingSeen, nextDue: nextDue)
