@@ -267,10 +267,11 @@ struct SendOrderRuns: Equatable {
         return last - first + 1 >= length ? first : nil
     }
 
-    /// Request `number` answered sanely: no run reaches across it.
+    /// Request `number` answered sanely: no run reaches across it. Called for every
+    /// delivered event, so the set is rebuilt only when it holds a failure.
     mutating func answeredSanely(_ number: Int) {
         guard number > newestSane else { return }
         newestSane = number
-        failed = failed.filter { $0 > number }
+        if !failed.isEmpty { failed = failed.filter { $0 > number } }
     }
 }
