@@ -13,18 +13,67 @@ import Testing
 /// `PlunkConnections` directly against a TLS stand-in offering h2.
 @Suite("HTTP/2 requests waiting for a stream", .serialized, .timeLimit(.minutes(2)), .watchdog)
 struct HTTP2QueueTests {
-    /// A stream's end can be reported twice: by its handler (answered, failed, closed) and
-    /// by its creation's failure, when the connection refuses the stream after the
-    /// handler was added. Counted twice, the pool would think a stream free that is not:
-    /// more streams than `limit`, and a retired connection closed under a live stream.
-    @Test("a stream's end, reported by its handler and by its creation's failure both, frees its slot once")
-    func streamEndCountedOnce() {
-        let ends = Mutex(0)
-        let once = StreamEnded { ends.withLock { $0 += 1 } }
-        once.call()
-        once.call()
-        once.call()
-        #expect(ends.withLock { $0 } == 1)
+    /// Without the multiplexer, giving the inbound windows back is plunkd's: HTTP/2
+    /// opens 65,535 bytes for the connection and for each stream, and a Plunk whose
+    /// answers add up to more would stall once they were used.
+    @Test("answers adding up to more than HTTP/2's first windows, on one connection and on one stream, are all read")
+    func answersPastTheWindows() async throws {
+        let long = String(repeating: "x", count: 150_000)
+        let h2 = try await StreamFixture(streams: 4) { body in
+            .answer(status: 200, body: #"{"success":true,"pad":""# + (body == "long" ? long : String(repeating: "y", count: 8_000)) + #""}"#)
+        }
+        let bodies = (0..<40).map { "short \($0)" } + ["long"]
+        var results: [KeptResult] = []
+        for body in bodies {
+            let (exchange, result) = h2.exchange(body)
+            h2.connections.send(exchange)
+            results.append(result)
+        }
+        for (body, result) in zip(bodies, results) {
+            #expect(await result.finished(), "\(body): no answer")
+            #expect(result.status == 200, "\(body): \(result.described)")
+        }
+        #expect(h2.fake.connectionCount == 1)
+        try await h2.stop()
+    }
+
+    @Test("a request past its deadline resets its own stream: the stream in flight beside it and the next request are answered on the same connection")
+    func deadlineResetsOneStream() async throws {
+        let h2 = try await StreamFixture(streams: 4) { body in
+            body == "hangs" ? .hang : .answer(status: 200, body: #"{"success":true}"#, delay: body == "slow" ? .seconds(2) : .zero)
+        }
+        let (hangs, hung) = h2.exchange("hangs", deadline: .now() + .seconds(1))
+        let (slow, slowResult) = h2.exchange("slow")
+        h2.connections.send(hangs)
+        h2.connections.send(slow)
+        #expect(await hung.finished())
+        #expect(hung.value.withLock { $0.flatMap { try? $0.get() } == nil }, "\(hung.described)")
+        #expect(hung.described.contains("no answer from 127.0.0.1 within"), "\(hung.described)")
+        #expect(await slowResult.finished())
+        #expect(slowResult.status == 200, "\(slowResult.described)")
+        let (next, nextResult) = h2.exchange("next")
+        h2.connections.send(next)
+        #expect(await nextResult.finished())
+        #expect(nextResult.status == 200, "\(nextResult.described)")
+        #expect(h2.fake.connectionCount == 1, "\(h2.fake.connectionCount) connections")
+        try await h2.stop()
+    }
+
+    @Test("a stream Plunk resets fails in plain words, and the connection carries the next request")
+    func plunkResetsAStream() async throws {
+        let h2 = try await StreamFixture(streams: 4) { body in
+            body == "reset" ? .reset : .answer(status: 200, body: #"{"success":true}"#)
+        }
+        let (reset, resetResult) = h2.exchange("reset")
+        h2.connections.send(reset)
+        #expect(await resetResult.finished())
+        #expect(resetResult.described.contains("reset the request's HTTP/2 stream (error code"), "\(resetResult.described)")
+        let (next, nextResult) = h2.exchange("next")
+        h2.connections.send(next)
+        #expect(await nextResult.finished())
+        #expect(nextResult.status == 200, "\(nextResult.described)")
+        #expect(h2.fake.connectionCount == 1, "\(h2.fake.connectionCount) connections")
+        try await h2.stop()
     }
 
     @Test(
@@ -97,9 +146,14 @@ struct StreamFixture {
     let connections: PlunkConnections
 
     init(streams: Int, delay: @escaping @Sendable (String) -> TimeAmount) async throws {
+        try await self.init(streams: streams) { body in .answer(status: 200, body: #"{"success":true}"#, delay: delay(body)) }
+    }
+
+    /// A stand-in whose reply to each request `reply(body)` gives.
+    init(streams: Int, reply: @escaping @Sendable (String) -> FakePlunk.Reply) async throws {
         certificates = try TestCertificates()
         fake = try await FakePlunk(tls: try certificates.serverTLS(.trusted), offersHTTP2: true) { request in
-            .answer(status: 200, body: #"{"success":true}"#, delay: delay(String(decoding: request.body, as: UTF8.self)))
+            reply(String(decoding: request.body, as: UTF8.self))
         }
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.additionalTrustRoots = [.file(certificates.caFile)]
@@ -111,10 +165,10 @@ struct StreamFixture {
     }
 
     /// An exchange whose result is kept; its deadline (20 s) is past the tests' waits for the answers they expect.
-    func exchange(_ body: String) -> (PlunkExchange, KeptResult) {
+    func exchange(_ body: String, deadline: NIODeadline = .now() + .seconds(20)) -> (PlunkExchange, KeptResult) {
         let result = KeptResult()
         let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/track", headers: ["Content-Length": "\(body.utf8.count)"])
-        let exchange = PlunkExchange(head: head, body: ByteBuffer(string: body), deadline: .now() + .seconds(20)) { answer in
+        let exchange = PlunkExchange(head: head, body: ByteBuffer(string: body), deadline: deadline) { answer in
             result.value.withLock { $0 = answer }
         }
         return (exchange, result)
@@ -138,5 +192,21 @@ final class KeptResult: Sendable {
 
     func finished() async -> Bool {
         await Poll.until(timeout: 30) { value.withLock { $0 != nil } }
+    }
+
+    /// The answer's status, or nil for a failure (or none yet).
+    var status: Int? {
+        guard case .response(let status, _, _, _) = value.withLock({ try? $0?.get() }) else { return nil }
+        return status
+    }
+
+    /// The answer, or the failure as the operator reads it.
+    var described: String {
+        switch value.withLock({ $0 }) {
+        case .none: "no result"
+        case .success(let answer): "\(answer)"
+        case .failure(let error):
+            TransportFailureText.describe(error, destination: .init(host: "127.0.0.1", port: 0), timeout: 1)
+        }
     }
 }

@@ -15,10 +15,15 @@ struct PlunkAnswerReader {
     private(set) var keepAlive = true
 
     mutating func read(_ head: HTTPResponseHead) {
-        status = Int(head.status.code)
-        retryAfter = head.headers.first(name: "Retry-After")
-        rateLimit = RateLimitHeaders.read { head.headers.first(name: $0) }
+        read(status: Int(head.status.code)) { head.headers.first(name: $0) }
         keepAlive = head.isKeepAlive
+    }
+
+    /// The status and the header fields `field` looks up by name.
+    mutating func read(status: Int, field: (String) -> String?) {
+        self.status = status
+        retryAfter = field("Retry-After")
+        rateLimit = RateLimitHeaders.read(field)
     }
 
     mutating func read(_ buffer: ByteBuffer) {

@@ -9,27 +9,7 @@ import NIOTLS
 /// HTTP/2 (a stream per request), as TLS's ALPN settled it.
 enum ReadyConnection {
     case http1(PlunkExchangeHandler)
-    case http2(channel: any Channel, multiplexer: NIOHTTP2Handler.StreamMultiplexer, goAway: GoAwayWatcher)
-}
-
-/// Tells the pool when Plunk sends GOAWAY on an HTTP/2 connection: no new stream may
-/// start on it, so the next request must open another (the streams in flight finish).
-///
-/// Unchecked `Sendable`: a channel handler, touched only on its channel's loop.
-final class GoAwayWatcher: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = HTTP2Frame
-
-    /// Set by the pool when the connection is handed over; called on the loop.
-    var onGoAway: (() -> Void)?
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .goAway = unwrapInboundIn(data).payload {
-            let onGoAway = self.onGoAway
-            self.onGoAway = nil
-            onGoAway?()
-        }
-        context.fireChannelRead(data)
-    }
+    case http2(PlunkHTTP2Streams)
 }
 
 /// How a connection is set up, step by step, on its own event loop: through the proxy's
@@ -48,6 +28,8 @@ final class PlunkConnectionSetup: @unchecked Sendable {
         /// The tunnel to open first: Plunk's `host:port` and the proxy's credentials.
         var tunnel: (authority: String, authorization: String?)?
         var idleTimeout: TimeAmount
+        /// Plunk's `host[:port]`, HTTP/2's `:authority`.
+        var authority: String
     }
 
     let plan: Plan
@@ -90,16 +72,13 @@ final class PlunkConnectionSetup: @unchecked Sendable {
     func speak(http2: Bool, _ channel: any Channel) throws {
         let operations = channel.pipeline.syncOperations
         if http2 {
-            let multiplexer = try operations.configureHTTP2Pipeline(
-                mode: .client, connectionConfiguration: .init(), streamConfiguration: .init()
-            ) { stream in
-                // Plunk pushes nothing; a stream it opened anyway is closed at once.
-                stream.close(promise: nil)
-                return stream.eventLoop.makeSucceededVoidFuture()
-            }
-            let goAway = GoAwayWatcher()
-            try operations.addHandler(goAway)
-            succeed(.http2(channel: channel, multiplexer: multiplexer, goAway: goAway))
+            // No multiplexer: requests are written as frames (`PlunkHTTP2Streams`). Push
+            // is turned off, so Plunk opens no streams of its own.
+            let settings = nioDefaultSettings + [HTTP2Setting(parameter: .enablePush, value: 0)]
+            try operations.addHandler(NIOHTTP2Handler(mode: .client, initialSettings: settings))
+            let streams = PlunkHTTP2Streams(authority: plan.authority, tls: plan.tls != nil)
+            try operations.addHandler(streams)
+            succeed(.http2(streams))
         } else {
             try operations.addHTTPClientHandlers()
             let handler = PlunkExchangeHandler(idleTimeout: plan.idleTimeout)

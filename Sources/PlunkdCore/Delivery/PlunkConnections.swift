@@ -18,7 +18,8 @@ import NIOSSL
 /// was about a third of delivery's CPU. This path keeps one exchange per HTTP/1.1
 /// connection or stream, writes each request in one flush, and answers on the loop that
 /// read it, which is the sender's own. NIO still does the framing (`HTTPRequestEncoder`,
-/// `HTTPResponseDecoder`, swift-nio-http2's codec and multiplexer) and NIOSSL the TLS.
+/// `HTTPResponseDecoder`, swift-nio-http2's `NIOHTTP2Handler`) and NIOSSL the TLS; over
+/// HTTP/2 requests are frames on the connection (`PlunkHTTP2Streams`, which says why).
 ///
 /// Failures are `PlunkTransportError`s or NIO's and NIOSSL's own errors, which
 /// `TransportFailureText` words.
@@ -52,13 +53,12 @@ final class PlunkConnections: @unchecked Sendable {
     private var all: [ObjectIdentifier: PlunkExchangeHandler] = [:]
     private var closed = false
     /// The HTTP/2 connection, once ALPN agreed on h2: every request is a stream of it.
-    private var http2: (channel: any Channel, multiplexer: NIOHTTP2Handler.StreamMultiplexer)?
+    private var http2: PlunkHTTP2Streams?
+    /// Streams in flight on every HTTP/2 connection, current or retired.
     private var streams = 0
-    /// Streams in flight on each HTTP/2 connection, current or retired.
-    private var streamsOn: [ObjectIdentifier: Int] = [:]
     /// HTTP/2 connections replaced (new roots on SIGHUP, a GOAWAY), each closed once its
     /// own streams end, while the current one carries on.
-    private var retired: [any Channel] = []
+    private var retired: [PlunkHTTP2Streams] = []
     /// A connection is being set up whose protocol is not known yet: requests wait for it
     /// rather than open more, which over h2 would be connections nobody needs.
     private var negotiating = false
@@ -117,7 +117,7 @@ final class PlunkConnections: @unchecked Sendable {
             idle.forEach { $0.close() }
             if let http2 = self.http2 {
                 self.http2 = nil
-                self.retire(http2.channel)
+                self.retire(http2)
             }
         }
     }
@@ -134,8 +134,10 @@ final class PlunkConnections: @unchecked Sendable {
                 connection.fail(PlunkTransportError.shutDown)
                 connection.close()
             }
-            self.http2?.channel.close(promise: nil)
+            self.http2?.close()
             self.http2 = nil
+            self.retired.forEach { $0.close() }
+            self.retired = []
             done.succeed()
         }
         try? await done.futureResult.get()
@@ -158,7 +160,8 @@ final class PlunkConnections: @unchecked Sendable {
         let ready = loop.makePromise(of: ReadyConnection.self)
         let plan = PlunkConnectionSetup.Plan(
             tls: tls, serverHostname: Self.isIPAddress(target.host) ? nil : target.host,
-            tunnel: target.proxy.map { (HostAndPort(host: target.host, port: target.port).description, $0.authorization) }, idleTimeout: idleTimeout)
+            tunnel: target.proxy.map { (HostAndPort(host: target.host, port: target.port).description, $0.authorization) }, idleTimeout: idleTimeout,
+            authority: target.authority)
         let setup = PlunkConnectionSetup(plan: plan, ready: ready)
         ClientBootstrap(group: loop)
             .connectTimeout(connectTimeout)
@@ -169,9 +172,7 @@ final class PlunkConnections: @unchecked Sendable {
         ready.futureResult.assumeIsolated().whenComplete { result in
             switch result {
             case .success(.http1(let handler)): self.http1Ready(handler, for: exchange)
-            case .success(.http2(let channel, let multiplexer, let goAway)):
-                goAway.onGoAway = { [weak self] in self?.retireHTTP2(channel) }
-                self.http2Ready(channel, multiplexer, for: exchange)
+            case .success(.http2(let connection)): self.http2Ready(connection, for: exchange)
             case .failure(let error): self.connectFailed(exchange, error)
             }
         }
@@ -205,53 +206,29 @@ final class PlunkConnections: @unchecked Sendable {
         while open < limit, let next = waiting.popFirst() { connect(for: next) }
     }
 
-    private func http2Ready(_ channel: any Channel, _ multiplexer: NIOHTTP2Handler.StreamMultiplexer, for exchange: PlunkExchange) {
+    private func http2Ready(_ connection: PlunkHTTP2Streams, for exchange: PlunkExchange) {
         negotiating = false
         speaksHTTP1 = false
         guard !closed else {
-            channel.close(promise: nil)
+            connection.close()
             return
         }
-        http2 = (channel, multiplexer)
-        channel.closeFuture.assumeIsolated().whenComplete { _ in
-            self.open -= 1
-            if self.http2?.channel === channel { self.http2 = nil }
-            if !self.closed, let next = self.waiting.popFirst() { self.dispatch(next) }
-        }
+        connection.onGoAway = { [weak self] in self?.retireHTTP2($0) }
+        connection.onStreamEnded = { [weak self] in self?.streamEnded(on: $0) }
+        connection.onClose = { [weak self] in self?.http2Closed($0) }
+        http2 = connection
         openStream(for: exchange)
         while streams < limit, let next = waiting.popFirst() { openStream(for: next) }
     }
 
     private func openStream(for exchange: PlunkExchange) {
         guard let http2, !exchange.isFinished else { return }
-        let channel = http2.channel
-        let connection = ObjectIdentifier(channel)
         streams += 1
-        streamsOn[connection, default: 0] += 1
-        let authority = target.authority
-        // Once per stream, whichever of its handler and its creation's failure says so.
-        let once = StreamEnded { [weak self] in self?.streamEnded(on: connection) }
-        let ended: @Sendable () -> Void = { once.call() }
-        let scheme: HTTP2FramePayloadToHTTP1ClientCodec.HTTPProtocol = target.tls ? .https : .http
-        http2.multiplexer.createStreamChannel { stream in
-            stream.eventLoop.makeCompletedFuture {
-                let operations = stream.pipeline.syncOperations
-                try operations.addHandler(HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: scheme))
-                try operations.addHandler(PlunkStreamHandler(exchange: exchange, authority: authority, ended: ended))
-            }
-        }.whenFailure { [weak self] error in
-            // The connection takes no new streams (a GOAWAY, or it is closing): the next
-            // request opens another, and this one is retried by the sender's backoff.
-            self?.retireHTTP2(channel)
-            exchange.finish(.failure(error))
-            ended()
-        }
+        http2.start(exchange)
     }
 
-    private func streamEnded(on connection: ObjectIdentifier) {
+    private func streamEnded(on connection: PlunkHTTP2Streams) {
         streams -= 1
-        let left = (streamsOn[connection] ?? 1) - 1
-        streamsOn[connection] = left > 0 ? left : nil
         closeRetiredIfIdle()
         guard !closed else { return }
         // The first that still wants an answer: one whose deadline passed while it waited
@@ -264,22 +241,29 @@ final class PlunkConnections: @unchecked Sendable {
         }
     }
 
-    private func retireHTTP2(_ channel: any Channel) {
-        guard let http2, http2.channel === channel else { return }
-        self.http2 = nil
-        retire(channel)
+    private func http2Closed(_ connection: PlunkHTTP2Streams) {
+        open -= 1
+        retired.removeAll { $0 === connection }
+        if http2 === connection { http2 = nil }
+        if !closed, let next = waiting.popFirst() { dispatch(next) }
+    }
+
+    private func retireHTTP2(_ connection: PlunkHTTP2Streams) {
+        guard http2 === connection else { return }
+        http2 = nil
+        retire(connection)
     }
 
     /// An HTTP/2 connection that takes no new streams closes once its own streams end.
-    private func retire(_ channel: any Channel) {
-        retired.append(channel)
+    private func retire(_ connection: PlunkHTTP2Streams) {
+        retired.append(connection)
         closeRetiredIfIdle()
     }
 
     private func closeRetiredIfIdle() {
-        retired.removeAll { channel in
-            guard streamsOn[ObjectIdentifier(channel)] == nil else { return false }
-            channel.close(promise: nil)
+        retired.removeAll { connection in
+            guard connection.inFlight == 0 else { return false }
+            connection.close()
             return true
         }
     }

@@ -40,6 +40,8 @@ public enum TransportFailureText {
                     "proxy \(destination.proxy ?? "?"): refused the tunnel to \(host):\(destination.port) (its answer to CONNECT was not 200, for example 403 or 502)"
             case .shutDown:
                 return "plunkd is shutting down; the request to \(host) was not sent"
+            case .streamReset(let code):
+                return "\(host) reset the request's HTTP/2 stream (error code \(code)\(Self.http2ErrorName(code).map { ", \($0)" } ?? ""))"
             }
         }
         if let error = error as? HTTPParserError {
@@ -150,6 +152,22 @@ public enum TransportFailureText {
         return text
     }
 
+    /// RFC 9113's name for an HTTP/2 error code, for the ones a server sends a client.
+    private static func http2ErrorName(_ code: UInt32) -> String? {
+        switch code {
+        case 0x0: "NO_ERROR"
+        case 0x1: "PROTOCOL_ERROR"
+        case 0x2: "INTERNAL_ERROR"
+        case 0x3: "FLOW_CONTROL_ERROR"
+        case 0x5: "STREAM_CLOSED"
+        case 0x7: "REFUSED_STREAM"
+        case 0x8: "CANCEL"
+        case 0xb: "ENHANCE_YOUR_CALM"
+        case 0xd: "HTTP_1_1_REQUIRED"
+        default: nil
+        }
+    }
+
     private static func format(_ value: Double) -> String {
         value == value.rounded() ? String(Int(value)) : String(value)
     }
@@ -167,4 +185,7 @@ enum PlunkTransportError: Error, Equatable {
     case proxyRefusedTunnel
     /// The client shut down before the request could be sent or answered.
     case shutDown
+    /// Plunk reset the request's HTTP/2 stream (RST_STREAM, or a GOAWAY that cut it off)
+    /// with this error code.
+    case streamReset(UInt32)
 }
