@@ -171,9 +171,12 @@ final class PlunkHTTP2Streams: ChannelInboundHandler, @unchecked Sendable {
         context.fireChannelInactive()
     }
 
+    /// Closes the connection; the pool stops sending on it at once (the next request
+    /// opens another) rather than when the close is seen.
     func close() {
         guard !isClosed, let context else { return }
         isClosed = true
+        stopTakingStreams()
         context.close(promise: nil)
     }
 
