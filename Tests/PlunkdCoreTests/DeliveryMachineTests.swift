@@ -186,6 +186,29 @@ struct DeliveryMachineTests {
         #expect(drive.stored.isEmpty)
     }
 
+    @Test(
+        "a failure is logged once per run: a late 2xx to a request sent before it does not log the same failure again; a 2xx to one sent after it does"
+    )
+    func failureLoggedOncePerRun() throws {
+        var drive = Drive(concurrency: 4, failingAfter: 8)
+        var available = (0..<12).map { _ in drive.event() }
+        drive.wake(available: &available)
+        #expect(drive.sent.count == 4)
+        let failures = { drive.logs.filter { $0.contains("delivery failed, retrying with backoff") }.count }
+        drive.answer(drive.sent[1], Self.status(503))
+        #expect(failures() == 1)
+        // Sent before the failure, answered after it: old news.
+        drive.answer(drive.sent[0], Self.status(200))
+        drive.answer(drive.sent[2], Self.status(503))
+        #expect(failures() == 1, "the same failure logged again after a stale 2xx: \(drive.logs)")
+        // Sent after the failure: Plunk answered again, so the next failure is news.
+        drive.answer(drive.sent[3], Self.status(200))
+        drive.settle(available: &available)
+        let next = try #require(drive.sent.dropFirst(4).first)
+        drive.answer(next, Self.status(503))
+        #expect(failures() == 2, "\(drive.logs)")
+    }
+
     @Test("three transient failures in a row: one probe at a time, the reserve goes back in line, the next probe waits its backoff")
     func probing() {
         var drive = Drive(concurrency: 2)

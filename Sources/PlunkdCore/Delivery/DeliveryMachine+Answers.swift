@@ -99,9 +99,9 @@ extension DeliveryMachine {
             recordError(detail, status: outcome.status, now: now)
         case .transient(let status, let detail):
             recordError(detail, status: outcome.status, now: now)
-            if detail != lastLoggedFailure {
+            if detail != lastLoggedFailure?.detail {
                 // Once per distinct cause, not once per attempt: a down Plunk must not flood the journal.
-                lastLoggedFailure = detail
+                lastLoggedFailure = (detail, sent.number)
                 emit(.log(.warning, "delivery failed, retrying with backoff: \(detail)", ["id": "\(event.key)"]))
             }
             retryOrExpire(event, answer: answer, status: status, detail: detail, now: now)
@@ -164,7 +164,9 @@ extension DeliveryMachine {
     /// A sane answer from the server (any 2xx, or an event-level refusal) ends a failure run.
     private mutating func answeredSanely(number: Int, now: Date, delivered: Bool = true) {
         if delivered { lastSuccess = now }
-        lastLoggedFailure = nil
+        // Only an answer to a request sent after the logged failure shows Plunk back: a
+        // late 2xx to one sent before it would have the same failure logged again.
+        if let logged = lastLoggedFailure, number > logged.number { lastLoggedFailure = nil }
         gate.answeredSanely(number: number)
     }
 

@@ -52,8 +52,9 @@ struct DeliveryMachine {
     var recentDeliveries = RecentDeliveries()
     /// A 409 without details is warned about once per run.
     var warnedUnconfirmedDuplicate = false
-    /// The last transient failure logged, so a run of the same failure is logged once.
-    var lastLoggedFailure: String?
+    /// The last transient failure logged, and its request's number (`RequestPacer`), so
+    /// a run of the same failure is logged once.
+    var lastLoggedFailure: (detail: String, number: Int)?
     /// Draws in [0, 1) for backoff jitter; injected so tests can fix it.
     let unitRandom: () -> Double
     private var actions: [DeliveryAction] = []
