@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import NIOTLS
 import PlunkdTestSupport
 import Synchronization
 import Testing
@@ -74,6 +75,32 @@ struct HTTP2QueueTests {
         #expect(nextResult.status == 200, "\(nextResult.described)")
         #expect(h2.fake.connectionCount == 1, "\(h2.fake.connectionCount) connections")
         try await h2.stop()
+    }
+
+    @Test("a Plunk that breaks HTTP/2 fails the request at once in plain words, and the next request opens another connection")
+    func brokenProtocol() async throws {
+        let certificates = try TestCertificates()
+        defer { certificates.remove() }
+        let server = try await BrokenHTTP2Server(tls: try certificates.serverTLS(.trusted))
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.additionalTrustRoots = [.file(certificates.caFile)]
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let connections = PlunkConnections(
+            target: .init(host: "127.0.0.1", port: server.port, tls: true, authority: "127.0.0.1:\(server.port)", offersHTTP2: true, proxy: nil),
+            limit: 4, connectTimeout: .seconds(5), loop: group.next(), tls: tls)
+        for attempt in 1...2 {
+            let result = KeptResult()
+            let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/track", headers: ["Content-Length": "2"])
+            connections.send(
+                PlunkExchange(head: head, body: ByteBuffer(string: "{}"), deadline: .now() + .seconds(20)) { answer in result.value.withLock { $0 = answer } })
+            #expect(await result.finished())
+            #expect(result.described.contains("broke HTTP/2"), "attempt \(attempt): \(result.described)")
+            #expect(!result.described.contains(".swift"), "a build path: \(result.described)")
+            #expect(server.connectionCount == attempt)
+        }
+        await connections.shutdown()
+        try await group.shutdownGracefully()
+        try await server.stop()
     }
 
     @Test(
@@ -208,5 +235,57 @@ final class KeptResult: Sendable {
         case .failure(let error):
             TransportFailureText.describe(error, destination: .init(host: "127.0.0.1", port: 0), timeout: 1)
         }
+    }
+}
+
+/// A TLS server that agrees on h2 and then breaks the protocol: instead of its SETTINGS,
+/// a DATA frame on stream 0, which HTTP/2 makes a connection error.
+final class BrokenHTTP2Server: Sendable {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let port: Int
+    private let channel: any Channel
+    private let accepted = KeptCount()
+
+    var connectionCount: Int { accepted.value.withLock { $0 } }
+
+    init(tls: TLSConfiguration) async throws {
+        var tls = tls
+        tls.applicationProtocols = ["h2"]
+        let context = try NIOSSLContext(configuration: tls)
+        let accepted = self.accepted
+        channel = try await ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                accepted.value.withLock { $0 += 1 }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+                    try channel.pipeline.syncOperations.addHandler(BreaksProtocol())
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        port = channel.localAddress!.port!
+    }
+
+    func stop() async throws {
+        try await channel.close()
+        try await group.shutdownGracefully()
+    }
+
+    private final class KeptCount: Sendable {
+        let value = Mutex(0)
+    }
+
+    private final class BreaksProtocol: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if case .handshakeCompleted = event as? TLSUserEvent {
+                // Length 4, type DATA, no flags, stream 0, then 4 bytes.
+                let frame: [UInt8] = [0, 0, 4, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]
+                context.writeAndFlush(NIOAny(ByteBuffer(bytes: frame)), promise: nil)
+            }
+            context.fireUserInboundEventTriggered(event)
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 import NIOPosix
 import NIOSSL
 
@@ -48,6 +49,12 @@ public enum TransportFailureText {
             // NIO's parser names the first byte it could not read ("invalid constant
             // string"): what matters is that the far side did not answer in HTTP.
             return "the answer from \(host) was not HTTP/1.1 (\(error)): is plunk.base_url a Plunk API, and is its scheme right?"
+        }
+        if error is any NIOHTTP2Error {
+            // NIO's errors print their type, fields and the build path of the line that
+            // raised them; the type's name is the part an operator can use.
+            return
+                "\(host) broke HTTP/2 (\(type(of: error))): the connection was dropped and the request is retried; if a proxy or load balancer in between mishandles HTTP/2, set plunk.http_version: http1"
         }
         if let error = error as? NIOSSLExtraError, error == .failedToValidateHostname {
             return "TLS: the certificate of \(host) is for another name (it does not list \(host))"
