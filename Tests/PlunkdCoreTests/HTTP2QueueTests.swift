@@ -52,11 +52,7 @@ struct HTTP2QueueTests {
         #expect(hung.described.contains("no answer from 127.0.0.1 within"), "\(hung.described)")
         #expect(await slowResult.finished())
         #expect(slowResult.status == 200, "\(slowResult.described)")
-        let (next, nextResult) = h2.exchange("next")
-        h2.connections.send(next)
-        #expect(await nextResult.finished())
-        #expect(nextResult.status == 200, "\(nextResult.described)")
-        #expect(h2.fake.connectionCount == 1, "\(h2.fake.connectionCount) connections")
+        await h2.expectNextAnsweredOnTheOneConnection()
         try await h2.stop()
     }
 
@@ -69,11 +65,7 @@ struct HTTP2QueueTests {
         h2.connections.send(reset)
         #expect(await resetResult.finished())
         #expect(resetResult.described.contains("reset the request's HTTP/2 stream (error code"), "\(resetResult.described)")
-        let (next, nextResult) = h2.exchange("next")
-        h2.connections.send(next)
-        #expect(await nextResult.finished())
-        #expect(nextResult.status == 200, "\(nextResult.described)")
-        #expect(h2.fake.connectionCount == 1, "\(h2.fake.connectionCount) connections")
+        await h2.expectNextAnsweredOnTheOneConnection()
         try await h2.stop()
     }
 
@@ -199,6 +191,15 @@ struct StreamFixture {
             result.value.withLock { $0 = answer }
         }
         return (exchange, result)
+    }
+
+    /// A request sent now is answered 200, and the stand-in has still seen one connection.
+    func expectNextAnsweredOnTheOneConnection() async {
+        let (next, nextResult) = exchange("next")
+        connections.send(next)
+        #expect(await nextResult.finished())
+        #expect(nextResult.status == 200, "\(nextResult.described)")
+        #expect(fake.connectionCount == 1, "\(fake.connectionCount) connections")
     }
 
     func arrived(_ body: String) async -> Bool {
