@@ -111,19 +111,17 @@ final class PlunkHTTP2Streams: ChannelInboundHandler, @unchecked Sendable {
             // The streams it cuts off are closed by NIOHTTP2Handler (StreamClosedEvent).
             stopTakingStreams()
         case .headers(let headers):
-            guard var stream = open[frame.streamID] else { return }
+            // Read in place (`open[id]?.…`): a copy taken out and put back would copy the
+            // body read so far on each frame.
             let status = headers.headers.first(name: ":status").flatMap { Int($0) } ?? 0
             // An interim answer (100 Continue) is not the answer; later fields are trailers.
-            if !stream.headRead, status >= 200 {
-                stream.headRead = true
-                stream.answer.read(status: status) { headers.headers.first(name: $0) }
+            if status >= 200, open[frame.streamID]?.headRead == false {
+                open[frame.streamID]?.headRead = true
+                open[frame.streamID]?.answer.read(status: status) { headers.headers.first(name: $0) }
             }
-            open[frame.streamID] = stream
             if headers.endStream { answered(frame.streamID) }
         case .data(let data):
-            guard var stream = open[frame.streamID] else { return }
-            if case .byteBuffer(let buffer) = data.data { stream.answer.read(buffer) }
-            open[frame.streamID] = stream
+            if case .byteBuffer(let buffer) = data.data { open[frame.streamID]?.answer.read(buffer) }
             if data.endStream { answered(frame.streamID) }
         case .rstStream(let code):
             end(frame.streamID, .failure(PlunkTransportError.streamReset(UInt32(http2ErrorCode: code))))
