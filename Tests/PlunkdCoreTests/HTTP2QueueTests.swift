@@ -69,6 +69,20 @@ struct HTTP2QueueTests {
         try await h2.stop()
     }
 
+    @Test("an HTTP/2 connection with nothing in flight for the idle timeout closes, and the next request opens another")
+    func idleConnectionCloses() async throws {
+        let h2 = try await StreamFixture(streams: 4, idleTimeout: .seconds(1)) { _ in .answer(status: 200, body: #"{"success":true}"#) }
+        for attempt in 1...2 {
+            let (exchange, result) = h2.exchange("request \(attempt)")
+            h2.connections.send(exchange)
+            #expect(await result.finished())
+            #expect(result.status == 200, "\(result.described)")
+            #expect(h2.fake.connectionCount == attempt)
+            #expect(await Poll.until(timeout: 20) { h2.fake.openConnectionCount == 0 }, "the idle connection stayed open")
+        }
+        try await h2.stop()
+    }
+
     @Test("a Plunk that breaks HTTP/2 fails the request at once in plain words, and the next request opens another connection")
     func brokenProtocol() async throws {
         let certificates = try TestCertificates()
@@ -169,7 +183,7 @@ struct StreamFixture {
     }
 
     /// A stand-in whose reply to each request `reply(body)` gives.
-    init(streams: Int, reply: @escaping @Sendable (String) -> FakePlunk.Reply) async throws {
+    init(streams: Int, idleTimeout: TimeAmount = .seconds(60), reply: @escaping @Sendable (String) -> FakePlunk.Reply) async throws {
         certificates = try TestCertificates()
         fake = try await FakePlunk(tls: try certificates.serverTLS(.trusted), offersHTTP2: true) { request in
             reply(String(decoding: request.body, as: UTF8.self))
@@ -180,7 +194,7 @@ struct StreamFixture {
         connections = PlunkConnections(
             target: .init(
                 host: "127.0.0.1", port: fake.port, tls: true, authority: "127.0.0.1:\(fake.port)", offersHTTP2: true, proxy: nil),
-            limit: streams, connectTimeout: .seconds(5), loop: group.next(), tls: tls)
+            limit: streams, connectTimeout: .seconds(5), loop: group.next(), tls: tls, idleTimeout: idleTimeout)
     }
 
     /// An exchange whose result is kept; its deadline (20 s) is past the tests' waits for the answers they expect.

@@ -76,7 +76,7 @@ final class PlunkConnectionSetup: @unchecked Sendable {
             // is turned off, so Plunk opens no streams of its own.
             let settings = nioDefaultSettings + [HTTP2Setting(parameter: .enablePush, value: 0)]
             try operations.addHandler(NIOHTTP2Handler(mode: .client, initialSettings: settings))
-            let streams = PlunkHTTP2Streams(authority: plan.authority, tls: plan.tls != nil)
+            let streams = PlunkHTTP2Streams(authority: plan.authority, tls: plan.tls != nil, idleTimeout: plan.idleTimeout)
             try operations.addHandler(streams)
             succeed(.http2(streams))
         } else {

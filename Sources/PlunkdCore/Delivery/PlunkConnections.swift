@@ -43,7 +43,10 @@ final class PlunkConnections: @unchecked Sendable {
     private let target: Target
     private let limit: Int
     private let connectTimeout: TimeAmount
-    private let idleTimeout = TimeAmount.seconds(60)
+    /// A connection with nothing in flight this long is closed (HTTP/1.1 and HTTP/2
+    /// alike): a NAT or firewall that forgot it would otherwise swallow the next requests
+    /// until each one's deadline.
+    private let idleTimeout: TimeAmount
 
     // Confined to `loop`.
     private var tlsContext: Result<NIOSSLContext, any Error>?
@@ -65,8 +68,12 @@ final class PlunkConnections: @unchecked Sendable {
     /// The last connection agreed on HTTP/1.1: the next ones are opened side by side.
     private var speaksHTTP1: Bool
 
-    init(target: Target, limit: Int, connectTimeout: TimeAmount, loop: any EventLoop, tls: TLSConfiguration?) {
+    init(
+        target: Target, limit: Int, connectTimeout: TimeAmount, loop: any EventLoop, tls: TLSConfiguration?,
+        idleTimeout: TimeAmount = .seconds(60)
+    ) {
         self.target = target
+        self.idleTimeout = idleTimeout
         self.limit = max(1, limit)
         self.connectTimeout = connectTimeout
         self.loop = loop

@@ -49,15 +49,32 @@ final class PlunkHTTP2Streams: ChannelInboundHandler, @unchecked Sendable {
         var headRead = false
     }
 
-    init(authority: String, tls: Bool) {
+    /// With no stream in flight this long, the connection closes, as an idle HTTP/1.1
+    /// one does: one a NAT has forgotten would take the next requests, each failing only
+    /// at its deadline, until TCP gave up on it minutes later.
+    private let idleTimeout: TimeAmount
+    private var idleTimer: Scheduled<Void>?
+
+    init(authority: String, tls: Bool, idleTimeout: TimeAmount) {
         self.authority = authority
         scheme = tls ? "https" : "http"
+        self.idleTimeout = idleTimeout
     }
 
     var inFlight: Int { open.count }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        armIdleTimer()
+    }
+
+    private func armIdleTimer() {
+        guard let context, !isClosed else { return }
+        idleTimer?.cancel()
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: idleTimeout) { [weak self] in
+            guard let self, self.open.isEmpty else { return }
+            self.close()
+        }
     }
 
     /// Writes `exchange`'s request as a new stream, in one flush.
@@ -67,6 +84,8 @@ final class PlunkHTTP2Streams: ChannelInboundHandler, @unchecked Sendable {
             onStreamEnded?(self)
             return
         }
+        idleTimer?.cancel()
+        idleTimer = nil
         let streamID = nextStreamID
         open[streamID] = OpenStream(exchange: exchange)
         exchange.onDeadline = { [weak self] in self?.reset(streamID) }
@@ -161,6 +180,7 @@ final class PlunkHTTP2Streams: ChannelInboundHandler, @unchecked Sendable {
 
     func channelInactive(context: ChannelHandlerContext) {
         isClosed = true
+        idleTimer?.cancel()
         stopTakingStreams()
         failAll(PlunkTransportError.closedBeforeAnswer)
         let onClose = self.onClose
@@ -190,11 +210,13 @@ final class PlunkHTTP2Streams: ChannelInboundHandler, @unchecked Sendable {
         if let context, !isClosed {
             context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: streamID, payload: .rstStream(.cancel))), promise: nil)
         }
+        if open.isEmpty { armIdleTimer() }
         onStreamEnded?(self)
     }
 
     private func end(_ streamID: HTTP2StreamID, _ result: Result<PlunkAnswer, any Error>) {
         guard let stream = open.removeValue(forKey: streamID) else { return }
+        if open.isEmpty { armIdleTimer() }
         onStreamEnded?(self)
         stream.exchange.finish(result)
     }
