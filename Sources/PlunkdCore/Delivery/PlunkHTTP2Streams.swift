@@ -36,7 +36,7 @@ final class PlunkHTTP2Streams: ChannelInboundHandler, @unchecked Sendable {
     private var context: ChannelHandlerContext?
     private var open: [HTTP2StreamID: OpenStream] = [:]
     private var nextStreamID = HTTP2StreamID(1)
-    private(set) var acceptsStreams = true
+    private var acceptsStreams = true
     private var isClosed = false
 
     /// The inbound window this side keeps open, for the connection and for each stream:
@@ -206,19 +206,21 @@ final class PlunkHTTP2Streams: ChannelInboundHandler, @unchecked Sendable {
     /// The deadline passed: the stream is reset (the connection and its other streams
     /// carry on), so a late answer is never read as this one's.
     private func reset(_ streamID: HTTP2StreamID) {
-        guard open.removeValue(forKey: streamID) != nil else { return }
-        if let context, !isClosed {
-            context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: streamID, payload: .rstStream(.cancel))), promise: nil)
-        }
-        if open.isEmpty { armIdleTimer() }
-        onStreamEnded?(self)
+        guard removeStream(streamID) != nil, let context, !isClosed else { return }
+        context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: streamID, payload: .rstStream(.cancel))), promise: nil)
     }
 
     private func end(_ streamID: HTTP2StreamID, _ result: Result<PlunkAnswer, any Error>) {
-        guard let stream = open.removeValue(forKey: streamID) else { return }
+        removeStream(streamID)?.exchange.finish(result)
+    }
+
+    /// Takes a stream out of those in flight, once: its slot goes back to the pool, and
+    /// the idle timer starts when it was the last.
+    private func removeStream(_ streamID: HTTP2StreamID) -> OpenStream? {
+        guard let stream = open.removeValue(forKey: streamID) else { return nil }
         if open.isEmpty { armIdleTimer() }
         onStreamEnded?(self)
-        stream.exchange.finish(result)
+        return stream
     }
 
     private func failAll(_ error: any Error) {
