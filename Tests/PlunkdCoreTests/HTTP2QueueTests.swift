@@ -107,6 +107,36 @@ struct HTTP2QueueTests {
         try await server.stop()
     }
 
+    /// A connection error ends the streams in flight, and each freed slot hands the next
+    /// queued request on: it must go to a new connection, not onto the broken one, where
+    /// it would fail as "closed before an answer" without ever having been sent.
+    @Test("a request queued behind one that a connection error ends goes out on a new connection")
+    func queuedRequestLeavesBrokenConnection() async throws {
+        let certificates = try TestCertificates()
+        defer { certificates.remove() }
+        let server = try await BrokenHTTP2Server(tls: try certificates.serverTLS(.trusted))
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.additionalTrustRoots = [.file(certificates.caFile)]
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let connections = PlunkConnections(
+            target: .init(host: "127.0.0.1", port: server.port, tls: true, authority: "127.0.0.1:\(server.port)", offersHTTP2: true, proxy: nil),
+            limit: 1, connectTimeout: .seconds(5), loop: group.next(), tls: tls)
+        let results = [KeptResult(), KeptResult()]
+        for result in results {
+            let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/track", headers: ["Content-Length": "2"])
+            connections.send(
+                PlunkExchange(head: head, body: ByteBuffer(string: "{}"), deadline: .now() + .seconds(20)) { answer in result.value.withLock { $0 = answer } })
+        }
+        for (index, result) in results.enumerated() {
+            #expect(await result.finished())
+            #expect(result.described.contains("broke HTTP/2"), "request \(index + 1): \(result.described)")
+        }
+        #expect(server.connectionCount == 2)
+        await connections.shutdown()
+        try await group.shutdownGracefully()
+        try await server.stop()
+    }
+
     @Test(
         "a queued request whose deadline passed while it waited does not hold back the one behind it: when a stream ends, the next live request gets it"
     )

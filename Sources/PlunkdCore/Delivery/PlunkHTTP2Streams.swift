@@ -173,6 +173,9 @@ final class PlunkHTTP2Streams: ChannelInboundHandler, @unchecked Sendable {
             end(streamError.streamID, .failure(streamError.baseError))
         } else {
             // A connection error: NIOHTTP2Handler has sent its GOAWAY; nothing more is read.
+            // No new streams first: each stream failed frees a slot, and the pool would
+            // hand the request queued next to this connection.
+            stopTakingStreams()
             failAll(error)
             close()
         }
