@@ -38,14 +38,8 @@ struct StreamFixture {
             limit: streams, connectTimeout: .seconds(5), loop: group.next(), tls: tls, idleTimeout: idleTimeout)
     }
 
-    /// An exchange whose result is kept; its deadline (20 s) is past the tests' waits for the answers they expect.
     func exchange(_ body: String, deadline: NIODeadline = .now() + .seconds(20)) -> (PlunkExchange, KeptResult) {
-        let result = KeptResult()
-        let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/track", headers: ["Content-Length": "\(body.utf8.count)"])
-        let exchange = PlunkExchange(head: head, body: ByteBuffer(string: body), deadline: deadline) { answer in
-            result.value.withLock { $0 = answer }
-        }
-        return (exchange, result)
+        KeptResult.exchange(body, deadline: deadline)
     }
 
     /// A request sent now is answered 200, and the stand-in has still seen one connection.
@@ -69,9 +63,52 @@ struct StreamFixture {
     }
 }
 
+/// plunkd's connections to a `BrokenHTTP2Server`, with `streams` streams at once.
+struct BrokenProtocolFixture {
+    let certificates: TestCertificates
+    let server: BrokenHTTP2Server
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let connections: PlunkConnections
+
+    init(streams: Int) async throws {
+        certificates = try TestCertificates()
+        server = try await BrokenHTTP2Server(tls: try certificates.serverTLS(.trusted))
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.additionalTrustRoots = [.file(certificates.caFile)]
+        connections = PlunkConnections(
+            target: .init(
+                host: "127.0.0.1", port: server.port, tls: true, authority: "127.0.0.1:\(server.port)", offersHTTP2: true, proxy: nil),
+            limit: streams, connectTimeout: .seconds(5), loop: group.next(), tls: tls)
+    }
+
+    /// Sends a request and gives what it will finish with.
+    func send() -> KeptResult {
+        let (exchange, result) = KeptResult.exchange("{}")
+        connections.send(exchange)
+        return result
+    }
+
+    func stop() async throws {
+        await connections.shutdown()
+        try await group.shutdownGracefully()
+        try await server.stop()
+        certificates.remove()
+    }
+}
+
 /// What an exchange finished with, once it has.
 final class KeptResult: Sendable {
     let value = Mutex<Result<PlunkAnswer, any Error>?>(nil)
+
+    /// An exchange whose result is kept; its deadline (20 s) is past the tests' waits for the answers they expect.
+    static func exchange(_ body: String, deadline: NIODeadline = .now() + .seconds(20)) -> (PlunkExchange, KeptResult) {
+        let result = KeptResult()
+        let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/track", headers: ["Content-Length": "\(body.utf8.count)"])
+        let exchange = PlunkExchange(head: head, body: ByteBuffer(string: body), deadline: deadline) { answer in
+            result.value.withLock { $0 = answer }
+        }
+        return (exchange, result)
+    }
 
     func finished() async -> Bool {
         await Poll.until(timeout: 30) { value.withLock { $0 != nil } }

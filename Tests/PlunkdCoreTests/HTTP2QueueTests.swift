@@ -1,8 +1,5 @@
 import Foundation
 import NIOCore
-import NIOHTTP1
-import NIOPosix
-import NIOSSL
 import PlunkdTestSupport
 import Testing
 
@@ -83,28 +80,15 @@ struct HTTP2QueueTests {
 
     @Test("a Plunk that breaks HTTP/2 fails the request at once in plain words, and the next request opens another connection")
     func brokenProtocol() async throws {
-        let certificates = try TestCertificates()
-        defer { certificates.remove() }
-        let server = try await BrokenHTTP2Server(tls: try certificates.serverTLS(.trusted))
-        var tls = TLSConfiguration.makeClientConfiguration()
-        tls.additionalTrustRoots = [.file(certificates.caFile)]
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let connections = PlunkConnections(
-            target: .init(host: "127.0.0.1", port: server.port, tls: true, authority: "127.0.0.1:\(server.port)", offersHTTP2: true, proxy: nil),
-            limit: 4, connectTimeout: .seconds(5), loop: group.next(), tls: tls)
+        let broken = try await BrokenProtocolFixture(streams: 4)
         for attempt in 1...2 {
-            let result = KeptResult()
-            let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/track", headers: ["Content-Length": "2"])
-            connections.send(
-                PlunkExchange(head: head, body: ByteBuffer(string: "{}"), deadline: .now() + .seconds(20)) { answer in result.value.withLock { $0 = answer } })
+            let result = broken.send()
             #expect(await result.finished())
             #expect(result.described.contains("broke HTTP/2"), "attempt \(attempt): \(result.described)")
             #expect(!result.described.contains(".swift"), "a build path: \(result.described)")
-            #expect(server.connectionCount == attempt)
+            #expect(broken.server.connectionCount == attempt)
         }
-        await connections.shutdown()
-        try await group.shutdownGracefully()
-        try await server.stop()
+        try await broken.stop()
     }
 
     /// A connection error ends the streams in flight, and each freed slot hands the next
@@ -112,29 +96,14 @@ struct HTTP2QueueTests {
     /// it would fail as "closed before an answer" without ever having been sent.
     @Test("a request queued behind one that a connection error ends goes out on a new connection")
     func queuedRequestLeavesBrokenConnection() async throws {
-        let certificates = try TestCertificates()
-        defer { certificates.remove() }
-        let server = try await BrokenHTTP2Server(tls: try certificates.serverTLS(.trusted))
-        var tls = TLSConfiguration.makeClientConfiguration()
-        tls.additionalTrustRoots = [.file(certificates.caFile)]
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let connections = PlunkConnections(
-            target: .init(host: "127.0.0.1", port: server.port, tls: true, authority: "127.0.0.1:\(server.port)", offersHTTP2: true, proxy: nil),
-            limit: 1, connectTimeout: .seconds(5), loop: group.next(), tls: tls)
-        let results = [KeptResult(), KeptResult()]
-        for result in results {
-            let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/track", headers: ["Content-Length": "2"])
-            connections.send(
-                PlunkExchange(head: head, body: ByteBuffer(string: "{}"), deadline: .now() + .seconds(20)) { answer in result.value.withLock { $0 = answer } })
-        }
+        let broken = try await BrokenProtocolFixture(streams: 1)
+        let results = [broken.send(), broken.send()]
         for (index, result) in results.enumerated() {
             #expect(await result.finished())
             #expect(result.described.contains("broke HTTP/2"), "request \(index + 1): \(result.described)")
         }
-        #expect(server.connectionCount == 2)
-        await connections.shutdown()
-        try await group.shutdownGracefully()
-        try await server.stop()
+        #expect(broken.server.connectionCount == 2)
+        try await broken.stop()
     }
 
     @Test(
